@@ -1,0 +1,76 @@
+/*
+ * Compile-time configuration. Every default lives here, with its reason.
+ */
+#ifndef IOP_CONFIG_H
+#define IOP_CONFIG_H
+
+/*
+ * Debug level (set by the build: cmake -DIOP_DEBUG=N):
+ *   0  release: foreign pointers are still refused (that check is cheap and
+ *      always on); nothing else.
+ *   1  cheap internal assertions on the slow paths.
+ *   2  every pool is checked (IOP_F_CHECKED): double-free detection,
+ *      poisoning of free objects, poison verified on reuse.
+ *   3  as 2, and iop_pool_destroy()/iop_thread_flush() run a full audit.
+ */
+#ifndef IOP_DEBUG
+#define IOP_DEBUG 0
+#endif
+
+/*
+ * Most pools alive at once. Each thread carries one 64-byte cache slot per
+ * possible pool in static TLS, so this costs 16 KiB per thread. 256 leaves
+ * room for a heap's size classes (about 40 pools) and many application pools.
+ */
+#define IOP_MAX_POOLS 256
+
+/*
+ * Granule of the address map: the smallest chunk and the unit in which the
+ * owner of an address is looked up. 2 MiB is the x86-64 and arm64 huge page,
+ * so a chunk can be one transparent hugepage and the map stays small.
+ */
+#define IOP_GRANULE_SHIFT 21
+#define IOP_GRANULE ((size_t)1 << IOP_GRANULE_SHIFT)
+
+/*
+ * User address bits covered by the map. Linux hands out user addresses below
+ * 2^47 on x86-64 (also with 5-level paging, unless a caller asks for more)
+ * and below 2^48 on arm64. The map is reserved, not committed: 2^26 entries of
+ * 16 bytes is 1 GiB of address space, of which only the pages describing
+ * mapped chunks are ever touched (one 4 KiB page covers 512 MiB of chunks).
+ */
+#if defined(__aarch64__)
+#define IOP_ADDR_BITS 48
+#else
+#define IOP_ADDR_BITS 47
+#endif
+#define IOP_MAP_ENTRIES ((size_t)1 << (IOP_ADDR_BITS - IOP_GRANULE_SHIFT))
+
+/* Default chunk: one huge page. */
+#define IOP_CHUNK_DEFAULT IOP_GRANULE
+/* Largest chunk a caller may ask for; larger gains nothing but latency. */
+#define IOP_CHUNK_MAX ((size_t)1 << 30)
+/* A chunk should hold at least this many objects, or the per-chunk overhead
+ * (a map entry, a descriptor, an mmap call) is paid too often for big
+ * objects; the default chunk grows until it does (1 MiB objects: 16 MiB). */
+#define IOP_CHUNK_MIN_OBJS 8
+
+/* Default alignment: what malloc gives on 64-bit Linux. */
+#define IOP_ALIGN_DEFAULT 16
+
+/*
+ * Automatic magazine size: about this many bytes per magazine. A thread holds
+ * two magazines per pool, so this bounds what a thread can strand (512 KiB)
+ * while keeping the depot lock to one acquisition per 128 objects of 2 KiB.
+ */
+#define IOP_MAG_BYTES (256u << 10)
+/* Bounds of the automatic size: below 4, the depot lock is taken every few
+ * operations; above 256 (for small objects), a magazine no longer fits in a
+ * few cache lines' worth of pointers to walk and drain quickly (2 KiB). */
+#define IOP_MAG_MIN 4u
+#define IOP_MAG_MAX_AUTO 256u
+
+/* Byte written over free objects in checked mode ("iopool free"). */
+#define IOP_POISON_BYTE 0xa5
+
+#endif /* IOP_CONFIG_H */

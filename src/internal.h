@@ -1,0 +1,252 @@
+/*
+ * iopool internals shared between the layer files.
+ *
+ * Glossary
+ *   object    one fixed-size buffer handed to the user.
+ *   chunk     a naturally aligned block from the OS (default 2 MiB) carved
+ *             into objects; objects never straddle chunks.
+ *   map       a reserved array with one entry per 2 MiB granule of the
+ *             address space naming the pool and chunk that own it, so the
+ *             owner of any address is found with a shift and a load.
+ *   slab      the per-chunk record of free objects: a bitmap of objects
+ *             returned to the chunk, plus a bump index below which objects
+ *             have been carved at least once (above it: never touched).
+ *   magazine  a small array of free objects (Bonwick). A thread cache holds a
+ *             "loaded" magazine it pops from and pushes to, and a "previous"
+ *             one that is always either full or empty.
+ *   depot     per pool: full and empty magazines; threads trade whole
+ *             magazines with it under a short lock.
+ *
+ *   thread T (static TLS)                 pool P (shared)
+ *   _iop_tls_cache[P->id]
+ *   +-------------------+            +------------------------------+
+ *   | count  cap  objs -+--> loaded  | lock                         |
+ *   | loaded   prev     |   [o o o ] | depot: full  -> [ooo]->[oo]  |
+ *   | prev_count        |            |        empty -> [   ]->[   ] |
+ *   | stats             |            | chunks: partial -> C1 -> C3  |
+ *   +-------------------+            +------------------------------+
+ *          |                                   |
+ *          |       map[addr >> 21] = {P, C}    v
+ *          +------------------------------> chunk C: [obj|obj|...|obj]
+ *                                           descriptor: freemap, bump,
+ *                                           inuse bits (checked mode)
+ *
+ * Data moves down on allocation (cache -> depot -> slab -> OS) and up on
+ * free. Lock order: registry lock (cache.c) before a pool's lock.
+ */
+#ifndef IOP_INTERNAL_H
+#define IOP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "iopool.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define IOP_NOINLINE __attribute__((noinline))
+#define IOP_COLD __attribute__((cold, noinline))
+#define IOP_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- sanitizer support and relaxed atomics -------------------------------- */
+
+/* IOP__ASAN / IOP__TSAN and the poison macros come from iopool.h, whose
+ * inline code needs them too. Under ASan every object that is not in flight
+ * is poisoned, so a use after free is reported. */
+#define ASAN_POISON(p, n) IOP__POISON((p), (n))
+#define ASAN_UNPOISON(p, n) IOP__UNPOISON((p), (n))
+
+/* _Atomic fields (shared counters). Relaxed: counters only. */
+#define LOAD(p) atomic_load_explicit((p), memory_order_relaxed)
+/* Shared counter bumped from slow paths by any thread. */
+#define COUNT(p, n) atomic_fetch_add_explicit((p), (n), memory_order_relaxed)
+/* Plain fields shared with the inline code (thread slots) and the map: read
+ * by other threads for statistics and owner lookups, so accessed relaxed. */
+#define ALOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define ASTORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+
+/* ---- magazines ---------------------------------------------------------- */
+
+struct iop_mag {
+	struct iop_mag *next; /* depot list link */
+	uint32_t count;       /* objects held; valid while in the depot */
+	uint32_t cap;
+	void *obj[];
+};
+
+/* ---- thread cache: one per (thread, pool) -------------------------------- */
+
+/*
+ * struct iop__tcache (iopool.h): the inline fast path reads count, cap and
+ * objs. A checked pool keeps count and cap at zero so every call falls into
+ * the slow path, which moves the real count in and out of `ccount` around the
+ * same magazine code (see cache.c). objs is the loaded magazine's array (TC_LOADED gives the magazine), prev a
+ * struct iop_mag;
+ * prev is always full or empty, never in between. count, prev_count and
+ * ccount are read by other threads (statistics) with ALOAD, so every thread
+ * writes them with ASTORE or, in the inline path, plain stores (see IOP__ST).
+ */
+#define TC_LOADED(tc) ((tc)->objs ? (struct iop_mag *)((char *)(tc)->objs - offsetof(struct iop_mag, obj)) : NULL)
+#define TC_PREV(tc) ((struct iop_mag *)(tc)->prev)
+_Static_assert(sizeof(struct iop__tcache) == 64, "one cache line per slot");
+_Static_assert(offsetof(struct iop__tcache, objs) == 16,
+	       "count, cap and objs share the fast path's first 24 bytes");
+
+/* ---- chunks and the address map ----------------------------------------- */
+
+struct iop_chunk {
+	struct iop_chunk *next, *prev; /* all chunks of the pool */
+	struct iop_chunk *next_partial;
+	bool on_partial;               /* has free objects, is on the list */
+	struct iop_pool *pool;
+	char *base;
+	uint32_t nobj;
+	uint32_t nfree;                /* free bits set + never-carved objects */
+	uint32_t bump;                 /* objects [bump, nobj) never carved */
+	uint64_t *freemap;             /* bit i: object i (< bump) free in slab */
+	_Atomic uint64_t *inuse;       /* checked: bit i: object i in flight */
+	uint64_t *audit_seen;          /* scratch of iop_pool_audit() */
+};
+
+/*
+ * The map is two parallel arrays indexed by address >> IOP_GRANULE_SHIFT,
+ * reserved at the first pool creation and never freed: iop__map (iopool.h)
+ * names the owning pool, which the inline free path compares with a single
+ * scaled load; _iop_map_chunk names the chunk, for the slow paths. Entries
+ * are read and written with ALOAD and ASTORE.
+ */
+IOP_HIDDEN extern struct iop_chunk **_iop_map_chunk;
+
+/* ---- the pool ----------------------------------------------------------- */
+
+struct iop_pool {
+	/* Read by the inline fast paths (iopool.h); must come first. */
+	struct iop__pool_hot hot;
+	uint32_t mag_cap;
+	bool checked;
+
+	uint32_t id;          /* slot in every thread's cache array */
+	char name[IOP_NAME_MAX];
+	size_t obj_size;
+	size_t align;
+	size_t chunk_size;
+	uint32_t flags;
+
+	/* Depot and slab, under lock. */
+	pthread_mutex_t lock;
+	struct iop_mag *full;   /* magazines holding objects (count > 0) */
+	struct iop_mag *empty;
+	uint64_t nfull, nempty;
+	uint64_t depot_objs;    /* objects in the full list */
+	struct iop_chunk *chunks;
+	struct iop_chunk *partial;
+	uint64_t nchunks;
+	uint64_t slab_free;     /* sum of chunk->nfree */
+
+	/* Counters; the per-thread fast counters of exited threads are folded
+	 * into alloc_fast/free_fast. */
+	_Atomic uint64_t alloc_fast, alloc_slow, alloc_fail;
+	_Atomic uint64_t free_fast, free_slow;
+	_Atomic uint64_t depot_get, depot_put, mag_alloc;
+	_Atomic uint64_t chunk_acquire, chunk_release;
+};
+_Static_assert(offsetof(struct iop_pool, hot) == 0, "the inline code reads the pool's first bytes");
+_Static_assert(sizeof(struct iop__pool_hot) <= 64, "the owner check reads one cache line of the pool");
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* Print "iopool: pool '<name>': <message>" and abort. */
+IOP_HIDDEN _Noreturn void _iop_die(const struct iop_pool *pool, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
+/* Print "iopool: <message>" as a warning. */
+IOP_HIDDEN void _iop_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2), cold));
+
+#if IOP_DEBUG >= 1
+#define IOP_ASSERT(pool, c) \
+	((c) ? (void)0 : _iop_die((pool), "internal assertion failed: %s (%s:%d)", #c, __FILE__, __LINE__))
+#else
+#define IOP_ASSERT(pool, c) ((void)0)
+#endif
+
+/* ---- backing.c: the OS and the map -------------------------------------- */
+
+IOP_HIDDEN int _iop_map_init(void);
+IOP_HIDDEN void *_iop_os_map(size_t size, uint32_t flags);
+IOP_HIDDEN void _iop_os_unmap(void *p, size_t size);
+/* Fault [base, base+len) in without changing its contents. */
+IOP_HIDDEN void _iop_os_prefault(char *base, size_t len);
+IOP_HIDDEN void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chunk *chunk);
+/* The map index of p, or -1 when p lies outside the mapped range. */
+IOP_HIDDEN intptr_t _iop_map_index(const void *p);
+/* The pool and chunk owning p, NULL when none. */
+IOP_HIDDEN struct iop_pool *_iop_map_pool(const void *p);
+IOP_HIDDEN struct iop_chunk *_iop_map_chunk_of(const void *p);
+
+/* ---- slab.c: chunks carved into objects (pool lock held unless noted) ---- */
+
+/* Map a chunk and describe it; no lock needed. NULL on failure (errno). */
+IOP_HIDDEN struct iop_chunk *_iop_chunk_new(struct iop_pool *pool);
+/* Add a new chunk to the pool. */
+IOP_HIDDEN void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c);
+/* Unmap a chunk that holds no live object and free its descriptor. */
+IOP_HIDDEN void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c);
+/* Take up to n free objects from the slab. */
+IOP_HIDDEN unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n);
+/* Return n objects to their chunks. */
+IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n);
+/* Index of a valid object in its chunk. */
+static inline uint32_t _iop_obj_index(const struct iop_pool *pool, const struct iop_chunk *c, const void *p)
+{
+	return (uint32_t)(((uintptr_t)p - (uintptr_t)c->base) / pool->hot.stride);
+}
+
+/* ---- depot.c: magazine exchange (pool lock held) ------------------------- */
+
+IOP_HIDDEN struct iop_mag *_iop_mag_new(struct iop_pool *pool);
+IOP_HIDDEN struct iop_mag *_iop_depot_take_full(struct iop_pool *pool);
+IOP_HIDDEN struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool);
+/* Put a magazine back: onto the full list if it holds objects, else empty. */
+IOP_HIDDEN void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m);
+/* Fill an empty magazine from the slab, mapping a chunk when the slab is
+ * empty. Called and returns with the lock held; drops it around the mmap. */
+IOP_HIDDEN unsigned _iop_depot_fill(struct iop_pool *pool, struct iop_mag *m);
+/* Free every magazine of the depot (destroy). */
+IOP_HIDDEN void _iop_depot_free_all(struct iop_pool *pool);
+
+/* ---- checked mode (slab.c) ----------------------------------------------- */
+
+IOP_HIDDEN void _iop_checked_on_alloc(struct iop_pool *pool, void *p);
+IOP_HIDDEN void _iop_checked_on_free(struct iop_pool *pool, void *p);
+IOP_HIDDEN void _iop_poison_fill(const struct iop_pool *pool, void *p);
+/* Offset of the first byte of p that does not hold the poison, or -1. */
+IOP_HIDDEN long _iop_poison_check(const struct iop_pool *pool, const void *p);
+
+/* ---- cache.c: threads ---------------------------------------------------- */
+
+/* The registry lock guards the pool table and the list of threads. */
+IOP_HIDDEN void _iop_registry_lock(void);
+IOP_HIDDEN void _iop_registry_unlock(void);
+IOP_HIDDEN int _iop_pool_register(struct iop_pool *pool); /* registry locked */
+IOP_HIDDEN void _iop_pool_unregister(struct iop_pool *pool); /* registry locked */
+/* Call fn(pool, tc, arg) for every thread's slot of this pool that is set
+ * up; registry locked. */
+IOP_HIDDEN void _iop_for_each_tcache(struct iop_pool *pool,
+				     void (*fn)(struct iop_pool *, struct iop__tcache *, void *), void *arg);
+/* Return a thread cache's magazines to the depot and reset the slot, folding
+ * its counters into the pool; registry locked, pool unlocked. */
+IOP_HIDDEN void _iop_tcache_drain(struct iop_pool *pool, struct iop__tcache *tc, void *unused);
+/* Objects a slot holds. */
+static inline uint64_t _iop_tcache_objs(struct iop__tcache *tc)
+{
+	return (uint64_t)ALOAD(&tc->count) + ALOAD(&tc->ccount) + ALOAD(&tc->prev_count);
+}
+
+/* ---- pool.c -------------------------------------------------------------- */
+
+IOP_HIDDEN bool _iop_env_checked(void);
+
+#endif /* IOP_INTERNAL_H */

@@ -1,0 +1,275 @@
+/*
+ * Pools: creation with parameter checks, destruction, queries, and the
+ * messages for misuse.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* One write(2) per message, so messages from several threads never
+ * interleave and nothing is lost in a stdio buffer before abort(). */
+static void emit(const char *prefix, const char *name, const char *fmt, va_list ap)
+{
+	char buf[512];
+	int n = name ? snprintf(buf, sizeof(buf), "iopool: %spool '%s': ", prefix, name)
+		     : snprintf(buf, sizeof(buf), "iopool: %s", prefix);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n < sizeof(buf))
+		n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+	if ((size_t)n > sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+	(void)w;
+}
+
+void _iop_die(const struct iop_pool *pool, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	emit("", pool ? pool->name : "?", fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+void _iop_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	emit("warning: ", NULL, fmt, ap);
+	va_end(ap);
+}
+
+static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void *einval(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	emit("iop_pool_create: ", NULL, fmt, ap);
+	va_end(ap);
+	errno = EINVAL;
+	return NULL;
+}
+
+void iop__bad_free(iop_pool_t *pool, const void *p)
+{
+	struct iop_pool *owner = _iop_map_pool(p);
+	if (!owner)
+		_iop_die(pool, "invalid free of %p: not from any pool", p);
+	if (owner != pool)
+		_iop_die(pool, "invalid free of %p: it belongs to pool '%s'", p, owner->name);
+	struct iop_chunk *c = _iop_map_chunk_of(p);
+	uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)c->base);
+	uint64_t idx = off / pool->hot.stride;
+	if (idx < pool->hot.objs_per_chunk)
+		_iop_die(pool, "invalid free of %p: interior pointer, %llu bytes into the object at %p", p,
+			 (unsigned long long)(off - idx * pool->hot.stride), (void *)(c->base + idx * pool->hot.stride));
+	_iop_die(pool, "invalid free of %p: not an object, %llu bytes past the last object of its chunk", p,
+		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
+}
+
+bool _iop_env_checked(void)
+{
+	const char *v = getenv("IOPOOL_CHECKED");
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+static bool is_pow2(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+/* Inverse of an odd number modulo 2^64 by Newton's iteration: each step
+ * doubles the number of correct low bits, starting from 3 (m*m == 1 mod 8). */
+static uint64_t inverse_odd(uint64_t m)
+{
+	uint64_t inv = m;
+	for (int i = 0; i < 5; i++)
+		inv *= 2 - m * inv;
+	return inv;
+}
+
+/* Fill the depot with `want` objects, faulted in. Pool not yet shared. */
+static int populate(struct iop_pool *pool, size_t want)
+{
+	pthread_mutex_lock(&pool->lock);
+	while (pool->depot_objs < want) {
+		struct iop_mag *m = _iop_mag_new(pool);
+		if (!m || _iop_depot_fill(pool, m) == 0) {
+			free(m);
+			pthread_mutex_unlock(&pool->lock);
+			return -ENOMEM;
+		}
+		_iop_depot_put(pool, m);
+	}
+	for (struct iop_chunk *c = pool->chunks; c; c = c->next)
+		_iop_os_prefault(c->base, (size_t)c->bump * pool->hot.stride);
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+}
+
+static void pool_free_memory(struct iop_pool *pool)
+{
+	_iop_depot_free_all(pool);
+	while (pool->chunks) {
+		struct iop_chunk *c = pool->chunks;
+		/* Whatever the depot held is free too. */
+		pool->slab_free += c->nobj - c->nfree;
+		c->nfree = c->nobj;
+		_iop_chunk_free(pool, c);
+	}
+	pthread_mutex_destroy(&pool->lock);
+	free(pool);
+}
+
+iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
+{
+	struct iop_pool_params p;
+	if (!params)
+		return einval("params is NULL");
+	if (params->struct_size < sizeof(p))
+		return einval("params->struct_size is %u, want %zu (use IOP_POOL_PARAMS_INIT)",
+			      params->struct_size, sizeof(p));
+	/* A newer caller's extra fields must be at their defaults (zero). */
+	for (size_t i = sizeof(p); i < params->struct_size; i++)
+		if (((const unsigned char *)params)[i])
+			return einval("params sets fields this library does not know (byte %zu)", i);
+	memcpy(&p, params, sizeof(p));
+
+	if (p.flags & ~IOP_F_ALL)
+		return einval("unknown flags 0x%x", p.flags & ~IOP_F_ALL);
+	if (p.reserved0)
+		return einval("reserved0 must be zero");
+	if (p.obj_size < IOP_OBJ_SIZE_MIN || p.obj_size > IOP_OBJ_SIZE_MAX)
+		return einval("obj_size %zu is outside [%u, %u]", p.obj_size, IOP_OBJ_SIZE_MIN,
+			      IOP_OBJ_SIZE_MAX);
+	if (p.align == 0)
+		p.align = IOP_ALIGN_DEFAULT;
+	if (!is_pow2(p.align) || p.align > IOP_GRANULE)
+		return einval("align %zu is not a power of two up to %zu", p.align, IOP_GRANULE);
+	if (p.align < 8)
+		p.align = 8; /* poisoning and ASan work in 8-byte words */
+	if (p.cache_size > IOP_CACHE_SIZE_MAX)
+		return einval("cache_size %u is above %u", p.cache_size, IOP_CACHE_SIZE_MAX);
+	if (p.name && strlen(p.name) >= IOP_NAME_MAX)
+		return einval("name '%.40s...' is longer than %u characters", p.name, IOP_NAME_MAX - 1);
+
+	size_t stride = (p.obj_size + p.align - 1) & ~(p.align - 1);
+	size_t chunk = p.chunk_size;
+	if (chunk == 0) {
+		chunk = IOP_CHUNK_DEFAULT;
+		while (chunk / stride < IOP_CHUNK_MIN_OBJS)
+			chunk *= 2;
+	} else if (!is_pow2(chunk) || chunk < IOP_GRANULE || chunk > IOP_CHUNK_MAX) {
+		return einval("chunk_size %zu is not a power of two in [%zu, %zu]", chunk, IOP_GRANULE,
+			      IOP_CHUNK_MAX);
+	} else if (chunk / stride < 1) {
+		return einval("chunk_size %zu cannot hold one object of %zu bytes", chunk, stride);
+	}
+
+	int err = _iop_map_init();
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	struct iop_pool *pool = calloc(1, sizeof(*pool));
+	if (!pool) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pool->obj_size = p.obj_size;
+	pool->align = p.align;
+	pool->hot.stride = stride;
+	pool->chunk_size = chunk;
+	pool->hot.chunk_mask = chunk - 1;
+	pool->hot.objs_per_chunk = chunk / stride;
+	pool->hot.div_shift = (uint32_t)__builtin_ctzll(stride);
+	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
+	pool->flags = p.flags;
+	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_env_checked();
+	if (p.cache_size) {
+		pool->mag_cap = p.cache_size;
+	} else {
+		size_t m = IOP_MAG_BYTES / stride;
+		pool->mag_cap = (uint32_t)(m < IOP_MAG_MIN ? IOP_MAG_MIN : m > IOP_MAG_MAX_AUTO ? IOP_MAG_MAX_AUTO : m);
+	}
+	pthread_mutex_init(&pool->lock, NULL);
+
+	_iop_registry_lock();
+	err = _iop_pool_register(pool);
+	_iop_registry_unlock();
+	if (err) {
+		pthread_mutex_destroy(&pool->lock);
+		free(pool);
+		errno = -err;
+		return NULL;
+	}
+	if (p.name)
+		memcpy(pool->name, p.name, strlen(p.name) + 1);
+	else
+		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
+
+	if (p.populate && populate(pool, p.populate) != 0) {
+		_iop_registry_lock();
+		_iop_pool_unregister(pool);
+		_iop_registry_unlock();
+		pool_free_memory(pool);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return pool;
+}
+
+/* ---- destruction -------------------------------------------------------- */
+
+int iop_pool_destroy(iop_pool_t *pool)
+{
+	if (!pool)
+		return -EINVAL;
+	_iop_registry_lock();
+	_iop_for_each_tcache(pool, _iop_tcache_drain, NULL);
+	pthread_mutex_lock(&pool->lock);
+	uint64_t in_flight = pool->nchunks * pool->hot.objs_per_chunk - pool->slab_free - pool->depot_objs;
+	pthread_mutex_unlock(&pool->lock);
+	if (in_flight) {
+		_iop_registry_unlock();
+		_iop_warn("pool '%s': not destroyed: %llu objects still in flight; free them and destroy again",
+			  pool->name, (unsigned long long)in_flight);
+		return -EBUSY;
+	}
+	_iop_pool_unregister(pool);
+	_iop_registry_unlock();
+#if IOP_DEBUG >= 3
+	/* Unregistered, so no thread slot refers to it: audit the depot and
+	 * slab alone. */
+	iop_pool_audit(pool);
+#endif
+	pool_free_memory(pool);
+	return 0;
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+iop_pool_t *iop_pool_of(const void *p)
+{
+	return _iop_map_pool(p);
+}
+
+const char *iop_pool_name(const iop_pool_t *pool)
+{
+	return pool ? pool->name : "(null)";
+}
+
+size_t iop_pool_obj_size(const iop_pool_t *pool)
+{
+	return pool ? pool->obj_size : 0;
+}

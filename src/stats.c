@@ -1,0 +1,318 @@
+/*
+ * Statistics, their text and JSON forms, and the conservation audit.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- statistics --------------------------------------------------------- */
+
+struct tc_sum {
+	uint64_t cached, alloc_fast, free_fast;
+};
+
+static void sum_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
+{
+	(void)pool;
+	struct tc_sum *s = arg;
+	s->cached += _iop_tcache_objs(tc);
+	s->alloc_fast += ALOAD(&tc->alloc_fast);
+	s->free_fast += ALOAD(&tc->free_fast);
+}
+
+int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
+{
+	if (!pool || !out || out->struct_size < sizeof(struct iop_pool_stats))
+		return -EINVAL;
+	struct iop_pool_stats s = { .struct_size = sizeof(s) };
+	struct tc_sum t = { 0 };
+
+	_iop_registry_lock();
+	_iop_for_each_tcache(pool, sum_tcache, &t);
+	pthread_mutex_lock(&pool->lock);
+	s.chunks = pool->nchunks;
+	s.depot = pool->depot_objs;
+	s.slab_free = pool->slab_free;
+	pthread_mutex_unlock(&pool->lock);
+	_iop_registry_unlock();
+
+	s.cache_size = pool->mag_cap;
+	s.obj_size = pool->obj_size;
+	s.obj_stride = pool->hot.stride;
+	s.chunk_size = pool->chunk_size;
+	s.objs_per_chunk = pool->hot.objs_per_chunk;
+	s.total = s.chunks * s.objs_per_chunk;
+	s.cached = t.cached;
+	/* Threads may move objects while we read: never report a negative. */
+	uint64_t elsewhere = s.cached + s.depot + s.slab_free;
+	s.in_flight = s.total > elsewhere ? s.total - elsewhere : 0;
+	s.bytes_mapped = s.chunks * s.chunk_size;
+	s.alloc_fast = LOAD(&pool->alloc_fast) + t.alloc_fast;
+	s.alloc_slow = LOAD(&pool->alloc_slow);
+	s.alloc_fail = LOAD(&pool->alloc_fail);
+	s.free_fast = LOAD(&pool->free_fast) + t.free_fast;
+	s.free_slow = LOAD(&pool->free_slow);
+	s.depot_get = LOAD(&pool->depot_get);
+	s.depot_put = LOAD(&pool->depot_put);
+	s.mag_alloc = LOAD(&pool->mag_alloc);
+	s.chunk_acquire = LOAD(&pool->chunk_acquire);
+	s.chunk_release = LOAD(&pool->chunk_release);
+
+	uint32_t keep = out->struct_size;
+	memcpy(out, &s, keep < sizeof(s) ? keep : sizeof(s));
+	out->struct_size = keep;
+	return 0;
+}
+
+/* Every 64-bit field, in the order printed. */
+#define FIELD(x) { #x, offsetof(struct iop_pool_stats, x) }
+static const struct {
+	const char *name;
+	size_t off;
+} fields[] = {
+	FIELD(obj_size),   FIELD(obj_stride),    FIELD(chunk_size),    FIELD(objs_per_chunk),
+	FIELD(total),      FIELD(in_flight),     FIELD(cached),        FIELD(depot),
+	FIELD(slab_free),  FIELD(chunks),        FIELD(bytes_mapped),  FIELD(alloc_fast),
+	FIELD(alloc_slow), FIELD(alloc_fail),    FIELD(free_fast),     FIELD(free_slow),
+	FIELD(depot_get),  FIELD(depot_put),     FIELD(mag_alloc),     FIELD(chunk_acquire),
+	FIELD(chunk_release),
+};
+
+static uint64_t field(const struct iop_pool_stats *s, size_t i)
+{
+	uint64_t v;
+	memcpy(&v, (const char *)s + fields[i].off, sizeof(v));
+	return v;
+}
+
+static void json_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+int iop_pool_stats_print(iop_pool_t *pool, FILE *f, int format)
+{
+	struct iop_pool_stats s = { .struct_size = sizeof(s) };
+	if (!pool || !f || (format != IOP_FMT_TEXT && format != IOP_FMT_JSON))
+		return -EINVAL;
+	iop_pool_stats(pool, &s);
+	size_t n = sizeof(fields) / sizeof(fields[0]);
+	if (format == IOP_FMT_TEXT) {
+		fprintf(f, "pool '%s'\n  %-15s %u\n", pool->name, "cache_size", s.cache_size);
+		for (size_t i = 0; i < n; i++)
+			fprintf(f, "  %-15s %llu\n", fields[i].name, (unsigned long long)field(&s, i));
+	} else {
+		fputs("{\"name\":", f);
+		json_string(f, pool->name);
+		fprintf(f, ",\"cache_size\":%u", s.cache_size);
+		for (size_t i = 0; i < n; i++)
+			fprintf(f, ",\"%s\":%llu", fields[i].name, (unsigned long long)field(&s, i));
+		fputs("}\n", f);
+	}
+	return ferror(f) || fflush(f) ? -EIO : 0;
+}
+
+/* ---- audit -------------------------------------------------------------- */
+
+struct audit {
+	struct iop_pool *pool;
+	uint64_t seen;    /* objects found in magazines */
+	char fault[256];  /* first fault found */
+	bool nomem;
+};
+
+static void fault(struct audit *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fault(struct audit *a, const char *fmt, ...)
+{
+	if (a->fault[0])
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(a->fault, sizeof(a->fault), fmt, ap);
+	va_end(ap);
+}
+
+/* Every free object must be poisoned in checked mode. */
+static void check_poison(struct audit *a, void *p, const char *where)
+{
+	ASAN_UNPOISON(p, a->pool->hot.stride);
+	long off = _iop_poison_check(a->pool, p);
+	ASAN_POISON(p, a->pool->hot.stride);
+	if (off >= 0)
+		fault(a, "free object %p (%s) was written at offset %ld", p, where, off);
+}
+
+/* One object found in a magazine: it must be a valid object of this pool,
+ * not free in its slab, not in flight, and seen only once. */
+static void visit(struct audit *a, void *p, const char *where)
+{
+	struct iop_pool *pool = a->pool;
+	if (_iop_map_pool(p) != pool) {
+		fault(a, "%p in %s is not an address of this pool", p, where);
+		return;
+	}
+	struct iop_chunk *c = _iop_map_chunk_of(p);
+	uint64_t off = (uint64_t)((char *)p - c->base);
+	if (off % pool->hot.stride || off / pool->hot.stride >= c->nobj) {
+		fault(a, "%p in %s is not the start of an object", p, where);
+		return;
+	}
+	uint32_t idx = (uint32_t)(off / pool->hot.stride);
+	uint64_t bit = 1ull << (idx & 63);
+	if (idx >= c->bump)
+		fault(a, "%p in %s was never carved from its chunk", p, where);
+	else if (c->freemap[idx >> 6] & bit)
+		fault(a, "%p in %s is also free in its chunk", p, where);
+	else if (c->audit_seen[idx >> 6] & bit)
+		fault(a, "%p is in two places (again in %s)", p, where);
+	else if (pool->checked && (LOAD(&c->inuse[idx >> 6]) & bit))
+		fault(a, "%p in %s is marked in flight", p, where);
+	c->audit_seen[idx >> 6] |= bit;
+	a->seen++;
+	if (pool->checked)
+		check_poison(a, p, where);
+}
+
+static void visit_mag(struct audit *a, struct iop_mag *m, uint32_t count, const char *where)
+{
+	if (count > m->cap) {
+		fault(a, "%s holds %u objects, more than its %u slots", where, count, m->cap);
+		return;
+	}
+	for (uint32_t i = 0; i < count; i++)
+		visit(a, m->obj[i], where);
+}
+
+static void visit_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
+{
+	struct audit *a = arg;
+	uint32_t prev = ALOAD(&tc->prev_count);
+	if (tc->objs)
+		visit_mag(a, TC_LOADED(tc), ALOAD(&tc->count) + ALOAD(&tc->ccount), "a thread's loaded magazine");
+	else if (ALOAD(&tc->count) || ALOAD(&tc->ccount) || tc->cap)
+		fault(a, "a thread cache counts objects (or takes frees) without a magazine");
+	if (tc->prev) {
+		if (prev != 0 && prev != pool->mag_cap)
+			fault(a, "a thread's previous magazine holds %u of %u: neither full nor empty", prev,
+			      pool->mag_cap);
+		visit_mag(a, TC_PREV(tc), prev, "a thread's previous magazine");
+	} else if (prev) {
+		fault(a, "a thread cache counts a previous magazine it does not have");
+	}
+}
+
+static uint64_t popcount_words(const uint64_t *w, size_t n)
+{
+	uint64_t s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += (uint64_t)__builtin_popcountll(w[i]);
+	return s;
+}
+
+static void audit_locked(struct audit *a)
+{
+	struct iop_pool *pool = a->pool;
+	size_t words = (size_t)((pool->hot.objs_per_chunk + 63) / 64);
+	uint64_t slab_free = 0, nchunks = 0, npartial = 0, marked = 0;
+
+	for (struct iop_chunk *c = pool->chunks; c; c = c->next) {
+		nchunks++;
+		c->audit_seen = calloc(words, sizeof(uint64_t));
+		if (!c->audit_seen) {
+			a->nomem = true;
+			return;
+		}
+		if (_iop_map_pool(c->base) != pool || _iop_map_chunk_of(c->base) != c)
+			fault(a, "the address map does not name chunk %p", (void *)c->base);
+		uint64_t returned = popcount_words(c->freemap, words);
+		if (c->nfree != returned + (c->nobj - c->bump))
+			fault(a, "chunk %p counts %u free objects, its bitmap and bump say %llu", (void *)c->base,
+			      c->nfree, (unsigned long long)(returned + (c->nobj - c->bump)));
+		if (c->on_partial != (c->nfree > 0))
+			fault(a, "chunk %p with %u free objects is %son the partial list", (void *)c->base, c->nfree,
+			      c->on_partial ? "" : "not ");
+		slab_free += c->nfree;
+		if (pool->checked) {
+			for (uint32_t i = 0; i < c->bump; i++)
+				if (c->freemap[i >> 6] & (1ull << (i & 63)))
+					check_poison(a, c->base + (uint64_t)i * pool->hot.stride, "its chunk");
+			for (size_t w = 0; w < words; w++)
+				marked += (uint64_t)__builtin_popcountll(LOAD(&c->inuse[w]));
+		}
+	}
+	for (struct iop_chunk *c = pool->partial; c && npartial <= nchunks; c = c->next_partial)
+		npartial++;
+	if (nchunks != pool->nchunks)
+		fault(a, "%llu chunks are listed, %llu counted", (unsigned long long)nchunks,
+		      (unsigned long long)pool->nchunks);
+	if (npartial > nchunks)
+		fault(a, "the partial chunk list loops");
+	if (slab_free != pool->slab_free)
+		fault(a, "chunks hold %llu free objects, the pool counts %llu", (unsigned long long)slab_free,
+		      (unsigned long long)pool->slab_free);
+
+	_iop_for_each_tcache(pool, visit_tcache, a);
+	uint64_t in_caches = a->seen;
+
+	uint64_t depot = 0, nfull = 0, nempty = 0;
+	for (struct iop_mag *m = pool->full; m; m = m->next) {
+		if (m->count == 0)
+			fault(a, "an empty magazine is on the depot's full list");
+		visit_mag(a, m, m->count, "the depot");
+		depot += m->count;
+		nfull++;
+	}
+	for (struct iop_mag *m = pool->empty; m; m = m->next)
+		nempty++;
+	if (depot != pool->depot_objs || nfull != pool->nfull || nempty != pool->nempty)
+		fault(a, "the depot holds %llu objects in %llu+%llu magazines, it counts %llu in %llu+%llu",
+		      (unsigned long long)depot, (unsigned long long)nfull, (unsigned long long)nempty,
+		      (unsigned long long)pool->depot_objs, (unsigned long long)pool->nfull,
+		      (unsigned long long)pool->nempty);
+
+	uint64_t total = nchunks * pool->hot.objs_per_chunk;
+	if (in_caches + depot + slab_free > total)
+		fault(a, "conservation: %llu cached + %llu in the depot + %llu free in chunks exceed the %llu objects",
+		      (unsigned long long)in_caches, (unsigned long long)depot, (unsigned long long)slab_free,
+		      (unsigned long long)total);
+	else if (pool->checked && marked != total - in_caches - depot - slab_free)
+		fault(a, "conservation: %llu objects are marked in flight, %llu are unaccounted for",
+		      (unsigned long long)marked,
+		      (unsigned long long)(total - in_caches - depot - slab_free));
+}
+
+int iop_pool_audit(iop_pool_t *pool)
+{
+	if (!pool)
+		return -EINVAL;
+	struct audit a = { .pool = pool };
+	_iop_registry_lock();
+	pthread_mutex_lock(&pool->lock);
+	audit_locked(&a);
+	for (struct iop_chunk *c = pool->chunks; c; c = c->next) {
+		free(c->audit_seen);
+		c->audit_seen = NULL;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	_iop_registry_unlock();
+	if (a.nomem)
+		return -ENOMEM;
+	if (a.fault[0]) {
+		_iop_warn("pool '%s': audit failed: %s", pool->name, a.fault);
+		return -EUCLEAN;
+	}
+	return 0;
+}
