@@ -146,14 +146,8 @@ void iop_thread_flush(void)
 		return;
 	_iop_registry_lock();
 	for (uint32_t id = 0; id < IOP_MAX_POOLS; id++) {
-		if (iop__tls[id].ready && pools[id]) {
+		if (iop__tls[id].ready && pools[id])
 			_iop_tcache_drain(pools[id], &iop__tls[id], NULL);
-#if IOP_DEBUG >= 3
-			pthread_mutex_unlock(&registry);
-			iop_pool_audit(pools[id]);
-			pthread_mutex_lock(&registry);
-#endif
-		}
 	}
 	_iop_registry_unlock();
 }

@@ -11,7 +11,8 @@
  *   1  cheap internal assertions on the slow paths.
  *   2  every pool is checked (IOP_F_CHECKED): double-free detection,
  *      poisoning of free objects, poison verified on reuse.
- *   3  as 2, and iop_pool_destroy()/iop_thread_flush() run a full audit.
+ *   3  as 2, and iop_pool_destroy() runs a full audit of the pool it frees
+ *      (the one moment a pool is known to be quiescent).
  */
 #ifndef IOP_DEBUG
 #define IOP_DEBUG 0
@@ -52,7 +53,7 @@
 #define IOP_CHUNK_MAX ((size_t)1 << 30)
 /* A chunk should hold at least this many objects, or the per-chunk overhead
  * (a map entry, a descriptor, an mmap call) is paid too often for big
- * objects; the default chunk grows until it does (1 MiB objects: 16 MiB). */
+ * objects; the default chunk grows until it does (1 MiB objects: 8 MiB). */
 #define IOP_CHUNK_MIN_OBJS 8
 
 /* Default alignment: what malloc gives on 64-bit Linux. */

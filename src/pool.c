@@ -251,7 +251,8 @@ int iop_pool_destroy(iop_pool_t *pool)
 #if IOP_DEBUG >= 3
 	/* Unregistered, so no thread slot refers to it: audit the depot and
 	 * slab alone. */
-	iop_pool_audit(pool);
+	if (iop_pool_audit(pool) == -EUCLEAN)
+		_iop_die(pool, "audit failed at destroy (IOP_DEBUG=3); see the message above");
 #endif
 	pool_free_memory(pool);
 	return 0;

@@ -1,0 +1,133 @@
+# iopool: the front door. CMake does the building; this file picks the build
+# directory and options, installs what is missing, and runs things.
+#
+#   make test                  Release build in build/, then ctest
+#   make test SANITIZE=address ASan+UBSan, RelWithDebInfo, in build-asan/
+#   make test SANITIZE=thread  TSan, RelWithDebInfo, in build-tsan/
+#   make test DEBUG=2          IOP_DEBUG=2, in build-debug2/ (build-asan-debug2/ ...)
+#   make bench                 benchmark (Release, build/), then callgrind
+#   make callgrind             only the callgrind instruction counts
+#   make install               build and install (PREFIX=/usr/local, DESTDIR)
+#   make all / make clean
+#
+# Variables: SANITIZE=address|thread, DEBUG=0..3, BUILD=dir (overrides the
+# directory chosen from SANITIZE and DEBUG), BUILD_TYPE, CTEST_ARGS, BENCH_ARGS,
+# CMAKE_ARGS (extra -D options), PREFIX, DESTDIR, JOBS (default: nproc),
+# CC (as CMake reads it). CI=true adds -DIOP_WERROR=ON.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+# cmake --build runs make again; its "Entering directory" lines are noise.
+MAKEFLAGS += --no-print-directory
+
+SANITIZE ?=
+DEBUG ?= 0
+PREFIX ?= /usr/local
+DESTDIR ?=
+CTEST_ARGS ?=
+BENCH_ARGS ?=
+CMAKE_ARGS ?=
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+ifeq ($(SANITIZE),)
+  build_dir := build
+  default_build_type := Release
+else ifeq ($(SANITIZE),address)
+  build_dir := build-asan
+  default_build_type := RelWithDebInfo
+else ifeq ($(SANITIZE),thread)
+  build_dir := build-tsan
+  default_build_type := RelWithDebInfo
+else
+  $(error SANITIZE must be empty, 'address' or 'thread', not '$(SANITIZE)')
+endif
+
+ifeq ($(filter $(DEBUG),0 1 2 3),)
+  $(error DEBUG must be 0, 1, 2 or 3, not '$(DEBUG)')
+endif
+ifneq ($(DEBUG),0)
+  build_dir := $(build_dir)-debug$(DEBUG)
+endif
+
+BUILD ?= $(build_dir)
+BUILD_TYPE ?= $(default_build_type)
+
+ifeq ($(CI),true)
+  werror := ON
+else
+  werror := OFF
+endif
+
+# Everything the cache must agree with is passed on every configure, so a
+# build directory never keeps a stale option from an earlier run. The bench is
+# built in every mode: its smoke test is one of the tests (sanitized builds
+# leave DPDK out by themselves).
+cmake_opts := \
+	-DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	-DCMAKE_INSTALL_PREFIX=$(PREFIX) \
+	-DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
+	-DIOP_DEBUG=$(DEBUG) \
+	-DIOP_SANITIZE=$(SANITIZE) \
+	-DIOP_WERROR=$(werror) \
+	-DIOP_BUILD_TESTS=ON \
+	-DIOP_BUILD_BENCH=ON \
+	$(CMAKE_ARGS)
+
+# Sanitized test programs run through scripts/sanitizer-run.sh: the gcc 12 /
+# clang 14 sanitizer runtimes abort ("ThreadSanitizer: unexpected memory
+# mapping", "AddressSanitizer:DEADLYSIGNAL") when the kernel's
+# vm.mmap_rnd_bits is above 28. The script probes, and if needed runs ctest
+# under `setarch -R` or (root) lowers mmap_rnd_bits; its header has the numbers.
+ifneq ($(SANITIZE),)
+  test_runner := scripts/sanitizer-run.sh $(SANITIZE)
+else
+  test_runner :=
+endif
+
+BENCH_BIN := $(BUILD)/bench/iopool-bench
+
+.PHONY: all test bench callgrind install clean deps deps-bench configure build
+
+all: build
+
+deps:
+	@SANITIZE='$(SANITIZE)' scripts/deps.sh test
+
+deps-bench:
+	@scripts/deps.sh bench
+
+# Re-running cmake on a configured directory is cheap (well under a second)
+# and applies any changed variable.
+configure:
+	cmake -S . -B $(BUILD) $(cmake_opts)
+
+build: deps configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The ctest summary is the last thing printed.
+test: build
+	$(test_runner) ctest --test-dir $(BUILD) --output-on-failure $(CTEST_ARGS)
+
+bench: deps-bench build
+	$(if $(SANITIZE),@echo "warning: benchmarking a SANITIZE=$(SANITIZE) build" >&2)
+	$(BENCH_BIN) --json $(BUILD)/bench-results.json --markdown $(BUILD)/bench-results.md $(BENCH_ARGS)
+	@if command -v valgrind >/dev/null 2>&1; then \
+		echo "sh bench/callgrind.sh $(BENCH_BIN)"; sh bench/callgrind.sh $(BENCH_BIN); \
+	else \
+		echo "valgrind not installed: skipping callgrind (scripts/deps.sh bench installs it)"; \
+	fi
+
+callgrind:
+	@if [ ! -x $(BENCH_BIN) ]; then echo "$(BENCH_BIN) is not built: run 'make bench' or 'make all' first" >&2; exit 1; fi
+	sh bench/callgrind.sh $(BENCH_BIN)
+
+# Only the libraries need building to install (not the tests or the bench).
+install: deps configure
+	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static
+	DESTDIR='$(DESTDIR)' cmake --install $(BUILD)
+
+# The standard build directories, CI's logs, and BUILD when it is a CMake build
+# directory (never some other directory that BUILD happens to name).
+clean:
+	rm -rf build build-asan* build-tsan* build-debug* build-ci
+	@if [ -f '$(BUILD)/CMakeCache.txt' ]; then echo "rm -rf $(BUILD)"; rm -rf '$(BUILD)'; fi

@@ -1,0 +1,117 @@
+/*
+ * iopool under the cases: one pool per case (per size in `size`), default
+ * parameters (magazine size chosen from the object size), the public calls
+ * only, linked statically as an application would.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <iopool.h>
+
+#define A_NAME "iopool"
+
+typedef struct {
+	iop_pool_t *pool;
+} actx_t;
+
+static int actx_open(actx_t *c, size_t obj_size, char *why, size_t len)
+{
+	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
+
+	p.name = "bench";
+	p.obj_size = obj_size;
+	c->pool = iop_pool_create(&p);
+	if (c->pool == NULL) {
+		snprintf(why, len, "iop_pool_create(obj_size %zu): %s",
+			 obj_size, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void actx_close(actx_t *c)
+{
+	int rc = iop_pool_destroy(c->pool);
+
+	if (rc != 0)
+		die("iop_pool_destroy: %s", strerror(-rc));
+}
+
+static inline void *a_alloc(actx_t *c)
+{
+	return iop_alloc(c->pool);
+}
+
+static inline void a_free(actx_t *c, void *p)
+{
+	iop_free(c->pool, p);
+}
+
+static inline int a_alloc_bulk(actx_t *c, void **objs, unsigned n)
+{
+	return iop_alloc_bulk(c->pool, objs, n) == n ? 0 : -1;
+}
+
+static inline void a_free_bulk(actx_t *c, void **objs, unsigned n)
+{
+	iop_free_bulk(c->pool, objs, n);
+}
+
+static int a_thread_enter(char *why, size_t len)
+{
+	(void)why;
+	(void)len;
+	return 0;
+}
+
+static void a_thread_exit(void)
+{
+	/* A thread that exits returns its magazines by itself. */
+}
+
+#include "cases.h"
+
+int child_iopool(const struct child_opts *o)
+{
+	run_cases(o);
+	return 0;
+}
+
+/* ---- callgrind: exactly n fast-path pairs, nothing else in the frame ---- */
+
+void cg_fastpath_loop(iop_pool_t *pool, unsigned long n);
+
+CG_LOOP
+void cg_fastpath_loop(iop_pool_t *pool, unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = iop_alloc(pool);
+
+		if (p == NULL)
+			die("iop_alloc failed");
+		escape_reg(p);
+		iop_free(pool, p);
+	}
+}
+
+int callgrind_iopool(unsigned long n)
+{
+	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
+	iop_pool_t *pool;
+	int rc;
+
+	p.name = "callgrind";
+	p.obj_size = OBJ_SIZE_DEFAULT;
+	pool = iop_pool_create(&p);
+	if (pool == NULL)
+		die("iop_pool_create: %s", strerror(errno));
+	cg_fastpath_loop(pool, n);
+	rc = iop_pool_destroy(pool);
+	if (rc != 0)
+		die("iop_pool_destroy: %s", strerror(-rc));
+	printf("cg_fastpath_loop: %lu iop_alloc+iop_free pairs of %u B\n", n,
+	       OBJ_SIZE_DEFAULT);
+	return 0;
+}

@@ -1,0 +1,78 @@
+#!/bin/sh
+# Instructions per fast-path alloc+free pair, counted by callgrind.
+#
+# usage: bench/callgrind.sh path/to/iopool-bench
+#
+# The bench's --callgrind-loop N runs exactly N iop_alloc+iop_free pairs of
+# 2 KiB inside cg_fastpath_loop(); callgrind counts only inside that function
+# (--collect-atstart=no --toggle-collect). Running it for two N and dividing
+# the difference of the totals by the difference of N removes what does not
+# grow with N: the first allocations' slow path (carving a chunk, filling a
+# magazine) and the call itself. The loop's own instructions (counter,
+# compare, branch, the NULL check) are in the figure, as they are in any
+# caller's loop. --callgrind-loop-dpdk does the same for rte_mempool_get+put.
+# Instruction counts are deterministic: unlike the timings they do not move
+# with a noisy machine, which makes them a regression guard.
+set -eu
+
+bench=${1:?usage: $0 path/to/iopool-bench}
+N1=${CALLGRIND_N1:-100000}
+N2=${CALLGRIND_N2:-200000}
+
+if ! command -v valgrind >/dev/null 2>&1; then
+	echo "callgrind.sh: valgrind is not installed (apt-get install valgrind)" >&2
+	exit 77
+fi
+if [ ! -x "$bench" ]; then
+	echo "callgrind.sh: $bench: not an executable" >&2
+	exit 2
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+# total_ir MODE FUNCTION N: the Ir callgrind counted inside FUNCTION.
+total_ir() {
+	out="$tmp/callgrind.$2.$3"
+	if ! valgrind --tool=callgrind --collect-atstart=no \
+		--toggle-collect="$2" --callgrind-out-file="$out" \
+		"$bench" "$1" "$3" >"$tmp/log" 2>&1; then
+		return 1
+	fi
+	# "totals:" (or "summary:" in older callgrinds) holds the event totals.
+	ir=$(sed -n 's/^totals: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
+	[ -n "$ir" ] || ir=$(sed -n 's/^summary: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
+	if [ -z "$ir" ] || [ "$ir" -eq 0 ]; then
+		echo "no instructions counted in $2 (was it inlined or renamed?)" >"$tmp/log"
+		return 1
+	fi
+	echo "$ir"
+}
+
+# report NAME MODE FUNCTION
+report() {
+	if ! ir1=$(total_ir "$2" "$3" "$N1") || ! ir2=$(total_ir "$2" "$3" "$N2"); then
+		return 1
+	fi
+	echo "$1: $3: N=$N1 Ir=$ir1, N=$N2 Ir=$ir2"
+	awk -v a="$ir1" -v b="$ir2" -v n1="$N1" -v n2="$N2" -v name="$1" \
+		'BEGIN { printf "%s: instructions per fast-path pair: %.2f\n", name, (b - a) / (n2 - n1) }'
+}
+
+status=0
+if ! report iopool --callgrind-loop cg_fastpath_loop; then
+	echo "callgrind.sh: iopool: failed:" >&2
+	tail -n 20 "$tmp/log" >&2
+	status=1
+fi
+
+# DPDK: only when the bench was built with it (exit 77 says it was not).
+if "$bench" --callgrind-loop-dpdk 0 >"$tmp/probe" 2>&1; then
+	if ! report dpdk --callgrind-loop-dpdk cg_dpdk_loop; then
+		echo "dpdk: skipped: EAL or the pool did not run under valgrind:"
+		tail -n 5 "$tmp/log"
+	fi
+else
+	echo "dpdk: skipped: $(tail -n 1 "$tmp/probe")"
+fi
+exit $status

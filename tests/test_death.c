@@ -1,0 +1,559 @@
+/*
+ * Death tests: every misuse that iopool cannot report with an error code
+ * must abort (SIGABRT) with a message on stderr of the form
+ *     iopool: pool '<name>': ... <address as %p> ... <fault>
+ * Each case runs the misuse in a forked child (see harness.h) and checks the
+ * signal, the pool's name, the address and the exact fault phrase.
+ *
+ * The pool and its objects are made in the parent before the fork, so the
+ * parent knows the addresses the child will print, and cleans up after.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "iop_test.h"
+
+#include <pthread.h>
+
+#define PREFIX(name) "iopool: pool '" name "': "
+
+struct bad_free {
+	iop_pool_t *pool;
+	void *ptr;       /* handed to iop_free */
+	void **bulk;     /* or this array to iop_free_bulk */
+	unsigned nbulk;
+	iop_pool_t *pool2;
+};
+
+static void do_free(void *arg)
+{
+	struct bad_free *b = arg;
+	iop_free(b->pool, b->ptr);
+}
+
+static void do_free_bulk(void *arg)
+{
+	struct bad_free *b = arg;
+	iop_free_bulk(b->pool, b->bulk, b->nbulk);
+}
+
+/* "%p" of an address, as the library prints it */
+static const char *addr(const void *p, char buf[32])
+{
+	snprintf(buf, 32, "%p", p);
+	return buf;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Addresses that no pool handed out                                         */
+/* ------------------------------------------------------------------------ */
+
+static char static_buffer[256];
+
+TEST(free_of_malloc_pointer_aborts_not_from_any_pool)
+{
+	iop_pool_t *p = MKPOOL("victim", 64, 0, 0, 0, 0);
+	void *keep = iop_alloc(p); /* the pool has a chunk */
+	REQUIRE(keep);
+	void *m = malloc(64);
+	REQUIRE(m);
+	struct bad_free b = { .pool = p, .ptr = m };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("victim"), addr(m, a),
+		     "not from any pool");
+	/* a large malloc block (mmap'd) as well */
+	void *big = malloc(4 * MiB);
+	REQUIRE(big);
+	b.ptr = big;
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("victim"), addr(big, a),
+		     "not from any pool");
+	free(big);
+	free(m);
+	iop_free(p, keep);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_stack_pointer_aborts_not_from_any_pool)
+{
+	iop_pool_t *p = MKPOOL("stacky", 64, 0, 0, 0, 0);
+	char local[64];
+	struct bad_free b = { .pool = p, .ptr = local };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("stacky"), addr(local, a),
+		     "not from any pool");
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_static_pointer_aborts_not_from_any_pool)
+{
+	iop_pool_t *p = MKPOOL("statics", 64, 0, 0, 0, 0);
+	struct bad_free b = { .pool = p, .ptr = static_buffer + 64 };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("statics"),
+		     addr(static_buffer + 64, a), "not from any pool");
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_another_pools_object_aborts_naming_both_pools)
+{
+	iop_pool_t *p = MKPOOL("mine", 64, 0, 0, 0, 0);
+	iop_pool_t *q = MKPOOL("theirs", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(q);
+	REQUIRE(o);
+	struct bad_free b = { .pool = p, .ptr = o };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("mine"), addr(o, a),
+		     "belongs to pool 'theirs'");
+	iop_free(q, o);
+	CHECK_AUDIT(p);
+	CHECK_AUDIT(q);
+	CHECK_DESTROY(p);
+	CHECK_DESTROY(q);
+	return TH_PASS;
+}
+
+/* The address map forgets a destroyed pool: a stale pointer into it is
+ * from no pool, even when handed to a live pool of the same size. */
+TEST(free_of_a_destroyed_pools_object_aborts_not_from_any_pool)
+{
+	iop_pool_t *p = MKPOOL("survivor", 64, 0, 0, 0, 0);
+	void *keep = iop_alloc(p);
+	iop_pool_t *q = MKPOOL("departed", 64, 0, 0, 0, 0);
+	void *stale = iop_alloc(q);
+	REQUIRE(keep && stale);
+	iop_free(q, stale);
+	CHECK_DESTROY(q);
+	struct bad_free b = { .pool = p, .ptr = stale };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("survivor"), addr(stale, a),
+		     "not from any pool");
+	iop_free(p, keep);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_interior_pointer_aborts)
+{
+	iop_pool_t *p = MKPOOL("interior", 256, 0, 0, 0, 0);
+	void *objs[3];
+	for (int i = 0; i < 3; i++) {
+		objs[i] = iop_alloc(p);
+		REQUIRE(objs[i]);
+	}
+	size_t stride = STATS(p).obj_stride;
+	static const size_t offs[] = { 1, 8, 16, 0 /* stride / 2 */, 255 };
+	for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+		size_t off = offs[i] ? offs[i] : stride / 2;
+		char *bad = (char *)objs[1] + off;
+		struct bad_free b = { .pool = p, .ptr = bad };
+		char a[32];
+		if (!EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("interior"),
+				  addr(bad, a), "interior pointer"))
+			printf("  (offset %zu)\n", off);
+	}
+	for (int i = 0; i < 3; i++)
+		iop_free(p, objs[i]);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_interior_pointer_aborts_in_checked_pool)
+{
+	iop_pool_t *p = MKPOOL("interior-chk", 100, 64, 0, 0, IOP_F_CHECKED);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	char *bad = (char *)o + 64;
+	struct bad_free b = { .pool = p, .ptr = bad };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("interior-chk"),
+		     addr(bad, a), "interior pointer");
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_chunk_address_past_the_last_object_aborts_not_an_object)
+{
+	/* 300 KiB objects in 2 MiB chunks: six objects and a 248 KiB tail
+	 * that is no object at all */
+	iop_pool_t *p = MKPOOL("tail", 300 * KiB, 0, 0, 2 * MiB, IOP_F_NO_THP);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.objs_per_chunk, 6);
+	/* a fresh pool carves its first chunk: find its last object */
+	void *objs[6];
+	CHECK_EQ(iop_alloc_bulk(p, objs, 6), 6);
+	uintptr_t base = (uintptr_t)objs[0] & ~(uintptr_t)(2 * MiB - 1);
+	uintptr_t last = 0;
+	for (int i = 0; i < 6; i++)
+		if (((uintptr_t)objs[i] & ~(uintptr_t)(2 * MiB - 1)) == base &&
+		    (uintptr_t)objs[i] > last)
+			last = (uintptr_t)objs[i];
+	char *past = (char *)last + st.obj_stride;
+	int have_tail = (uintptr_t)past < base + 2 * MiB &&
+			iop_pool_of(past) == p;
+	if (have_tail) {
+		struct bad_free b = { .pool = p, .ptr = past };
+		char a[32];
+		EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("tail"),
+			     addr(past, a), "not an object");
+		/* and the last byte of the chunk */
+		b.ptr = (void *)(base + 2 * MiB - 1);
+		EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("tail"),
+			     addr(b.ptr, a), "not an object");
+	}
+	iop_free_bulk(p, objs, 6);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	TH_SKIP_IF(!have_tail && !th_failed(),
+		   "the chunk has no tail past its last object");
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bulk free checks every object before freeing any                          */
+/* ------------------------------------------------------------------------ */
+
+TEST(free_bulk_with_one_bad_pointer_aborts_naming_it)
+{
+	iop_pool_t *p = MKPOOL("bulky", 128, 0, 0, 0, 0);
+	iop_pool_t *q = MKPOOL("other", 128, 0, 0, 0, 0);
+	void *good[6];
+	CHECK_EQ(iop_alloc_bulk(p, good, 6), 6);
+	void *foreign = iop_alloc(q);
+	void *m = malloc(128);
+	REQUIRE(foreign && m);
+
+	struct {
+		void *bad;
+		const char *fault;
+	} cases[] = {
+		{ m, "not from any pool" },
+		{ foreign, "belongs to pool 'other'" },
+		{ (char *)good[2] + 8, "interior pointer" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		void *arr[8] = { good[0], good[1], NULL, good[3],
+				 cases[i].bad, good[4], good[5], good[2] };
+		struct bad_free b = { .pool = p, .bulk = arr, .nbulk = 8 };
+		char a[32];
+		EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulky"),
+			     addr(cases[i].bad, a), cases[i].fault);
+	}
+	/* the bad pointer first and last, too */
+	void *first[3] = { m, good[0], good[1] };
+	struct bad_free b = { .pool = p, .bulk = first, .nbulk = 3 };
+	char a[32];
+	EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulky"), addr(m, a),
+		     "not from any pool");
+	void *last[3] = { good[0], good[1], m };
+	b.bulk = last;
+	EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulky"), addr(m, a),
+		     "not from any pool");
+
+	iop_free_bulk(p, good, 6);
+	iop_free(q, foreign);
+	free(m);
+	CHECK_AUDIT(p);
+	CHECK_AUDIT(q);
+	CHECK_DESTROY(p);
+	CHECK_DESTROY(q);
+	return TH_PASS;
+}
+
+/* In the child, when the abort comes, report how many objects the pool still
+ * counts in flight: a bulk free must abort before it frees any object. */
+static iop_pool_t *abort_pool;
+
+static void report_in_flight(int sig)
+{
+	(void)sig;
+	struct iop_pool_stats st;
+	memset(&st, 0, sizeof st);
+	st.struct_size = sizeof st;
+	char buf[64];
+	int n = iop_pool_stats(abort_pool, &st) == 0 ?
+		snprintf(buf, sizeof buf, "\nin_flight=%llu;\n",
+			 (unsigned long long)st.in_flight) :
+		snprintf(buf, sizeof buf, "\nno stats\n");
+	ssize_t w = write(2, buf, (size_t)n);
+	(void)w;
+	/* returning lets abort() die by SIGABRT */
+}
+
+static void do_free_bulk_reporting(void *arg)
+{
+	struct bad_free *b = arg;
+	abort_pool = b->pool;
+	signal(SIGABRT, report_in_flight);
+	iop_free_bulk(b->pool, b->bulk, b->nbulk);
+}
+
+TEST(free_bulk_with_a_bad_pointer_frees_nothing_before_aborting)
+{
+	static const uint32_t flags[] = { 0, IOP_F_CHECKED };
+	for (int f = 0; f < 2; f++) {
+		iop_pool_t *p = MKPOOL("all-or-nothing", 64, 0, 0, 0, flags[f]);
+		void *good[8];
+		CHECK_EQ(iop_alloc_bulk(p, good, 8), 8);
+		void *m = malloc(64);
+		REQUIRE(m);
+		void *arr[9] = { good[0], good[1], good[2], good[3], m,
+				 good[4], good[5], good[6], good[7] };
+		struct bad_free b = { .pool = p, .bulk = arr, .nbulk = 9 };
+		char a[32];
+		EXPECT_DEATH(do_free_bulk_reporting, &b, SIGABRT,
+			     PREFIX("all-or-nothing"), addr(m, a),
+			     "not from any pool", "in_flight=8;");
+		iop_free_bulk(p, good, 8);
+		free(m);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Double frees (checked mode)                                               */
+/* ------------------------------------------------------------------------ */
+
+static void do_double_free(void *arg)
+{
+	struct bad_free *b = arg;
+	iop_free(b->pool, b->ptr);
+	iop_free(b->pool, b->ptr);
+}
+
+TEST(double_free_in_checked_pool_aborts)
+{
+	iop_pool_t *p = MKPOOL("dbl", 64, 0, 0, 0, IOP_F_CHECKED);
+	void *objs[10];
+	CHECK_EQ(iop_alloc_bulk(p, objs, 10), 10);
+	struct bad_free b = { .pool = p, .ptr = objs[3] };
+	char a[32];
+	EXPECT_DEATH(do_double_free, &b, SIGABRT, PREFIX("dbl"),
+		     addr(objs[3], a), "double free");
+	iop_free_bulk(p, objs, 10);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* free, let the object travel through the magazine to the depot and the
+ * slab, then free it again: still caught */
+static void do_distant_double_free(void *arg)
+{
+	struct bad_free *b = arg;
+	iop_free(b->pool, b->ptr);
+	for (int i = 0; i < 200; i++)
+		iop_free(b->pool, b->bulk[i]);
+	iop_thread_flush();
+	iop_free(b->pool, b->ptr);
+}
+
+TEST(double_free_after_the_object_left_the_cache_aborts)
+{
+	iop_pool_t *p = MKPOOL("dbl-far", 64, 0, 8, 0, IOP_F_CHECKED);
+	void *victim = iop_alloc(p);
+	void *others[200];
+	CHECK_EQ(iop_alloc_bulk(p, others, 200), 200);
+	struct bad_free b = { .pool = p, .ptr = victim, .bulk = others };
+	char a[32];
+	EXPECT_DEATH(do_distant_double_free, &b, SIGABRT, PREFIX("dbl-far"),
+		     addr(victim, a), "double free");
+	iop_free(p, victim);
+	iop_free_bulk(p, others, 200);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(double_free_in_debug_build_aborts_without_the_checked_flag)
+{
+	TH_SKIP_IF(!TH_ALL_CHECKED, "needs a build with IOP_DEBUG >= 2");
+	iop_pool_t *p = MKPOOL("dbl-debug", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	struct bad_free b = { .pool = p, .ptr = o };
+	char a[32];
+	EXPECT_DEATH(do_double_free, &b, SIGABRT, PREFIX("dbl-debug"),
+		     addr(o, a), "double free");
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(duplicate_inside_one_bulk_free_aborts_in_checked_pool)
+{
+	iop_pool_t *p = MKPOOL("dup-bulk", 64, 0, 0, 0, IOP_F_CHECKED);
+	void *objs[6];
+	CHECK_EQ(iop_alloc_bulk(p, objs, 6), 6);
+	void *arr[7] = { objs[0], objs[1], objs[2], objs[3],
+			 objs[4], objs[5], objs[2] };
+	struct bad_free b = { .pool = p, .bulk = arr, .nbulk = 7 };
+	char a[32];
+	EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("dup-bulk"),
+		     addr(objs[2], a), "double free");
+	/* adjacent duplicates */
+	void *adj[3] = { objs[4], objs[4], objs[5] };
+	b.bulk = adj;
+	b.nbulk = 3;
+	EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("dup-bulk"),
+		     addr(objs[4], a), "double free");
+	iop_free_bulk(p, objs, 6);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+static void *free_on_thread(void *arg)
+{
+	struct bad_free *b = arg;
+	iop_free(b->pool, b->ptr);
+	return NULL;
+}
+
+static void do_free_on_a_then_b(void *arg)
+{
+	pthread_t ta, tb;
+	if (pthread_create(&ta, NULL, free_on_thread, arg) != 0)
+		_exit(3);
+	pthread_join(ta, NULL);
+	if (pthread_create(&tb, NULL, free_on_thread, arg) != 0)
+		_exit(3);
+	pthread_join(tb, NULL);
+}
+
+/* thread A keeps running with the object in its cache while B frees it */
+struct race {
+	struct bad_free *b;
+	pthread_barrier_t bar;
+};
+
+static void *free_then_wait(void *arg)
+{
+	struct race *r = arg;
+	iop_free(r->b->pool, r->b->ptr);
+	pthread_barrier_wait(&r->bar);
+	pthread_barrier_wait(&r->bar); /* never passed: B aborts */
+	return NULL;
+}
+
+static void do_free_on_a_live_then_b(void *arg)
+{
+	struct race r = { .b = arg };
+	pthread_barrier_init(&r.bar, NULL, 2);
+	pthread_t ta;
+	if (pthread_create(&ta, NULL, free_then_wait, &r) != 0)
+		_exit(3);
+	pthread_barrier_wait(&r.bar);
+	iop_free(r.b->pool, r.b->ptr); /* this thread is B */
+	pthread_barrier_wait(&r.bar);
+	pthread_join(ta, NULL);
+}
+
+TEST(free_on_thread_b_after_free_on_thread_a_aborts_in_checked_pool)
+{
+	iop_pool_t *p = MKPOOL("xthread", 64, 0, 0, 0, IOP_F_CHECKED);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	struct bad_free b = { .pool = p, .ptr = o };
+	char a[32];
+	/* A has exited (its cache flushed to the depot) */
+	EXPECT_DEATH(do_free_on_a_then_b, &b, SIGABRT, PREFIX("xthread"),
+		     addr(o, a), "double free");
+	/* A is alive and holds the object in its cache */
+	EXPECT_DEATH(do_free_on_a_live_then_b, &b, SIGABRT,
+		     PREFIX("xthread"), addr(o, a), "double free");
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Use after free (checked mode: poison verified when handed out again)      */
+/* ------------------------------------------------------------------------ */
+
+struct uaf {
+	iop_pool_t *pool;
+	size_t obj_size;
+	size_t offset; /* where the stray write lands */
+};
+
+static void do_use_after_free(void *arg)
+{
+	struct uaf *u = arg;
+	unsigned char *o = iop_alloc(u->pool);
+	if (!o)
+		_exit(3);
+	iop_free(u->pool, o);
+	o[u->offset] ^= 0x5a; /* the stray write */
+	/* hand out every object until the written one comes back */
+	for (int i = 0; i < 100000; i++)
+		if (!iop_alloc(u->pool))
+			break;
+}
+
+TEST(use_after_free_is_caught_by_poison_on_reuse)
+{
+	TH_SKIP_IF(TH_ASAN, "AddressSanitizer reports the write first "
+			    "(see use_after_free_is_reported_by_asan)");
+	iop_pool_t *p = MKPOOL("uaf", 256, 0, 0, 0, IOP_F_CHECKED);
+	static const size_t offsets[] = { 128, 255, 24 };
+	for (size_t i = 0; i < sizeof offsets / sizeof *offsets; i++) {
+		struct uaf u = { p, 256, offsets[i] };
+		if (!EXPECT_DEATH(do_use_after_free, &u, SIGABRT,
+				  PREFIX("uaf"), "use after free"))
+			printf("  (write at offset %zu)\n", offsets[i]);
+	}
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* The address of the written object: predictable from the parent, since the
+ * child's first iop_alloc returns what the parent's would. */
+TEST(use_after_free_message_names_the_object)
+{
+	TH_SKIP_IF(TH_ASAN, "AddressSanitizer reports the write first");
+	iop_pool_t *p = MKPOOL("uaf-addr", 64, 0, 0, 0, IOP_F_CHECKED);
+	void *o = iop_alloc(p); /* the same object the child will get */
+	REQUIRE(o);
+	iop_free(p, o);
+	struct uaf u = { p, 64, 40 };
+	char a[32];
+	EXPECT_DEATH(do_use_after_free, &u, SIGABRT, PREFIX("uaf-addr"),
+		     addr(o, a), "use after free");
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+#if TH_ASAN
+/* Registered in tests/CMakeLists.txt only for IOP_SANITIZE=address builds */
+#define ASAN_TEST(name) TEST(name)
+ASAN_TEST(use_after_free_is_reported_by_asan)
+{
+	iop_pool_t *p = MKPOOL("uaf-asan", 256, 0, 0, 0, IOP_F_CHECKED);
+	struct uaf u = { p, 256, 100 };
+	EXPECT_DEATH_OR_EXIT(do_use_after_free, &u, "use-after-poison");
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+#endif
+
+int main(int argc, char **argv)
+{
+	return th_main(argc, argv);
+}

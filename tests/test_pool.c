@@ -1,0 +1,2126 @@
+/*
+ * Unit tests of every public call of iopool and every error path it
+ * documents: creation and its parameter checks, allocation and free (single
+ * and bulk), owner lookup, names, statistics and their printing, destroy,
+ * thread flush, and the ENOMEM paths (under an address-space limit).
+ *
+ * Built twice: test_pool (shared library, the real ABI) and test_pool_static.
+ * Usage: test_pool [case...]   (no argument: every case, each in a child)
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "iop_test.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static struct iop_pool_params good_params(void)
+{
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "good";
+	pp.obj_size = 256;
+	return pp;
+}
+
+/* Expect NULL + EINVAL and a message on stderr; `what` names the case. */
+static void expect_einval(const struct iop_pool_params *pp, const char *what)
+{
+	th_capture_begin();
+	errno = 0;
+	iop_pool_t *p = iop_pool_create(pp);
+	int err = errno;
+	char *msg = th_capture_end();
+	if (p) {
+		th_fail_at(__FILE__, __LINE__,
+			   "%s: iop_pool_create() succeeded", what);
+		iop_pool_destroy(p);
+	} else if (err != EINVAL) {
+		th_fail_at(__FILE__, __LINE__,
+			   "%s: errno %d (%s), expected EINVAL", what, err,
+			   strerror(err));
+	} else if (msg[0] == '\0') {
+		th_fail_at(__FILE__, __LINE__,
+			   "%s: EINVAL without a message on stderr", what);
+	}
+	free(msg);
+}
+
+TEST(pool_create_rejects_bad_params)
+{
+	struct iop_pool_params pp;
+
+	th_capture_begin();
+	errno = 0;
+	iop_pool_t *p = iop_pool_create(NULL);
+	int err = errno;
+	free(th_capture_end());
+	CHECK(p == NULL);
+	CHECK_EQ(err, EINVAL);
+
+	static const uint32_t small_sizes[] = {
+		0, 1, 4, 8, (uint32_t)offsetof(struct iop_pool_params, obj_size),
+	};
+	for (size_t i = 0; i < sizeof small_sizes / sizeof *small_sizes; i++) {
+		pp = good_params();
+		pp.struct_size = small_sizes[i];
+		char what[64];
+		snprintf(what, sizeof what, "struct_size %u", small_sizes[i]);
+		expect_einval(&pp, what);
+	}
+
+	static const size_t bad_obj[] = { 0, 1, IOP_OBJ_SIZE_MIN - 1,
+					  IOP_OBJ_SIZE_MAX + 1,
+					  2 * (size_t)IOP_OBJ_SIZE_MAX,
+					  SIZE_MAX };
+	for (size_t i = 0; i < sizeof bad_obj / sizeof *bad_obj; i++) {
+		pp = good_params();
+		pp.obj_size = bad_obj[i];
+		char what[64];
+		snprintf(what, sizeof what, "obj_size %zu", bad_obj[i]);
+		expect_einval(&pp, what);
+	}
+
+	static const size_t bad_align[] = { 3, 24, 48, 100, 4097,
+					    ((size_t)1 << 12) + 16,
+					    4 * MiB, /* above 2 MiB */
+					    (size_t)1 << 40, SIZE_MAX };
+	for (size_t i = 0; i < sizeof bad_align / sizeof *bad_align; i++) {
+		pp = good_params();
+		pp.align = bad_align[i];
+		char what[64];
+		snprintf(what, sizeof what, "align %zu", bad_align[i]);
+		expect_einval(&pp, what);
+	}
+
+	pp = good_params();
+	pp.cache_size = IOP_CACHE_SIZE_MAX + 1;
+	expect_einval(&pp, "cache_size IOP_CACHE_SIZE_MAX + 1");
+	pp.cache_size = UINT32_MAX;
+	expect_einval(&pp, "cache_size UINT32_MAX");
+
+	/* a power of two from 2 MiB to 1 GiB */
+	static const size_t bad_chunk[] = { 1, 4096, 64 * KiB, 1 * MiB,
+					    2 * MiB - 1, 2 * MiB + 4096,
+					    3 * MiB, 2048 * MiB,
+					    (size_t)1 << 40, SIZE_MAX };
+	for (size_t i = 0; i < sizeof bad_chunk / sizeof *bad_chunk; i++) {
+		pp = good_params();
+		pp.chunk_size = bad_chunk[i];
+		char what[64];
+		snprintf(what, sizeof what, "chunk_size %zu", bad_chunk[i]);
+		expect_einval(&pp, what);
+	}
+	pp = good_params();
+	pp.obj_size = IOP_OBJ_SIZE_MAX;
+	pp.chunk_size = 1 * MiB;
+	expect_einval(&pp, "chunk_size 1 MiB for 1 MiB objects");
+
+	static const uint32_t bad_flags[] = { IOP_F_ALL + 1, 1u << 3, 1u << 16,
+					      1u << 31, ~IOP_F_ALL, UINT32_MAX };
+	for (size_t i = 0; i < sizeof bad_flags / sizeof *bad_flags; i++) {
+		pp = good_params();
+		pp.flags = bad_flags[i];
+		char what[64];
+		snprintf(what, sizeof what, "flags %#x", bad_flags[i]);
+		expect_einval(&pp, what);
+	}
+
+	pp = good_params();
+	pp.reserved0 = 1;
+	expect_einval(&pp, "reserved0 1");
+	pp.reserved0 = 0x80000000u;
+	expect_einval(&pp, "reserved0 0x80000000");
+
+	char longname[IOP_NAME_MAX + 8];
+	memset(longname, 'n', sizeof longname);
+	longname[IOP_NAME_MAX] = '\0'; /* IOP_NAME_MAX characters: too long */
+	pp = good_params();
+	pp.name = longname;
+	expect_einval(&pp, "name of IOP_NAME_MAX characters");
+	longname[IOP_NAME_MAX + 7] = '\0';
+	expect_einval(&pp, "name of IOP_NAME_MAX + 7 characters");
+
+	/* A newer caller's larger struct is refused only when the bytes this
+	 * library does not know are not zero. */
+	struct {
+		struct iop_pool_params p;
+		uint64_t newer[2];
+	} big;
+	memset(&big, 0, sizeof big);
+	big.p = good_params();
+	big.p.struct_size = sizeof big;
+	big.newer[1] = 1;
+	expect_einval(&big.p, "larger struct with non-zero unknown bytes");
+	return TH_PASS;
+}
+
+TEST(pool_create_accepts_boundary_params)
+{
+	struct {
+		const char *what;
+		size_t obj, align, chunk;
+		uint32_t cache, flags;
+	} ok[] = {
+		{ "smallest object", IOP_OBJ_SIZE_MIN, 0, 0, 0, 0 },
+		{ "largest object", IOP_OBJ_SIZE_MAX, 0, 0, 0, 0 },
+		{ "largest object, 2 MiB chunk", IOP_OBJ_SIZE_MAX, 0, 2 * MiB,
+		  0, 0 },
+		{ "align 1", 100, 1, 0, 0, 0 },
+		{ "align 4096", 100, 4096, 0, 0, 0 },
+		{ "align 2 MiB", 100, 2 * MiB, 0, 0, IOP_F_NO_THP },
+		{ "largest object, align 2 MiB", IOP_OBJ_SIZE_MAX, 2 * MiB,
+		  2 * MiB, 0, IOP_F_NO_THP },
+		{ "cache_size 1", 64, 0, 0, 1, 0 },
+		{ "cache_size max", 64, 0, 0, IOP_CACHE_SIZE_MAX, 0 },
+		{ "smallest chunk", 64, 0, 2 * MiB, 0, 0 },
+		{ "4 MiB chunk", 64, 0, 4 * MiB, 0, 0 },
+		{ "largest chunk", 64, 0, 1024 * MiB, 0, IOP_F_NO_THP },
+		{ "all flags", 64, 0, 0, 0, IOP_F_ALL },
+		{ "checked", 64, 0, 0, 0, IOP_F_CHECKED },
+		{ "no THP", 64, 0, 0, 0, IOP_F_NO_THP },
+		{ "prefault", 64, 0, 0, 0, IOP_F_PREFAULT },
+	};
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+		pp.name = ok[i].what;
+		pp.obj_size = ok[i].obj;
+		pp.align = ok[i].align;
+		pp.chunk_size = ok[i].chunk;
+		pp.cache_size = ok[i].cache;
+		pp.flags = ok[i].flags;
+		errno = 0;
+		iop_pool_t *p = iop_pool_create(&pp);
+		if (!p) {
+			th_fail_at(__FILE__, __LINE__, "%s: create failed: %s",
+				   ok[i].what, strerror(errno));
+			continue;
+		}
+		CHECK_EQ(iop_pool_obj_size(p), ok[i].obj);
+		void *o = iop_alloc(p);
+		CHECK(o != NULL);
+		if (o) {
+			memset(o, 0x5a, ok[i].obj);
+			CHECK_PTR_EQ(iop_pool_of(o), p);
+			size_t align = ok[i].align ? ok[i].align : 16;
+			CHECK_EQ((uintptr_t)o % align, 0);
+		}
+		iop_free(p, o);
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_CONSERVED(st);
+		if (ok[i].cache)
+			CHECK_EQ(st.cache_size, ok[i].cache);
+		if (ok[i].chunk)
+			CHECK_EQ(st.chunk_size, ok[i].chunk);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+
+	/* name of IOP_NAME_MAX - 1 characters: the longest allowed */
+	char name[IOP_NAME_MAX];
+	memset(name, 'x', sizeof name);
+	name[IOP_NAME_MAX - 1] = '\0';
+	iop_pool_t *p = MKPOOL(name, 64, 0, 0, 0, 0);
+	CHECK(strcmp(iop_pool_name(p), name) == 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+
+	/* A larger struct from a newer header with zero bytes past what the
+	 * library knows is accepted. */
+	struct {
+		struct iop_pool_params p;
+		uint64_t newer[2];
+	} big;
+	memset(&big, 0, sizeof big);
+	big.p = good_params();
+	big.p.struct_size = sizeof big;
+	errno = 0;
+	p = iop_pool_create(&big.p);
+	CHECK(p != NULL);
+	if (p) {
+		CHECK_EQ(iop_pool_obj_size(p), 256);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+TEST(pool_name_defaults_to_pool_n)
+{
+	iop_pool_t *a = MKPOOL(NULL, 64, 0, 0, 0, 0);
+	iop_pool_t *b = MKPOOL(NULL, 64, 0, 0, 0, 0);
+	const char *na = iop_pool_name(a), *nb = iop_pool_name(b);
+	REQUIRE(na != NULL && nb != NULL);
+	CHECK(strncmp(na, "pool", 4) == 0);
+	CHECK(strncmp(nb, "pool", 4) == 0);
+	CHECK(na[4] != '\0' && nb[4] != '\0');
+	for (const char *c = na + 4; *c; c++)
+		CHECK(isdigit((unsigned char)*c));
+	for (const char *c = nb + 4; *c; c++)
+		CHECK(isdigit((unsigned char)*c));
+	CHECK(strcmp(na, nb) != 0);
+	CHECK_AUDIT(a);
+	CHECK_AUDIT(b);
+	CHECK_DESTROY(a);
+	CHECK_DESTROY(b);
+	return TH_PASS;
+}
+
+TEST(pool_name_is_copied)
+{
+	char name[IOP_NAME_MAX] = "rx-ring";
+	iop_pool_t *p = MKPOOL(name, 2048, 0, 0, 0, 0);
+	memset(name, 'z', sizeof name - 1);
+	CHECK(strcmp(iop_pool_name(p), "rx-ring") == 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(pool_reports_obj_size_and_stride)
+{
+	static const struct {
+		size_t obj, align, stride;
+	} c[] = {
+		{ 16, 0, 16 },     { 17, 0, 32 },       { 100, 64, 128 },
+		{ 128, 64, 128 },  { 1000, 512, 1024 }, { 4096, 4096, 4096 },
+		{ 4097, 4096, 8192 }, { 24, 8, 24 },
+		/* alignments below 8 give 8 */
+		{ 20, 1, 24 },     { 20, 2, 24 },       { 20, 4, 24 },
+		{ 16, 2 * MiB, 2 * MiB },
+	};
+	for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+		iop_pool_t *p = MKPOOL("stride", c[i].obj, c[i].align, 0, 0, 0);
+		CHECK_EQ(iop_pool_obj_size(p), c[i].obj);
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.obj_size, c[i].obj);
+		CHECK_EQ(st.obj_stride, c[i].stride);
+		CHECK_EQ(st.total, 0);
+		CHECK_EQ(st.chunks, 0);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+TEST(pool_default_cache_size_follows_obj_size)
+{
+	/* about 256 KiB per magazine, 4 to 256 objects */
+	static const struct {
+		size_t obj;
+		uint32_t lo, hi;
+	} c[] = {
+		{ 16, 256, 256 },     { 64, 256, 256 },
+		{ 1024, 256, 256 },   { 4096, 48, 80 },
+		{ 16384, 12, 20 },    { 64 * KiB, 4, 5 },
+		{ IOP_OBJ_SIZE_MAX, 4, 4 },
+	};
+	for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+		iop_pool_t *p = MKPOOL("cache", c[i].obj, 0, 0, 0, 0);
+		struct iop_pool_stats st = STATS(p);
+		if (st.cache_size < c[i].lo || st.cache_size > c[i].hi)
+			th_fail_at(__FILE__, __LINE__,
+				   "obj_size %zu: cache_size %u, expected "
+				   "%u..%u", c[i].obj, st.cache_size, c[i].lo,
+				   c[i].hi);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	iop_pool_t *p = MKPOOL("cache7", 64, 0, 7, 0, 0);
+	CHECK_EQ(STATS(p).cache_size, 7);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+static int is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+TEST(pool_chunk_size_default_explicit_and_grown)
+{
+	iop_pool_t *p = MKPOOL("chunk-default", 256, 0, 0, 0, 0);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.chunk_size, 2 * MiB);
+	CHECK_GE(st.objs_per_chunk, 2 * MiB / 256 - 64);
+	CHECK_LE(st.objs_per_chunk, 2 * MiB / 256);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+
+	p = MKPOOL("chunk-4m", 1024, 0, 0, 4 * MiB, 0);
+	st = STATS(p);
+	CHECK_EQ(st.chunk_size, 4 * MiB);
+	CHECK_GE(st.objs_per_chunk, 4 * MiB / 1024 - 64);
+	CHECK_LE(st.objs_per_chunk, 4 * MiB / 1024);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+
+	/* Fewer than 8 objects would fit in 2 MiB: the default grows. */
+	static const size_t big[] = { 300 * KiB, 512 * KiB, IOP_OBJ_SIZE_MAX };
+	for (size_t i = 0; i < sizeof big / sizeof *big; i++) {
+		p = MKPOOL("chunk-grown", big[i], 0, 0, 0, 0);
+		st = STATS(p);
+		CHECK(is_pow2(st.chunk_size));
+		CHECK_GT(st.chunk_size, 2 * MiB);
+		CHECK_GE(st.objs_per_chunk, 8);
+		/* and not far past what is needed (a header may cost
+		 * one doubling): a quarter of the chunk holds < 8 */
+		CHECK_LT(st.chunk_size / 4 / st.obj_stride, 8);
+		void *o = iop_alloc(p);
+		REQUIRE(o);
+		uintptr_t base = (uintptr_t)o & ~(uintptr_t)(st.chunk_size - 1);
+		CHECK_EQ(base, ((uintptr_t)o + big[i] - 1) &
+				       ~(uintptr_t)(st.chunk_size - 1));
+		iop_free(p, o);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+
+	/* An explicit chunk is honoured even when it holds few objects. */
+	p = MKPOOL("chunk-explicit", 512 * KiB, 0, 0, 2 * MiB, 0);
+	st = STATS(p);
+	CHECK_EQ(st.chunk_size, 2 * MiB);
+	CHECK_GE(st.objs_per_chunk, 1);
+	CHECK_LE(st.objs_per_chunk, 4);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a;
+	uintptr_t y = (uintptr_t) * (void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Sort and check that no two of objs[0..n) overlap by `size` bytes. */
+static void check_disjoint(void **objs, size_t n, size_t size)
+{
+	qsort(objs, n, sizeof *objs, cmp_ptr);
+	for (size_t i = 1; i < n; i++)
+		if ((uintptr_t)objs[i - 1] + size > (uintptr_t)objs[i]) {
+			th_fail_at(__FILE__, __LINE__,
+				   "objects %p and %p overlap (size %zu)",
+				   objs[i - 1], objs[i], size);
+			return;
+		}
+}
+
+TEST(alloc_returns_aligned_objects_for_every_align)
+{
+	static const size_t sizes[] = { 16, 100, 5000 };
+	for (size_t align = 16; align <= 4096; align *= 2) {
+		for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+			size_t obj = sizes[s];
+			iop_pool_t *p = MKPOOL("align", obj, align, 0, 0,
+					       0);
+			struct iop_pool_stats st = STATS(p);
+			size_t stride = (obj + align - 1) & ~(align - 1);
+			CHECK_EQ(st.obj_stride, stride);
+			/* three chunks' worth where that is cheap, so later
+			 * chunks are covered for the larger strides */
+			size_t n = 3 * st.objs_per_chunk + 1;
+			if (n > 20000)
+				n = 20000;
+			void **objs = calloc(n, sizeof *objs);
+			REQUIRE(objs);
+			for (size_t i = 0; i < n; i++) {
+				objs[i] = iop_alloc(p);
+				REQUIRE(objs[i]);
+				if ((uintptr_t)objs[i] % align)
+					th_fail_at(__FILE__, __LINE__,
+						   "align %zu obj %zu: %p "
+						   "misaligned", align, obj,
+						   objs[i]);
+				uintptr_t m = ~(uintptr_t)(st.chunk_size - 1);
+				if (((uintptr_t)objs[i] & m) !=
+				    (((uintptr_t)objs[i] + obj - 1) & m))
+					th_fail_at(__FILE__, __LINE__,
+						   "%p straddles a chunk",
+						   objs[i]);
+				CHECK_PTR_EQ(iop_pool_of(objs[i]), p);
+				memset(objs[i], (int)i, obj);
+			}
+			st = STATS(p);
+			CHECK_EQ(st.in_flight, n);
+			CHECK_GE(st.chunks, (n + st.objs_per_chunk - 1) /
+						    st.objs_per_chunk);
+			CHECK_CONSERVED(st);
+			check_disjoint(objs, n, obj);
+			iop_free_bulk(p, objs, (unsigned)n);
+			free(objs);
+			CHECK_AUDIT(p);
+			CHECK_DESTROY(p);
+		}
+	}
+	/* align 0 gives 16 */
+	iop_pool_t *p = MKPOOL("align0", 17, 0, 0, 0, 0);
+	CHECK_EQ(STATS(p).obj_stride, 32);
+	for (int i = 0; i < 100; i++) {
+		void *o = iop_alloc(p);
+		CHECK_EQ((uintptr_t)o % 16, 0);
+		iop_free(p, o);
+	}
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(alloc_objects_of_smallest_and_largest_size_are_usable)
+{
+	static const size_t sizes[] = { IOP_OBJ_SIZE_MIN, IOP_OBJ_SIZE_MAX };
+	for (size_t s = 0; s < 2; s++) {
+		size_t size = sizes[s];
+		iop_pool_t *p = MKPOOL("extreme", size, 0, 0, 0, 0);
+		size_t n = size == IOP_OBJ_SIZE_MAX ? 20 : 50000;
+		void **objs = calloc(n, sizeof *objs);
+		REQUIRE(objs);
+		for (size_t i = 0; i < n; i++) {
+			objs[i] = iop_alloc(p);
+			REQUIRE(objs[i]);
+			th_fill(objs[i], size, i);
+		}
+		for (size_t i = 0; i < n; i++) {
+			size_t bad = th_verify(objs[i], size, i);
+			if (bad != (size_t)-1) {
+				th_fail_at(__FILE__, __LINE__,
+					   "size %zu object %zu (%p) changed "
+					   "at byte %zu", size, i, objs[i],
+					   bad);
+				break;
+			}
+		}
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.in_flight, n);
+		CHECK_CONSERVED(st);
+		check_disjoint(objs, n, size);
+		for (size_t i = 0; i < n; i++)
+			iop_free(p, objs[i]);
+		free(objs);
+		CHECK_EQ(STATS(p).in_flight, 0);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+TEST(alloc_free_single_updates_stats)
+{
+	iop_pool_t *p = MKPOOL("single", 128, 0, 0, 0, 0);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_EQ(st.chunk_acquire, 0);
+	void *a = iop_alloc(p);
+	REQUIRE(a);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 1);
+	CHECK_EQ(st.chunks, 1);
+	CHECK_EQ(st.chunk_acquire, 1);
+	CHECK_EQ(st.bytes_mapped, 2 * MiB);
+	CHECK_GE(st.alloc_fast + st.alloc_slow, 1);
+	CHECK_CONSERVED(st);
+	void *b = iop_alloc(p);
+	REQUIRE(b);
+	CHECK(a != b);
+	CHECK_EQ(STATS(p).in_flight, 2);
+	iop_free(p, a);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 1);
+	CHECK_GE(st.free_fast + st.free_slow, 1);
+	CHECK_CONSERVED(st);
+	iop_free(p, b);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_EQ(st.alloc_fail, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(alloc_reuses_freed_objects_without_new_chunks)
+{
+	iop_pool_t *p = MKPOOL("reuse", 512, 0, 0, 0, 0);
+	enum { N = 20000 };
+	void **objs = calloc(N, sizeof *objs);
+	REQUIRE(objs);
+	CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
+	iop_free_bulk(p, objs, N);
+	struct iop_pool_stats before = STATS(p);
+	for (int round = 0; round < 5; round++) {
+		for (int i = 0; i < N; i++)
+			objs[i] = iop_alloc(p);
+		for (int i = 0; i < N; i++)
+			iop_free(p, objs[i]);
+	}
+	struct iop_pool_stats after = STATS(p);
+	CHECK_EQ(after.chunk_acquire, before.chunk_acquire);
+	CHECK_EQ(after.total, before.total);
+	CHECK_EQ(after.in_flight, 0);
+	CHECK_CONSERVED(after);
+	free(objs);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(alloc_bulk_of_zero_returns_zero_and_keeps_errno)
+{
+	iop_pool_t *p = MKPOOL("bulk0", 64, 0, 0, 0, 0);
+	void *objs[4] = { (void *)1, (void *)2, (void *)3, (void *)4 };
+	errno = 12345;
+	CHECK_EQ(iop_alloc_bulk(p, objs, 0), 0);
+	CHECK_EQ(errno, 12345);
+	CHECK(objs[0] == (void *)1);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	iop_free_bulk(p, objs, 0); /* n = 0 frees nothing, reads nothing */
+	CHECK_EQ(STATS(p).in_flight, 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(alloc_bulk_larger_than_a_magazine)
+{
+	iop_pool_t *p = MKPOOL("bulkbig", 64, 0, 32, 0, 0);
+	CHECK_EQ(STATS(p).cache_size, 32);
+	enum { N = 1000 };
+	void *objs[N];
+	errno = 0;
+	CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
+	for (int i = 0; i < N; i++)
+		th_stamp(objs[i], 64, (uint64_t)i);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, N);
+	CHECK_CONSERVED(st);
+	for (int i = 0; i < N; i++)
+		CHECK_STAMP(objs[i], 64, (uint64_t)i);
+	void *sorted[N];
+	memcpy(sorted, objs, sizeof objs);
+	check_disjoint(sorted, N, 64);
+	/* free in odd-sized slices, some larger than a magazine */
+	unsigned done = 0, slice = 1;
+	while (done < N) {
+		unsigned k = slice < N - done ? slice : N - done;
+		iop_free_bulk(p, objs + done, k);
+		done += k;
+		slice = slice * 3 + 1;
+	}
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	/* and again: bulk alloc of 1000 now served from the caches/depot */
+	CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
+	CHECK_EQ(STATS(p).chunk_acquire, st.chunk_acquire);
+	iop_free_bulk(p, objs, N);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(alloc_bulk_spans_many_chunks)
+{
+	enum { N = 1000, OBJ = 32 * 1024 };
+	iop_pool_t *p = MKPOOL("bulkchunks", OBJ, 0, 0, 0, IOP_F_NO_THP);
+	struct iop_pool_stats st;
+	void **objs = calloc(N, sizeof *objs);
+	REQUIRE(objs);
+	CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, N);
+	CHECK_GE(st.chunks, (N + st.objs_per_chunk - 1) / st.objs_per_chunk);
+	CHECK_GE(st.chunk_acquire, st.chunks);
+	CHECK_CONSERVED(st);
+	size_t nbases = 0;
+	uintptr_t *bases = calloc(N, sizeof *bases);
+	REQUIRE(bases);
+	for (int i = 0; i < N; i++) {
+		CHECK_PTR_EQ(iop_pool_of(objs[i]), p);
+		bases[i] = (uintptr_t)objs[i] & ~(uintptr_t)(st.chunk_size - 1);
+		th_fill(objs[i], OBJ, (uint64_t)i);
+	}
+	qsort(bases, N, sizeof *bases, cmp_ptr);
+	for (int i = 0; i < N; i++)
+		nbases += i == 0 || bases[i] != bases[i - 1];
+	CHECK_GE(nbases, N / st.objs_per_chunk);
+	CHECK_LE(nbases, st.chunks);
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(th_verify(objs[i], OBJ, (uint64_t)i), (size_t)-1);
+	iop_free_bulk(p, objs, N);
+	CHECK_EQ(STATS(p).in_flight, 0);
+	free(bases);
+	free(objs);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_bulk_skips_null_entries)
+{
+	iop_pool_t *p = MKPOOL("bulknull", 64, 0, 0, 0, 0);
+	void *objs[8] = { 0 };
+	objs[1] = iop_alloc(p);
+	objs[4] = iop_alloc(p);
+	objs[7] = iop_alloc(p);
+	REQUIRE(objs[1] && objs[4] && objs[7]);
+	CHECK_EQ(STATS(p).in_flight, 3);
+	iop_free_bulk(p, objs, 8);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	void *nulls[3] = { NULL, NULL, NULL };
+	iop_free_bulk(p, nulls, 3);
+	CHECK_EQ(STATS(p).in_flight, 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(free_of_null_does_nothing)
+{
+	iop_pool_t *p = MKPOOL("freenull", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	struct iop_pool_stats a = STATS(p);
+	iop_free(p, NULL);
+	iop_free(p, NULL);
+	struct iop_pool_stats b = STATS(p);
+	CHECK(memcmp(&a, &b, sizeof a) == 0);
+	CHECK_EQ(b.in_flight, 1);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(objects_are_distinct_and_keep_their_contents)
+{
+	iop_pool_t *p = MKPOOL("contents", 200, 8, 0, 0, 0);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.obj_stride, 200);
+	enum { N = 5000 };
+	void **objs = calloc(N, sizeof *objs);
+	REQUIRE(objs);
+	for (int i = 0; i < N; i++) {
+		objs[i] = iop_alloc(p);
+		REQUIRE(objs[i]);
+		th_fill(objs[i], 200, 1000003ULL * (uint64_t)i);
+		/* interleave frees and reallocations of older objects */
+		if (i % 7 == 6) {
+			int j = i - 3;
+			iop_free(p, objs[j]);
+			objs[j] = iop_alloc(p);
+			REQUIRE(objs[j]);
+			th_fill(objs[j], 200, 1000003ULL * (uint64_t)j);
+		}
+	}
+	for (int i = 0; i < N; i++) {
+		size_t bad = th_verify(objs[i], 200, 1000003ULL * (uint64_t)i);
+		if (bad != (size_t)-1) {
+			th_fail_at(__FILE__, __LINE__,
+				   "object %d (%p) changed at byte %zu", i,
+				   objs[i], bad);
+			break;
+		}
+	}
+	void **sorted = calloc(N, sizeof *sorted);
+	REQUIRE(sorted);
+	memcpy(sorted, objs, N * sizeof *objs);
+	check_disjoint(sorted, N, 200);
+	free(sorted);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, N);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p); /* objects in flight are fine for the audit */
+	for (int i = 0; i < N; i++)
+		iop_free(p, objs[i]);
+	free(objs);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(checked_pool_allocates_and_frees_normally)
+{
+	iop_pool_t *p = MKPOOL("checked", 96, 0, 8, 0, IOP_F_CHECKED);
+	enum { N = 3000 };
+	void **objs = calloc(N, sizeof *objs);
+	REQUIRE(objs);
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N; i++) {
+			objs[i] = iop_alloc(p);
+			REQUIRE(objs[i]);
+			th_stamp(objs[i], 96, (uint64_t)i);
+		}
+		CHECK_EQ(STATS(p).in_flight, N);
+		CHECK_AUDIT(p);
+		for (int i = 0; i < N; i++) {
+			CHECK_STAMP(objs[i], 96, (uint64_t)i);
+			iop_free(p, objs[i]);
+		}
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_CONSERVED(st);
+		CHECK_AUDIT(p);
+	}
+	CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
+	iop_free_bulk(p, objs, N);
+	free(objs);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(million_alloc_free_pairs_take_the_fast_path)
+{
+	iop_pool_t *p = MKPOOL("million", 64, 0, 0, 0, 0);
+	enum { N = 1000000 };
+	uintptr_t sum = 0;
+	for (int i = 0; i < N; i++) {
+		void *o = iop_alloc(p);
+		REQUIRE(o);
+		sum += (uintptr_t)o;
+		*(volatile int *)o = i;
+		iop_free(p, o);
+	}
+	CHECK(sum != 0);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_LE(st.chunks, 1);
+	CHECK_CONSERVED(st);
+	CHECK_EQ(st.alloc_fail, 0);
+	/* every allocation is counted once, on one path or the other */
+	CHECK_EQ(st.alloc_fast + st.alloc_slow, N);
+	CHECK_EQ(st.free_fast + st.free_slow, N);
+	if (!TH_ALL_CHECKED) {
+		/* a warm cache serves nearly all of them */
+		CHECK_GE(st.alloc_fast, N - N / 100);
+		CHECK_GE(st.free_fast, N - N / 100);
+		CHECK_LE(st.depot_get + st.depot_put, 10);
+	}
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* populate                                                                  */
+/* ------------------------------------------------------------------------ */
+
+TEST(populate_fills_depot_so_first_allocations_map_nothing)
+{
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "populated";
+	pp.obj_size = 1024;
+	pp.cache_size = 64;
+	pp.populate = 1000;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_GE(st.depot, 1000 / 64 * 64);
+	CHECK_GE(st.depot + st.slab_free, 1000);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_EQ(st.cached, 0);
+	CHECK_GE(st.chunk_acquire, 1);
+	CHECK_GE(st.total, 1000);
+	CHECK_CONSERVED(st);
+	uint64_t acquired = st.chunk_acquire;
+
+	enum { N = 1000 };
+	void *objs[N];
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned char vec[1];
+	size_t not_resident = 0;
+	for (int i = 0; i < N; i++) {
+		objs[i] = iop_alloc(p);
+		REQUIRE(objs[i]);
+		/* faulted in at creation: resident before we touch it */
+		void *pg = (void *)((uintptr_t)objs[i] & ~(uintptr_t)(page - 1));
+		if (mincore(pg, (size_t)page, vec) == 0 && !(vec[0] & 1))
+			not_resident++;
+	}
+	CHECK_EQ(not_resident, 0);
+	st = STATS(p);
+	CHECK_EQ(st.chunk_acquire, acquired);
+	CHECK_EQ(st.in_flight, N);
+	CHECK_GE(st.depot_get, 1);
+	CHECK_CONSERVED(st);
+	iop_free_bulk(p, objs, N);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+
+	/* without populate, nothing is mapped at creation */
+	p = MKPOOL("lazy", 1024, 0, 64, 0, 0);
+	st = STATS(p);
+	CHECK_EQ(st.chunk_acquire, 0);
+	CHECK_EQ(st.depot, 0);
+	CHECK_EQ(st.total, 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Flags that change how chunks are mapped                                   */
+/* ------------------------------------------------------------------------ */
+
+/* How many of the pages of [base, base + len) are resident. */
+static size_t resident_pages(uintptr_t base, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = len / page, r = 0;
+	unsigned char *vec = malloc(n);
+	REQUIRE(vec);
+	REQUIRE(mincore((void *)base, len, vec) == 0);
+	for (size_t i = 0; i < n; i++)
+		r += vec[i] & 1;
+	free(vec);
+	return r;
+}
+
+TEST(prefault_flag_faults_in_the_whole_chunk)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	iop_pool_t *p = MKPOOL("prefault", 4096, 0, 0, 0,
+			       IOP_F_PREFAULT | IOP_F_NO_THP);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	struct iop_pool_stats st = STATS(p);
+	uintptr_t base = (uintptr_t)o & ~(uintptr_t)(st.chunk_size - 1);
+	CHECK_EQ(resident_pages(base, st.chunk_size), st.chunk_size / page);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+
+	/* the control: without the flag, untouched pages stay out */
+	if (!TH_ALL_CHECKED) {
+		p = MKPOOL("lazy", 4096, 0, 0, 0, IOP_F_NO_THP);
+		o = iop_alloc(p);
+		REQUIRE(o);
+		st = STATS(p);
+		base = (uintptr_t)o & ~(uintptr_t)(st.chunk_size - 1);
+		CHECK_LT(resident_pages(base, st.chunk_size),
+			 st.chunk_size / page / 2);
+		iop_free(p, o);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+/* The THPeligible line of the /proc/self/smaps entry that holds addr. */
+static int thp_eligible(uintptr_t addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return -1;
+	char line[512];
+	int inside = 0, r = -1;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			inside = addr >= lo && addr < hi;
+			continue;
+		}
+		int v;
+		if (inside && sscanf(line, "THPeligible: %d", &v) == 1) {
+			r = v;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+TEST(chunks_are_advised_for_hugepages_unless_no_thp)
+{
+	char mode[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	TH_SKIP_IF(!f, "no transparent hugepages here");
+	if (!fgets(mode, sizeof mode, f))
+		mode[0] = '\0';
+	fclose(f);
+	TH_SKIP_IF(strstr(mode, "[never]") || !strstr(mode, "["),
+		   "transparent hugepages are off");
+
+	iop_pool_t *p = MKPOOL("thp", 4096, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	int e = thp_eligible((uintptr_t)o);
+	TH_SKIP_IF(e < 0, "no THPeligible in /proc/self/smaps");
+	CHECK_EQ(e, 1);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+
+	/* with "always", every mapping is eligible: only "madvise" shows
+	 * that the flag kept the advice away */
+	if (strstr(mode, "[madvise]")) {
+		p = MKPOOL("no-thp", 4096, 0, 0, 0, IOP_F_NO_THP);
+		o = iop_alloc(p);
+		REQUIRE(o);
+		CHECK_EQ(thp_eligible((uintptr_t)o), 0);
+		iop_free(p, o);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Many pools                                                                */
+/* ------------------------------------------------------------------------ */
+
+TEST(pool_create_fails_with_enospc_past_256_pools)
+{
+	enum { MAX = 256 };
+	iop_pool_t *pools[MAX + 1];
+	int n = 0;
+	for (; n < MAX + 1; n++) {
+		char name[IOP_NAME_MAX];
+		snprintf(name, sizeof name, "many%d", n);
+		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+		pp.name = name;
+		pp.obj_size = 32 + (size_t)n;
+		pp.flags = IOP_F_NO_THP; /* one object each: no huge page */
+		errno = 0;
+		th_capture_begin();
+		pools[n] = iop_pool_create(&pp);
+		int err = errno;
+		free(th_capture_end());
+		if (!pools[n]) {
+			CHECK_EQ(err, ENOSPC);
+			break;
+		}
+	}
+	CHECK_EQ(n, MAX);
+	REQUIRE(n <= MAX);
+	/* every pool is usable and names its objects */
+	for (int i = 0; i < n; i++) {
+		void *o = iop_alloc(pools[i]);
+		REQUIRE(o);
+		CHECK_PTR_EQ(iop_pool_of(o), pools[i]);
+		iop_free(pools[i], o);
+	}
+	/* failing again leaks no slot; destroying one frees one */
+	for (int k = 0; k < 5; k++) {
+		struct iop_pool_params pp = good_params();
+		errno = 0;
+		th_capture_begin();
+		iop_pool_t *x = iop_pool_create(&pp);
+		int err = errno;
+		free(th_capture_end());
+		CHECK(x == NULL);
+		CHECK_EQ(err, ENOSPC);
+	}
+	if (n > 0) {
+		CHECK_DESTROY(pools[n / 2]);
+		struct iop_pool_params pp = good_params();
+		pools[n / 2] = iop_pool_create(&pp);
+		CHECK(pools[n / 2] != NULL);
+		REQUIRE(pools[n / 2]);
+	}
+	for (int i = 0; i < n; i++) {
+		CHECK_AUDIT(pools[i]);
+		CHECK_DESTROY(pools[i]);
+	}
+	/* all slots are free again */
+	iop_pool_t *again = MKPOOL("after", 64, 0, 0, 0, 0);
+	CHECK_AUDIT(again);
+	CHECK_DESTROY(again);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* iop_pool_of                                                               */
+/* ------------------------------------------------------------------------ */
+
+static int static_object[64];
+
+TEST(pool_of_finds_the_owner_of_any_chunk_address)
+{
+	iop_pool_t *a = MKPOOL("owner-a", 256, 0, 0, 0, 0);
+	iop_pool_t *b = MKPOOL("owner-b", 256, 0, 0, 4 * MiB, 0);
+	iop_pool_t *c = MKPOOL("owner-c", 3000, 0, 0, 0, 0);
+	struct iop_pool_stats sa, sb;
+	void *oa[300], *ob[300], *oc[300];
+	/* interleaved, so the chunks of the three pools sit near each other */
+	for (int i = 0; i < 300; i++) {
+		oa[i] = iop_alloc(a);
+		ob[i] = iop_alloc(b);
+		oc[i] = iop_alloc(c);
+		REQUIRE(oa[i] && ob[i] && oc[i]);
+	}
+	sa = STATS(a);
+	sb = STATS(b);
+	for (int i = 0; i < 300; i++) {
+		CHECK_PTR_EQ(iop_pool_of(oa[i]), a);
+		CHECK_PTR_EQ(iop_pool_of(ob[i]), b);
+		CHECK_PTR_EQ(iop_pool_of(oc[i]), c);
+		/* interior and last byte of the object */
+		CHECK_PTR_EQ(iop_pool_of((char *)oa[i] + 1), a);
+		CHECK_PTR_EQ(iop_pool_of((char *)ob[i] + 255), b);
+		CHECK_PTR_EQ(iop_pool_of((char *)oc[i] + 2999), c);
+	}
+	/* any address inside the chunk, object or not: base, middle, end */
+	uintptr_t base = (uintptr_t)oa[0] & ~(uintptr_t)(sa.chunk_size - 1);
+	CHECK_PTR_EQ(iop_pool_of((void *)base), a);
+	CHECK_PTR_EQ(iop_pool_of((void *)(base + sa.chunk_size / 2)), a);
+	CHECK_PTR_EQ(iop_pool_of((void *)(base + sa.chunk_size - 1)), a);
+	base = (uintptr_t)ob[0] & ~(uintptr_t)(sb.chunk_size - 1);
+	CHECK_PTR_EQ(iop_pool_of((void *)base), b);
+	CHECK_PTR_EQ(iop_pool_of((void *)(base + sb.chunk_size - 1)), b);
+
+	CHECK_STR_HAS(iop_pool_name(iop_pool_of(ob[7])), "owner-b");
+	iop_free_bulk(a, oa, 300);
+	iop_free_bulk(b, ob, 300);
+	iop_free_bulk(c, oc, 300);
+	CHECK_AUDIT(a);
+	CHECK_AUDIT(b);
+	CHECK_AUDIT(c);
+	CHECK_DESTROY(a);
+	CHECK_DESTROY(b);
+	CHECK_DESTROY(c);
+	return TH_PASS;
+}
+
+/* Two pools growing side by side in the smallest chunks. Just outside each
+ * chunk's first and last byte, the owner is whichever of the two pools has a
+ * chunk there, or no pool: no other pool exists in this process. */
+static int has_base(const uintptr_t *bases, size_t n, uintptr_t x)
+{
+	for (size_t i = 0; i < n; i++)
+		if (bases[i] == x)
+			return 1;
+	return 0;
+}
+
+static iop_pool_t *expected_owner(iop_pool_t *a, const uintptr_t *ba,
+				  iop_pool_t *b, const uintptr_t *bb, size_t n,
+				  uintptr_t addr)
+{
+	uintptr_t base = addr & ~(uintptr_t)(2 * MiB - 1);
+	if (has_base(ba, n, base))
+		return a;
+	if (has_base(bb, n, base))
+		return b;
+	return NULL;
+}
+
+TEST(pool_of_is_exact_at_the_edges_of_chunks)
+{
+	enum { OBJ = 64 * 1024, N = 200 };
+	iop_pool_t *a = MKPOOL("side-a", OBJ, 0, 4, 2 * MiB, IOP_F_NO_THP);
+	iop_pool_t *b = MKPOOL("side-b", OBJ, 0, 4, 2 * MiB, IOP_F_NO_THP);
+	struct iop_pool_stats st = STATS(a);
+	CHECK_EQ(st.chunk_size, 2 * MiB);
+	void **oa = calloc(N, sizeof *oa), **ob = calloc(N, sizeof *ob);
+	uintptr_t *ba = calloc(N, sizeof *ba), *bb = calloc(N, sizeof *bb);
+	REQUIRE(oa && ob && ba && bb);
+	for (int i = 0; i < N; i++) {
+		oa[i] = iop_alloc(a);
+		ob[i] = iop_alloc(b);
+		REQUIRE(oa[i] && ob[i]);
+		ba[i] = (uintptr_t)oa[i] & ~(uintptr_t)(2 * MiB - 1);
+		bb[i] = (uintptr_t)ob[i] & ~(uintptr_t)(2 * MiB - 1);
+	}
+	size_t owned_edges = 0;
+	for (int i = 0; i < N; i++) {
+		CHECK_PTR_EQ(iop_pool_of(oa[i]), a);
+		CHECK_PTR_EQ(iop_pool_of(ob[i]), b);
+		uintptr_t bases[2] = { ba[i], bb[i] };
+		iop_pool_t *owner[2] = { a, b };
+		for (int k = 0; k < 2; k++) {
+			uintptr_t lo = bases[k], hi = bases[k] + 2 * MiB;
+			CHECK_PTR_EQ(iop_pool_of((void *)lo), owner[k]);
+			CHECK_PTR_EQ(iop_pool_of((void *)(hi - 1)), owner[k]);
+			iop_pool_t *below = expected_owner(a, ba, b, bb, N,
+							   lo - 1);
+			iop_pool_t *above = expected_owner(a, ba, b, bb, N, hi);
+			CHECK_PTR_EQ(iop_pool_of((void *)(lo - 1)), below);
+			CHECK_PTR_EQ(iop_pool_of((void *)hi), above);
+			owned_edges += (below != NULL) + (above != NULL);
+		}
+		th_fill(oa[i], 256, (uint64_t)i);
+		th_fill(ob[i], 256, (uint64_t)i + N);
+	}
+	printf("%zu chunk edges touch another chunk\n", owned_edges);
+	for (int i = 0; i < N; i++) {
+		CHECK_EQ(th_verify(oa[i], 256, (uint64_t)i), (size_t)-1);
+		CHECK_EQ(th_verify(ob[i], 256, (uint64_t)i + N), (size_t)-1);
+	}
+	st = STATS(a);
+	CHECK_GE(st.chunks, N / 32);
+	CHECK_CONSERVED(st);
+	iop_free_bulk(a, oa, N);
+	iop_free_bulk(b, ob, N);
+	free(oa);
+	free(ob);
+	free(ba);
+	free(bb);
+	CHECK_AUDIT(a);
+	CHECK_AUDIT(b);
+	CHECK_DESTROY(a);
+	CHECK_DESTROY(b);
+	return TH_PASS;
+}
+
+TEST(pool_of_returns_null_for_foreign_addresses)
+{
+	iop_pool_t *p = MKPOOL("foreign", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p); /* make sure the address map exists */
+	REQUIRE(o);
+	char *m = malloc(100);
+	REQUIRE(m);
+	char *big = malloc(8 * MiB); /* mmap'd by malloc */
+	REQUIRE(big);
+	int local = 0;
+	CHECK(iop_pool_of(m) == NULL);
+	CHECK(iop_pool_of(big) == NULL);
+	CHECK(iop_pool_of(big + 4 * MiB) == NULL);
+	CHECK(iop_pool_of(&local) == NULL);
+	CHECK(iop_pool_of(static_object) == NULL);
+	CHECK(iop_pool_of((void *)iop_pool_of) == NULL);
+	CHECK(iop_pool_of(NULL) == NULL);
+	CHECK(iop_pool_of((void *)(uintptr_t)4096) == NULL);
+	CHECK(iop_pool_of((void *)~(uintptr_t)0) == NULL);
+	CHECK(iop_pool_of((void *)((uintptr_t)1 << 62)) == NULL);
+	free(big);
+	free(m);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(pool_of_forgets_a_destroyed_pool)
+{
+	iop_pool_t *p = MKPOOL("gone", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	CHECK_PTR_EQ(iop_pool_of(o), p);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	CHECK(iop_pool_of(o) == NULL);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+TEST(stats_rejects_null_and_short_structs)
+{
+	iop_pool_t *p = MKPOOL("stats-args", 64, 0, 0, 0, 0);
+	struct iop_pool_stats st;
+	memset(&st, 0, sizeof st);
+	st.struct_size = sizeof st;
+	CHECK_EQ(iop_pool_stats(NULL, &st), -EINVAL);
+	CHECK_EQ(iop_pool_stats(p, NULL), -EINVAL);
+	static const uint32_t sizes[] = { 0, 4, 8, 16,
+					  (uint32_t)sizeof st - 8 };
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+		memset(&st, 0xee, sizeof st);
+		st.struct_size = sizes[i];
+		CHECK_EQ(iop_pool_stats(p, &st), -EINVAL);
+	}
+	memset(&st, 0, sizeof st);
+	st.struct_size = sizeof st;
+	CHECK_EQ(iop_pool_stats(p, &st), 0);
+	CHECK_EQ(st.obj_size, 64);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(stats_writes_nothing_past_struct_size)
+{
+	iop_pool_t *p = MKPOOL("stats-size", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	union {
+		struct iop_pool_stats st;
+		unsigned char raw[sizeof(struct iop_pool_stats) + 64];
+	} u;
+	memset(&u, 0xcd, sizeof u);
+	u.st.struct_size = sizeof u.st;
+	CHECK_EQ(iop_pool_stats(p, &u.st), 0);
+	for (size_t i = sizeof u.st; i < sizeof u.raw; i++)
+		if (u.raw[i] != 0xcd) {
+			th_fail_at(__FILE__, __LINE__,
+				   "byte %zu past struct_size written", i);
+			break;
+		}
+	CHECK_EQ(u.st.struct_size, sizeof u.st);
+	CHECK_EQ(u.st.in_flight, 1);
+	CHECK_EQ(u.st.obj_size, 64);
+	CHECK_EQ(u.st.chunk_size, 2 * MiB);
+
+	/* a newer caller's larger struct: what this library knows is filled */
+	memset(&u, 0xcd, sizeof u);
+	u.st.struct_size = sizeof u.raw;
+	CHECK_EQ(iop_pool_stats(p, &u.st), 0);
+	CHECK_EQ(u.st.in_flight, 1);
+	CHECK_EQ(u.st.chunk_release, 0);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(stats_counters_track_magazine_exchanges)
+{
+	iop_pool_t *p = MKPOOL("exchanges", 64, 0, 16, 0, 0);
+	enum { N = 16 * 20 };
+	void *objs[N];
+	for (int i = 0; i < N; i++)
+		objs[i] = iop_alloc(p);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, N);
+	CHECK_GE(st.mag_alloc, 1);
+	CHECK_GE(st.chunk_acquire, 1);
+	for (int i = 0; i < N; i++)
+		iop_free(p, objs[i]);
+	st = STATS(p);
+	/* 320 frees overflow two magazines of 16 many times over */
+	CHECK_GE(st.depot_put, (N - 2 * 16) / 16);
+	CHECK_GE(st.depot, (N - 2 * 16) / 16 * 16);
+	CHECK_LE(st.cached, 2 * 16);
+	CHECK_CONSERVED(st);
+	uint64_t gets = st.depot_get;
+	for (int i = 0; i < N; i++)
+		objs[i] = iop_alloc(p);
+	st = STATS(p);
+	CHECK_GE(st.depot_get - gets, (N - 2 * 16) / 16);
+	CHECK_EQ(st.in_flight, N);
+	CHECK_CONSERVED(st);
+	for (int i = 0; i < N; i++)
+		iop_free(p, objs[i]);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ---- a minimal JSON validator: enough to say "one well-formed object" ---- */
+
+struct json {
+	const char *s;
+	int depth;
+};
+
+static void json_ws(struct json *j)
+{
+	while (*j->s == ' ' || *j->s == '\t' || *j->s == '\n' || *j->s == '\r')
+		j->s++;
+}
+
+static int json_value(struct json *j);
+
+static int json_string(struct json *j)
+{
+	if (*j->s != '"')
+		return 0;
+	j->s++;
+	while (*j->s != '"') {
+		if ((unsigned char)*j->s < 0x20)
+			return 0; /* includes the terminating NUL */
+		if (*j->s == '\\') {
+			j->s++;
+			if (*j->s == 'u') {
+				for (int i = 1; i <= 4; i++)
+					if (!isxdigit((unsigned char)j->s[i]))
+						return 0;
+				j->s += 4;
+			} else if (!*j->s || !strchr("\"\\/bfnrt", *j->s)) {
+				return 0;
+			}
+		}
+		j->s++;
+	}
+	j->s++;
+	return 1;
+}
+
+static int json_number(struct json *j)
+{
+	const char *s = j->s;
+	if (*s == '-')
+		s++;
+	if (*s == '0')
+		s++;
+	else if (isdigit((unsigned char)*s))
+		while (isdigit((unsigned char)*s))
+			s++;
+	else
+		return 0;
+	if (*s == '.') {
+		s++;
+		if (!isdigit((unsigned char)*s))
+			return 0;
+		while (isdigit((unsigned char)*s))
+			s++;
+	}
+	if (*s == 'e' || *s == 'E') {
+		s++;
+		if (*s == '+' || *s == '-')
+			s++;
+		if (!isdigit((unsigned char)*s))
+			return 0;
+		while (isdigit((unsigned char)*s))
+			s++;
+	}
+	j->s = s;
+	return 1;
+}
+
+static int json_container(struct json *j, char open, char close)
+{
+	if (*j->s != open || ++j->depth > 64)
+		return 0;
+	j->s++;
+	json_ws(j);
+	if (*j->s == close) {
+		j->s++;
+		j->depth--;
+		return 1;
+	}
+	for (;;) {
+		json_ws(j);
+		if (open == '{') {
+			if (!json_string(j))
+				return 0;
+			json_ws(j);
+			if (*j->s != ':')
+				return 0;
+			j->s++;
+			json_ws(j);
+		}
+		if (!json_value(j))
+			return 0;
+		json_ws(j);
+		if (*j->s == ',') {
+			j->s++;
+			continue;
+		}
+		if (*j->s != close)
+			return 0;
+		j->s++;
+		j->depth--;
+		return 1;
+	}
+}
+
+static int json_value(struct json *j)
+{
+	switch (*j->s) {
+	case '{':
+		return json_container(j, '{', '}');
+	case '[':
+		return json_container(j, '[', ']');
+	case '"':
+		return json_string(j);
+	case 't':
+		return strncmp(j->s, "true", 4) == 0 ? (j->s += 4, 1) : 0;
+	case 'f':
+		return strncmp(j->s, "false", 5) == 0 ? (j->s += 5, 1) : 0;
+	case 'n':
+		return strncmp(j->s, "null", 4) == 0 ? (j->s += 4, 1) : 0;
+	default:
+		return json_number(j);
+	}
+}
+
+/* 1 when text is exactly one JSON object (surrounding whitespace allowed) */
+static int json_is_one_object(const char *text)
+{
+	struct json j = { text, 0 };
+	json_ws(&j);
+	if (*j.s != '{' || !json_value(&j))
+		return 0;
+	json_ws(&j);
+	return *j.s == '\0';
+}
+
+/* The number after "key": in JSON text; -1 when absent. */
+static long long json_number_of(const char *text, const char *key)
+{
+	char pat[64];
+	snprintf(pat, sizeof pat, "\"%s\"", key);
+	const char *s = strstr(text, pat);
+	if (!s)
+		return -1;
+	s += strlen(pat);
+	while (*s == ' ' || *s == '\t' || *s == '\n')
+		s++;
+	if (*s++ != ':')
+		return -1;
+	while (*s == ' ' || *s == '\t' || *s == '\n')
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	return strtoll(s, NULL, 10);
+}
+
+/* The number on the "key value" line of text output; -1 when absent. */
+static long long text_number_of(const char *text, const char *key)
+{
+	size_t len = strlen(key);
+	for (const char *line = text; line && *line;) {
+		const char *s = line;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (strncmp(s, key, len) == 0 &&
+		    strchr(" \t:=", s[len]) && s[len] != '\0') {
+			s += len;
+			while (*s && strchr(" \t:=", *s))
+				s++;
+			if (isdigit((unsigned char)*s))
+				return strtoll(s, NULL, 10);
+		}
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	return -1;
+}
+
+/* Print a pool's statistics into a malloc'd string. */
+static char *print_stats(iop_pool_t *p, int format, int *rc)
+{
+	FILE *f = tmpfile();
+	REQUIRE(f);
+	*rc = iop_pool_stats_print(p, f, format);
+	REQUIRE(fflush(f) == 0);
+	REQUIRE(lseek(fileno(f), 0, SEEK_SET) == 0);
+	char *out = th_read_all(fileno(f));
+	fclose(f);
+	return out;
+}
+
+static const char *const stat_keys[] = {
+	"in_flight", "cached",  "depot",      "slab_free",     "total",
+	"chunks",    "alloc_fast", "free_fast", "chunk_acquire", NULL,
+};
+
+TEST(stats_print_text_lists_every_key_with_its_value)
+{
+	iop_pool_t *p = MKPOOL("text-pool", 128, 0, 0, 0, 0);
+	void *objs[37];
+	CHECK_EQ(iop_alloc_bulk(p, objs, 37), 37);
+	struct iop_pool_stats st = STATS(p);
+	int rc;
+	char *out = print_stats(p, IOP_FMT_TEXT, &rc);
+	CHECK_EQ(rc, 0);
+	/* headed by the pool's name: in the first line */
+	const char *nl = strchr(out, '\n');
+	CHECK(nl != NULL);
+	char *first = strndup(out, nl ? (size_t)(nl - out) : strlen(out));
+	CHECK_STR_HAS(first, "text-pool");
+	free(first);
+	for (const char *const *k = stat_keys; *k; k++)
+		if (text_number_of(out, *k) < 0)
+			th_fail_at(__FILE__, __LINE__,
+				   "no \"%s <number>\" line in:\n%s", *k, out);
+	CHECK_EQ(text_number_of(out, "in_flight"), 37);
+	CHECK_EQ(text_number_of(out, "total"), st.total);
+	CHECK_EQ(text_number_of(out, "chunks"), st.chunks);
+	free(out);
+	iop_free_bulk(p, objs, 37);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(stats_print_json_is_one_valid_object)
+{
+	iop_pool_t *p = MKPOOL("json-pool", 128, 0, 0, 0, 0);
+	void *objs[37];
+	CHECK_EQ(iop_alloc_bulk(p, objs, 37), 37);
+	struct iop_pool_stats st = STATS(p);
+	int rc;
+	char *out = print_stats(p, IOP_FMT_JSON, &rc);
+	CHECK_EQ(rc, 0);
+	if (!json_is_one_object(out))
+		th_fail_at(__FILE__, __LINE__, "not one JSON object:\n%s",
+			   out);
+	for (const char *const *k = stat_keys; *k; k++)
+		if (json_number_of(out, *k) < 0)
+			th_fail_at(__FILE__, __LINE__,
+				   "no \"%s\": <number> in:\n%s", *k, out);
+	CHECK_EQ(json_number_of(out, "in_flight"), 37);
+	CHECK_EQ(json_number_of(out, "total"), st.total);
+	CHECK_EQ(json_number_of(out, "chunk_size"), 2 * MiB);
+	free(out);
+	iop_free_bulk(p, objs, 37);
+	out = print_stats(p, IOP_FMT_JSON, &rc);
+	CHECK_EQ(rc, 0);
+	CHECK(json_is_one_object(out));
+	CHECK_EQ(json_number_of(out, "in_flight"), 0);
+	free(out);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(stats_print_json_escapes_the_pool_name)
+{
+	/* any name is valid; the JSON must stay valid whatever it holds */
+	iop_pool_t *p = MKPOOL("say \"hi\" \\ \t", 128, 0, 0, 0, 0);
+	int rc;
+	char *out = print_stats(p, IOP_FMT_JSON, &rc);
+	CHECK_EQ(rc, 0);
+	if (!json_is_one_object(out))
+		th_fail_at(__FILE__, __LINE__, "not one JSON object:\n%s",
+			   out);
+	free(out);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(stats_print_rejects_bad_args)
+{
+	iop_pool_t *p = MKPOOL("print-args", 64, 0, 0, 0, 0);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	REQUIRE(f);
+	CHECK_EQ(iop_pool_stats_print(NULL, f, IOP_FMT_TEXT), -EINVAL);
+	CHECK_EQ(iop_pool_stats_print(p, NULL, IOP_FMT_TEXT), -EINVAL);
+	CHECK_EQ(iop_pool_stats_print(p, f, 2), -EINVAL);
+	CHECK_EQ(iop_pool_stats_print(p, f, -1), -EINVAL);
+	CHECK_EQ(iop_pool_stats_print(p, f, 1000), -EINVAL);
+	fclose(f);
+	free(buf);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(stats_print_reports_write_errors_as_eio)
+{
+	iop_pool_t *p = MKPOOL("print-eio", 64, 0, 0, 0, 0);
+	FILE *f = fopen("/dev/full", "w");
+	TH_SKIP_IF(!f, "no /dev/full");
+	setvbuf(f, NULL, _IONBF, 0); /* every write reaches the device */
+	CHECK_EQ(iop_pool_stats_print(p, f, IOP_FMT_TEXT), -EIO);
+	clearerr(f);
+	CHECK_EQ(iop_pool_stats_print(p, f, IOP_FMT_JSON), -EIO);
+	fclose(f);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Destroy                                                                   */
+/* ------------------------------------------------------------------------ */
+
+TEST(destroy_with_objects_in_flight_returns_ebusy_and_keeps_pool)
+{
+	iop_pool_t *p = MKPOOL("busy-pool", 256, 0, 0, 0, 0);
+	void *objs[37];
+	CHECK_EQ(iop_alloc_bulk(p, objs, 37), 37);
+	for (int i = 0; i < 37; i++)
+		th_stamp(objs[i], 256, (uint64_t)i);
+	struct iop_pool_stats before = STATS(p);
+
+	th_capture_begin();
+	int rc = iop_pool_destroy(p);
+	char *warn = th_capture_end();
+	CHECK_EQ(rc, -EBUSY);
+	CHECK_STR_HAS(warn, "busy-pool");
+	CHECK_STR_HAS(warn, "37");
+	free(warn);
+
+	/* left exactly as it was, and usable */
+	struct iop_pool_stats after = STATS(p);
+	CHECK_EQ(after.in_flight, 37);
+	CHECK_EQ(after.total, before.total);
+	CHECK_EQ(after.chunks, before.chunks);
+	CHECK_EQ(after.chunk_release, before.chunk_release);
+	CHECK_STR_HAS(iop_pool_name(p), "busy-pool");
+	for (int i = 0; i < 37; i++) {
+		CHECK_PTR_EQ(iop_pool_of(objs[i]), p);
+		CHECK_STAMP(objs[i], 256, (uint64_t)i);
+	}
+	void *more = iop_alloc(p);
+	REQUIRE(more);
+	CHECK_AUDIT(p);
+
+	iop_free_bulk(p, objs, 36);
+	th_capture_begin();
+	rc = iop_pool_destroy(p); /* still two: objs[36] and more */
+	warn = th_capture_end();
+	CHECK_EQ(rc, -EBUSY);
+	CHECK_STR_HAS(warn, "busy-pool");
+	free(warn);
+	CHECK_EQ(STATS(p).in_flight, 2);
+	iop_free(p, objs[36]);
+	iop_free(p, more);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(destroy_and_audit_reject_null)
+{
+	CHECK_EQ(iop_pool_destroy(NULL), -EINVAL);
+	CHECK_EQ(iop_pool_audit(NULL), -EINVAL);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads and caches                                                        */
+/* ------------------------------------------------------------------------ */
+
+TEST(thread_flush_moves_cached_objects_to_the_depot)
+{
+	iop_pool_t *p = MKPOOL("flush", 64, 0, 16, 0, 0);
+	iop_pool_t *q = MKPOOL("flush2", 512, 0, 16, 0, 0);
+	enum { N = 70 };
+	void *objs[N], *qobjs[N];
+	for (int i = 0; i < N; i++) {
+		objs[i] = iop_alloc(p);
+		qobjs[i] = iop_alloc(q);
+	}
+	for (int i = 0; i < N; i++) {
+		iop_free(p, objs[i]);
+		iop_free(q, qobjs[i]);
+	}
+	struct iop_pool_stats a = STATS(p), qa = STATS(q);
+	if (!TH_ALL_CHECKED) {
+		CHECK_GT(a.cached, 0);
+		CHECK_GT(qa.cached, 0);
+	}
+	CHECK_LE(a.cached, 32);
+	CHECK_CONSERVED(a);
+
+	iop_thread_flush();
+	struct iop_pool_stats b = STATS(p), qb = STATS(q);
+	CHECK_EQ(b.cached, 0);
+	CHECK_EQ(qb.cached, 0); /* every pool, not one */
+	CHECK_EQ(b.in_flight, 0);
+	CHECK_EQ(b.depot + b.slab_free, a.depot + a.slab_free + a.cached);
+	if (a.cached)
+		CHECK_GT(b.depot, a.depot);
+	CHECK_CONSERVED(b);
+	CHECK_CONSERVED(qb);
+
+	iop_thread_flush(); /* idempotent */
+	CHECK_EQ(STATS(p).cached, 0);
+
+	/* the pool works after a flush */
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_AUDIT(q);
+	CHECK_DESTROY(p);
+	CHECK_DESTROY(q);
+	return TH_PASS;
+}
+
+static void *flush_no_pools_thread(void *arg)
+{
+	(void)arg;
+	iop_thread_flush(); /* a thread that never touched a pool */
+	return NULL;
+}
+
+struct cache_fill_arg {
+	iop_pool_t *pool;
+	int n;
+};
+
+static void *cache_fill_thread(void *arg)
+{
+	struct cache_fill_arg *a = arg;
+	void *objs[256];
+	for (int i = 0; i < a->n; i++)
+		objs[i] = iop_alloc(a->pool);
+	for (int i = 0; i < a->n; i++)
+		iop_free(a->pool, objs[i]);
+	return NULL; /* exits with a full cache */
+}
+
+TEST(thread_exit_returns_cached_objects)
+{
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, flush_no_pools_thread, NULL) == 0);
+	pthread_join(t, NULL);
+
+	iop_pool_t *p = MKPOOL("exit", 64, 0, 16, 0, 0);
+	struct cache_fill_arg arg = { p, 200 };
+	for (int round = 0; round < 10; round++) {
+		REQUIRE(pthread_create(&t, NULL, cache_fill_thread, &arg) == 0);
+		pthread_join(t, NULL);
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.cached, 0); /* this thread has no cache of p */
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_CONSERVED(st);
+	}
+	/* the exited threads' fast-path counters are kept */
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.alloc_fast + st.alloc_slow, 10 * 200);
+	CHECK_EQ(st.free_fast + st.free_slow, 10 * 200);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+struct parked {
+	iop_pool_t *pool;
+	pthread_barrier_t bar;
+	int ok;
+};
+
+static void *parked_thread(void *arg)
+{
+	struct parked *pk = arg;
+	void *objs[100];
+	for (int i = 0; i < 100; i++)
+		objs[i] = iop_alloc(pk->pool);
+	for (int i = 0; i < 100; i++)
+		iop_free(pk->pool, objs[i]);
+	pthread_barrier_wait(&pk->bar); /* 1: cache full, main destroys */
+	pthread_barrier_wait(&pk->bar); /* 2: main made a new pool */
+	iop_thread_flush(); /* must not touch the destroyed pool */
+	for (int i = 0; i < 100; i++) {
+		objs[i] = iop_alloc(pk->pool);
+		if (!objs[i] || iop_pool_of(objs[i]) != pk->pool)
+			pk->ok = 0;
+		else
+			th_stamp(objs[i], 64, (uint64_t)i);
+	}
+	for (int i = 0; i < 100; i++) {
+		if (objs[i]) {
+			CHECK_STAMP(objs[i], 64, (uint64_t)i);
+			iop_free(pk->pool, objs[i]);
+		}
+	}
+	return NULL; /* exits: must not touch the destroyed pool */
+}
+
+TEST(destroy_flushes_other_threads_caches)
+{
+	struct parked pk;
+	pk.pool = MKPOOL("parked", 64, 0, 16, 0, 0);
+	pk.ok = 1;
+	pthread_barrier_init(&pk.bar, NULL, 2);
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, parked_thread, &pk) == 0);
+	pthread_barrier_wait(&pk.bar);
+	struct iop_pool_stats st = STATS(pk.pool);
+	CHECK_EQ(st.in_flight, 0);
+	if (!TH_ALL_CHECKED)
+		CHECK_GT(st.cached, 0);
+	CHECK_AUDIT(pk.pool);
+	/* objects cached by another thread are not in flight */
+	CHECK_DESTROY(pk.pool);
+	/* a new pool, likely in the destroyed one's slot */
+	pk.pool = MKPOOL("parked2", 64, 0, 16, 0, 0);
+	pthread_barrier_wait(&pk.bar);
+	pthread_join(t, NULL);
+	CHECK(pk.ok);
+	st = STATS(pk.pool);
+	CHECK_EQ(st.cached, 0);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(pk.pool);
+	CHECK_DESTROY(pk.pool);
+	pthread_barrier_destroy(&pk.bar);
+	return TH_PASS;
+}
+
+/* Objects freed from other thread-specific-data destructors, which may run
+ * before or after the library's own exit flush: none may be stranded.
+ * POSIX runs destructors in rounds, and glibc in key order, so one key made
+ * before the library's and one after cover both orders. */
+static pthread_key_t tsd_early, tsd_late;
+static iop_pool_t *tsd_pool;
+
+static void tsd_destructor(void *arg)
+{
+	void **objs = arg;
+	for (int i = 0; i < 50; i++)
+		iop_free(tsd_pool, objs[i]);
+	free(objs);
+}
+
+static void *tsd_thread(void *arg)
+{
+	(void)arg;
+	pthread_key_t keys[2] = { tsd_early, tsd_late };
+	for (int k = 0; k < 2; k++) {
+		void **objs = malloc(50 * sizeof *objs);
+		if (!objs)
+			abort();
+		for (int i = 0; i < 50; i++)
+			objs[i] = iop_alloc(tsd_pool);
+		pthread_setspecific(keys[k], objs);
+	}
+	return NULL;
+}
+
+TEST(thread_exit_returns_objects_freed_by_other_tsd_destructors)
+{
+	REQUIRE(pthread_key_create(&tsd_early, tsd_destructor) == 0);
+	tsd_pool = MKPOOL("tsd", 64, 0, 16, 0, 0);
+	iop_free(tsd_pool, iop_alloc(tsd_pool)); /* the library is set up */
+	iop_thread_flush();
+	REQUIRE(pthread_key_create(&tsd_late, tsd_destructor) == 0);
+	for (int round = 0; round < 4; round++) {
+		pthread_t t;
+		REQUIRE(pthread_create(&t, NULL, tsd_thread, NULL) == 0);
+		pthread_join(t, NULL);
+		struct iop_pool_stats st = STATS(tsd_pool);
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_EQ(st.cached, 0);
+		CHECK_CONSERVED(st);
+	}
+	CHECK_AUDIT(tsd_pool);
+	CHECK_DESTROY(tsd_pool);
+	pthread_key_delete(tsd_early);
+	pthread_key_delete(tsd_late);
+	return TH_PASS;
+}
+
+TEST(magazines_of_one_object_keep_the_books)
+{
+	iop_pool_t *p = MKPOOL("mag1", 32, 0, 1, 0, 0);
+	CHECK_EQ(STATS(p).cache_size, 1);
+	enum { N = 3000 };
+	void **objs = calloc(N, sizeof *objs);
+	REQUIRE(objs);
+	uint64_t rng = th_seed(1, 1);
+	size_t n = 0;
+	for (int op = 0; op < 100000; op++) {
+		if (n < N && (n == 0 || th_rand(&rng) % 2)) {
+			objs[n] = iop_alloc(p);
+			REQUIRE(objs[n]);
+			th_stamp(objs[n], 32, n);
+			n++;
+		} else {
+			n--;
+			CHECK_STAMP(objs[n], 32, n);
+			iop_free(p, objs[n]);
+		}
+	}
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, n);
+	CHECK_LE(st.cached, 2);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	iop_free_bulk(p, objs, (unsigned)n);
+	free(objs);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The audit finds what it promises to find                                  */
+/* ------------------------------------------------------------------------ */
+
+TEST(audit_finds_an_object_cached_twice)
+{
+	TH_SKIP_IF(TH_ALL_CHECKED, "every pool is checked: a double free "
+				   "aborts before the audit can see it");
+	/* An unchecked pool does not catch a double free; the audit must. */
+	iop_pool_t *p = MKPOOL("twice", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p), *keep = iop_alloc(p);
+	REQUIRE(o && keep);
+	CHECK_AUDIT(p);
+	iop_free(p, o);
+	iop_free(p, o);
+	th_capture_begin();
+	int rc = iop_pool_audit(p);
+	char *msg = th_capture_end();
+	CHECK_EQ(rc, -EUCLEAN);
+	CHECK_STR_HAS(msg, "twice");
+	free(msg);
+	/* the pool is corrupt now: leave it */
+	return TH_PASS;
+}
+
+TEST(audit_finds_a_write_into_a_free_object_in_checked_pool)
+{
+	TH_SKIP_IF(TH_ASAN, "AddressSanitizer reports the write itself");
+	iop_pool_t *p = MKPOOL("scribbled", 128, 0, 0, 0, IOP_F_CHECKED);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	((volatile unsigned char *)o)[77] ^= 0xff; /* the stray write */
+	th_capture_begin();
+	int rc = iop_pool_audit(p);
+	char *msg = th_capture_end();
+	CHECK_EQ(rc, -EUCLEAN);
+	CHECK_STR_HAS(msg, "scribbled");
+	free(msg);
+	((volatile unsigned char *)o)[77] ^= 0xff; /* undo it */
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Out of memory, under an address-space limit                               */
+/* ------------------------------------------------------------------------ */
+
+/* Virtual size of this process in bytes (VmSize), or 0. */
+static size_t vm_size(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	size_t kb = 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+static int limit_address_space(size_t bytes, struct rlimit *old)
+{
+	if (getrlimit(RLIMIT_AS, old) != 0)
+		return -1;
+	struct rlimit rl = { bytes, old->rlim_max };
+	return setrlimit(RLIMIT_AS, &rl);
+}
+
+TEST(alloc_fails_with_enomem_at_the_address_space_limit)
+{
+	TH_SKIP_IF(TH_ASAN || TH_TSAN,
+		   "sanitizers reserve more address space than any limit");
+	enum { CAP = 8192 };
+	void **objs = calloc(CAP, sizeof *objs);
+	REQUIRE(objs);
+	/* a first pool sets up the address map before we measure */
+	iop_pool_t *p = MKPOOL("enomem", 64 * KiB, 0, 0, 0, 0);
+	objs[0] = iop_alloc(p);
+	REQUIRE(objs[0]);
+	size_t vs = vm_size();
+	TH_SKIP_IF(vs == 0, "no /proc/self/status");
+	struct rlimit old;
+	REQUIRE(limit_address_space(vs + 64 * MiB, &old) == 0);
+
+	size_t n = 1;
+	int err = 0;
+	while (n < CAP) {
+		errno = 0;
+		void *o = iop_alloc(p);
+		if (!o) {
+			err = errno;
+			break;
+		}
+		objs[n++] = o;
+	}
+	CHECK_LT(n, CAP);
+	CHECK_EQ(err, ENOMEM);
+	CHECK_GT(n, 64); /* what was allowed was used */
+	struct iop_pool_stats st = STATS(p);
+	CHECK_GE(st.alloc_fail, 1);
+	CHECK_EQ(st.in_flight, n);
+	CHECK_CONSERVED(st);
+
+	/* bulk: fewer than asked, errno ENOMEM, the stored ones valid */
+	void *more[16];
+	errno = 0;
+	unsigned got = iop_alloc_bulk(p, more, 16);
+	CHECK_LT(got, 16);
+	CHECK_EQ(errno, ENOMEM);
+	for (unsigned i = 0; i < got; i++)
+		CHECK_PTR_EQ(iop_pool_of(more[i]), p);
+	iop_free_bulk(p, more, got);
+
+	/* freed objects are served again without the OS */
+	iop_free_bulk(p, objs + n - 10, 10);
+	for (int i = 0; i < 10; i++) {
+		objs[n - 10 + (size_t)i] = iop_alloc(p);
+		CHECK(objs[n - 10 + (size_t)i] != NULL);
+	}
+	CHECK_AUDIT(p);
+	iop_free_bulk(p, objs, (unsigned)n);
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	free(objs);
+	return TH_PASS;
+}
+
+TEST(populate_that_cannot_be_had_fails_with_enomem_and_leaks_nothing)
+{
+	TH_SKIP_IF(TH_ASAN || TH_TSAN,
+		   "sanitizers reserve more address space than any limit");
+	iop_pool_t *warm = MKPOOL("warm", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(warm);
+	REQUIRE(o);
+	size_t vs = vm_size();
+	TH_SKIP_IF(vs == 0, "no /proc/self/status");
+	struct rlimit old;
+	REQUIRE(limit_address_space(vs + 48 * MiB, &old) == 0);
+
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "too-big";
+	pp.obj_size = 64 * KiB;
+	pp.populate = 4096; /* 256 MiB */
+	errno = 0;
+	th_capture_begin();
+	iop_pool_t *p = iop_pool_create(&pp);
+	int err = errno;
+	free(th_capture_end());
+	CHECK(p == NULL);
+	CHECK_EQ(err, ENOMEM);
+	size_t after = vm_size();
+	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+	/* the chunks mapped before the failure were unmapped */
+	CHECK_LE(after, vs + 4 * MiB);
+	if (p)
+		iop_pool_destroy(p);
+
+	/* a populate that fits still works */
+	pp.populate = 64;
+	p = iop_pool_create(&pp);
+	CHECK(p != NULL);
+	if (p) {
+		CHECK_GE(STATS(p).depot + STATS(p).slab_free, 64);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	iop_free(warm, o);
+	CHECK_AUDIT(warm);
+	CHECK_DESTROY(warm);
+	return TH_PASS;
+}
+
+int main(int argc, char **argv)
+{
+	return th_main(argc, argv);
+}
