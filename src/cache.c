@@ -85,7 +85,6 @@ void _iop_tcache_drain(struct iop_pool *pool, struct iop__tcache *tc, void *unus
 	}
 	pthread_mutex_unlock(&pool->lock);
 	COUNT(&pool->alloc_fast, ALOAD(&tc->alloc_fast));
-	COUNT(&pool->free_fast, ALOAD(&tc->free_fast));
 	/* Everyone who reads other threads' slots holds the registry lock, as
 	 * we do. */
 	memset(tc, 0, sizeof(*tc));

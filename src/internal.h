@@ -148,9 +148,9 @@ struct iop_pool {
 	uint64_t slab_free;     /* sum of chunk->nfree */
 
 	/* Counters; the per-thread fast counters of exited threads are folded
-	 * into alloc_fast/free_fast. */
+	 * into alloc_fast; fast frees are derived (iop_pool_stats). */
 	_Atomic uint64_t alloc_fast, alloc_slow, alloc_fail;
-	_Atomic uint64_t free_fast, free_slow;
+	_Atomic uint64_t free_slow;
 	_Atomic uint64_t depot_get, depot_put, mag_alloc;
 	_Atomic uint64_t chunk_acquire, chunk_release;
 };

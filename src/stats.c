@@ -11,7 +11,7 @@
 /* ---- statistics --------------------------------------------------------- */
 
 struct tc_sum {
-	uint64_t cached, alloc_fast, free_fast;
+	uint64_t cached, alloc_fast;
 };
 
 static void sum_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
@@ -20,7 +20,6 @@ static void sum_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
 	struct tc_sum *s = arg;
 	s->cached += _iop_tcache_objs(tc);
 	s->alloc_fast += ALOAD(&tc->alloc_fast);
-	s->free_fast += ALOAD(&tc->free_fast);
 }
 
 int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
@@ -53,8 +52,12 @@ int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 	s.alloc_fast = LOAD(&pool->alloc_fast) + t.alloc_fast;
 	s.alloc_slow = LOAD(&pool->alloc_slow);
 	s.alloc_fail = LOAD(&pool->alloc_fail);
-	s.free_fast = LOAD(&pool->free_fast) + t.free_fast;
 	s.free_slow = LOAD(&pool->free_slow);
+	/* Every object handed out comes back once, so the fast frees need no
+	 * counter of their own on the fast path. */
+	uint64_t handed = s.alloc_fast + s.alloc_slow;
+	uint64_t back = s.free_slow + s.in_flight;
+	s.free_fast = handed > back ? handed - back : 0;
 	s.depot_get = LOAD(&pool->depot_get);
 	s.depot_put = LOAD(&pool->depot_put);
 	s.mag_alloc = LOAD(&pool->mag_alloc);
