@@ -10,6 +10,8 @@
 #include "iopool.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KiB ((size_t)1 << 10)
@@ -225,6 +227,19 @@ TH_UNUSED static int th_check_stamp_at(const char *file, int line,
 		}
 	}
 	return 1;
+}
+
+/* A command-line argument of a stress program: an integer in [lo, hi], or
+ * exit 2 with a message. */
+static inline int th_parse_arg(const char *s, int lo, int hi, const char *what)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*end || v < lo || v > hi) {
+		fprintf(stderr, "%s must be %d..%d, not '%s'\n", what, lo, hi, s);
+		exit(2);
+	}
+	return (int)v;
 }
 
 #endif /* IOP_TEST_IOP_TEST_H */

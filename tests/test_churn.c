@@ -192,26 +192,14 @@ static void *long_lived(void *arg)
 	return NULL;
 }
 
-static int parse_arg(const char *s, int lo, int hi, const char *what)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-	if (*end || v < lo || v > hi) {
-		fprintf(stderr, "%s must be %d..%d, not '%s'\n", what, lo, hi,
-			s);
-		exit(2);
-	}
-	return (int)v;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 1)
-		threads = parse_arg(argv[1], 1, 512, "threads");
+		threads = th_parse_arg(argv[1], 1, 512, "threads");
 	if (argc > 2)
-		scale = parse_arg(argv[2], 1, 100000, "scale");
+		scale = th_parse_arg(argv[2], 1, 100000, "scale");
 	if (argc > 3)
-		iterations = parse_arg(argv[3], 1, 100000, "iterations");
+		iterations = th_parse_arg(argv[3], 1, 100000, "iterations");
 	th_current = "churn";
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("churn: %d threads per wave, scale %d, %d waves, %d long-lived"
