@@ -82,20 +82,22 @@ void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chu
 }
 
 /*
- * Map `size` bytes aligned to `size` (a power of two >= 2 MiB): map twice the
- * size and trim both ends, which costs two munmap calls once per chunk.
+ * Map `size` bytes aligned to `size` (a power of two >= 2 MiB), followed by
+ * `tail` bytes (a multiple of the page size; the reference counts of a
+ * refcounted chunk): map twice the size plus the tail and trim both ends,
+ * which costs two munmap calls once per chunk.
  */
-void *_iop_os_map(size_t size, uint32_t flags)
+void *_iop_os_map(size_t size, size_t tail, uint32_t flags)
 {
-	size_t span = size * 2;
+	size_t span = size * 2 + tail;
 	char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (raw == MAP_FAILED)
 		return NULL;
 	char *base = (char *)(((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1));
 	if (base > raw)
 		munmap(raw, (size_t)(base - raw));
-	if (base + size < raw + span)
-		munmap(base + size, (size_t)(raw + span - (base + size)));
+	if (base + size + tail < raw + span)
+		munmap(base + size + tail, (size_t)(raw + span - (base + size + tail)));
 
 	if (!(flags & IOP_F_NO_THP))
 		madvise(base, size, MADV_HUGEPAGE); /* a hint; failure is fine */

@@ -291,10 +291,8 @@ void *iop__alloc_slow(iop_pool_t *pool)
 		if (p)
 			ASAN_UNPOISON(p, pool->hot.stride);
 	}
-	if (!p) {
-		COUNT(&pool->alloc_fail, 1);
-		errno = ENOMEM;
-	}
+	if (!p)
+		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
 	return p;
 }
 
@@ -347,10 +345,8 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 		for (unsigned i = 0; i < got; i++)
 			ASAN_UNPOISON(objs[i], pool->hot.stride);
 	}
-	if (got < n) {
-		COUNT(&pool->alloc_fail, 1);
-		errno = ENOMEM;
-	}
+	if (got < n)
+		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
 	return got;
 }
 

@@ -109,6 +109,10 @@ struct iop_chunk {
 	uint32_t bump;                 /* objects [bump, nobj) never carved */
 	uint64_t *freemap;             /* bit i: object i (< bump) free in slab */
 	_Atomic uint64_t *inuse;       /* checked: bit i: object i in flight */
+	uint32_t *refs;                /* IOP_F_REFCOUNT: count of object i
+	                                  (__atomic ops), in the tail mapped
+	                                  right after the chunk (iop__refs()) */
+	uint64_t handle;               /* what the map hook stored */
 	uint64_t *audit_seen;          /* scratch of iop_pool_audit() */
 };
 
@@ -128,6 +132,14 @@ struct iop_pool {
 	struct iop__pool_hot hot;
 	uint32_t mag_cap;
 	bool checked;
+	bool refcount;        /* IOP_F_REFCOUNT */
+	size_t refs_tail;     /* bytes mapped after each chunk for the counts */
+
+	/* Hooks (struct iop_pool_params); called with no lock held. */
+	int (*map)(void *arg, void *base, size_t len, uint64_t *handle);
+	void (*unmap)(void *arg, void *base, size_t len, uint64_t handle);
+	int (*release)(void *arg, iop_pool_t *pool, void *buf);
+	void *hook_arg;
 
 	uint32_t id;          /* slot in every thread's cache array */
 	char name[IOP_NAME_MAX];
@@ -153,6 +165,7 @@ struct iop_pool {
 	_Atomic uint64_t free_slow;
 	_Atomic uint64_t depot_get, depot_put, mag_alloc;
 	_Atomic uint64_t chunk_acquire, chunk_release;
+	_Atomic uint64_t map_calls, unmap_calls, release_hook, hook_kept;
 };
 _Static_assert(IOP__GRANULE_SHIFT == IOP_GRANULE_SHIFT && IOP__MAP_ENTRIES == IOP_MAP_ENTRIES,
 	       "the inline owner check and the library agree on the map");
@@ -177,7 +190,7 @@ IOP_HIDDEN void _iop_warn(const char *fmt, ...) __attribute__((format(printf, 1,
 /* ---- backing.c: the OS and the map -------------------------------------- */
 
 IOP_HIDDEN int _iop_map_init(void);
-IOP_HIDDEN void *_iop_os_map(size_t size, uint32_t flags);
+IOP_HIDDEN void *_iop_os_map(size_t size, size_t tail, uint32_t flags);
 IOP_HIDDEN void _iop_os_unmap(void *p, size_t size);
 /* Fault [base, base+len) in without changing its contents. */
 IOP_HIDDEN void _iop_os_prefault(char *base, size_t len);
@@ -246,6 +259,12 @@ static inline uint64_t _iop_tcache_objs(struct iop__tcache *tc)
 {
 	return (uint64_t)ALOAD(&tc->count) + ALOAD(&tc->ccount) + ALOAD(&tc->prev_count);
 }
+
+/* ---- buf.c ---------------------------------------------------------------- */
+
+/* In checked mode: refuse an iop_free() of a refcounted buffer that still has
+ * references (it must be released with iop_buf_put()). */
+IOP_HIDDEN void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, uint32_t idx, void *p);
 
 /* ---- pool.c -------------------------------------------------------------- */
 

@@ -105,9 +105,10 @@ static int populate(struct iop_pool *pool, size_t want)
 	while (pool->depot_objs < want) {
 		struct iop_mag *m = _iop_mag_new(pool);
 		if (!m || _iop_depot_fill(pool, m) == 0) {
+			int err = m ? errno : ENOMEM;
 			free(m);
 			pthread_mutex_unlock(&pool->lock);
-			return -ENOMEM;
+			return -err;
 		}
 		_iop_depot_put(pool, m);
 	}
@@ -133,17 +134,18 @@ static void pool_free_memory(struct iop_pool *pool)
 
 iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 {
-	struct iop_pool_params p;
+	struct iop_pool_params p = { 0 };
 	if (!params)
 		return einval("params is NULL");
-	if (params->struct_size < sizeof(p))
-		return einval("params->struct_size is %u, want %zu (use IOP_POOL_PARAMS_INIT)",
-			      params->struct_size, sizeof(p));
-	/* A newer caller's extra fields must be at their defaults (zero). */
+	if (params->struct_size < IOP_POOL_PARAMS_SIZE_V1)
+		return einval("params->struct_size is %u, want at least %zu (use IOP_POOL_PARAMS_INIT)",
+			      params->struct_size, (size_t)IOP_POOL_PARAMS_SIZE_V1);
+	/* A newer caller's extra fields must be at their defaults (zero); an
+	 * older caller's missing ones take them. */
 	for (size_t i = sizeof(p); i < params->struct_size; i++)
 		if (((const unsigned char *)params)[i])
 			return einval("params sets fields this library does not know (byte %zu)", i);
-	memcpy(&p, params, sizeof(p));
+	memcpy(&p, params, params->struct_size < sizeof(p) ? params->struct_size : sizeof(p));
 
 	if (p.flags & ~IOP_F_ALL)
 		return einval("unknown flags 0x%x", p.flags & ~IOP_F_ALL);
@@ -160,6 +162,8 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		p.align = 8; /* poisoning and ASan work in 8-byte words */
 	if (p.cache_size > IOP_CACHE_SIZE_MAX)
 		return einval("cache_size %u is above %u", p.cache_size, IOP_CACHE_SIZE_MAX);
+	if (p.release && !(p.flags & IOP_F_REFCOUNT))
+		return einval("a release hook needs IOP_F_REFCOUNT");
 	if (p.name && strlen(p.name) >= IOP_NAME_MAX)
 		return einval("name '%.40s...' is longer than %u characters", p.name, IOP_NAME_MAX - 1);
 
@@ -196,6 +200,18 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->flags = p.flags;
 	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_env_checked();
+	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;
+	if (pool->refcount) {
+		size_t page = (size_t)sysconf(_SC_PAGESIZE);
+		pool->refs_tail = (pool->hot.objs_per_chunk * sizeof(uint32_t) + page - 1) & ~(page - 1);
+	}
+	pool->map = p.map;
+	pool->unmap = p.unmap;
+	pool->release = p.release;
+	pool->hook_arg = p.hook_arg;
+	/* The inline put handles only the last put of a plain refcounted
+	 * buffer; hooks and checks need the library. */
+	pool->hot.put_slow = !pool->refcount || pool->release || pool->checked;
 	if (p.cache_size) {
 		pool->mag_cap = p.cache_size;
 	} else {
@@ -218,12 +234,12 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	else
 		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
 
-	if (p.populate && populate(pool, p.populate) != 0) {
+	if (p.populate && (err = populate(pool, p.populate)) != 0) {
 		_iop_registry_lock();
 		_iop_pool_unregister(pool);
 		_iop_registry_unlock();
 		pool_free_memory(pool);
-		errno = ENOMEM;
+		errno = -err;
 		return NULL;
 	}
 	return pool;

@@ -25,12 +25,24 @@ struct iop_chunk *_iop_chunk_new(struct iop_pool *pool)
 	struct iop_chunk *c = calloc(1, sizeof(*c) + maps * words * sizeof(uint64_t));
 	if (!c)
 		return NULL;
-	c->base = _iop_os_map(pool->chunk_size, pool->flags);
+	c->base = _iop_os_map(pool->chunk_size, pool->refs_tail, pool->flags);
 	if (!c->base) {
 		int e = errno;
 		free(c);
 		errno = e;
 		return NULL;
+	}
+	if (pool->map) {
+		/* Once per chunk: the mapping outlives every recycle of its
+		 * objects and goes only with the chunk. */
+		COUNT(&pool->map_calls, 1);
+		int rc = pool->map(pool->hook_arg, c->base, pool->chunk_size, &c->handle);
+		if (rc != 0) {
+			_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
+			free(c);
+			errno = rc < 0 ? -rc : EIO;
+			return NULL;
+		}
 	}
 	c->pool = pool;
 	c->nobj = (uint32_t)pool->hot.objs_per_chunk;
@@ -38,6 +50,8 @@ struct iop_chunk *_iop_chunk_new(struct iop_pool *pool)
 	c->freemap = (uint64_t *)(c + 1);
 	if (pool->checked)
 		c->inuse = (_Atomic uint64_t *)(c->freemap + words);
+	if (pool->refcount)
+		c->refs = (uint32_t *)(c->base + pool->chunk_size);
 	/* Under ASan every object that is not in flight is poisoned. */
 	ASAN_POISON(c->base, pool->chunk_size);
 	return c;
@@ -71,7 +85,11 @@ void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 	pool->nchunks--;
 	pool->slab_free -= c->nfree;
 	_iop_map_set(c->base, pool->chunk_size, NULL, NULL);
-	_iop_os_unmap(c->base, pool->chunk_size);
+	if (pool->unmap) {
+		COUNT(&pool->unmap_calls, 1);
+		pool->unmap(pool->hook_arg, c->base, pool->chunk_size, c->handle);
+	}
+	_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 	free(c);
 	COUNT(&pool->chunk_release, 1);
 }
@@ -177,6 +195,10 @@ void _iop_checked_on_free(struct iop_pool *pool, void *p)
 {
 	uint64_t bit;
 	_Atomic uint64_t *w = inuse_word(pool, p, &bit);
+	if (pool->refcount) {
+		struct iop_chunk *c = _iop_map_chunk_of(p);
+		_iop_buf_check_free(pool, c, _iop_obj_index(pool, c, p), p);
+	}
 	if (!(atomic_fetch_and_explicit(w, ~bit, memory_order_acq_rel) & bit))
 		_iop_die(pool, "double free of %p", p);
 	_iop_poison_fill(pool, p);

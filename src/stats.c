@@ -24,7 +24,7 @@ static void sum_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
 
 int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 {
-	if (!pool || !out || out->struct_size < sizeof(struct iop_pool_stats))
+	if (!pool || !out || out->struct_size < IOP_POOL_STATS_SIZE_V1)
 		return -EINVAL;
 	struct iop_pool_stats s = { .struct_size = sizeof(s) };
 	struct tc_sum t = { 0 };
@@ -63,6 +63,10 @@ int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 	s.mag_alloc = LOAD(&pool->mag_alloc);
 	s.chunk_acquire = LOAD(&pool->chunk_acquire);
 	s.chunk_release = LOAD(&pool->chunk_release);
+	s.map_calls = LOAD(&pool->map_calls);
+	s.unmap_calls = LOAD(&pool->unmap_calls);
+	s.release_hook = LOAD(&pool->release_hook);
+	s.hook_kept = LOAD(&pool->hook_kept);
 
 	uint32_t keep = out->struct_size;
 	memcpy(out, &s, keep < sizeof(s) ? keep : sizeof(s));
@@ -81,7 +85,8 @@ static const struct {
 	FIELD(slab_free),  FIELD(chunks),        FIELD(bytes_mapped),  FIELD(alloc_fast),
 	FIELD(alloc_slow), FIELD(alloc_fail),    FIELD(free_fast),     FIELD(free_slow),
 	FIELD(depot_get),  FIELD(depot_put),     FIELD(mag_alloc),     FIELD(chunk_acquire),
-	FIELD(chunk_release),
+	FIELD(chunk_release), FIELD(map_calls),   FIELD(unmap_calls),  FIELD(release_hook),
+	FIELD(hook_kept),
 };
 
 static uint64_t field(const struct iop_pool_stats *s, size_t i)
@@ -183,6 +188,8 @@ static void visit(struct audit *a, void *p, const char *where)
 		fault(a, "%p is in two places (again in %s)", p, where);
 	else if (pool->checked && (LOAD(&c->inuse[idx >> 6]) & bit))
 		fault(a, "%p in %s is marked in flight", p, where);
+	else if (pool->refcount && ALOAD(&c->refs[idx]))
+		fault(a, "%p in %s has %u references", p, where, ALOAD(&c->refs[idx]));
 	c->audit_seen[idx >> 6] |= bit;
 	a->seen++;
 	if (pool->checked)
