@@ -177,7 +177,8 @@ IOP_API int iop_pool_destroy(iop_pool_t *pool);
  * with no lock, no atomic read-modify-write and no system call.
  *
  * Returns the object (aligned to the pool's alignment; contents undefined),
- * or NULL with errno = ENOMEM when no memory could be had from the OS.
+ * or NULL with errno = ENOMEM when no memory could be had from the OS, or
+ * with the errno the map hook returned for the chunk this needed.
  */
 IOP_API void *iop_alloc(iop_pool_t *pool);
 
@@ -195,7 +196,8 @@ IOP_API void iop_free(iop_pool_t *pool, void *obj);
  * Allocate up to n objects into objs[0..n). The primitive under iop_alloc().
  *
  * Returns how many were stored: n, or fewer (possibly 0) with errno = ENOMEM
- * when memory ran out; objs[0..returned) are valid either way. Returns 0 and
+ * when memory ran out (or the map hook's errno, as for iop_alloc());
+ * objs[0..returned) are valid either way. Returns 0 and
  * leaves errno alone when n is 0.
  */
 IOP_API unsigned iop_alloc_bulk(iop_pool_t *pool, void **objs, unsigned n);
@@ -273,7 +275,8 @@ struct iop_pool_stats {
 	/* Since 0.2: hooks and reference counts (page_pool's recycle stats:
 	 * recycled into the thread cache = free_fast, cache full = free_slow,
 	 * into the depot = depot_put). */
-	uint64_t map_calls;     /**< map hook calls (one per chunk acquired) */
+	uint64_t map_calls;     /**< map hook calls: one per chunk acquired, plus
+	                             the failed ones */
 	uint64_t unmap_calls;   /**< unmap hook calls (one per chunk released) */
 	uint64_t release_hook;  /**< released buffers handed to the release hook */
 	uint64_t hook_kept;     /**< of those, kept (stolen) by the hook */
@@ -320,7 +323,8 @@ IOP_API int iop_pool_audit(iop_pool_t *pool);
 /* ------------------------------------------------------------------------ */
 /*
  * In an IOP_F_REFCOUNT pool every object ("buffer") has a reference count
- * kept outside its bytes, in its chunk's descriptor. The put that drops the
+ * kept outside its bytes, in a tail mapped right after its chunk (4 bytes
+ * per object; not part of what the map hook sees). The put that drops the
  * last reference recycles the buffer through the normal free path (thread
  * cache first) or hands it to the pool's release hook, which may keep it.
  * Expensive per-buffer setup belongs in the map hook: it runs once per
@@ -334,14 +338,16 @@ IOP_API int iop_pool_audit(iop_pool_t *pool);
 
 /**
  * Allocate a buffer with one reference. Returns NULL with errno ENOMEM (no
- * memory) or EINVAL (the pool is not IOP_F_REFCOUNT).
+ * memory), the map hook's errno, or EINVAL (the pool is not
+ * IOP_F_REFCOUNT).
  */
 IOP_API void *iop_buf_alloc(iop_pool_t *pool);
 
 /**
  * Allocate up to n buffers, each with one reference, into bufs[0..n).
- * Returns how many, as iop_alloc_bulk() does (errno ENOMEM when fewer than
- * n); 0 with errno EINVAL when the pool is not IOP_F_REFCOUNT.
+ * Returns how many, as iop_alloc_bulk() does (errno ENOMEM or the map hook's
+ * when fewer than n); 0 with errno EINVAL when the pool is not
+ * IOP_F_REFCOUNT.
  */
 IOP_API unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n);
 

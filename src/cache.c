@@ -189,15 +189,28 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
 		ASTORE(&tc->prev_count, 0);
 		set_loaded(tc, m, m->count);
 	} else {
-		if (!tc->objs)
-			set_loaded(tc, _iop_depot_take_empty(pool), 0);
-		if (tc->objs) {
-			TC_LOADED(tc)->count = 0;
-			_iop_depot_fill(pool, TC_LOADED(tc));
-			ASTORE(&tc->count, TC_LOADED(tc)->count);
+		/* Fill a magazine detached from the slot: the fill drops the
+		 * lock to map a chunk, and the map hook may call iopool on this
+		 * thread (flush this slot, or allocate and load another
+		 * magazine into it). */
+		m = TC_LOADED(tc);
+		set_loaded(tc, NULL, 0);
+		if (!m)
+			m = _iop_depot_take_empty(pool);
+		if (m) {
+			m->count = 0;
+			_iop_depot_fill(pool, m);
+			if (tc->objs)
+				_iop_depot_put(pool, m);
+			else
+				set_loaded(tc, m, m->count);
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
+	/* A flush from a hook resets the slot; set it up again so that its
+	 * magazine stays visible to statistics, destroy and thread exit. */
+	if (!tc->ready)
+		tcache_setup(tc);
 	return ALOAD(&tc->count);
 }
 
