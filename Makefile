@@ -111,6 +111,11 @@ test: build
 bench: deps-bench build
 	$(if $(SANITIZE),@echo "warning: benchmarking a SANITIZE=$(SANITIZE) build" >&2)
 	$(BENCH_BIN) --json $(BUILD)/bench-results.json --markdown $(BUILD)/bench-results.md $(BENCH_ARGS)
+	@rm -f $(BUILD)/udp-rx-results.jsonl
+	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
+		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \
+		$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl || [ $$? -eq 77 ]; \
+	else echo "iop-udp-rx not built (liburing-dev missing): skipping the UDP receive run"; fi
 	@if command -v valgrind >/dev/null 2>&1; then \
 		echo "sh bench/callgrind.sh $(BENCH_BIN)"; sh bench/callgrind.sh $(BENCH_BIN); \
 	else \

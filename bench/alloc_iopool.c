@@ -1,7 +1,8 @@
 /*
  * iopool under the cases: one pool per case (per size in `size`), default
  * parameters (magazine size chosen from the object size), the public calls
- * only, linked statically as an application would.
+ * only, linked statically as an application would. The recycle case's
+ * buf_put uses a pool that differs only by IOP_F_REFCOUNT.
  */
 #include "bench.h"
 
@@ -16,19 +17,43 @@ typedef struct {
 	iop_pool_t *pool;
 } actx_t;
 
-static int actx_open(actx_t *c, size_t obj_size, char *why, size_t len)
+static int open_pool(actx_t *c, size_t obj_size, uint32_t flags, char *why,
+		     size_t len)
 {
 	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
 
 	p.name = "bench";
 	p.obj_size = obj_size;
+	p.flags = flags;
 	c->pool = iop_pool_create(&p);
 	if (c->pool == NULL) {
-		snprintf(why, len, "iop_pool_create(obj_size %zu): %s",
-			 obj_size, strerror(errno));
+		snprintf(why, len, "iop_pool_create(obj_size %zu, flags %#x): "
+			 "%s", obj_size, flags, strerror(errno));
 		return -1;
 	}
 	return 0;
+}
+
+static int actx_open(actx_t *c, size_t obj_size, char *why, size_t len)
+{
+	return open_pool(c, obj_size, 0, why, len);
+}
+
+#define A_HAS_BUF 1
+
+static int actx_open_buf(actx_t *c, size_t obj_size, char *why, size_t len)
+{
+	return open_pool(c, obj_size, IOP_F_REFCOUNT, why, len);
+}
+
+static inline void *a_buf_alloc(actx_t *c)
+{
+	return iop_buf_alloc(c->pool);
+}
+
+static inline void a_buf_put(actx_t *c, void *p)
+{
+	iop_buf_put(c->pool, p);
 }
 
 static void actx_close(actx_t *c)
@@ -94,6 +119,43 @@ void cg_fastpath_loop(iop_pool_t *pool, unsigned long n)
 		escape_reg(p);
 		iop_free(pool, p);
 	}
+}
+
+/* The same for refcounted buffers: n iop_buf_alloc+iop_buf_put pairs. */
+void cg_buf_loop(iop_pool_t *pool, unsigned long n);
+
+CG_LOOP
+void cg_buf_loop(iop_pool_t *pool, unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = iop_buf_alloc(pool);
+
+		if (p == NULL)
+			die("iop_buf_alloc failed");
+		escape_reg(p);
+		iop_buf_put(pool, p);
+	}
+}
+
+int callgrind_iopool_buf(unsigned long n)
+{
+	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
+	iop_pool_t *pool;
+	int rc;
+
+	p.name = "callgrind-buf";
+	p.obj_size = OBJ_SIZE_DEFAULT;
+	p.flags = IOP_F_REFCOUNT;
+	pool = iop_pool_create(&p);
+	if (pool == NULL)
+		die("iop_pool_create: %s", strerror(errno));
+	cg_buf_loop(pool, n);
+	rc = iop_pool_destroy(pool);
+	if (rc != 0)
+		die("iop_pool_destroy: %s", strerror(-rc));
+	printf("cg_buf_loop: %lu iop_buf_alloc+iop_buf_put pairs of %u B\n",
+	       n, OBJ_SIZE_DEFAULT);
+	return 0;
 }
 
 int callgrind_iopool(unsigned long n)

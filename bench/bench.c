@@ -28,6 +28,15 @@
  *                                              intended); pairs per thread:
  *                                              what one thread does in one
  *                                              timed loop, same for every T
+ *   recycle      free, buf_put                 iopool only: one pair of a
+ *                                              2 KiB object, same thread;
+ *                                              free = iop_alloc+iop_free,
+ *                                              buf_put = iop_buf_alloc+
+ *                                              iop_buf_put in an
+ *                                              IOP_F_REFCOUNT pool (the
+ *                                              cost of the count); the
+ *                                              others have no refcounted
+ *                                              buffers (n/a)
  *
  *   allocators   iopool    iop_alloc/iop_free/iop_*_bulk, default params
  *                dpdk      rte_mempool, per-lcore cache 512, get/put inlined
@@ -53,6 +62,7 @@
  *   iopool-bench --cases fastpath,bulk --allocators iopool,dpdk --reps 9
  *   iopool-bench --markdown docs.md      tables as markdown as well
  *   sh bench/callgrind.sh iopool-bench   instructions per fast-path pair
+ *                                        (and per iop_buf_alloc+put pair)
  * Results also go to --json PATH (default build/bench-results.json).
  * Exit status: 0, 1 when any child failed or a cell has no result, 2 usage.
  *
@@ -91,7 +101,7 @@ static void usage(FILE *f)
 	      "  --reps R            repetitions per cell, median reported "
 	      "(default 5; --quick: 3)\n"
 	      "  --cases LIST        comma-separated: fastpath,size,outstanding,"
-	      "crossthread,bulk,threads (default all)\n"
+	      "crossthread,bulk,threads,recycle (default all)\n"
 	      "  --allocators LIST   comma-separated: iopool,dpdk,glibc,"
 	      "jemalloc,mimalloc,tcmalloc,ring-only (default all)\n"
 	      "  --quick             short loops for a smoke run\n"
@@ -100,6 +110,8 @@ static void usage(FILE *f)
 	      "  --markdown PATH     the tables as markdown too\n"
 	      "  --callgrind-loop N  only run N iopool fast-path pairs in "
 	      "cg_fastpath_loop (for callgrind.sh)\n"
+	      "  --callgrind-loop-buf N    the same for iop_buf_alloc+"
+	      "iop_buf_put pairs, in cg_buf_loop\n"
 	      "  --callgrind-loop-dpdk N   the same for rte_mempool, in "
 	      "cg_dpdk_loop\n"
 	      "  --help\n", f);
@@ -507,12 +519,14 @@ int main(int argc, char **argv)
 				return 2;
 			r->copts.rep = (unsigned)n;
 		} else if (strcmp(name, "--callgrind-loop") == 0 ||
-			   strcmp(name, "--callgrind-loop-dpdk") == 0) {
+			   strcmp(name, "--callgrind-loop-dpdk") == 0 ||
+			   strcmp(name, "--callgrind-loop-buf") == 0) {
 			if (parse_ulong(val, &n)) {
 				fprintf(stderr, "iopool-bench: %s N\n", name);
 				return 2;
 			}
-			cg = strcmp(name, "--callgrind-loop") == 0 ? 1 : 2;
+			cg = strcmp(name, "--callgrind-loop") == 0 ? 1 :
+			     strcmp(name, "--callgrind-loop-dpdk") == 0 ? 2 : 3;
 		} else {
 			fprintf(stderr, "iopool-bench: unknown option %s\n",
 				opt);
@@ -524,6 +538,8 @@ int main(int argc, char **argv)
 		return callgrind_iopool(n);
 	if (cg == 2)
 		return callgrind_dpdk(n);
+	if (cg == 3)
+		return callgrind_iopool_buf(n);
 
 	if (!reps_given)
 		r->reps = r->quick ? QUICK_REPS : DEFAULT_REPS;

@@ -34,6 +34,7 @@ enum bench_case {
 	CASE_CROSSTHREAD,
 	CASE_BULK,
 	CASE_THREADS,
+	CASE_RECYCLE,
 	CASE_COUNT
 };
 
@@ -111,6 +112,7 @@ int child_ring(const struct child_opts *o);
 
 /* callgrind modes: run exactly n fast-path pairs in a noinline function. */
 int callgrind_iopool(unsigned long n);
+int callgrind_iopool_buf(unsigned long n);
 int callgrind_dpdk(unsigned long n);
 
 /* The callgrind loops must stay one function under their own name, which

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Instructions per fast-path alloc+free pair, counted by callgrind.
+# Instructions per fast-path alloc+free pair, counted by callgrind (and per
+# iop_buf_alloc+iop_buf_put pair of a refcounted buffer).
 #
 # usage: bench/callgrind.sh path/to/iopool-bench
 #
@@ -10,7 +11,9 @@
 # grow with N: the first allocations' slow path (carving a chunk, filling a
 # magazine) and the call itself. The loop's own instructions (counter,
 # compare, branch, the NULL check) are in the figure, as they are in any
-# caller's loop. --callgrind-loop-dpdk does the same for rte_mempool_get+put.
+# caller's loop. --callgrind-loop-buf does the same for iop_buf_alloc+
+# iop_buf_put in an IOP_F_REFCOUNT pool (cg_buf_loop), --callgrind-loop-dpdk
+# for rte_mempool_get+put.
 # Instruction counts are deterministic: unlike the timings they do not move
 # with a noisy machine, which makes them a regression guard.
 set -eu
@@ -49,19 +52,25 @@ total_ir() {
 	echo "$ir"
 }
 
-# report NAME MODE FUNCTION
+# report NAME MODE FUNCTION [WHAT]
 report() {
 	if ! ir1=$(total_ir "$2" "$3" "$N1") || ! ir2=$(total_ir "$2" "$3" "$N2"); then
 		return 1
 	fi
 	echo "$1: $3: N=$N1 Ir=$ir1, N=$N2 Ir=$ir2"
 	awk -v a="$ir1" -v b="$ir2" -v n1="$N1" -v n2="$N2" -v name="$1" \
-		'BEGIN { printf "%s: instructions per fast-path pair: %.2f\n", name, (b - a) / (n2 - n1) }'
+		-v what="${4:-fast-path pair}" \
+		'BEGIN { printf "%s: instructions per %s: %.2f\n", name, what, (b - a) / (n2 - n1) }'
 }
 
 status=0
 if ! report iopool --callgrind-loop cg_fastpath_loop; then
 	echo "callgrind.sh: iopool: failed:" >&2
+	tail -n 20 "$tmp/log" >&2
+	status=1
+fi
+if ! report iopool --callgrind-loop-buf cg_buf_loop "iop_buf_alloc+iop_buf_put pair"; then
+	echo "callgrind.sh: iopool (refcounted buffers): failed:" >&2
 	tail -n 20 "$tmp/log" >&2
 	status=1
 fi

@@ -22,6 +22,16 @@
  *                                registration); 0, or -1 with a reason
  *   void a_thread_exit(void)
  *
+ * and, for the recycle case, when the allocator has refcounted buffers:
+ *
+ *   A_HAS_BUF                    defined
+ *   int  actx_open_buf(actx_t *c, size_t obj_size, char *why, size_t len)
+ *                                a pool of refcounted buffers; as actx_open
+ *   void *a_buf_alloc(actx_t *c) a buffer with one reference; NULL on failure
+ *   void a_buf_put(actx_t *c, void *p)
+ *                                drop the reference (the last one recycles)
+ *
+ * (without A_HAS_BUF the recycle case is n/a: "no refcounted buffers"),
  * and it defines `static void run_cases(const struct child_opts *o)`.
  */
 #ifndef A_NAME
@@ -65,6 +75,27 @@ static uint64_t loop_pair(void *varg, uint64_t iters)
 	}
 	return now_ns() - t0;
 }
+
+#ifdef A_HAS_BUF
+/* recycle "buf_put": loop_pair with a refcounted buffer. */
+static uint64_t loop_buf_pair(void *varg, uint64_t iters)
+{
+	struct loop_arg *a = varg;
+	actx_t *c = a->ctx;
+	uint64_t t0 = now_ns();
+
+	for (uint64_t i = 0; i < iters; i++) {
+		void *p = a_buf_alloc(c);
+
+		if (__builtin_expect(p == NULL, 0))
+			alloc_failed("buf alloc");
+		touch(p, i);
+		escape(p);
+		a_buf_put(c, p);
+	}
+	return now_ns() - t0;
+}
+#endif
 
 /* outstanding: n allocations, then the n frees, in allocation order. */
 static uint64_t loop_outstanding(void *varg, uint64_t iters)
@@ -334,6 +365,34 @@ static void emit_measured(const struct child_opts *o, enum bench_case cs,
 		emit_row(cs, param, ns, -1);
 }
 
+/* recycle: the same pair with a plain free ("free", the fastpath loop) and
+ * with a refcounted buffer's put ("buf_put"), one pool each. */
+static void case_recycle(const struct child_opts *o, struct loop_arg *a,
+			 actx_t *c)
+{
+	const struct case_desc *cd = &bench_cases[CASE_RECYCLE];
+#ifdef A_HAS_BUF
+	char why[192];
+
+	if (open_or_na(c, OBJ_SIZE_DEFAULT, CASE_RECYCLE, cd->params[0]) == 0) {
+		emit_measured(o, CASE_RECYCLE, cd->params[0], loop_pair, a, 1);
+		actx_close(c);
+	}
+	if (actx_open_buf(c, OBJ_SIZE_DEFAULT, why, sizeof(why)) != 0) {
+		emit_na(CASE_RECYCLE, cd->params[1], "%s", why);
+		return;
+	}
+	emit_measured(o, CASE_RECYCLE, cd->params[1], loop_buf_pair, a, 1);
+	actx_close(c);
+#else
+	(void)o;
+	(void)a;
+	(void)c;
+	(void)cd;
+	emit_case_na(CASE_RECYCLE, "no refcounted buffers");
+#endif
+}
+
 static void run_cases(const struct child_opts *o)
 {
 	const struct case_desc *cd;
@@ -407,6 +466,8 @@ static void run_cases(const struct child_opts *o)
 		case_threads(o, &c);
 		actx_close(&c);
 	}
+	if (o->case_mask & (1u << CASE_RECYCLE))
+		case_recycle(o, &a, &c);
 	free(a.ring);
 	free(a.objs);
 }

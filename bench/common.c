@@ -48,6 +48,12 @@ const struct case_desc bench_cases[CASE_COUNT] = {
 		"T threads each doing alloc+free pairs (2 KiB): thread CPU ns "
 		"per pair, and aggregate Mops/s",
 		7, { "1", "2", "4", "8", "16", "32", "64" } },
+	[CASE_RECYCLE] = {
+		"recycle", "ns/pair",
+		"one alloc+release pair of a 2 KiB object, same thread: "
+		"alloc+free (free) against a refcounted buffer's "
+		"iop_buf_alloc+iop_buf_put (buf_put)",
+		2, { "free", "buf_put" } },
 };
 
 const size_t size_case_sizes[] = {

@@ -349,6 +349,22 @@ static unsigned report_reasons(FILE *f, const struct run *r, unsigned c,
 	return lines;
 }
 
+/* recycle: what the count costs, buf_put's pair over free's; returns the
+ * lines printed. */
+static unsigned report_recycle_cost(FILE *f, const struct run *r, int markdown)
+{
+	double fr = 0, bp = 0;
+
+	if (!alloc_in_case(r, ALLOC_IOPOOL, CASE_RECYCLE) ||
+	    cell_get(r, CASE_RECYCLE, 0, ALLOC_IOPOOL, 0, &fr) != CELL_VALUE ||
+	    cell_get(r, CASE_RECYCLE, 1, ALLOC_IOPOOL, 0, &bp) != CELL_VALUE)
+		return 0;
+	fprintf(f, markdown ? "- iopool: buf_put - free = %+.2f ns per pair "
+		"(medians)\n" : "  iopool: buf_put - free = %+.2f ns per pair "
+		"(medians)\n", bp - fr);
+	return 1;
+}
+
 #define CELL_LEN 48
 
 static unsigned report_table(FILE *f, const struct run *r, unsigned c,
@@ -427,6 +443,8 @@ static unsigned report_table(FILE *f, const struct run *r, unsigned c,
 	}
 	if (!mops)
 		notes = report_reasons(f, r, c, markdown);
+	if (c == CASE_RECYCLE && !mops)
+		notes += report_recycle_cost(f, r, markdown);
 	if (missing) {
 		fprintf(f, markdown ? "- FAILED: the child process failed or "
 			"gave no result\n" : "  FAILED: the child process "

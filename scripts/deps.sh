@@ -92,6 +92,8 @@ fi
 have_cmd cmake || required+=(cmake)
 have_cmd make || required+=(make)
 have_cmd pkg-config || required+=(pkg-config)
+# liburing: the io_uring receive example and its test (examples/udp_rx).
+have_pkg liburing-dev || required+=(liburing-dev)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {

@@ -539,6 +539,267 @@ TEST(use_after_free_message_names_the_object)
 	return TH_PASS;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Refcounted buffers                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* The phrases the library prints for these faults. */
+#define UNDERFLOW "refcount underflow"
+#define NO_REFERENCE "no reference (it was released)"
+#define NOT_REFCOUNTED "no reference counts"
+#define PAST_THE_LAST "past the last object of its chunk"
+
+struct bad_buf {
+	iop_pool_t *pool;
+	void *ptr;
+	void **others; /* do_distant_buf_put: buffers to put in between */
+	unsigned nothers;
+};
+
+static void do_buf_put(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop_buf_put(b->pool, b->ptr);
+}
+
+static void do_buf_get(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop_buf_get(b->pool, b->ptr);
+}
+
+static void do_buf_refcount(void *arg)
+{
+	struct bad_buf *b = arg;
+	unsigned n = iop_buf_refcount(b->pool, b->ptr);
+	(void)n;
+}
+
+static void do_buf_base(void *arg)
+{
+	struct bad_buf *b = arg;
+	void *base = iop_buf_base(b->pool, b->ptr);
+	(void)base;
+}
+
+static void do_buf_put_twice(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop_buf_put(b->pool, b->ptr);
+	iop_buf_put(b->pool, b->ptr);
+}
+
+/* shared, then one put too many */
+static void do_buf_get_put_put_put(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop_buf_get(b->pool, b->ptr);
+	iop_buf_put(b->pool, b->ptr);
+	iop_buf_put(b->pool, b->ptr);
+	iop_buf_put(b->pool, b->ptr);
+}
+
+static void do_buf_put_then_get(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop_buf_put(b->pool, b->ptr);
+	iop_buf_get(b->pool, b->ptr);
+}
+
+/* released, moved through the magazine to the depot, then put again */
+static void do_distant_buf_put(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop_buf_put(b->pool, b->ptr);
+	for (unsigned i = 0; i < b->nothers; i++)
+		iop_buf_put(b->pool, b->others[i]);
+	iop_thread_flush();
+	iop_buf_put(b->pool, b->ptr);
+}
+
+static int keep_nothing(void *arg, iop_pool_t *pool, void *buf)
+{
+	(void)arg;
+	(void)pool;
+	(void)buf;
+	return IOP_RELEASE_RECYCLE;
+}
+
+TEST(buf_put_of_a_released_buffer_aborts_refcount_underflow)
+{
+	/* plain refcounted, checked, and with a release hook (the library's
+	 * put path every time) */
+	static const uint32_t flags[] = { 0, IOP_F_CHECKED, 0 };
+	for (int f = 0; f < 3; f++) {
+		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+		pp.name = "underflow";
+		pp.obj_size = 256;
+		pp.cache_size = 8;
+		pp.flags = IOP_F_REFCOUNT | flags[f];
+		if (f == 2)
+			pp.release = keep_nothing;
+		iop_pool_t *p = iop_pool_create(&pp);
+		REQUIRE(p);
+		void *buf = iop_buf_alloc(p);
+		void *others[40];
+		REQUIRE(buf);
+		CHECK_EQ(iop_buf_alloc_bulk(p, others, 40), 40);
+		struct bad_buf b = { .pool = p, .ptr = buf, .others = others,
+				     .nothers = 40 };
+		char a[32];
+		if (!EXPECT_DEATH(do_buf_put_twice, &b, SIGABRT,
+				  PREFIX("underflow"), addr(buf, a), UNDERFLOW))
+			printf("  (pool %d)\n", f);
+		if (!EXPECT_DEATH(do_buf_get_put_put_put, &b, SIGABRT,
+				  PREFIX("underflow"), addr(buf, a), UNDERFLOW))
+			printf("  (pool %d)\n", f);
+		if (!EXPECT_DEATH(do_distant_buf_put, &b, SIGABRT,
+				  PREFIX("underflow"), addr(buf, a), UNDERFLOW))
+			printf("  (pool %d)\n", f);
+		/* the parent's buffer is untouched by the children */
+		CHECK_EQ(iop_buf_refcount(p, buf), 1);
+		iop_buf_put(p, buf);
+		for (int i = 0; i < 40; i++)
+			iop_buf_put(p, others[i]);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+TEST(buf_get_of_a_released_buffer_aborts_no_reference)
+{
+	static const uint32_t flags[] = { 0, IOP_F_CHECKED };
+	for (int f = 0; f < 2; f++) {
+		iop_pool_t *p = MKPOOL("noref", 256, 0, 0, 0,
+				       IOP_F_REFCOUNT | flags[f]);
+		void *buf = iop_buf_alloc(p);
+		REQUIRE(buf);
+		struct bad_buf b = { .pool = p, .ptr = buf };
+		char a[32];
+		EXPECT_DEATH(do_buf_put_then_get, &b, SIGABRT, PREFIX("noref"),
+			     addr(buf, a), NO_REFERENCE);
+		iop_buf_put(p, buf);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+TEST(buf_calls_on_foreign_pointers_abort_naming_the_fault)
+{
+	iop_pool_t *p = MKPOOL("bufs", 256, 0, 0, 0, IOP_F_REFCOUNT);
+	iop_pool_t *q = MKPOOL("theirs", 256, 0, 0, 0, IOP_F_REFCOUNT);
+	void *keep = iop_buf_alloc(p); /* p has a chunk */
+	void *theirs = iop_buf_alloc(q);
+	void *m = malloc(256);
+	char local[64];
+	REQUIRE(keep && theirs && m);
+	struct {
+		void *ptr;
+		const char *fault;
+	} cases[] = {
+		{ m, "not from any pool" },
+		{ local, "not from any pool" },
+		{ static_buffer + 8, "not from any pool" },
+		{ theirs, "belongs to pool 'theirs'" },
+		{ (char *)theirs + 17, "belongs to pool 'theirs'" },
+	};
+	static void (*const fns[])(void *) = { do_buf_put, do_buf_get,
+					       do_buf_refcount, do_buf_base };
+	static const char *const names[] = { "iop_buf_put", "iop_buf_get",
+					     "iop_buf_refcount",
+					     "iop_buf_base" };
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+		for (int k = 0; k < 4; k++) {
+			struct bad_buf b = { .pool = p, .ptr = cases[i].ptr };
+			char a[32];
+			if (!EXPECT_DEATH(fns[k], &b, SIGABRT, PREFIX("bufs"),
+					  addr(cases[i].ptr, a),
+					  cases[i].fault))
+				printf("  (%s, case %zu)\n", names[k], i);
+		}
+	iop_buf_put(p, keep);
+	iop_buf_put(q, theirs);
+	free(m);
+	CHECK_AUDIT(p);
+	CHECK_AUDIT(q);
+	CHECK_DESTROY(p);
+	CHECK_DESTROY(q);
+	return TH_PASS;
+}
+
+TEST(buf_calls_past_the_last_object_of_a_chunk_abort)
+{
+	/* 300 KiB buffers in 2 MiB chunks: six and a 248 KiB tail */
+	iop_pool_t *p = MKPOOL("buf-tail", 300 * KiB, 0, 0, 2 * MiB,
+			       IOP_F_REFCOUNT | IOP_F_NO_THP);
+	void *bufs[6];
+	CHECK_EQ(iop_buf_alloc_bulk(p, bufs, 6), 6);
+	uintptr_t base = (uintptr_t)bufs[0] & ~(uintptr_t)(2 * MiB - 1);
+	char *tail = (char *)(base + 2 * MiB - 1);
+	int have_tail = iop_pool_of(tail) == p &&
+			STATS(p).objs_per_chunk * STATS(p).obj_stride <
+				2 * MiB - 4096;
+	if (have_tail) {
+		static void (*const fns[])(void *) = { do_buf_put, do_buf_get,
+						       do_buf_base };
+		for (int k = 0; k < 3; k++) {
+			struct bad_buf b = { .pool = p, .ptr = tail };
+			char a[32];
+			EXPECT_DEATH(fns[k], &b, SIGABRT, PREFIX("buf-tail"),
+				     addr(tail, a), PAST_THE_LAST);
+		}
+	}
+	for (int i = 0; i < 6; i++)
+		iop_buf_put(p, bufs[i]);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	TH_SKIP_IF(!have_tail && !th_failed(),
+		   "the chunk has no tail past its last object");
+	return TH_PASS;
+}
+
+TEST(buf_put_and_get_in_a_plain_pool_abort)
+{
+	static const uint32_t flags[] = { 0, IOP_F_CHECKED };
+	for (int f = 0; f < 2; f++) {
+		iop_pool_t *p = MKPOOL("plainbuf", 256, 0, 0, 0, flags[f]);
+		void *o = iop_alloc(p);
+		REQUIRE(o);
+		struct bad_buf b = { .pool = p, .ptr = o };
+		char a[32];
+		EXPECT_DEATH(do_buf_put, &b, SIGABRT, PREFIX("plainbuf"),
+			     addr(o, a), NOT_REFCOUNTED, "IOP_F_REFCOUNT");
+		EXPECT_DEATH(do_buf_get, &b, SIGABRT, PREFIX("plainbuf"),
+			     addr(o, a), NOT_REFCOUNTED, "IOP_F_REFCOUNT");
+		EXPECT_DEATH(do_buf_refcount, &b, SIGABRT,
+			     PREFIX("plainbuf"), addr(o, a), NOT_REFCOUNTED);
+		iop_free(p, o);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+/* The header: a buffer is released with iop_buf_put(), not iop_free(),
+ * and checked mode aborts on it. */
+TEST(free_of_a_buffer_in_a_checked_refcount_pool_aborts)
+{
+	iop_pool_t *p = MKPOOL("freebuf", 256, 0, 0, 0,
+			       IOP_F_REFCOUNT | IOP_F_CHECKED);
+	void *buf = iop_buf_alloc(p);
+	REQUIRE(buf);
+	struct bad_free bf = { .pool = p, .ptr = buf };
+	char a[32];
+	EXPECT_DEATH(do_free, &bf, SIGABRT, PREFIX("freebuf"), addr(buf, a),
+		     "refcounted buffer", "iop_buf_put");
+	iop_buf_put(p, buf);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
 #if TH_ASAN
 /* Registered in tests/CMakeLists.txt only for IOP_SANITIZE=address builds */
 #define ASAN_TEST(name) TEST(name)

@@ -54,6 +54,31 @@ static void expect_einval(const struct iop_pool_params *pp, const char *what)
 	free(msg);
 }
 
+/* Hooks that must not run: each call is a failure. */
+static int never_release(void *arg, iop_pool_t *pool, void *buf)
+{
+	(void)arg;
+	th_fail_at(__FILE__, __LINE__, "release hook called: pool %p buf %p",
+		   (void *)pool, buf);
+	return IOP_RELEASE_RECYCLE;
+}
+
+static int never_map(void *arg, void *base, size_t len, uint64_t *handle)
+{
+	(void)arg;
+	(void)handle;
+	th_fail_at(__FILE__, __LINE__, "map hook called: base %p len %zu",
+		   base, len);
+	return -EIO;
+}
+
+static void never_unmap(void *arg, void *base, size_t len, uint64_t handle)
+{
+	(void)arg;
+	th_fail_at(__FILE__, __LINE__, "unmap hook called: base %p len %zu "
+		   "handle %llu", base, len, (unsigned long long)handle);
+}
+
 TEST(pool_create_rejects_bad_params)
 {
 	struct iop_pool_params pp;
@@ -66,8 +91,12 @@ TEST(pool_create_rejects_bad_params)
 	CHECK(p == NULL);
 	CHECK_EQ(err, EINVAL);
 
+	/* below IOP_POOL_PARAMS_SIZE_V1, the 0.1 struct without hooks */
 	static const uint32_t small_sizes[] = {
 		0, 1, 4, 8, (uint32_t)offsetof(struct iop_pool_params, obj_size),
+		(uint32_t)offsetof(struct iop_pool_params, chunk_size),
+		(uint32_t)IOP_POOL_PARAMS_SIZE_V1 - 8,
+		(uint32_t)IOP_POOL_PARAMS_SIZE_V1 - 1,
 	};
 	for (size_t i = 0; i < sizeof small_sizes / sizeof *small_sizes; i++) {
 		pp = good_params();
@@ -124,7 +153,7 @@ TEST(pool_create_rejects_bad_params)
 	pp.chunk_size = 1 * MiB;
 	expect_einval(&pp, "chunk_size 1 MiB for 1 MiB objects");
 
-	static const uint32_t bad_flags[] = { IOP_F_ALL + 1, 1u << 3, 1u << 16,
+	static const uint32_t bad_flags[] = { IOP_F_ALL + 1, 1u << 4, 1u << 16,
 					      1u << 31, ~IOP_F_ALL, UINT32_MAX };
 	for (size_t i = 0; i < sizeof bad_flags / sizeof *bad_flags; i++) {
 		pp = good_params();
@@ -160,6 +189,13 @@ TEST(pool_create_rejects_bad_params)
 	big.p.struct_size = sizeof big;
 	big.newer[1] = 1;
 	expect_einval(&big.p, "larger struct with non-zero unknown bytes");
+
+	/* a release hook needs IOP_F_REFCOUNT */
+	pp = good_params();
+	pp.release = never_release;
+	expect_einval(&pp, "release hook without IOP_F_REFCOUNT");
+	pp.flags = IOP_F_CHECKED | IOP_F_NO_THP | IOP_F_PREFAULT;
+	expect_einval(&pp, "release hook with every flag but IOP_F_REFCOUNT");
 	return TH_PASS;
 }
 
@@ -188,6 +224,9 @@ TEST(pool_create_accepts_boundary_params)
 		{ "checked", 64, 0, 0, 0, IOP_F_CHECKED },
 		{ "no THP", 64, 0, 0, 0, IOP_F_NO_THP },
 		{ "prefault", 64, 0, 0, 0, IOP_F_PREFAULT },
+		{ "refcount", 64, 0, 0, 0, IOP_F_REFCOUNT },
+		{ "refcount, checked", 64, 0, 0, 0,
+		  IOP_F_REFCOUNT | IOP_F_CHECKED },
 	};
 	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
 		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
@@ -205,7 +244,9 @@ TEST(pool_create_accepts_boundary_params)
 			continue;
 		}
 		CHECK_EQ(iop_pool_obj_size(p), ok[i].obj);
-		void *o = iop_alloc(p);
+		/* a refcounted pool's buffers go through iop_buf_* */
+		int rc = (ok[i].flags & IOP_F_REFCOUNT) != 0;
+		void *o = rc ? iop_buf_alloc(p) : iop_alloc(p);
 		CHECK(o != NULL);
 		if (o) {
 			memset(o, 0x5a, ok[i].obj);
@@ -213,7 +254,10 @@ TEST(pool_create_accepts_boundary_params)
 			size_t align = ok[i].align ? ok[i].align : 16;
 			CHECK_EQ((uintptr_t)o % align, 0);
 		}
-		iop_free(p, o);
+		if (rc && o)
+			iop_buf_put(p, o);
+		else if (!rc)
+			iop_free(p, o);
 		struct iop_pool_stats st = STATS(p);
 		CHECK_EQ(st.in_flight, 0);
 		CHECK_CONSERVED(st);
@@ -248,6 +292,57 @@ TEST(pool_create_accepts_boundary_params)
 	CHECK(p != NULL);
 	if (p) {
 		CHECK_EQ(iop_pool_obj_size(p), 256);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
+/* A caller built against 0.1 passes a struct that ends before the hooks:
+ * what lies past struct_size is not read, and the hooks take their defaults
+ * (none). The bytes after it here hold hooks that fail the test if called,
+ * and a release hook without IOP_F_REFCOUNT, which would be refused if it
+ * were read. */
+TEST(pool_create_accepts_a_v1_sized_params_struct)
+{
+	CHECK_EQ(IOP_POOL_PARAMS_SIZE_V1,
+		 offsetof(struct iop_pool_params, chunk_size) + sizeof(size_t));
+	static const uint32_t flags[] = { 0, IOP_F_REFCOUNT };
+	for (int f = 0; f < 2; f++) {
+		struct iop_pool_params pp = good_params();
+		pp.struct_size = (uint32_t)IOP_POOL_PARAMS_SIZE_V1;
+		pp.flags = flags[f];
+		pp.map = never_map;
+		pp.unmap = never_unmap;
+		pp.release = never_release;
+		pp.hook_arg = (void *)&pp;
+		errno = 0;
+		iop_pool_t *p = iop_pool_create(&pp);
+		if (!p) {
+			th_fail_at(__FILE__, __LINE__, "V1-sized params, flags "
+				   "%#x: create failed: %s", flags[f],
+				   strerror(errno));
+			continue;
+		}
+		CHECK_EQ(iop_pool_obj_size(p), 256);
+		void *objs[600];
+		for (int i = 0; i < 600; i++) {
+			objs[i] = flags[f] ? iop_buf_alloc(p) : iop_alloc(p);
+			REQUIRE(objs[i]);
+			uint64_t h = 77;
+			CHECK_EQ(iop_buf_mapping(p, objs[i], &h, NULL), 0);
+			CHECK_EQ(h, 0); /* no map hook: handle 0 */
+		}
+		for (int i = 0; i < 600; i++) {
+			if (flags[f])
+				iop_buf_put(p, objs[i]);
+			else
+				iop_free(p, objs[i]);
+		}
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_EQ(st.map_calls, 0);
+		CHECK_EQ(st.release_hook, 0);
 		CHECK_AUDIT(p);
 		CHECK_DESTROY(p);
 	}
@@ -1234,12 +1329,32 @@ TEST(stats_rejects_null_and_short_structs)
 	st.struct_size = sizeof st;
 	CHECK_EQ(iop_pool_stats(NULL, &st), -EINVAL);
 	CHECK_EQ(iop_pool_stats(p, NULL), -EINVAL);
-	static const uint32_t sizes[] = { 0, 4, 8, 16,
-					  (uint32_t)sizeof st - 8 };
+	/* below IOP_POOL_STATS_SIZE_V1, the 0.1 struct */
+	static const uint32_t sizes[] = {
+		0, 4, 8, 16, (uint32_t)offsetof(struct iop_pool_stats, total),
+		(uint32_t)IOP_POOL_STATS_SIZE_V1 - 8,
+		(uint32_t)IOP_POOL_STATS_SIZE_V1 - 1,
+	};
 	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
 		memset(&st, 0xee, sizeof st);
 		st.struct_size = sizes[i];
 		CHECK_EQ(iop_pool_stats(p, &st), -EINVAL);
+		CHECK_EQ(st.struct_size, sizes[i]);
+		CHECK_EQ(st.obj_size, 0xeeeeeeeeeeeeeeeeULL); /* untouched */
+	}
+	/* from V1 up to the whole struct: accepted */
+	static const uint32_t ok[] = {
+		(uint32_t)IOP_POOL_STATS_SIZE_V1,
+		(uint32_t)IOP_POOL_STATS_SIZE_V1 + 8,
+		(uint32_t)sizeof st - 8,
+		(uint32_t)sizeof st,
+	};
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+		memset(&st, 0xee, sizeof st);
+		st.struct_size = ok[i];
+		CHECK_EQ(iop_pool_stats(p, &st), 0);
+		CHECK_EQ(st.struct_size, ok[i]);
+		CHECK_EQ(st.obj_size, 64);
 	}
 	memset(&st, 0, sizeof st);
 	st.struct_size = sizeof st;
@@ -1279,6 +1394,59 @@ TEST(stats_writes_nothing_past_struct_size)
 	CHECK_EQ(iop_pool_stats(p, &u.st), 0);
 	CHECK_EQ(u.st.in_flight, 1);
 	CHECK_EQ(u.st.chunk_release, 0);
+	CHECK_EQ(u.st.hook_kept, 0); /* the last field this library knows */
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* A caller built against 0.1 passes the 0.1 struct: it gets the V1 fields,
+ * and nothing from map_calls on is written. */
+TEST(stats_fills_a_v1_sized_struct_and_nothing_past_it)
+{
+	CHECK_EQ(IOP_POOL_STATS_SIZE_V1,
+		 offsetof(struct iop_pool_stats, chunk_release) +
+			 sizeof(uint64_t));
+	iop_pool_t *p = MKPOOL("stats-v1", 64, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	union {
+		struct iop_pool_stats st;
+		unsigned char raw[sizeof(struct iop_pool_stats) + 64];
+	} u;
+	memset(&u, 0xcd, sizeof u);
+	u.st.struct_size = (uint32_t)IOP_POOL_STATS_SIZE_V1;
+	CHECK_EQ(iop_pool_stats(p, &u.st), 0);
+	for (size_t i = IOP_POOL_STATS_SIZE_V1; i < sizeof u.raw; i++)
+		if (u.raw[i] != 0xcd) {
+			th_fail_at(__FILE__, __LINE__,
+				   "byte %zu past a V1 struct_size (%zu) "
+				   "written", i, (size_t)IOP_POOL_STATS_SIZE_V1);
+			break;
+		}
+	CHECK_EQ(u.st.struct_size, IOP_POOL_STATS_SIZE_V1);
+	CHECK_EQ(u.st.obj_size, 64);
+	CHECK_EQ(u.st.in_flight, 1);
+	CHECK_EQ(u.st.chunks, 1);
+	CHECK_EQ(u.st.chunk_acquire, 1);
+	CHECK_EQ(u.st.chunk_release, 0); /* the last V1 field */
+	CHECK_CONSERVED(u.st);
+
+	/* the whole struct: the 0.2 fields are written, zero here */
+	memset(&u, 0xcd, sizeof u);
+	u.st.struct_size = sizeof u.st;
+	CHECK_EQ(iop_pool_stats(p, &u.st), 0);
+	CHECK_EQ(u.st.map_calls, 0);
+	CHECK_EQ(u.st.unmap_calls, 0);
+	CHECK_EQ(u.st.release_hook, 0);
+	CHECK_EQ(u.st.hook_kept, 0);
+	for (size_t i = sizeof u.st; i < sizeof u.raw; i++)
+		if (u.raw[i] != 0xcd) {
+			th_fail_at(__FILE__, __LINE__,
+				   "byte %zu past struct_size written", i);
+			break;
+		}
 	iop_free(p, o);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
@@ -1514,9 +1682,15 @@ static char *print_stats(iop_pool_t *p, int format, int *rc)
 	return out;
 }
 
+/* Every field of struct iop_pool_stats but struct_size. */
 static const char *const stat_keys[] = {
-	"in_flight", "cached",  "depot",      "slab_free",     "total",
-	"chunks",    "alloc_fast", "free_fast", "chunk_acquire", NULL,
+	"cache_size",   "obj_size",      "obj_stride",  "chunk_size",
+	"objs_per_chunk", "total",       "in_flight",   "cached",
+	"depot",        "slab_free",     "chunks",      "bytes_mapped",
+	"alloc_fast",   "alloc_slow",    "alloc_fail",  "free_fast",
+	"free_slow",    "depot_get",     "depot_put",   "mag_alloc",
+	"chunk_acquire", "chunk_release", "map_calls",  "unmap_calls",
+	"release_hook", "hook_kept",     NULL,
 };
 
 TEST(stats_print_text_lists_every_key_with_its_value)
@@ -1576,6 +1750,104 @@ TEST(stats_print_json_is_one_valid_object)
 	free(out);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* Hooks for the printed hook counters: map counts, release keeps every
+ * other buffer it sees. */
+struct print_hooks {
+	int maps, unmaps, releases;
+};
+
+static int print_map(void *arg, void *base, size_t len, uint64_t *handle)
+{
+	struct print_hooks *h = arg;
+	(void)base;
+	(void)len;
+	*handle = (uint64_t)++h->maps;
+	return 0;
+}
+
+static void print_unmap(void *arg, void *base, size_t len, uint64_t handle)
+{
+	struct print_hooks *h = arg;
+	(void)base;
+	(void)len;
+	(void)handle;
+	h->unmaps++;
+}
+
+static int print_release(void *arg, iop_pool_t *pool, void *buf)
+{
+	struct print_hooks *h = arg;
+	(void)pool;
+	(void)buf;
+	return h->releases++ % 2 ? IOP_RELEASE_RECYCLE : IOP_RELEASE_KEEP;
+}
+
+TEST(stats_print_shows_the_hook_counters)
+{
+	struct print_hooks h = { 0, 0, 0 };
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "hook-print";
+	pp.obj_size = 512 * KiB; /* four objects per 2 MiB chunk at most */
+	pp.chunk_size = 2 * MiB;
+	pp.flags = IOP_F_REFCOUNT | IOP_F_NO_THP;
+	pp.map = print_map;
+	pp.unmap = print_unmap;
+	pp.release = print_release;
+	pp.hook_arg = &h;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	enum { N = 10 };
+	void *bufs[N];
+	for (int i = 0; i < N; i++) {
+		bufs[i] = iop_buf_alloc(p);
+		REQUIRE(bufs[i]);
+	}
+	/* each put: kept, put again: recycled */
+	for (int i = 0; i < 3; i++) {
+		iop_buf_put(p, bufs[i]);
+		CHECK_EQ(iop_buf_refcount(p, bufs[i]), 1);
+		iop_buf_put(p, bufs[i]);
+	}
+	struct iop_pool_stats st = STATS(p);
+	CHECK_GE(st.map_calls, 3);
+	CHECK_EQ(st.map_calls, h.maps);
+	CHECK_EQ(st.release_hook, 6);
+	CHECK_EQ(st.hook_kept, 3);
+	static const char *const hook_keys[] = { "map_calls", "unmap_calls",
+						 "release_hook", "hook_kept" };
+	const uint64_t want[] = { st.map_calls, st.unmap_calls,
+				  st.release_hook, st.hook_kept };
+	for (int fmt = 0; fmt < 2; fmt++) {
+		int rc;
+		char *out = print_stats(p, fmt ? IOP_FMT_JSON : IOP_FMT_TEXT,
+					&rc);
+		CHECK_EQ(rc, 0);
+		for (int k = 0; k < 4; k++) {
+			long long v = fmt ? json_number_of(out, hook_keys[k])
+					  : text_number_of(out, hook_keys[k]);
+			if (v != (long long)want[k])
+				th_fail_at(__FILE__, __LINE__,
+					   "%s: %s is %lld, want %llu in:\n%s",
+					   fmt ? "JSON" : "text", hook_keys[k],
+					   v, (unsigned long long)want[k], out);
+		}
+		if (fmt)
+			CHECK(json_is_one_object(out));
+		free(out);
+	}
+	for (int i = 3; i < N; i++) {
+		iop_buf_put(p, bufs[i]);
+		if (iop_buf_refcount(p, bufs[i]) == 1) /* kept */
+			iop_buf_put(p, bufs[i]);
+	}
+	CHECK_EQ(STATS(p).in_flight, 0);
+	CHECK_AUDIT(p);
+	int maps = h.maps;
+	CHECK_DESTROY(p);
+	CHECK_EQ(h.unmaps, maps);
 	return TH_PASS;
 }
 
