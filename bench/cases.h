@@ -95,6 +95,26 @@ static uint64_t loop_buf_pair(void *varg, uint64_t iters)
 	}
 	return now_ns() - t0;
 }
+
+/* recycle "buf_alloc+free": a refcounted buffer released with a plain free
+ * (which skips its count), to isolate what the put itself costs. */
+static uint64_t loop_buf_free(void *varg, uint64_t iters)
+{
+	struct loop_arg *a = varg;
+	actx_t *c = a->ctx;
+	uint64_t t0 = now_ns();
+
+	for (uint64_t i = 0; i < iters; i++) {
+		void *p = a_buf_alloc(c);
+
+		if (__builtin_expect(p == NULL, 0))
+			alloc_failed("buf alloc");
+		touch(p, i);
+		escape(p);
+		a_free(c, p);
+	}
+	return now_ns() - t0;
+}
 #endif
 
 /* outstanding: n allocations, then the n frees, in allocation order. */
@@ -383,6 +403,12 @@ static void case_recycle(const struct child_opts *o, struct loop_arg *a,
 		return;
 	}
 	emit_measured(o, CASE_RECYCLE, cd->params[1], loop_buf_pair, a, 1);
+	/* Checked pools refuse a plain free of a referenced buffer. */
+	const char *checked = getenv("IOPOOL_CHECKED");
+	if (IOP_BENCH_DEBUG >= 2 || (checked && *checked && strcmp(checked, "0") != 0))
+		emit_na(CASE_RECYCLE, cd->params[2], "%s", "checked pools refuse iop_free of a referenced buffer");
+	else
+		emit_measured(o, CASE_RECYCLE, cd->params[2], loop_buf_free, a, 1);
 	actx_close(c);
 #else
 	(void)o;

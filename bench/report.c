@@ -349,20 +349,29 @@ static unsigned report_reasons(FILE *f, const struct run *r, unsigned c,
 	return lines;
 }
 
-/* recycle: what the count costs, buf_put's pair over free's; returns the
- * lines printed. */
+/* recycle: what the count costs: buf_put's pair over free's (the count's
+ * whole cost, allocation included), and over buf_alloc+free's (the put's
+ * own cost); returns the lines printed. */
 static unsigned report_recycle_cost(FILE *f, const struct run *r, int markdown)
 {
-	double fr = 0, bp = 0;
+	double fr = 0, bp = 0, bf = 0;
+	const char *pre = markdown ? "- " : "  ";
+	unsigned lines = 0;
 
 	if (!alloc_in_case(r, ALLOC_IOPOOL, CASE_RECYCLE) ||
 	    cell_get(r, CASE_RECYCLE, 0, ALLOC_IOPOOL, 0, &fr) != CELL_VALUE ||
 	    cell_get(r, CASE_RECYCLE, 1, ALLOC_IOPOOL, 0, &bp) != CELL_VALUE)
 		return 0;
-	fprintf(f, markdown ? "- iopool: buf_put - free = %+.2f ns per pair "
-		"(medians)\n" : "  iopool: buf_put - free = %+.2f ns per pair "
-		"(medians)\n", bp - fr);
-	return 1;
+	fprintf(f, "%siopool: buf_put pair - free pair = %+.2f ns (the count's "
+		"whole cost; medians)\n", pre, bp - fr);
+	lines++;
+	if (cell_get(r, CASE_RECYCLE, 2, ALLOC_IOPOOL, 0, &bf) == CELL_VALUE) {
+		fprintf(f, "%siopool: buf_put - free of the same buffer = %+.2f ns "
+			"(the put's own cost; buf_put - buf_alloc+free, medians)\n",
+			pre, bp - bf);
+		lines++;
+	}
+	return lines;
 }
 
 #define CELL_LEN 48

@@ -168,6 +168,27 @@ static void swap_mags(struct iop__tcache *tc)
 	set_loaded(tc, m, n);
 }
 
+/*
+ * Checked pools keep count and cap at zero so that the inline path always
+ * calls the slow path; these move the real count in and out around the same
+ * magazine code.
+ */
+static void unhide(struct iop_pool *pool, struct iop__tcache *tc)
+{
+	/* The real count is in one of the two (both are 0 in a fresh or
+	 * flushed slot), so adding makes this idempotent. */
+	ASTORE(&tc->count, ALOAD(&tc->count) + ALOAD(&tc->ccount));
+	ASTORE(&tc->ccount, 0);
+	tc->cap = pool->mag_cap;
+}
+
+static void hide(struct iop__tcache *tc)
+{
+	ASTORE(&tc->ccount, ALOAD(&tc->count));
+	ASTORE(&tc->count, 0);
+	tc->cap = 0;
+}
+
 /* The loaded magazine is empty: make it hold objects. Returns how many it
  * holds, 0 when no memory could be had. */
 static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
@@ -211,6 +232,10 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
 	 * magazine stays visible to statistics, destroy and thread exit. */
 	if (!tc->ready)
 		tcache_setup(tc);
+	/* A checked call from a hook hides the count again when it returns,
+	 * and a flush resets the slot; our caller works on the real count. */
+	if (pool->checked)
+		unhide(pool, tc);
 	return ALOAD(&tc->count);
 }
 
@@ -252,25 +277,6 @@ static void push_or_spill(struct iop_pool *pool, struct iop__tcache *tc, void *o
 	}
 	tc->objs[n] = obj;
 	ASTORE(&tc->count, n + 1);
-}
-
-/*
- * Checked pools keep count and cap at zero so that the inline path always
- * calls the slow path; these move the real count in and out around the same
- * magazine code.
- */
-static void unhide(struct iop_pool *pool, struct iop__tcache *tc)
-{
-	ASTORE(&tc->count, ALOAD(&tc->ccount));
-	ASTORE(&tc->ccount, 0);
-	tc->cap = pool->mag_cap;
-}
-
-static void hide(struct iop__tcache *tc)
-{
-	ASTORE(&tc->ccount, ALOAD(&tc->count));
-	ASTORE(&tc->count, 0);
-	tc->cap = 0;
 }
 
 /* Open the inline path, which needs a loaded magazine to push into. */
