@@ -242,4 +242,19 @@ static inline int th_parse_arg(const char *s, int lo, int hi, const char *what)
 	return (int)v;
 }
 
+/* Virtual size of this process in bytes (VmSize), or 0. */
+static inline size_t th_vm_size(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	size_t kb = 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
 #endif /* IOP_TEST_IOP_TEST_H */

@@ -30,21 +30,6 @@ static int cmp_ptr(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Virtual size of this process in bytes (VmSize), or 0. */
-static size_t vm_size(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	if (!f)
-		return 0;
-	char line[256];
-	size_t kb = 0;
-	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb * 1024;
-}
-
 static uintptr_t chunk_base_of(const void *p, size_t chunk_size)
 {
 	return (uintptr_t)p & ~(uintptr_t)(chunk_size - 1);
@@ -1368,7 +1353,7 @@ TEST(map_hook_runs_at_create_for_populate)
 		hk_init(&h);
 		h.map_err = EACCES;
 		h.fail_at = fail_at[k];
-		size_t vs = vm_size();
+		size_t vs = th_vm_size();
 		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
 		pp.name = "map-populate-fail";
 		pp.obj_size = 64 * KiB;
@@ -1389,7 +1374,7 @@ TEST(map_hook_runs_at_create_for_populate)
 		CHECK_EQ(h.nchunk, fail_at[k] - 1);
 		hk_check_all_unmapped(&h);
 		if (!TH_ASAN && !TH_TSAN && vs)
-			CHECK_LE(vm_size(), vs + 1 * MiB);
+			CHECK_LE(th_vm_size(), vs + 1 * MiB);
 		if (bad)
 			iop_pool_destroy(bad);
 		hk_fini(&h);

@@ -2261,21 +2261,6 @@ TEST(audit_finds_a_write_into_a_free_object_in_checked_pool)
 /* Out of memory, under an address-space limit                               */
 /* ------------------------------------------------------------------------ */
 
-/* Virtual size of this process in bytes (VmSize), or 0. */
-static size_t vm_size(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	if (!f)
-		return 0;
-	char line[256];
-	size_t kb = 0;
-	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb * 1024;
-}
-
 static int limit_address_space(size_t bytes, struct rlimit *old)
 {
 	if (getrlimit(RLIMIT_AS, old) != 0)
@@ -2295,7 +2280,7 @@ TEST(alloc_fails_with_enomem_at_the_address_space_limit)
 	iop_pool_t *p = MKPOOL("enomem", 64 * KiB, 0, 0, 0, 0);
 	objs[0] = iop_alloc(p);
 	REQUIRE(objs[0]);
-	size_t vs = vm_size();
+	size_t vs = th_vm_size();
 	TH_SKIP_IF(vs == 0, "no /proc/self/status");
 	struct rlimit old;
 	REQUIRE(limit_address_space(vs + 64 * MiB, &old) == 0);
@@ -2354,7 +2339,7 @@ TEST(populate_that_cannot_be_had_fails_with_enomem_and_leaks_nothing)
 	iop_pool_t *warm = MKPOOL("warm", 64, 0, 0, 0, 0);
 	void *o = iop_alloc(warm);
 	REQUIRE(o);
-	size_t vs = vm_size();
+	size_t vs = th_vm_size();
 	TH_SKIP_IF(vs == 0, "no /proc/self/status");
 	struct rlimit old;
 	REQUIRE(limit_address_space(vs + 48 * MiB, &old) == 0);
@@ -2370,7 +2355,7 @@ TEST(populate_that_cannot_be_had_fails_with_enomem_and_leaks_nothing)
 	free(th_capture_end());
 	CHECK(p == NULL);
 	CHECK_EQ(err, ENOMEM);
-	size_t after = vm_size();
+	size_t after = th_vm_size();
 	REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
 	/* the chunks mapped before the failure were unmapped */
 	CHECK_LE(after, vs + 4 * MiB);
