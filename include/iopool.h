@@ -586,7 +586,18 @@ static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsi
 }
 
 /* Copy n object pointers: a plain loop for the few a ring burst usually
- * holds, memcpy (vectorised by libc) past that. */
+ * holds, memcpy (vectorised by libc) past that. gcc cannot see that n fits
+ * the caller's array in the memcpy branch (iop_free_bulk(pool, a, k) with
+ * `void *a[3]` and k from a call) and warns -Warray-bounds in the caller's
+ * build; the branch is only taken for n > 16, so the warning is silenced
+ * here rather than in every caller. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpragmas"
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#pragma GCC diagnostic ignored "-Wstringop-overread"
+#endif
 static inline void iop__copy_ptrs(void **dst, void *const *src, unsigned n)
 {
 	if (n <= 16) {
@@ -596,6 +607,9 @@ static inline void iop__copy_ptrs(void **dst, void *const *src, unsigned n)
 		__builtin_memcpy(dst, src, n * sizeof(void *));
 	}
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 /*
  * Budget: the slot address (TLS-relative), one test of its count, a pop or a

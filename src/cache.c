@@ -24,6 +24,7 @@ struct iop_thread {
 	struct iop_thread *next, *prev;
 	struct iop__tcache *caches;
 	bool registered;
+	bool exited;   /* its exit flush ran: no cache from now on */
 };
 static __thread struct iop_thread tls_thread __attribute__((tls_model("initial-exec")));
 
@@ -106,6 +107,10 @@ static void thread_exit(void *arg)
 	if (t->next)
 		t->next->prev = t->prev;
 	t->registered = false;
+	/* Other key destructors may still use iopool on this thread, also in
+	 * glibc's last destructor round, after which nothing would unlink the
+	 * thread again: from here on its calls bypass the cache. */
+	t->exited = true;
 	_iop_registry_unlock();
 }
 
@@ -118,9 +123,13 @@ static void make_exit_key(void)
 	}
 }
 
-/* First slow-path call of this thread for this pool. */
-static IOP_COLD void tcache_setup(struct iop__tcache *tc)
+/* First slow-path call of this thread for this pool. False when the thread
+ * is exiting and must not cache (its calls then go to the depot and slab
+ * directly). */
+static IOP_COLD bool tcache_setup(struct iop__tcache *tc)
 {
+	if (tls_thread.exited)
+		return false;
 	pthread_once(&exit_key_once, make_exit_key);
 	_iop_registry_lock();
 	if (!tls_thread.registered) {
@@ -134,9 +143,8 @@ static IOP_COLD void tcache_setup(struct iop__tcache *tc)
 	}
 	tc->ready = 1;
 	_iop_registry_unlock();
-	/* (Re)armed each time: a thread that uses a pool from inside another
-	 * key destructor is flushed again on the next destructor round. */
 	pthread_setspecific(exit_key, &tls_thread);
+	return true;
 }
 
 void iop_thread_flush(void)
@@ -216,6 +224,7 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
 		 * magazine into it). */
 		m = TC_LOADED(tc);
 		set_loaded(tc, NULL, 0);
+		tc->cap = 0; /* and close the inline push until it is back */
 		if (!m)
 			m = _iop_depot_take_empty(pool);
 		if (m) {
@@ -229,9 +238,10 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
 	}
 	pthread_mutex_unlock(&pool->lock);
 	/* A flush from a hook resets the slot; set it up again so that its
-	 * magazine stays visible to statistics, destroy and thread exit. */
+	 * magazine stays visible to statistics, destroy and thread exit. (An
+	 * exited thread never gets here: its calls skip the cache.) */
 	if (!tc->ready)
-		tcache_setup(tc);
+		(void)tcache_setup(tc);
 	/* A checked call from a hook hides the count again when it returns,
 	 * and a flush resets the slot; our caller works on the real count. */
 	if (pool->checked)
@@ -285,15 +295,58 @@ static void open_fast(struct iop_pool *pool, struct iop__tcache *tc)
 	tc->cap = tc->objs ? pool->mag_cap : 0;
 }
 
+/* ---- a thread past its exit flush: no cache ---------------------------------- */
+
+static void *uncached_alloc(struct iop_pool *pool)
+{
+	void *p = NULL;
+	pthread_mutex_lock(&pool->lock);
+	struct iop_mag *m = _iop_depot_take_full(pool);
+	if (m) {
+		p = m->obj[--m->count];
+		_iop_depot_put(pool, m);
+	} else if (_iop_slab_get(pool, &p, 1) == 0) {
+		pthread_mutex_unlock(&pool->lock);
+		struct iop_chunk *c = _iop_chunk_new(pool); /* errno on failure */
+		pthread_mutex_lock(&pool->lock);
+		if (c) {
+			_iop_chunk_add(pool, c);
+			_iop_slab_get(pool, &p, 1);
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (!p) {
+		COUNT(&pool->alloc_fail, 1);
+		return NULL;
+	}
+	COUNT(&pool->alloc_slow, 1);
+	if (pool->checked)
+		_iop_checked_on_alloc(pool, p);
+	else
+		ASAN_UNPOISON(p, pool->hot.stride);
+	return p;
+}
+
+static void uncached_free(struct iop_pool *pool, void *obj)
+{
+	if (pool->checked)
+		_iop_checked_on_free(pool, obj);
+	else
+		ASAN_POISON(obj, pool->hot.stride);
+	pthread_mutex_lock(&pool->lock);
+	_iop_slab_put(pool, &obj, 1);
+	pthread_mutex_unlock(&pool->lock);
+	COUNT(&pool->free_slow, 1);
+}
+
 /* ---- slow paths (called by the inline code in iopool.h) -------------------- */
 
 void *iop__alloc_slow(iop_pool_t *pool)
 {
 	struct iop__tcache *tc = iop__my_tcache(pool);
 	void *p = NULL;
-	if (!tc->ready)
-		tcache_setup(tc);
-	COUNT(&pool->alloc_slow, 1);
+	if (!tc->ready && !tcache_setup(tc))
+		return uncached_alloc(pool);
 	if (pool->checked)
 		unhide(pool, tc);
 	if (ALOAD(&tc->count) || refill(pool, tc)) {
@@ -310,7 +363,10 @@ void *iop__alloc_slow(iop_pool_t *pool)
 		if (p)
 			ASAN_UNPOISON(p, pool->hot.stride);
 	}
-	if (!p)
+	/* Counted once it is known: the fast frees are derived from it. */
+	if (p)
+		COUNT(&pool->alloc_slow, 1);
+	else
 		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
 	return p;
 }
@@ -319,8 +375,10 @@ void *iop__alloc_slow(iop_pool_t *pool)
 void iop__free_slow(iop_pool_t *pool, void *obj)
 {
 	struct iop__tcache *tc = iop__my_tcache(pool);
-	if (!tc->ready)
-		tcache_setup(tc);
+	if (!tc->ready && !tcache_setup(tc)) {
+		uncached_free(pool, obj);
+		return;
+	}
 	COUNT(&pool->free_slow, 1);
 	if (pool->checked) {
 		_iop_checked_on_free(pool, obj);
@@ -339,8 +397,12 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	struct iop__tcache *tc = iop__my_tcache(pool);
 	if (n == 0)
 		return 0;
-	if (!tc->ready)
-		tcache_setup(tc);
+	if (!tc->ready && !tcache_setup(tc)) {
+		unsigned i = 0;
+		while (i < n && (objs[i] = uncached_alloc(pool)) != NULL)
+			i++;
+		return i;
+	}
 	if (pool->checked)
 		unhide(pool, tc);
 	unsigned got = 0;
@@ -377,8 +439,12 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
 	struct iop__tcache *tc = iop__my_tcache(pool);
-	if (!tc->ready)
-		tcache_setup(tc);
+	if (!tc->ready && !tcache_setup(tc)) {
+		for (unsigned i = 0; i < n; i++)
+			if (objs[i])
+				uncached_free(pool, objs[i]);
+		return;
+	}
 	if (pool->checked) {
 		for (unsigned i = 0; i < n; i++)
 			if (objs[i])

@@ -1062,6 +1062,132 @@ TEST(map_hook_may_flush_this_threads_caches)
 
 /* ... and allocating from its own pool then (a map hook that sets up a
  * descriptor buffer of the same pool, say). */
+/* A map hook that frees (plain free, bulk free, last put) into its own
+ * pool on the allocating thread, while that thread's slot has no loaded
+ * magazine: the frees must land somewhere real, and nothing may be lost. */
+static iop_pool_t *free_hook_pool;
+static void *free_hook_saved[3];
+static int free_hook_refcount;
+static int free_hook_map(void *arg, void *base, size_t len, uint64_t *h)
+{
+	(void)arg;
+	(void)base;
+	(void)len;
+	*h = 0;
+	if (free_hook_saved[0]) {
+		if (free_hook_refcount) {
+			for (int i = 0; i < 3; i++)
+				iop_buf_put(free_hook_pool, free_hook_saved[i]);
+		} else {
+			iop_free(free_hook_pool, free_hook_saved[0]);
+			iop_free_bulk(free_hook_pool, &free_hook_saved[1], 2);
+		}
+		free_hook_saved[0] = free_hook_saved[1] = free_hook_saved[2] = NULL;
+	}
+	return 0;
+}
+
+static void *hook_free_alloc(iop_pool_t *p)
+{
+	return free_hook_refcount ? iop_buf_alloc(p) : iop_alloc(p);
+}
+
+static void hook_free_release(iop_pool_t *p, void *o)
+{
+	if (free_hook_refcount)
+		iop_buf_put(p, o);
+	else
+		iop_free(p, o);
+}
+
+static void map_hook_frees_into_its_own_pool(int refcount)
+{
+	alarm(60);
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "hook-free";
+	pp.obj_size = 256 * KiB; /* 8 per 2 MiB chunk */
+	pp.cache_size = 4;
+	pp.flags = refcount ? IOP_F_REFCOUNT : 0;
+	pp.map = free_hook_map;
+	free_hook_refcount = refcount;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	free_hook_pool = p;
+	void *o[24];
+	for (int i = 0; i < 8; i++) {
+		o[i] = hook_free_alloc(p); /* fills chunk 1 */
+		REQUIRE(o[i]);
+	}
+	free_hook_saved[0] = o[0];
+	free_hook_saved[1] = o[1];
+	free_hook_saved[2] = o[2];
+	for (int i = 8; i < 24; i++) {
+		o[i] = hook_free_alloc(p); /* needs chunk 2: the hook frees 3 */
+		REQUIRE(o[i]);
+	}
+	CHECK(free_hook_saved[0] == NULL);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.in_flight, 24 - 3);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	for (int i = 3; i < 24; i++)
+		hook_free_release(p, o[i]);
+	CHECK_EQ(STATS(p).in_flight, 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	alarm(0);
+}
+
+TEST(map_hook_may_free_into_its_own_pool)
+{
+	map_hook_frees_into_its_own_pool(0);
+	return TH_PASS;
+}
+
+TEST(map_hook_may_put_into_its_own_pool)
+{
+	map_hook_frees_into_its_own_pool(1);
+	return TH_PASS;
+}
+
+/* Failed allocations are not frees: free_fast is derived from the
+ * allocation counts, so a failure must not count as an allocation. */
+static int failing_map(void *arg, void *base, size_t len, uint64_t *h)
+{
+	(void)arg;
+	(void)base;
+	(void)len;
+	(void)h;
+	return -ENOSPC;
+}
+
+TEST(failed_allocations_count_as_failures_not_frees)
+{
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "fails";
+	pp.obj_size = 2048;
+	pp.map = failing_map;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	for (int i = 0; i < 100; i++) {
+		errno = 0;
+		CHECK(iop_alloc(p) == NULL);
+		CHECK_EQ(errno, ENOSPC);
+	}
+	void *v[8];
+	CHECK_EQ(iop_alloc_bulk(p, v, 8), 0);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.alloc_fail, 101);
+	CHECK_EQ(st.alloc_slow, 0);
+	CHECK_EQ(st.alloc_fast, 0);
+	CHECK_EQ(st.free_fast, 0);
+	CHECK_EQ(st.free_slow, 0);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
 TEST(map_hook_may_allocate_from_its_own_pool)
 {
 	alarm(60);

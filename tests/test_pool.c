@@ -2152,6 +2152,56 @@ static void *tsd_thread(void *arg)
 	return NULL;
 }
 
+/* A key destructor that uses a pool in every destructor round, re-arming
+ * itself until glibc stops (PTHREAD_DESTRUCTOR_ITERATIONS): the thread must
+ * not stay on iopool's list of threads once it is gone (its TLS is reused
+ * by the next thread; statistics would then walk freed memory). */
+static iop_pool_t *every_round_pool;
+static pthread_key_t every_round_key;
+static atomic_int every_round_calls;
+static void every_round_dtor(void *v)
+{
+	(void)v;
+	atomic_fetch_add(&every_round_calls, 1);
+	void *o = iop_alloc(every_round_pool);
+	if (o)
+		iop_free(every_round_pool, o);
+	void *b[3];
+	unsigned n = iop_alloc_bulk(every_round_pool, b, 3);
+	iop_free_bulk(every_round_pool, b, n);
+	pthread_setspecific(every_round_key, (void *)1);
+}
+
+static void *every_round_thread(void *arg)
+{
+	(void)arg;
+	iop_free(every_round_pool, iop_alloc(every_round_pool)); /* iopool's key first */
+	pthread_setspecific(every_round_key, (void *)1);
+	return NULL;
+}
+
+TEST(thread_using_a_pool_in_every_destructor_round_leaves_no_trace)
+{
+	alarm(60); /* a corrupt thread list loops forever: die, not hang */
+	every_round_pool = MKPOOL("every-round", 64, 0, 0, 0, 0);
+	REQUIRE(pthread_key_create(&every_round_key, every_round_dtor) == 0);
+	for (int i = 0; i < 6; i++) {
+		pthread_t t;
+		REQUIRE(pthread_create(&t, NULL, every_round_thread, NULL) == 0);
+		pthread_join(t, NULL);
+		struct iop_pool_stats st = STATS(every_round_pool);
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_EQ(st.cached, 0);
+		CHECK_CONSERVED(st);
+	}
+	CHECK_GE(atomic_load(&every_round_calls), 6);
+	CHECK_AUDIT(every_round_pool);
+	CHECK_DESTROY(every_round_pool);
+	pthread_key_delete(every_round_key);
+	alarm(0);
+	return TH_PASS;
+}
+
 TEST(thread_exit_returns_objects_freed_by_other_tsd_destructors)
 {
 	REQUIRE(pthread_key_create(&tsd_early, tsd_destructor) == 0);
