@@ -2182,6 +2182,9 @@ static void *every_round_thread(void *arg)
 
 TEST(thread_using_a_pool_in_every_destructor_round_leaves_no_trace)
 {
+	/* TSan finalises a thread from its own key destructor in the last
+	 * round; intercepted calls after that fault inside its runtime. */
+	TH_SKIP_IF(TH_TSAN, "TSan cannot run code in the last destructor round");
 	alarm(60); /* a corrupt thread list loops forever: die, not hang */
 	every_round_pool = MKPOOL("every-round", 64, 0, 0, 0, 0);
 	REQUIRE(pthread_key_create(&every_round_key, every_round_dtor) == 0);
