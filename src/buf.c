@@ -37,12 +37,7 @@ struct iop_frag {
  * Aborts, naming the fault, when p is not inside an object of this pool. */
 static void locate(struct iop_pool *pool, const void *p, const char *what, struct iop_chunk **cp, uint32_t *idxp)
 {
-	struct iop_pool *owner = _iop_map_pool(p);
-	if (!owner)
-		_iop_die(pool, "%s of %p: not from any pool", what, p);
-	if (owner != pool)
-		_iop_die(pool, "%s of %p: it belongs to pool '%s'", what, p, owner->name);
-	struct iop_chunk *c = _iop_map_chunk_of(p);
+	struct iop_chunk *c = _iop_chunk_or_die(pool, p, what);
 	uint64_t idx = (uint64_t)((uintptr_t)p - (uintptr_t)c->base) / pool->hot.stride;
 	if (idx >= pool->hot.objs_per_chunk)
 		_iop_die(pool, "%s of %p: not inside a buffer (past the last object of its chunk)", what, p);

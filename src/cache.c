@@ -305,14 +305,8 @@ static void *uncached_alloc(struct iop_pool *pool)
 	if (m) {
 		p = m->obj[--m->count];
 		_iop_depot_put(pool, m);
-	} else if (_iop_slab_get(pool, &p, 1) == 0) {
-		pthread_mutex_unlock(&pool->lock);
-		struct iop_chunk *c = _iop_chunk_new(pool); /* errno on failure */
-		pthread_mutex_lock(&pool->lock);
-		if (c) {
-			_iop_chunk_add(pool, c);
-			_iop_slab_get(pool, &p, 1);
-		}
+	} else {
+		_iop_slab_get_or_grow(pool, &p, 1); /* errno on failure */
 	}
 	pthread_mutex_unlock(&pool->lock);
 	if (!p) {

@@ -60,21 +60,7 @@ void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m)
 
 unsigned _iop_depot_fill(struct iop_pool *pool, struct iop_mag *m)
 {
-	unsigned got = _iop_slab_get(pool, m->obj + m->count, m->cap - m->count);
-	if (got == 0) {
-		/* mmap and page-table work happen outside the lock so other
-		 * threads keep trading magazines meanwhile. Two threads may
-		 * both map a chunk; the spare one serves the next fill. */
-		pthread_mutex_unlock(&pool->lock);
-		struct iop_chunk *c = _iop_chunk_new(pool);
-		int err = errno;
-		pthread_mutex_lock(&pool->lock);
-		if (c)
-			_iop_chunk_add(pool, c);
-		got = _iop_slab_get(pool, m->obj + m->count, m->cap - m->count);
-		if (got == 0)
-			errno = c ? ENOMEM : err;
-	}
+	unsigned got = _iop_slab_get_or_grow(pool, m->obj + m->count, m->cap - m->count);
 	m->count += got;
 	return got;
 }

@@ -179,6 +179,9 @@ IOP_HIDDEN _Noreturn void _iop_die(const struct iop_pool *pool, const char *fmt,
 	__attribute__((format(printf, 2, 3), cold));
 /* Print "iopool: <message>" as a warning. */
 IOP_HIDDEN void _iop_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2), cold));
+/* The chunk of this pool that holds p; aborts with "<what> of <p>: not from
+ * any pool" or "...: it belongs to pool '<name>'" when there is none. */
+IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what);
 
 #if IOP_DEBUG >= 1
 #define IOP_ASSERT(pool, c) \
@@ -211,13 +214,11 @@ IOP_HIDDEN void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c);
 IOP_HIDDEN void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c);
 /* Take up to n free objects from the slab. */
 IOP_HIDDEN unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n);
+/* The same, mapping a chunk when the slab is empty; drops the lock around
+ * the mmap (and the map hook). 0 with errno when no chunk could be had. */
+IOP_HIDDEN unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n);
 /* Return n objects to their chunks. */
 IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n);
-/* Index of a valid object in its chunk. */
-static inline uint32_t _iop_obj_index(const struct iop_pool *pool, const struct iop_chunk *c, const void *p)
-{
-	return (uint32_t)(((uintptr_t)p - (uintptr_t)c->base) / pool->hot.stride);
-}
 
 /* ---- depot.c: magazine exchange (pool lock held) ------------------------- */
 
@@ -226,8 +227,8 @@ IOP_HIDDEN struct iop_mag *_iop_depot_take_full(struct iop_pool *pool);
 IOP_HIDDEN struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool);
 /* Put a magazine back: onto the full list if it holds objects, else empty. */
 IOP_HIDDEN void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m);
-/* Fill an empty magazine from the slab, mapping a chunk when the slab is
- * empty. Called and returns with the lock held; drops it around the mmap. */
+/* Fill a magazine from the slab (_iop_slab_get_or_grow). Called and
+ * returns with the lock held; drops it around the mmap. */
 IOP_HIDDEN unsigned _iop_depot_fill(struct iop_pool *pool, struct iop_mag *m);
 /* Free every magazine of the depot (destroy). */
 IOP_HIDDEN void _iop_depot_free_all(struct iop_pool *pool);
@@ -268,6 +269,5 @@ IOP_HIDDEN void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, 
 
 /* ---- pool.c -------------------------------------------------------------- */
 
-IOP_HIDDEN bool _iop_env_checked(void);
 
 #endif /* IOP_INTERNAL_H */

@@ -58,14 +58,19 @@ static void *einval(const char *fmt, ...)
 	return NULL;
 }
 
-void iop__bad_free(iop_pool_t *pool, const void *p)
+struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what)
 {
 	struct iop_pool *owner = _iop_map_pool(p);
 	if (!owner)
-		_iop_die(pool, "invalid free of %p: not from any pool", p);
+		_iop_die(pool, "%s of %p: not from any pool", what, p);
 	if (owner != pool)
-		_iop_die(pool, "invalid free of %p: it belongs to pool '%s'", p, owner->name);
-	struct iop_chunk *c = _iop_map_chunk_of(p);
+		_iop_die(pool, "%s of %p: it belongs to pool '%s'", what, p, owner->name);
+	return _iop_map_chunk_of(p);
+}
+
+void iop__bad_free(iop_pool_t *pool, const void *p)
+{
+	struct iop_chunk *c = _iop_chunk_or_die(pool, p, "invalid free");
 	uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)c->base);
 	uint64_t idx = off / pool->hot.stride;
 	if (idx < pool->hot.objs_per_chunk)
@@ -75,7 +80,7 @@ void iop__bad_free(iop_pool_t *pool, const void *p)
 		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
 }
 
-bool _iop_env_checked(void)
+static bool env_checked(void)
 {
 	const char *v = getenv("IOPOOL_CHECKED");
 	return v && *v && strcmp(v, "0") != 0;
@@ -199,7 +204,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->hot.div_shift = (uint32_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->flags = p.flags;
-	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_env_checked();
+	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || env_checked();
 	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;
 	if (pool->refcount) {
 		size_t page = (size_t)sysconf(_SC_PAGESIZE);

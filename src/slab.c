@@ -127,11 +127,31 @@ unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n)
 	return got;
 }
 
+unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n)
+{
+	unsigned got = _iop_slab_get(pool, objs, n);
+	if (got == 0) {
+		/* mmap and page-table work happen outside the lock so other
+		 * threads keep trading magazines meanwhile. Two threads may
+		 * both map a chunk; the spare one serves the next fill. */
+		pthread_mutex_unlock(&pool->lock);
+		struct iop_chunk *c = _iop_chunk_new(pool);
+		int err = errno;
+		pthread_mutex_lock(&pool->lock);
+		if (c)
+			_iop_chunk_add(pool, c);
+		got = _iop_slab_get(pool, objs, n);
+		if (got == 0)
+			errno = c ? ENOMEM : err;
+	}
+	return got;
+}
+
 void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
 		struct iop_chunk *c = _iop_map_chunk_of(objs[i]);
-		uint32_t idx = _iop_obj_index(pool, c, objs[i]);
+		uint32_t idx = (uint32_t)iop__obj_number(pool, objs[i]);
 		uint64_t bit = 1ull << (idx & 63);
 		IOP_ASSERT(pool, idx < c->bump && !(c->freemap[idx >> 6] & bit));
 		c->freemap[idx >> 6] |= bit;
@@ -174,7 +194,7 @@ long _iop_poison_check(const struct iop_pool *pool, const void *p)
 static _Atomic uint64_t *inuse_word(struct iop_pool *pool, void *p, uint64_t *bit)
 {
 	struct iop_chunk *c = _iop_map_chunk_of(p);
-	uint32_t idx = _iop_obj_index(pool, c, p);
+	uint32_t idx = (uint32_t)iop__obj_number(pool, p);
 	*bit = 1ull << (idx & 63);
 	return &c->inuse[idx >> 6];
 }
@@ -196,8 +216,7 @@ void _iop_checked_on_free(struct iop_pool *pool, void *p)
 	uint64_t bit;
 	_Atomic uint64_t *w = inuse_word(pool, p, &bit);
 	if (pool->refcount) {
-		struct iop_chunk *c = _iop_map_chunk_of(p);
-		_iop_buf_check_free(pool, c, _iop_obj_index(pool, c, p), p);
+		_iop_buf_check_free(pool, _iop_map_chunk_of(p), (uint32_t)iop__obj_number(pool, p), p);
 	}
 	if (!(atomic_fetch_and_explicit(w, ~bit, memory_order_acq_rel) & bit))
 		_iop_die(pool, "double free of %p", p);
