@@ -126,6 +126,24 @@ struct iop_pool_params {
 	 *  it (thread cache first). NULL: always recycle. */
 	int (*release)(void *arg, iop_pool_t *pool, void *buf);
 	void *hook_arg;
+
+	/* Since 0.3: bounds (see "Bounded pools" below). */
+
+	/** The most objects that may be in flight at once; 0: no limit. A
+	 *  bounded pool never hands out more, under any interleaving, and
+	 *  never carves more from its chunks: its memory is capped too. */
+	uint64_t limit;
+	/** The same limit in bytes, for convenience: limit_bytes / obj_size
+	 *  objects (at least 1). Set limit or limit_bytes, not both. */
+	uint64_t limit_bytes;
+	/** Throttling, in percent of the limit: once the objects in flight
+	 *  reach throttle_on_pct, blocking allocations (IOP_WAIT) wait even
+	 *  though buffers remain, until fewer than throttle_off_pct are in
+	 *  flight; the headroom above stays for callers that cannot wait.
+	 *  0 gives 70 and 65; throttle_on_pct = 100 turns throttling off (the
+	 *  waiting callers then wait only at the limit). 1 <= off < on <= 100. */
+	uint32_t throttle_on_pct;
+	uint32_t throttle_off_pct;
 };
 
 /** What a release hook returns. */
@@ -135,6 +153,8 @@ struct iop_pool_params {
 /** The first version of struct iop_pool_params (0.1, without hooks): the
  *  smallest struct_size accepted. */
 #define IOP_POOL_PARAMS_SIZE_V1 offsetof(struct iop_pool_params, map)
+/** struct iop_pool_params of 0.2 (hooks, no bounds). */
+#define IOP_POOL_PARAMS_SIZE_V2 offsetof(struct iop_pool_params, limit)
 
 #define IOP_POOL_PARAMS_INIT { .struct_size = sizeof(struct iop_pool_params) }
 
@@ -177,8 +197,10 @@ IOP_API int iop_pool_destroy(iop_pool_t *pool);
  * with no lock, no atomic read-modify-write and no system call.
  *
  * Returns the object (aligned to the pool's alignment; contents undefined),
- * or NULL with errno = ENOMEM when no memory could be had from the OS, or
- * with the errno the map hook returned for the chunk this needed.
+ * or NULL with errno = ENOMEM when no memory could be had from the OS or a
+ * bounded pool is at its limit, ESHUTDOWN when a bounded pool is being
+ * destroyed, or the errno the map hook returned for the chunk this needed.
+ * iop_alloc_ex() chooses a mode (never block, or wait at the limit).
  */
 IOP_API void *iop_alloc(iop_pool_t *pool);
 
@@ -231,6 +253,85 @@ IOP_API size_t iop_pool_obj_size(const iop_pool_t *pool);
 IOP_API void iop_thread_flush(void);
 
 /* ------------------------------------------------------------------------ */
+/* Bounded pools and allocation modes                                        */
+/* ------------------------------------------------------------------------ */
+/*
+ * A pool created with a limit (params.limit or limit_bytes) never has more
+ * than `limit` objects in flight, and never carves more than that from its
+ * chunks, so its memory is capped as well. Each allocation chooses how to
+ * behave at the limit (swiotlb throttling, blk-mq tags):
+ *
+ *   IOP_NOWAIT   never sleeps and never enters the kernel: the calling
+ *                thread's cache and the depot only (no chunk is mapped, no
+ *                lock is waited for); fails at once with -ENOMEM when they
+ *                are empty. For callers that cannot block (interrupt-like
+ *                contexts, event loops); keep them fed with `populate`.
+ *   (default)    may map chunks from the OS up to the limit; fails with
+ *                -ENOMEM at the limit. iop_alloc() and the bulk calls work
+ *                this way.
+ *   IOP_WAIT     waits until a buffer is freed or the timeout passes.
+ *                Waiters are served first come, first served; a free hands
+ *                its object straight to the oldest waiter, so a burst of N
+ *                frees wakes N waiters and no more. Above the throttle
+ *                threshold (throttle_on_pct) waiting callers wait even
+ *                though buffers remain, leaving the headroom to NOWAIT and
+ *                default callers, until the pool drops below
+ *                throttle_off_pct. Signals neither end a wait early nor
+ *                lose a buffer.
+ *
+ * Objects cached by other threads, including idle threads that will never
+ * call iopool again, serve a waiter too: the waiter takes them from the
+ * idle thread's cache (a handshake with that thread's next call, so the
+ * bounded path needs no lock). Bounded pools trade the inline fast path for
+ * this: their calls run in the library, with one atomic operation each.
+ * Unbounded pools are not affected.
+ *
+ * Destroying a bounded pool wakes every waiter with -ESHUTDOWN, and every
+ * later allocation fails with -ESHUTDOWN; if objects are still in flight,
+ * iop_pool_destroy() returns -EBUSY as usual and can be called again once
+ * they are freed.
+ */
+
+/** Allocation modes (the `how` of iop_alloc_ex()). */
+#define IOP_NOWAIT 0x1u   /**< never sleep, never enter the kernel */
+#define IOP_WAIT 0x2u     /**< wait for a buffer, up to the timeout */
+#define IOP_ABSTIME 0x4u  /**< with IOP_WAIT: timeout_ns is an absolute
+                               CLOCK_MONOTONIC time, not a duration */
+/** timeout_ns for a wait without end. */
+#define IOP_FOREVER INT64_MAX
+
+/**
+ * Allocate one object in the mode `how` (0, IOP_NOWAIT, or IOP_WAIT with
+ * optional IOP_ABSTIME) and store it in *objp. With IOP_WAIT, timeout_ns
+ * is how long to wait (0: try once without waiting; IOP_FOREVER: no end),
+ * or with IOP_ABSTIME the CLOCK_MONOTONIC time to give up at. Works on
+ * every pool; an unbounded pool never waits (IOP_WAIT behaves as the
+ * default mode there).
+ *
+ * Returns 0 and the object in *objp, or a negative errno with *objp = NULL:
+ *   -ENOMEM     nothing cached (IOP_NOWAIT), the pool is at its limit
+ *               (default mode), or the OS has no memory;
+ *   -ETIMEDOUT  IOP_WAIT and the timeout passed (also at once for a zero
+ *               timeout);
+ *   -ESHUTDOWN  the pool is being destroyed (iop_pool_destroy() was
+ *               called while this call waited, or before it);
+ *   -EINVAL     pool or objp is NULL, unknown bits in `how`, IOP_NOWAIT
+ *               with IOP_WAIT, IOP_ABSTIME without IOP_WAIT, or a negative
+ *               relative timeout;
+ *   the map hook's errno, as for iop_alloc().
+ */
+IOP_API int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns);
+
+/** iop_alloc_ex() for an IOP_F_REFCOUNT pool: the buffer comes with one
+ *  reference. Returns as iop_alloc_ex() does, and -EINVAL when the pool is
+ *  not IOP_F_REFCOUNT. */
+IOP_API int iop_buf_alloc_ex(iop_pool_t *pool, void **bufp, unsigned how, int64_t timeout_ns);
+
+/** Start a new high-water mark from the objects in flight now, and return
+ *  the old one. 0 for an unbounded pool (which keeps no high-water mark). */
+IOP_API uint64_t iop_pool_reset_high_water(iop_pool_t *pool);
+
+/* ------------------------------------------------------------------------ */
 /* Statistics and audit                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -280,11 +381,39 @@ struct iop_pool_stats {
 	uint64_t unmap_calls;   /**< unmap hook calls (one per chunk released) */
 	uint64_t release_hook;  /**< released buffers handed to the release hook */
 	uint64_t hook_kept;     /**< of those, kept (stolen) by the hook */
+
+	/* Since 0.3: bounds and allocation modes. The wait figures and the
+	 * high-water mark are kept by bounded pools only (0 otherwise); the
+	 * failures by mode by every pool. */
+	uint64_t limit;         /**< most objects in flight; 0: no limit */
+	uint64_t throttle_on;   /**< in flight at which IOP_WAIT callers start
+	                             to wait (objects; = limit: no throttling) */
+	uint64_t throttle_off;  /**< ...and below which they stop */
+	uint64_t high_water;    /**< most objects in flight at once since
+	                             creation or iop_pool_reset_high_water() */
+	uint64_t waiters;       /**< IOP_WAIT callers waiting now */
+	uint64_t limit_hits;    /**< allocations that found the pool at its
+	                             limit (each failed or waited) */
+	uint64_t waits;         /**< IOP_WAIT allocations that waited */
+	uint64_t throttled;     /**< of those, the ones that waited while
+	                             buffers remained (throttled) */
+	uint64_t throttled_ns;  /**< total time the throttled ones waited */
+	uint64_t wait_ns;       /**< total time all waits took */
+	uint64_t wait_p50_ns;   /**< median wait (histogram, within 7%) */
+	uint64_t wait_p99_ns;   /**< 99th percentile wait */
+	uint64_t wait_max_ns;   /**< longest wait */
+	uint64_t timeouts;      /**< IOP_WAIT allocations that timed out */
+	uint64_t fail_nowait;   /**< failed IOP_NOWAIT allocations */
+	uint64_t fail_default;  /**< failed allocations of the default mode */
+	uint64_t fail_wait;     /**< failed IOP_WAIT allocations (timeouts,
+	                             shutdown, no memory) */
 };
 
 /** The first version of struct iop_pool_stats (0.1): the smallest
  *  struct_size iop_pool_stats() accepts. */
 #define IOP_POOL_STATS_SIZE_V1 offsetof(struct iop_pool_stats, map_calls)
+/** struct iop_pool_stats of 0.2 (without the bounds). */
+#define IOP_POOL_STATS_SIZE_V2 offsetof(struct iop_pool_stats, limit)
 
 /**
  * Fill *out (set out->struct_size first; fields past it are not written).
@@ -442,7 +571,10 @@ struct iop__tcache {
 	uint32_t prev_count, ccount;
 	uint64_t alloc_fast; /* the only per-operation counter (see free_fast in
 	                        struct iop_pool_stats) */
-	uint64_t spare;
+	uint32_t busy;       /* bounded pools: the owner is in a call on this
+	                        slot (depth); another thread may take the
+	                        slot's objects only while it is 0 */
+	uint32_t steal;      /* bounded pools: another thread wants them */
 	uint32_t ready, pad;
 };
 

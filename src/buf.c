@@ -105,6 +105,18 @@ unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n)
 	return got;
 }
 
+int iop_buf_alloc_ex(iop_pool_t *pool, void **bufp, unsigned how, int64_t timeout_ns)
+{
+	if (bufp)
+		*bufp = NULL;
+	if (!pool || !pool->refcount || !bufp)
+		return -EINVAL;
+	int rc = iop_alloc_ex(pool, bufp, how, timeout_ns);
+	if (rc == 0)
+		arm(pool, *bufp, 1);
+	return rc;
+}
+
 void iop_buf_get(iop_pool_t *pool, void *p)
 {
 	uint32_t *r = refs_of(pool, p, "iop_buf_get", NULL);

@@ -9,6 +9,7 @@
  * statistics and thread exit can reach every slot.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,10 +178,15 @@ static void swap_mags(struct iop__tcache *tc)
 }
 
 /*
- * Checked pools keep count and cap at zero so that the inline path always
- * calls the slow path; these move the real count in and out around the same
- * magazine code.
+ * Checked and bounded pools keep count and cap at zero so that the inline
+ * path always calls the slow path; these move the real count in and out
+ * around the same magazine code.
  */
+static inline bool hidden(const struct iop_pool *pool)
+{
+	return pool->checked || pool->bound;
+}
+
 static void unhide(struct iop_pool *pool, struct iop__tcache *tc)
 {
 	/* The real count is in one of the two (both are 0 in a fresh or
@@ -197,15 +203,35 @@ static void hide(struct iop__tcache *tc)
 	tc->cap = 0;
 }
 
+/* The pool lock without waiting for it: a few tries, then give up (a
+ * contended mutex would sleep in the kernel). */
+static bool lock_nowait(struct iop_pool *pool)
+{
+	for (int i = 0; i < 64; i++) {
+		if (pthread_mutex_trylock(&pool->lock) == 0)
+			return true;
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+	return false;
+}
+
 /* The loaded magazine is empty: make it hold objects. Returns how many it
- * holds, 0 when no memory could be had. */
-static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
+ * holds, 0 when no memory could be had. Without grow, only the depot serves
+ * (no chunk is mapped, no lock waited for). */
+static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 {
 	if (tc->prev && ALOAD(&tc->prev_count)) {
 		swap_mags(tc);
 		return ALOAD(&tc->count);
 	}
-	pthread_mutex_lock(&pool->lock);
+	if (!grow) {
+		if (!lock_nowait(pool))
+			return 0;
+	} else {
+		pthread_mutex_lock(&pool->lock);
+	}
 	struct iop_mag *m = _iop_depot_take_full(pool);
 	if (m) {
 		/* prev and loaded (if any) are both empty: loaded becomes
@@ -217,7 +243,7 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
 		tc->prev = TC_LOADED(tc);
 		ASTORE(&tc->prev_count, 0);
 		set_loaded(tc, m, m->count);
-	} else {
+	} else if (grow) {
 		/* Fill a magazine detached from the slot: the fill drops the
 		 * lock to map a chunk, and the map hook may call iopool on this
 		 * thread (flush this slot, or allocate and load another
@@ -244,7 +270,7 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc)
 		(void)tcache_setup(tc);
 	/* A checked call from a hook hides the count again when it returns,
 	 * and a flush resets the slot; our caller works on the real count. */
-	if (pool->checked)
+	if (hidden(pool))
 		unhide(pool, tc);
 	return ALOAD(&tc->count);
 }
@@ -297,18 +323,29 @@ static void open_fast(struct iop_pool *pool, struct iop__tcache *tc)
 
 /* ---- a thread past its exit flush: no cache ---------------------------------- */
 
-static void *uncached_alloc(struct iop_pool *pool)
+void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 {
 	void *p = NULL;
-	pthread_mutex_lock(&pool->lock);
+	if (!grow) {
+		if (!lock_nowait(pool))
+			return NULL;
+	} else {
+		pthread_mutex_lock(&pool->lock);
+	}
 	struct iop_mag *m = _iop_depot_take_full(pool);
 	if (m) {
 		p = m->obj[--m->count];
 		_iop_depot_put(pool, m);
-	} else {
+	} else if (grow) {
 		_iop_slab_get_or_grow(pool, &p, 1); /* errno on failure */
 	}
 	pthread_mutex_unlock(&pool->lock);
+	return p;
+}
+
+static void *uncached_alloc(struct iop_pool *pool, bool grow)
+{
+	void *p = _iop_depot_or_slab_get(pool, grow);
 	if (!p) {
 		COUNT(&pool->alloc_fail, 1);
 		return NULL;
@@ -333,57 +370,198 @@ static void uncached_free(struct iop_pool *pool, void *obj)
 	COUNT(&pool->free_slow, 1);
 }
 
-/* ---- slow paths (called by the inline code in iopool.h) -------------------- */
+/* ---- the slot, for the slow paths here and in bound.c ------------------- */
 
-void *iop__alloc_slow(iop_pool_t *pool)
+struct iop__tcache *_iop_my_slot(struct iop_pool *pool)
 {
 	struct iop__tcache *tc = iop__my_tcache(pool);
-	void *p = NULL;
 	if (!tc->ready && !tcache_setup(tc))
-		return uncached_alloc(pool);
-	if (pool->checked)
+		return NULL;
+	return tc;
+}
+
+void *_iop_slot_pop(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
+{
+	void *p = NULL;
+	if (hidden(pool))
 		unhide(pool, tc);
-	if (ALOAD(&tc->count) || refill(pool, tc)) {
+	if (ALOAD(&tc->count) || refill(pool, tc, grow)) {
 		uint32_t n = ALOAD(&tc->count) - 1;
 		p = tc->objs[n];
 		ASTORE(&tc->count, n);
 	}
-	if (pool->checked) {
+	if (hidden(pool))
 		hide(tc);
-		if (p)
-			_iop_checked_on_alloc(pool, p);
-	} else {
-		open_fast(pool, tc);
-		if (p)
-			ASAN_UNPOISON(p, pool->hot.stride);
-	}
-	/* Counted once it is known: the fast frees are derived from it. */
-	if (p)
-		COUNT(&pool->alloc_slow, 1);
 	else
-		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
+		open_fast(pool, tc);
 	return p;
+}
+
+void _iop_slot_push(struct iop_pool *pool, struct iop__tcache *tc, void *obj)
+{
+	if (hidden(pool)) {
+		unhide(pool, tc);
+		push_or_spill(pool, tc, obj);
+		hide(tc);
+	} else {
+		push_or_spill(pool, tc, obj);
+		open_fast(pool, tc);
+	}
+}
+
+void _iop_slot_settle(struct iop__tcache *tc)
+{
+	while (tc->busy == 1 && __atomic_load_n(&tc->steal, __ATOMIC_ACQUIRE)) {
+		_iop_slot_lower(tc);
+		while (__atomic_load_n(&tc->steal, __ATOMIC_ACQUIRE))
+			sched_yield();
+		_iop_slot_raise(tc);
+		atomic_thread_fence(memory_order_seq_cst);
+	}
+}
+
+/* How long a thief waits for a busy owner before it skips the slot: the
+ * owner is inside a call of a few hundred instructions, unless it was
+ * preempted or runs a map hook; the waiter's next pass tries again. */
+#define STEAL_SPINS 200
+
+bool _iop_slot_steal(struct iop_pool *pool, struct iop__tcache *tc)
+{
+	__atomic_store_n(&tc->steal, 1u, __ATOMIC_RELAXED);
+	atomic_thread_fence(memory_order_seq_cst);
+	for (int i = 0; __atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE); i++) {
+		if (i == STEAL_SPINS) {
+			__atomic_store_n(&tc->steal, 0u, __ATOMIC_RELEASE);
+			return false;
+		}
+		sched_yield();
+	}
+	pthread_mutex_lock(&pool->lock);
+	if (tc->objs) {
+		TC_LOADED(tc)->count = ALOAD(&tc->count) + ALOAD(&tc->ccount);
+		_iop_depot_put(pool, TC_LOADED(tc));
+	}
+	if (tc->prev) {
+		TC_PREV(tc)->count = ALOAD(&tc->prev_count);
+		_iop_depot_put(pool, tc->prev);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	set_loaded(tc, NULL, 0);
+	tc->prev = NULL;
+	ASTORE(&tc->prev_count, 0);
+	ASTORE(&tc->ccount, 0);
+	tc->cap = 0;
+	__atomic_store_n(&tc->steal, 0u, __ATOMIC_RELEASE);
+	return true;
+}
+
+uint64_t _iop_scavenge(struct iop_pool *pool)
+{
+	uint64_t moved = 0;
+	_iop_registry_lock();
+	for (struct iop_thread *t = threads; t; t = t->next) {
+		struct iop__tcache *tc = &t->caches[pool->id];
+		uint64_t n = _iop_tcache_objs(tc);
+		if (tc->ready && n && _iop_slot_steal(pool, tc))
+			moved += n;
+	}
+	_iop_registry_unlock();
+	return moved;
+}
+
+/* ---- slow paths (called by the inline code in iopool.h) -------------------- */
+
+static void *count_alloc(struct iop_pool *pool, void *p)
+{
+	if (p) {
+		if (pool->checked)
+			_iop_checked_on_alloc(pool, p);
+		else
+			ASAN_UNPOISON(p, pool->hot.stride);
+		/* Counted once it is known: the fast frees are derived from
+		 * it. */
+		COUNT(&pool->alloc_slow, 1);
+	} else {
+		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
+	}
+	return p;
+}
+
+/* An unbounded pool's allocation off the inline path; without grow, from
+ * the thread's cache and the depot only. */
+static void *cached_alloc(struct iop_pool *pool, bool grow)
+{
+	struct iop__tcache *tc = _iop_my_slot(pool);
+	if (!tc)
+		return uncached_alloc(pool, grow);
+	return count_alloc(pool, _iop_slot_pop(pool, tc, grow));
+}
+
+void *iop__alloc_slow(iop_pool_t *pool)
+{
+	if (pool->bound) {
+		void *p;
+		int rc = _iop_bounded_alloc(pool, &p, 0, 0);
+		if (rc)
+			errno = -rc;
+		return p;
+	}
+	return cached_alloc(pool, true);
+}
+
+int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns)
+{
+	if (objp)
+		*objp = NULL;
+	if (!pool || !objp || (how & ~(IOP_NOWAIT | IOP_WAIT | IOP_ABSTIME)) ||
+	    ((how & IOP_NOWAIT) && (how & (IOP_WAIT | IOP_ABSTIME))) || ((how & IOP_ABSTIME) && !(how & IOP_WAIT)) ||
+	    ((how & IOP_WAIT) && !(how & IOP_ABSTIME) && timeout_ns < 0))
+		return -EINVAL;
+	if (pool->bound) {
+		int64_t deadline = 0;
+		if (how & IOP_WAIT)
+			deadline = (how & IOP_ABSTIME) ? timeout_ns : _iop_deadline(timeout_ns);
+		return _iop_bounded_alloc(pool, objp, how, deadline);
+	}
+	void *p;
+	if (how & IOP_NOWAIT) {
+		p = cached_alloc(pool, false);
+		if (!p) {
+			COUNT(&pool->fail_nowait, 1);
+			return -ENOMEM;
+		}
+	} else {
+		int saved = errno;
+		p = iop__alloc_inline(pool);
+		if (!p) {
+			int err = errno;
+			errno = saved;
+			COUNT(how & IOP_WAIT ? &pool->fail_wait : &pool->fail_default, 1);
+			return -err;
+		}
+	}
+	*objp = p;
+	return 0;
 }
 
 /* obj has passed the owner check. */
 void iop__free_slow(iop_pool_t *pool, void *obj)
 {
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	if (!tc->ready && !tcache_setup(tc)) {
+	if (pool->bound) {
+		_iop_bounded_free(pool, obj);
+		return;
+	}
+	struct iop__tcache *tc = _iop_my_slot(pool);
+	if (!tc) {
 		uncached_free(pool, obj);
 		return;
 	}
 	COUNT(&pool->free_slow, 1);
-	if (pool->checked) {
+	if (pool->checked)
 		_iop_checked_on_free(pool, obj);
-		unhide(pool, tc);
-		push_or_spill(pool, tc, obj);
-		hide(tc);
-	} else {
+	else
 		ASAN_POISON(obj, pool->hot.stride);
-		push_or_spill(pool, tc, obj);
-		open_fast(pool, tc);
-	}
+	_iop_slot_push(pool, tc, obj);
 }
 
 unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
@@ -391,9 +569,15 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	struct iop__tcache *tc = iop__my_tcache(pool);
 	if (n == 0)
 		return 0;
+	if (pool->bound) {
+		unsigned i = 0;
+		while (i < n && (objs[i] = iop__alloc_slow(pool)) != NULL)
+			i++;
+		return i;
+	}
 	if (!tc->ready && !tcache_setup(tc)) {
 		unsigned i = 0;
-		while (i < n && (objs[i] = uncached_alloc(pool)) != NULL)
+		while (i < n && (objs[i] = uncached_alloc(pool, true)) != NULL)
 			i++;
 		return i;
 	}
@@ -402,7 +586,7 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	unsigned got = 0;
 	while (got < n) {
 		uint32_t c = ALOAD(&tc->count);
-		if (c == 0 && (c = refill(pool, tc)) == 0)
+		if (c == 0 && (c = refill(pool, tc, true)) == 0)
 			break;
 		uint32_t take = c < n - got ? c : n - got;
 		c -= take;
@@ -432,6 +616,12 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
+	if (pool->bound) {
+		for (unsigned i = 0; i < n; i++)
+			if (objs[i])
+				_iop_bounded_free(pool, objs[i]);
+		return;
+	}
 	struct iop__tcache *tc = iop__my_tcache(pool);
 	if (!tc->ready && !tcache_setup(tc)) {
 		for (unsigned i = 0; i < n; i++)

@@ -71,6 +71,19 @@
 #define IOP_MAG_MIN 4u
 #define IOP_MAG_MAX_AUTO 256u
 
+/*
+ * Bounded pools. Blocking callers are throttled from 70% of the limit until
+ * the pool is below 65% (the RFC's example: the headroom above stays for
+ * callers that cannot wait). A bounded pool's automatic magazine holds at
+ * most 1/16 of the limit, so two magazines in one idle thread hold at most
+ * 1/8 of it before a waiter takes them. The largest limit keeps the
+ * in-flight count far from overflow.
+ */
+#define IOP_THROTTLE_ON_DEFAULT 70u
+#define IOP_THROTTLE_OFF_DEFAULT 65u
+#define IOP_BOUND_MAG_DIV 16u
+#define IOP_LIMIT_MAX ((uint64_t)1 << 40)
+
 /* Byte written over free objects in checked mode ("iopool free"). */
 #define IOP_POISON_BYTE 0xa5
 

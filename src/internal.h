@@ -125,6 +125,47 @@ struct iop_chunk {
  */
 IOP_HIDDEN extern struct iop_chunk **_iop_map_chunk;
 
+/* ---- bounded pools (bound.c) --------------------------------------------- */
+
+/* Wait-time histogram: log-linear, 8 buckets per power of two of ns, so a
+ * percentile read from it is within 1/16 (about 6%) of the true one. */
+#define IOP_HIST_SUB 3
+#define IOP_HIST_BUCKETS (64 << IOP_HIST_SUB)
+
+struct iop_waiter;
+
+struct iop_bound {
+	uint64_t limit;
+	uint64_t wait_max;   /* throttle_on: the most in flight an IOP_WAIT
+	                        caller may bring about */
+	uint64_t wait_off;   /* throttle_off: throttled waiters are served
+	                        again once fewer are in flight */
+	/* Objects reserved for or held by callers. An allocation reserves
+	 * (atomic add) before it takes an object and gives the reservation
+	 * back if it gets none; a free releases after the caller let go. So
+	 * it is never below what callers hold, and an accepted reservation
+	 * never brings it above the limit. Signed: undone reservations may
+	 * make a transient reader see it high, never negative for long. */
+	_Atomic int64_t in_flight;
+	_Atomic uint64_t high_water;
+	_Atomic uint32_t nwaiters;  /* queued IOP_WAIT callers */
+	_Atomic bool throttled;     /* hysteresis state: set at wait_max,
+	                               cleared below wait_off */
+	_Atomic bool shutdown;      /* iop_pool_destroy() was called */
+
+	/* The FIFO of waiters, under wlock (lock order: wlock before the
+	 * registry lock before pool->lock). */
+	pthread_mutex_t wlock;
+	pthread_cond_t idle;        /* destroy waits here for waiters to go */
+	struct iop_waiter *head, *tail;
+	uint32_t inside;            /* callers between queueing and return */
+
+	/* Wait statistics, under wlock. */
+	uint64_t wait_ns, throttled_ns, wait_max_ns;
+	uint64_t hist[IOP_HIST_BUCKETS];
+	_Atomic uint64_t limit_hits, waits, throttled_waits, timeouts;
+};
+
 /* ---- the pool ----------------------------------------------------------- */
 
 struct iop_pool {
@@ -166,6 +207,10 @@ struct iop_pool {
 	_Atomic uint64_t depot_get, depot_put, mag_alloc;
 	_Atomic uint64_t chunk_acquire, chunk_release;
 	_Atomic uint64_t map_calls, unmap_calls, release_hook, hook_kept;
+	_Atomic uint64_t fail_nowait, fail_default, fail_wait;
+
+	/* NULL for an unbounded pool. */
+	struct iop_bound *bound;
 };
 _Static_assert(IOP__GRANULE_SHIFT == IOP_GRANULE_SHIFT && IOP__MAP_ENTRIES == IOP_MAP_ENTRIES,
 	       "the inline owner check and the library agree on the map");
@@ -217,6 +262,10 @@ IOP_HIDDEN unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n
 /* The same, mapping a chunk when the slab is empty; drops the lock around
  * the mmap (and the map hook). 0 with errno when no chunk could be had. */
 IOP_HIDDEN unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n);
+/* Objects the slab may still hand out before a bounded pool reaches its
+ * limit (it never carves more, which caps its memory); UINT64_MAX for an
+ * unbounded pool. */
+IOP_HIDDEN uint64_t _iop_carve_room(const struct iop_pool *pool);
 /* Return n objects to their chunks. */
 IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n);
 
@@ -260,6 +309,66 @@ static inline uint64_t _iop_tcache_objs(struct iop__tcache *tc)
 {
 	return (uint64_t)ALOAD(&tc->count) + ALOAD(&tc->ccount) + ALOAD(&tc->prev_count);
 }
+
+/* Threads that hold a slot of a bounded pool (never the inline path: the
+ * slot is hidden) and other threads that take its objects meet in a
+ * handshake without a lock on the owner's side (Dekker's): the owner raises
+ * tc->busy, passes a full fence (the atomic operation on the pool's
+ * in-flight count), and then backs off if tc->steal is set; a thief raises
+ * tc->steal, fences, and takes the slot's objects only once tc->busy is 0.
+ * busy counts nesting (a hook may call the pool again on the same thread).
+ * The owner's side: */
+static inline void _iop_slot_raise(struct iop__tcache *tc)
+{
+	ASTORE(&tc->busy, tc->busy + 1);
+}
+/* After the fence: wait while a thief holds the slot. */
+IOP_HIDDEN void _iop_slot_settle(struct iop__tcache *tc);
+static inline void _iop_slot_lower(struct iop__tcache *tc)
+{
+	__atomic_store_n(&tc->busy, tc->busy - 1, __ATOMIC_RELEASE);
+}
+/* The x86 lock prefix is a full fence already; elsewhere a relaxed store
+ * followed by a seq_cst read-modify-write does not order the store before
+ * later loads. */
+#if defined(__x86_64__) || defined(__i386__)
+#define IOP_FENCE_AFTER_RMW() __asm__ volatile("" ::: "memory")
+#else
+#define IOP_FENCE_AFTER_RMW() atomic_thread_fence(memory_order_seq_cst)
+#endif
+
+/* The calling thread's slot of the pool, set up; NULL when the thread is
+ * past its exit flush (no cache). */
+IOP_HIDDEN struct iop__tcache *_iop_my_slot(struct iop_pool *pool);
+/* Pop one object from the slot, refilling it from the depot and (when grow)
+ * from the slab; NULL when there is none (errno from the slab). No
+ * statistics, no checked-mode or ASan bookkeeping. Without grow nothing
+ * waits for a lock or enters the kernel. */
+IOP_HIDDEN void *_iop_slot_pop(struct iop_pool *pool, struct iop__tcache *tc, bool grow);
+/* Push one object (already accounted for) onto the slot. */
+IOP_HIDDEN void _iop_slot_push(struct iop_pool *pool, struct iop__tcache *tc, void *obj);
+/* One object from the depot or the slab, for a thread without a slot. */
+IOP_HIDDEN void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow);
+/* Move the objects cached by every thread (the caller included) into the
+ * depot, taking each slot by the handshake; slots whose owner stays busy
+ * are skipped. Returns the objects moved. Takes the registry lock. */
+IOP_HIDDEN uint64_t _iop_scavenge(struct iop_pool *pool);
+/* The same for one slot (registry locked): false if its owner stayed busy. */
+IOP_HIDDEN bool _iop_slot_steal(struct iop_pool *pool, struct iop__tcache *tc);
+
+/* bound.c: the bounded slow paths (every call of a bounded pool lands here). */
+/* limit and the throttle thresholds already checked by iop_pool_create(). */
+IOP_HIDDEN int _iop_bound_init(struct iop_pool *pool, uint64_t limit, uint32_t on_pct, uint32_t off_pct);
+/* The CLOCK_MONOTONIC time timeout_ns from now (0 for <= 0, INT64_MAX for
+ * IOP_FOREVER). */
+IOP_HIDDEN int64_t _iop_deadline(int64_t timeout_ns);
+IOP_HIDDEN void _iop_bound_free_memory(struct iop_pool *pool);
+IOP_HIDDEN int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline);
+IOP_HIDDEN void _iop_bounded_free(struct iop_pool *pool, void *obj);
+/* Wake every waiter with -ESHUTDOWN, refuse later allocations, and wait
+ * until no caller is inside a wait. */
+IOP_HIDDEN void _iop_bound_shutdown(struct iop_pool *pool);
+IOP_HIDDEN void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s);
 
 /* ---- buf.c ---------------------------------------------------------------- */
 

@@ -3,6 +3,7 @@
  * messages for misuse.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,7 @@ static void pool_free_memory(struct iop_pool *pool)
 		c->nfree = c->nobj;
 		_iop_chunk_free(pool, c);
 	}
+	_iop_bound_free_memory(pool);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
 }
@@ -171,6 +173,34 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		return einval("a release hook needs IOP_F_REFCOUNT");
 	if (p.name && strlen(p.name) >= IOP_NAME_MAX)
 		return einval("name '%.40s...' is longer than %u characters", p.name, IOP_NAME_MAX - 1);
+
+	/* Bounds. */
+	uint64_t limit = p.limit;
+	uint32_t on = p.throttle_on_pct, off = p.throttle_off_pct;
+	if (p.limit && p.limit_bytes)
+		return einval("set limit or limit_bytes, not both");
+	if (p.limit_bytes) {
+		if (p.limit_bytes < p.obj_size)
+			return einval("limit_bytes %llu is less than one object of %zu bytes",
+				      (unsigned long long)p.limit_bytes, p.obj_size);
+		limit = p.limit_bytes / p.obj_size;
+	}
+	if (limit > IOP_LIMIT_MAX)
+		return einval("limit %llu is above %llu", (unsigned long long)limit, (unsigned long long)IOP_LIMIT_MAX);
+	if (!limit && (on || off))
+		return einval("throttle thresholds without a limit");
+	if (on == 0 && off == 0) {
+		on = IOP_THROTTLE_ON_DEFAULT;
+		off = IOP_THROTTLE_OFF_DEFAULT;
+	} else if (on == 0 || on > 100) {
+		return einval("throttle_on_pct %u is not in [1, 100]", on);
+	} else if (off == 0 && on == 100) {
+		off = 100; /* throttling off */
+	} else if (off == 0 || off >= on) {
+		return einval("throttle_off_pct %u is not in [1, throttle_on_pct %u)", off, on);
+	}
+	if (limit && p.populate > limit)
+		return einval("populate %zu is above the limit %llu", p.populate, (unsigned long long)limit);
 
 	size_t stride = (p.obj_size + p.align - 1) & ~(p.align - 1);
 	size_t chunk = p.chunk_size;
@@ -222,13 +252,25 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	} else {
 		size_t m = IOP_MAG_BYTES / stride;
 		pool->mag_cap = (uint32_t)(m < IOP_MAG_MIN ? IOP_MAG_MIN : m > IOP_MAG_MAX_AUTO ? IOP_MAG_MAX_AUTO : m);
+		/* A bounded pool's objects should mostly be where any thread
+		 * finds them: a thread caches at most 2/IOP_BOUND_MAG_DIV of
+		 * the limit. */
+		if (limit && pool->mag_cap > limit / IOP_BOUND_MAG_DIV)
+			pool->mag_cap = limit / IOP_BOUND_MAG_DIV ? (uint32_t)(limit / IOP_BOUND_MAG_DIV) : 1;
 	}
 	pthread_mutex_init(&pool->lock, NULL);
+	if (limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) {
+		pthread_mutex_destroy(&pool->lock);
+		free(pool);
+		errno = -err;
+		return NULL;
+	}
 
 	_iop_registry_lock();
 	err = _iop_pool_register(pool);
 	_iop_registry_unlock();
 	if (err) {
+		_iop_bound_free_memory(pool);
 		pthread_mutex_destroy(&pool->lock);
 		free(pool);
 		errno = -err;
@@ -252,15 +294,30 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 
 /* ---- destruction -------------------------------------------------------- */
 
+static void steal_slot(struct iop_pool *pool, struct iop__tcache *tc, void *unused)
+{
+	(void)unused;
+	while (!_iop_slot_steal(pool, tc))
+		sched_yield();
+}
+
 int iop_pool_destroy(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	/* Waiters of a bounded pool get -ESHUTDOWN, and so does every later
+	 * allocation; they have all left the pool when this returns. */
+	if (pool->bound)
+		_iop_bound_shutdown(pool);
 	_iop_registry_lock();
-	_iop_for_each_tcache(pool, _iop_tcache_drain, NULL);
+	/* A bounded pool's slots are taken by the handshake: a thread that
+	 * was just refused may still be on its way out of a call. */
+	_iop_for_each_tcache(pool, pool->bound ? steal_slot : _iop_tcache_drain, NULL);
 	pthread_mutex_lock(&pool->lock);
 	uint64_t in_flight = pool->nchunks * pool->hot.objs_per_chunk - pool->slab_free - pool->depot_objs;
 	pthread_mutex_unlock(&pool->lock);
+	if (pool->bound && LOAD(&pool->bound->in_flight) > 0 && (uint64_t)LOAD(&pool->bound->in_flight) > in_flight)
+		in_flight = (uint64_t)LOAD(&pool->bound->in_flight);
 	if (in_flight) {
 		_iop_registry_unlock();
 		_iop_warn("pool '%s': not destroyed: %llu objects still in flight; free them and destroy again",

@@ -94,9 +94,21 @@ void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 	COUNT(&pool->chunk_release, 1);
 }
 
+/* Objects a bounded pool may still carve: it never carves more than its
+ * limit, which caps its memory (and so the objects in flight). */
+uint64_t _iop_carve_room(const struct iop_pool *pool)
+{
+	if (!pool->bound)
+		return UINT64_MAX;
+	uint64_t carved = pool->nchunks * pool->hot.objs_per_chunk - pool->slab_free;
+	return carved < pool->bound->limit ? pool->bound->limit - carved : 0;
+}
+
 unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n)
 {
 	unsigned got = 0;
+	if (n > _iop_carve_room(pool))
+		n = (unsigned)_iop_carve_room(pool);
 	while (got < n && pool->partial) {
 		struct iop_chunk *c = pool->partial;
 		/* Reuse returned objects first: their pages are already
@@ -130,7 +142,9 @@ unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n)
 unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n)
 {
 	unsigned got = _iop_slab_get(pool, objs, n);
-	if (got == 0) {
+	if (got == 0 && n && _iop_carve_room(pool) == 0) {
+		errno = ENOMEM; /* a bounded pool at its limit */
+	} else if (got == 0) {
 		/* mmap and page-table work happen outside the lock so other
 		 * threads keep trading magazines meanwhile. Two threads may
 		 * both map a chunk; the spare one serves the next fill. */

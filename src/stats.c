@@ -67,6 +67,7 @@ int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 	s.unmap_calls = LOAD(&pool->unmap_calls);
 	s.release_hook = LOAD(&pool->release_hook);
 	s.hook_kept = LOAD(&pool->hook_kept);
+	_iop_bound_stats(pool, &s);
 
 	uint32_t keep = out->struct_size;
 	memcpy(out, &s, keep < sizeof(s) ? keep : sizeof(s));
@@ -86,7 +87,11 @@ static const struct {
 	FIELD(alloc_slow), FIELD(alloc_fail),    FIELD(free_fast),     FIELD(free_slow),
 	FIELD(depot_get),  FIELD(depot_put),     FIELD(mag_alloc),     FIELD(chunk_acquire),
 	FIELD(chunk_release), FIELD(map_calls),   FIELD(unmap_calls),  FIELD(release_hook),
-	FIELD(hook_kept),
+	FIELD(hook_kept),  FIELD(limit),         FIELD(throttle_on),   FIELD(throttle_off),
+	FIELD(high_water), FIELD(waiters),       FIELD(limit_hits),    FIELD(waits),
+	FIELD(throttled),  FIELD(throttled_ns),  FIELD(wait_ns),       FIELD(wait_p50_ns),
+	FIELD(wait_p99_ns), FIELD(wait_max_ns),  FIELD(timeouts),      FIELD(fail_nowait),
+	FIELD(fail_default), FIELD(fail_wait),
 };
 
 static uint64_t field(const struct iop_pool_stats *s, size_t i)
@@ -302,6 +307,20 @@ static void audit_locked(struct audit *a)
 		fault(a, "conservation: %llu objects are marked in flight, %llu are unaccounted for",
 		      (unsigned long long)marked,
 		      (unsigned long long)(total - in_caches - depot - slab_free));
+	else if (pool->bound) {
+		struct iop_bound *b = pool->bound;
+		uint64_t in_flight = total - in_caches - depot - slab_free;
+		int64_t counted = LOAD(&b->in_flight);
+		if (total - slab_free > b->limit)
+			fault(a, "%llu objects are carved, above the limit of %llu",
+			      (unsigned long long)(total - slab_free), (unsigned long long)b->limit);
+		else if (counted < 0 || (uint64_t)counted != in_flight)
+			fault(a, "%lld objects are counted in flight, %llu are unaccounted for", (long long)counted,
+			      (unsigned long long)in_flight);
+		else if (LOAD(&b->high_water) > b->limit)
+			fault(a, "the high-water mark %llu is above the limit %llu",
+			      (unsigned long long)LOAD(&b->high_water), (unsigned long long)b->limit);
+	}
 }
 
 int iop_pool_audit(iop_pool_t *pool)

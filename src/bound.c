@@ -1,0 +1,534 @@
+/*
+ * Bounded pools: the limit, the three allocation modes, first-come
+ * first-served waits with throttling, and objects stranded in the caches of
+ * other threads.
+ *
+ * Accounting. b->in_flight counts objects reserved for or held by callers.
+ * An allocation reserves first (one atomic add) and takes an object after;
+ * a reservation that would pass the caller's ceiling (the limit, or the
+ * throttle threshold for IOP_WAIT callers) is given back at once. A free
+ * gives its unit back after the caller let go of the object. So callers
+ * never hold more than the limit, and an accepted reservation always has an
+ * object behind it somewhere: in a magazine of some thread, in the depot,
+ * in the slab, or not yet carved (the slab carves at most `limit` objects,
+ * which caps the pool's memory too).
+ *
+ * Stranded objects. When the calling thread's cache, the depot and the slab
+ * have nothing for an accepted reservation, the objects are in other
+ * threads' caches. The caller takes them (_iop_scavenge): every slot of a
+ * bounded pool is hidden from the inline path, and its owner and a thief
+ * meet in a lock-free handshake (internal.h), so an idle thread's cache is
+ * emptied without its help and a busy one after its current call.
+ *
+ * Waiters. IOP_WAIT callers that cannot be served queue in FIFO order under
+ * wlock. Whoever changes what a waiter is waiting for runs a grant pass: a
+ * free while someone waits (it hands its object to the oldest waiter
+ * directly), a reservation given back while someone waits, a new waiter.
+ * A pass gives the oldest waiters reservations while the in-flight count
+ * stays at or below their ceiling; a granted waiter wakes with the freed
+ * object or takes one itself. A free therefore wakes exactly one waiter,
+ * and N frees wake N. Throttling is a hysteresis state: set when the count
+ * reaches the threshold, cleared by a pass once it is below the lower one.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+enum { W_WAITING, W_GRANTED, W_SHUTDOWN };
+
+struct iop_waiter {
+	struct iop_waiter *next, *prev;
+	pthread_cond_t cv;
+	int state;
+	bool throttled; /* held back at some point while buffers remained */
+	void *obj;    /* handed over by a free; NULL: a reservation only */
+};
+
+/* How often a caller holding a reservation looks for its object before it
+ * gives up with ENOMEM: each try scavenges every thread's cache and yields.
+ * Objects are only ever in transit for the length of a call. */
+#define TAKE_TRIES 10000
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t _iop_deadline(int64_t timeout_ns)
+{
+	if (timeout_ns <= 0)
+		return 0; /* in the past: try once */
+	if (timeout_ns == IOP_FOREVER)
+		return INT64_MAX;
+	int64_t now = now_ns();
+	return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
+/* ---- set-up --------------------------------------------------------------- */
+
+int _iop_bound_init(struct iop_pool *pool, uint64_t limit, uint32_t on_pct, uint32_t off_pct)
+{
+	struct iop_bound *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->limit = limit;
+	b->wait_max = (limit * on_pct + 99) / 100;
+	if (b->wait_max == 0)
+		b->wait_max = 1;
+	if (on_pct == 100 && off_pct == 100) {
+		b->wait_off = limit; /* no throttling: wait only at the limit */
+	} else {
+		b->wait_off = limit * off_pct / 100;
+		if (b->wait_off == 0)
+			b->wait_off = 1;
+		if (b->wait_off > b->wait_max)
+			b->wait_off = b->wait_max;
+	}
+	pthread_mutex_init(&b->wlock, NULL);
+	pthread_cond_init(&b->idle, NULL);
+	pool->bound = b;
+	return 0;
+}
+
+void _iop_bound_free_memory(struct iop_pool *pool)
+{
+	struct iop_bound *b = pool->bound;
+	if (!b)
+		return;
+	pthread_cond_destroy(&b->idle);
+	pthread_mutex_destroy(&b->wlock);
+	free(b);
+	pool->bound = NULL;
+}
+
+/* ---- accounting ----------------------------------------------------------- */
+
+static void note_high(struct iop_bound *b, int64_t v)
+{
+	uint64_t h = atomic_load_explicit(&b->high_water, memory_order_relaxed);
+	while ((uint64_t)v > h && !atomic_compare_exchange_weak_explicit(&b->high_water, &h, (uint64_t)v,
+									    memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
+static void count_fail(struct iop_pool *pool, unsigned how)
+{
+	COUNT((how & IOP_NOWAIT) ? &pool->fail_nowait : (how & IOP_WAIT) ? &pool->fail_wait : &pool->fail_default, 1);
+	COUNT(&pool->alloc_fail, 1);
+}
+
+/* ---- the queue (wlock held) ------------------------------------------------- */
+
+static void enqueue(struct iop_bound *b, struct iop_waiter *w)
+{
+	w->next = NULL;
+	w->prev = b->tail;
+	if (b->tail)
+		b->tail->next = w;
+	else
+		b->head = w;
+	b->tail = w;
+	atomic_fetch_add(&b->nwaiters, 1);
+}
+
+static void dequeue(struct iop_bound *b, struct iop_waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		b->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		b->tail = w->prev;
+	atomic_fetch_sub(&b->nwaiters, 1);
+}
+
+/*
+ * Serve the oldest waiters while the in-flight count allows, the first one
+ * with obj when there is one. Returns obj if nobody took it.
+ */
+static void *grant_pass(struct iop_bound *b, void *obj)
+{
+	while (b->head) {
+		if (LOAD(&b->throttled)) {
+			int64_t now = LOAD(&b->in_flight);
+			if (now >= (int64_t)b->wait_off) {
+				if (now < (int64_t)b->limit)
+					b->head->throttled = true;
+				break;
+			}
+			atomic_store(&b->throttled, false);
+		}
+		int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
+		if ((uint64_t)v > b->wait_max) {
+			atomic_fetch_sub(&b->in_flight, 1);
+			if ((uint64_t)v <= b->limit)
+				b->head->throttled = true;
+			break;
+		}
+		note_high(b, v);
+		if ((uint64_t)v >= b->wait_max)
+			atomic_store(&b->throttled, true);
+		struct iop_waiter *w = b->head;
+		dequeue(b, w);
+		w->obj = obj;
+		obj = NULL;
+		w->state = W_GRANTED;
+		pthread_cond_signal(&w->cv);
+	}
+	return obj;
+}
+
+/* Give a reservation back. A grant pass that ran meanwhile may have seen it
+ * and stopped short, so run one if anybody waits. */
+static void unreserve(struct iop_bound *b)
+{
+	atomic_fetch_sub(&b->in_flight, 1);
+	if (LOAD(&b->nwaiters)) {
+		pthread_mutex_lock(&b->wlock);
+		grant_pass(b, NULL);
+		pthread_mutex_unlock(&b->wlock);
+	}
+}
+
+/* ---- taking an object for an accepted reservation -------------------------- */
+
+static uint64_t slab_room(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	uint64_t room = _iop_carve_room(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return room;
+}
+
+/* tc (raised and settled) or NULL for a thread without a cache. NULL with
+ * errno when the OS or the map hook failed; without grow (IOP_NOWAIT) only
+ * the thread's cache and the depot are tried. */
+static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
+{
+	for (int tries = 0;; tries++) {
+		void *p = tc ? _iop_slot_pop(pool, tc, grow) : _iop_depot_or_slab_get(pool, grow);
+		if (p || !grow)
+			return p;
+		int err = errno;
+		if (slab_room(pool) > 0) {
+			errno = err; /* the OS or the map hook said no */
+			return NULL;
+		}
+		if (tries == TAKE_TRIES) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		/* At the carving limit with a reservation: the objects are in
+		 * other threads' caches (or in transit for a moment). */
+		if (tc)
+			_iop_slot_lower(tc);
+		if (_iop_scavenge(pool) == 0)
+			sched_yield();
+		if (tc) {
+			_iop_slot_raise(tc);
+			atomic_thread_fence(memory_order_seq_cst);
+			_iop_slot_settle(tc);
+		}
+	}
+}
+
+/* Hand out p: checked-mode and ASan bookkeeping and the counters. */
+static int hand_out(struct iop_pool *pool, void *p, void **objp)
+{
+	if (pool->checked)
+		_iop_checked_on_alloc(pool, p);
+	else
+		ASAN_UNPOISON(p, pool->hot.stride);
+	COUNT(&pool->alloc_slow, 1);
+	*objp = p;
+	return 0;
+}
+
+/* Take an object for a reservation the caller holds; on failure give the
+ * reservation back. */
+static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned how, void **objp)
+{
+	void *p = take(pool, tc, !(how & IOP_NOWAIT));
+	int err = errno;
+	if (tc)
+		_iop_slot_lower(tc);
+	if (!p) {
+		unreserve(pool->bound);
+		count_fail(pool, how);
+		return -(err ? err : ENOMEM);
+	}
+	return hand_out(pool, p, objp);
+}
+
+/* ---- waiting ------------------------------------------------------------- */
+
+static unsigned hist_index(uint64_t x)
+{
+	if (x < (1u << IOP_HIST_SUB))
+		return (unsigned)x;
+	unsigned shift = 63u - (unsigned)__builtin_clzll(x) - IOP_HIST_SUB;
+	return ((shift + 1) << IOP_HIST_SUB) + (unsigned)((x >> shift) & ((1u << IOP_HIST_SUB) - 1));
+}
+
+/* The middle of bucket i. */
+static uint64_t hist_value(unsigned i)
+{
+	if (i < (1u << IOP_HIST_SUB))
+		return i;
+	unsigned shift = (i >> IOP_HIST_SUB) - 1;
+	uint64_t lo = ((uint64_t)(1u << IOP_HIST_SUB) + (i & ((1u << IOP_HIST_SUB) - 1))) << shift;
+	return lo + ((1ull << shift) >> 1);
+}
+
+static void note_wait(struct iop_bound *b, int64_t ns, bool throttled)
+{
+	uint64_t d = ns > 0 ? (uint64_t)ns : 0;
+	COUNT(&b->waits, 1);
+	b->wait_ns += d;
+	if (d > b->wait_max_ns)
+		b->wait_max_ns = d;
+	b->hist[hist_index(d)]++;
+	if (throttled) {
+		COUNT(&b->throttled_waits, 1);
+		b->throttled_ns += d;
+	}
+}
+
+static void leave(struct iop_bound *b)
+{
+	if (--b->inside == 0 && LOAD(&b->shutdown))
+		pthread_cond_broadcast(&b->idle);
+}
+
+static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline, bool counted)
+{
+	struct iop_bound *b = pool->bound;
+	struct iop_waiter w = { .state = W_WAITING };
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w.cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	pthread_mutex_lock(&b->wlock);
+	if (LOAD(&b->shutdown)) {
+		pthread_mutex_unlock(&b->wlock);
+		pthread_cond_destroy(&w.cv);
+		count_fail(pool, how);
+		return -ESHUTDOWN;
+	}
+	b->inside++;
+	int64_t t0 = now_ns();
+	/* Buffers remain: this caller is held back by throttling or by the
+	 * waiters ahead of it, not by the limit (grant passes that stop at it
+	 * for throttling say so too). */
+	w.throttled = LOAD(&b->in_flight) < (int64_t)b->limit;
+	if (!w.throttled && !counted)
+		COUNT(&b->limit_hits, 1);
+	enqueue(b, &w);
+	grant_pass(b, NULL);
+	bool waited = false;
+	while (w.state == W_WAITING) {
+		if (now_ns() >= deadline)
+			break;
+		waited = true;
+		if (deadline == INT64_MAX) {
+			pthread_cond_wait(&w.cv, &b->wlock);
+		} else {
+			struct timespec ts = { .tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000 };
+			pthread_cond_timedwait(&w.cv, &b->wlock, &ts);
+		}
+		/* Woken by a grant, a shutdown, the timeout, or for no reason
+		 * (a signal): the state says which. */
+	}
+	if (w.state == W_WAITING)
+		dequeue(b, &w);
+	if (waited)
+		note_wait(b, now_ns() - t0, w.throttled);
+	int state = w.state;
+	pthread_mutex_unlock(&b->wlock);
+	pthread_cond_destroy(&w.cv);
+
+	int rc;
+	if (state == W_GRANTED) {
+		if (w.obj) {
+			rc = hand_out(pool, w.obj, objp);
+		} else {
+			struct iop__tcache *tc = _iop_my_slot(pool);
+			if (tc) {
+				_iop_slot_raise(tc);
+				atomic_thread_fence(memory_order_seq_cst);
+				_iop_slot_settle(tc);
+			}
+			rc = take_reserved(pool, tc, how, objp);
+		}
+	} else {
+		if (state == W_WAITING)
+			COUNT(&b->timeouts, 1);
+		count_fail(pool, how);
+		rc = state == W_SHUTDOWN ? -ESHUTDOWN : -ETIMEDOUT;
+	}
+	pthread_mutex_lock(&b->wlock);
+	leave(b);
+	pthread_mutex_unlock(&b->wlock);
+	return rc;
+}
+
+/* ---- the calls ------------------------------------------------------------- */
+
+int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline)
+{
+	struct iop_bound *b = pool->bound;
+	bool wait = how & IOP_WAIT;
+	*objp = NULL;
+	if (LOAD(&b->shutdown)) {
+		count_fail(pool, how);
+		return -ESHUTDOWN;
+	}
+	/* First come, first served: behind the queue, or throttled. */
+	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
+		return wait_for(pool, objp, how, deadline, false);
+
+	struct iop__tcache *tc = _iop_my_slot(pool);
+	if (tc)
+		_iop_slot_raise(tc);
+	int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
+	IOP_FENCE_AFTER_RMW();
+	if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
+		if (tc)
+			_iop_slot_lower(tc);
+		unreserve(b);
+		bool at_limit = (uint64_t)v > b->limit;
+		if (at_limit)
+			COUNT(&b->limit_hits, 1);
+		if (wait) {
+			if (!LOAD(&b->throttled))
+				atomic_store(&b->throttled, true);
+			return wait_for(pool, objp, how, deadline, at_limit);
+		}
+		count_fail(pool, how);
+		return -ENOMEM;
+	}
+	note_high(b, v);
+	if ((uint64_t)v >= b->wait_max && !LOAD(&b->throttled))
+		atomic_store(&b->throttled, true);
+	if (tc)
+		_iop_slot_settle(tc);
+	return take_reserved(pool, tc, how, objp);
+}
+
+/* obj passed the owner check. */
+void _iop_bounded_free(struct iop_pool *pool, void *obj)
+{
+	struct iop_bound *b = pool->bound;
+	if (pool->checked)
+		_iop_checked_on_free(pool, obj);
+	else
+		ASAN_POISON(obj, pool->hot.stride);
+	COUNT(&pool->free_slow, 1);
+	struct iop__tcache *tc = _iop_my_slot(pool);
+	if (tc)
+		_iop_slot_raise(tc);
+	atomic_fetch_sub(&b->in_flight, 1);
+	IOP_FENCE_AFTER_RMW();
+	if (tc)
+		_iop_slot_settle(tc);
+	if (!LOAD(&b->nwaiters)) {
+		if (tc) {
+			_iop_slot_push(pool, tc, obj);
+			_iop_slot_lower(tc);
+			return;
+		}
+	} else {
+		/* Somebody waits: the object goes to the oldest waiter. */
+		if (tc)
+			_iop_slot_lower(tc);
+		pthread_mutex_lock(&b->wlock);
+		obj = grant_pass(b, obj);
+		pthread_mutex_unlock(&b->wlock);
+		if (!obj)
+			return;
+	}
+	pthread_mutex_lock(&pool->lock);
+	_iop_slab_put(pool, &obj, 1);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+void _iop_bound_shutdown(struct iop_pool *pool)
+{
+	struct iop_bound *b = pool->bound;
+	pthread_mutex_lock(&b->wlock);
+	atomic_store(&b->shutdown, true);
+	while (b->head) {
+		struct iop_waiter *w = b->head;
+		dequeue(b, w);
+		w->state = W_SHUTDOWN;
+		pthread_cond_signal(&w->cv);
+	}
+	while (b->inside)
+		pthread_cond_wait(&b->idle, &b->wlock);
+	pthread_mutex_unlock(&b->wlock);
+}
+
+uint64_t iop_pool_reset_high_water(iop_pool_t *pool)
+{
+	if (!pool || !pool->bound)
+		return 0;
+	struct iop_bound *b = pool->bound;
+	int64_t now = LOAD(&b->in_flight);
+	return atomic_exchange(&b->high_water, now > 0 ? (uint64_t)now : 0);
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+static uint64_t percentile(const uint64_t *hist, uint64_t total, uint64_t per_mille, uint64_t max)
+{
+	if (total == 0)
+		return 0;
+	uint64_t rank = (total * per_mille + 999) / 1000, seen = 0;
+	for (unsigned i = 0; i < IOP_HIST_BUCKETS; i++) {
+		seen += hist[i];
+		if (seen >= rank) {
+			uint64_t v = hist_value(i);
+			return v < max ? v : max;
+		}
+	}
+	return max;
+}
+
+void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s)
+{
+	s->fail_nowait = LOAD(&pool->fail_nowait);
+	s->fail_default = LOAD(&pool->fail_default);
+	s->fail_wait = LOAD(&pool->fail_wait);
+	struct iop_bound *b = pool->bound;
+	if (!b)
+		return;
+	s->limit = b->limit;
+	s->throttle_on = b->wait_max;
+	s->throttle_off = b->wait_off;
+	s->high_water = LOAD(&b->high_water);
+	s->waiters = LOAD(&b->nwaiters);
+	s->limit_hits = LOAD(&b->limit_hits);
+	s->waits = LOAD(&b->waits);
+	s->throttled = LOAD(&b->throttled_waits);
+	s->timeouts = LOAD(&b->timeouts);
+	pthread_mutex_lock(&b->wlock);
+	uint64_t total = 0;
+	for (unsigned i = 0; i < IOP_HIST_BUCKETS; i++)
+		total += b->hist[i];
+	s->throttled_ns = b->throttled_ns;
+	s->wait_ns = b->wait_ns;
+	s->wait_max_ns = b->wait_max_ns;
+	s->wait_p50_ns = percentile(b->hist, total, 500, b->wait_max_ns);
+	s->wait_p99_ns = percentile(b->hist, total, 990, b->wait_max_ns);
+	pthread_mutex_unlock(&b->wlock);
+}
