@@ -111,6 +111,7 @@ test: build
 bench: deps-bench build
 	$(if $(SANITIZE),@echo "warning: benchmarking a SANITIZE=$(SANITIZE) build" >&2)
 	$(BENCH_BIN) --json $(BUILD)/bench-results.json --markdown $(BUILD)/bench-results.md $(BENCH_ARGS)
+	$(BUILD)/bench/iopool-spike --json $(BUILD)/spike-results.json
 	@rm -f $(BUILD)/udp-rx-results.jsonl
 	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \

@@ -200,14 +200,6 @@ static void unreserve(struct iop_bound *b)
 
 /* ---- taking an object for an accepted reservation -------------------------- */
 
-static uint64_t slab_room(struct iop_pool *pool)
-{
-	pthread_mutex_lock(&pool->lock);
-	uint64_t room = _iop_carve_room(pool);
-	pthread_mutex_unlock(&pool->lock);
-	return room;
-}
-
 /* tc (raised and settled) or NULL for a thread without a cache. NULL with
  * errno when the OS or the map hook failed; without grow (IOP_NOWAIT) only
  * the thread's cache and the depot are tried. */
@@ -215,13 +207,16 @@ static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 {
 	for (int tries = 0;; tries++) {
 		void *p = tc ? _iop_slot_pop(pool, tc, grow) : _iop_depot_or_slab_get(pool, grow);
-		if (p || !grow)
+		if (p)
 			return p;
-		int err = errno;
-		if (slab_room(pool) > 0) {
-			errno = err; /* the OS or the map hook said no */
+		if (!grow) {
+			errno = ENOMEM;
 			return NULL;
 		}
+		/* ENOBUFS: the slab is at the carving limit (slab.c); any other
+		 * errno is the OS's or the map hook's. */
+		if (errno != ENOBUFS)
+			return NULL;
 		if (tries == TAKE_TRIES) {
 			errno = ENOMEM;
 			return NULL;
@@ -240,23 +235,35 @@ static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 	}
 }
 
-/* Hand out p: checked-mode and ASan bookkeeping and the counters. */
-static int hand_out(struct iop_pool *pool, void *p, void **objp)
+/* Hand out p: checked-mode and ASan bookkeeping and the counters (in the
+ * slot, by its owner, as the inline path counts; frees are derived). */
+static int hand_out(struct iop_pool *pool, struct iop__tcache *tc, void *p, void **objp)
 {
 	if (pool->checked)
 		_iop_checked_on_alloc(pool, p);
 	else
 		ASAN_UNPOISON(p, pool->hot.stride);
-	COUNT(&pool->alloc_slow, 1);
+	if (tc)
+		ASTORE(&tc->alloc_fast, tc->alloc_fast + 1);
+	else
+		COUNT(&pool->alloc_slow, 1);
 	*objp = p;
 	return 0;
 }
 
-/* Take an object for a reservation the caller holds; on failure give the
- * reservation back. */
+/* Take an object for a reservation the caller holds (tc raised and
+ * settled, or NULL); on failure give the reservation back. */
 static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned how, void **objp)
 {
-	void *p = take(pool, tc, !(how & IOP_NOWAIT));
+	void *p = NULL;
+	/* The common case: the slot's loaded magazine (hidden count). */
+	if (tc && tc->ccount) {
+		uint32_t n = tc->ccount - 1;
+		p = tc->objs[n];
+		ASTORE(&tc->ccount, n);
+	} else {
+		p = take(pool, tc, !(how & IOP_NOWAIT));
+	}
 	int err = errno;
 	if (tc)
 		_iop_slot_lower(tc);
@@ -265,7 +272,24 @@ static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned
 		count_fail(pool, how);
 		return -(err ? err : ENOMEM);
 	}
-	return hand_out(pool, p, objp);
+	return hand_out(pool, tc, p, objp);
+}
+
+/* The slot of the calling thread, raised; NULL for a thread past its exit
+ * flush. The caller passes the fence, then settles. */
+static inline struct iop__tcache *raise_slot(struct iop_pool *pool)
+{
+	struct iop__tcache *tc = iop__my_tcache(pool);
+	if (!tc->ready && !(tc = _iop_my_slot(pool)))
+		return NULL;
+	_iop_slot_raise(tc);
+	return tc;
+}
+
+static inline void settle(struct iop__tcache *tc)
+{
+	if (tc && __atomic_load_n(&tc->steal, __ATOMIC_ACQUIRE))
+		_iop_slot_settle(tc);
 }
 
 /* ---- waiting ------------------------------------------------------------- */
@@ -360,14 +384,11 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 	int rc;
 	if (state == W_GRANTED) {
 		if (w.obj) {
-			rc = hand_out(pool, w.obj, objp);
+			rc = hand_out(pool, NULL, w.obj, objp);
 		} else {
-			struct iop__tcache *tc = _iop_my_slot(pool);
-			if (tc) {
-				_iop_slot_raise(tc);
-				atomic_thread_fence(memory_order_seq_cst);
-				_iop_slot_settle(tc);
-			}
+			struct iop__tcache *tc = raise_slot(pool);
+			atomic_thread_fence(memory_order_seq_cst);
+			settle(tc);
 			rc = take_reserved(pool, tc, how, objp);
 		}
 	} else {
@@ -397,9 +418,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
 		return wait_for(pool, objp, how, deadline, false);
 
-	struct iop__tcache *tc = _iop_my_slot(pool);
-	if (tc)
-		_iop_slot_raise(tc);
+	struct iop__tcache *tc = raise_slot(pool);
 	int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
 	IOP_FENCE_AFTER_RMW();
 	if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
@@ -420,8 +439,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	note_high(b, v);
 	if ((uint64_t)v >= b->wait_max && !LOAD(&b->throttled))
 		atomic_store(&b->throttled, true);
-	if (tc)
-		_iop_slot_settle(tc);
+	settle(tc);
 	return take_reserved(pool, tc, how, objp);
 }
 
@@ -433,17 +451,21 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 		_iop_checked_on_free(pool, obj);
 	else
 		ASAN_POISON(obj, pool->hot.stride);
-	COUNT(&pool->free_slow, 1);
-	struct iop__tcache *tc = _iop_my_slot(pool);
-	if (tc)
-		_iop_slot_raise(tc);
+	struct iop__tcache *tc = raise_slot(pool);
+	if (!tc)
+		COUNT(&pool->free_slow, 1); /* the others are derived */
 	atomic_fetch_sub(&b->in_flight, 1);
 	IOP_FENCE_AFTER_RMW();
-	if (tc)
-		_iop_slot_settle(tc);
+	settle(tc);
 	if (!LOAD(&b->nwaiters)) {
 		if (tc) {
-			_iop_slot_push(pool, tc, obj);
+			uint32_t n = tc->ccount;
+			if (tc->objs && n < pool->mag_cap) {
+				tc->objs[n] = obj;
+				ASTORE(&tc->ccount, n + 1);
+			} else {
+				_iop_slot_push(pool, tc, obj);
+			}
 			_iop_slot_lower(tc);
 			return;
 		}

@@ -143,7 +143,7 @@ unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n)
 {
 	unsigned got = _iop_slab_get(pool, objs, n);
 	if (got == 0 && n && _iop_carve_room(pool) == 0) {
-		errno = ENOMEM; /* a bounded pool at its limit */
+		errno = ENOBUFS; /* a bounded pool at its limit (bound.c) */
 	} else if (got == 0) {
 		/* mmap and page-table work happen outside the lock so other
 		 * threads keep trading magazines meanwhile. Two threads may
