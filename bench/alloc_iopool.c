@@ -158,6 +158,45 @@ int callgrind_iopool_buf(unsigned long n)
 	return 0;
 }
 
+void cg_bounded_loop(iop_pool_t *pool, unsigned long n);
+
+/* A bounded pool's calls run in the library (one atomic on the in-flight
+ * count each): what that costs against cg_fastpath_loop. */
+CG_LOOP
+void cg_bounded_loop(iop_pool_t *pool, unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = iop_alloc(pool);
+
+		if (p == NULL)
+			die("iop_alloc failed");
+		escape_reg(p);
+		iop_free(pool, p);
+	}
+}
+
+int callgrind_iopool_bounded(unsigned long n)
+{
+	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
+	iop_pool_t *pool;
+	int rc;
+
+	p.name = "callgrind-bounded";
+	p.obj_size = OBJ_SIZE_DEFAULT;
+	p.limit = 1024;
+	pool = iop_pool_create(&p);
+	if (pool == NULL)
+		die("iop_pool_create: %s", strerror(errno));
+	cg_bounded_loop(pool, n);
+	iop_thread_flush();
+	rc = iop_pool_destroy(pool);
+	if (rc != 0)
+		die("iop_pool_destroy: %s", strerror(-rc));
+	printf("cg_bounded_loop: %lu iop_alloc+iop_free pairs of %u B, limit 1024\n",
+	       n, OBJ_SIZE_DEFAULT);
+	return 0;
+}
+
 int callgrind_iopool(unsigned long n)
 {
 	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;

@@ -114,6 +114,8 @@ static void usage(FILE *f)
 	      "iop_buf_put pairs, in cg_buf_loop\n"
 	      "  --callgrind-loop-dpdk N   the same for rte_mempool, in "
 	      "cg_dpdk_loop\n"
+	      "  --callgrind-loop-bounded N  the same for a bounded pool "
+	      "(limit 1024), in cg_bounded_loop\n"
 	      "  --help\n", f);
 }
 
@@ -520,13 +522,15 @@ int main(int argc, char **argv)
 			r->copts.rep = (unsigned)n;
 		} else if (strcmp(name, "--callgrind-loop") == 0 ||
 			   strcmp(name, "--callgrind-loop-dpdk") == 0 ||
-			   strcmp(name, "--callgrind-loop-buf") == 0) {
+			   strcmp(name, "--callgrind-loop-buf") == 0 ||
+			   strcmp(name, "--callgrind-loop-bounded") == 0) {
 			if (parse_ulong(val, &n)) {
 				fprintf(stderr, "iopool-bench: %s N\n", name);
 				return 2;
 			}
 			cg = strcmp(name, "--callgrind-loop") == 0 ? 1 :
-			     strcmp(name, "--callgrind-loop-dpdk") == 0 ? 2 : 3;
+			     strcmp(name, "--callgrind-loop-dpdk") == 0 ? 2 :
+			     strcmp(name, "--callgrind-loop-buf") == 0 ? 3 : 4;
 		} else {
 			fprintf(stderr, "iopool-bench: unknown option %s\n",
 				opt);
@@ -540,6 +544,8 @@ int main(int argc, char **argv)
 		return callgrind_dpdk(n);
 	if (cg == 3)
 		return callgrind_iopool_buf(n);
+	if (cg == 4)
+		return callgrind_iopool_bounded(n);
 
 	if (!reps_given)
 		r->reps = r->quick ? QUICK_REPS : DEFAULT_REPS;

@@ -113,6 +113,7 @@ int child_ring(const struct child_opts *o);
 /* callgrind modes: run exactly n fast-path pairs in a noinline function. */
 int callgrind_iopool(unsigned long n);
 int callgrind_iopool_buf(unsigned long n);
+int callgrind_iopool_bounded(unsigned long n);
 int callgrind_dpdk(unsigned long n);
 
 /* The callgrind loops must stay one function under their own name, which
