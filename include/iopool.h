@@ -266,6 +266,8 @@ IOP_API void iop_thread_flush(void);
  *                lock is waited for); fails at once with -ENOMEM when they
  *                are empty. For callers that cannot block (interrupt-like
  *                contexts, event loops); keep them fed with `populate`.
+ *                (A thread's first call of a pool sets up its cache, which
+ *                takes a lock once.)
  *   (default)    may map chunks from the OS up to the limit; fails with
  *                -ENOMEM at the limit. iop_alloc() and the bulk calls work
  *                this way.

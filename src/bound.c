@@ -186,16 +186,39 @@ static void *grant_pass(struct iop_bound *b, void *obj)
 	return obj;
 }
 
+/* Unlock wlock, first running the grant passes that IOP_NOWAIT callers
+ * asked for while it was held (unreserve()). */
+static void wunlock(struct iop_bound *b)
+{
+	while (atomic_exchange(&b->pass_pending, 0))
+		grant_pass(b, NULL);
+	pthread_mutex_unlock(&b->wlock);
+}
+
 /* Give a reservation back. A grant pass that ran meanwhile may have seen it
- * and stopped short, so run one if anybody waits. */
-static void unreserve(struct iop_bound *b)
+ * and stopped short, so run one if anybody waits. An IOP_NOWAIT caller must
+ * not sleep on wlock: it leaves the pass to the holder (which runs it before
+ * unlocking) and spins only until the holder has taken it on. */
+static void unreserve(struct iop_bound *b, bool nowait)
 {
 	atomic_fetch_sub(&b->in_flight, 1);
-	if (LOAD(&b->nwaiters)) {
+	if (!LOAD(&b->nwaiters))
+		return;
+	if (!nowait) {
 		pthread_mutex_lock(&b->wlock);
 		grant_pass(b, NULL);
-		pthread_mutex_unlock(&b->wlock);
+		wunlock(b);
+		return;
 	}
+	atomic_fetch_add(&b->pass_pending, 1);
+	while (pthread_mutex_trylock(&b->wlock) != 0) {
+		if (LOAD(&b->pass_pending) == 0)
+			return; /* the holder took it on */
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+	wunlock(b);
 }
 
 /* ---- taking an object for an accepted reservation -------------------------- */
@@ -268,7 +291,7 @@ static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned
 	if (tc)
 		_iop_slot_lower(tc);
 	if (!p) {
-		unreserve(pool->bound);
+		unreserve(pool->bound, how & IOP_NOWAIT);
 		count_fail(pool, how);
 		return -(err ? err : ENOMEM);
 	}
@@ -344,7 +367,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 
 	pthread_mutex_lock(&b->wlock);
 	if (LOAD(&b->shutdown)) {
-		pthread_mutex_unlock(&b->wlock);
+		wunlock(b);
 		pthread_cond_destroy(&w.cv);
 		count_fail(pool, how);
 		return -ESHUTDOWN;
@@ -378,7 +401,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 	if (waited)
 		note_wait(b, now_ns() - t0, w.throttled);
 	int state = w.state;
-	pthread_mutex_unlock(&b->wlock);
+	wunlock(b);
 	pthread_cond_destroy(&w.cv);
 
 	int rc;
@@ -399,7 +422,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 	}
 	pthread_mutex_lock(&b->wlock);
 	leave(b);
-	pthread_mutex_unlock(&b->wlock);
+	wunlock(b);
 	return rc;
 }
 
@@ -424,7 +447,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
 		if (tc)
 			_iop_slot_lower(tc);
-		unreserve(b);
+		unreserve(b, how & IOP_NOWAIT);
 		bool at_limit = (uint64_t)v > b->limit;
 		if (at_limit)
 			COUNT(&b->limit_hits, 1);
@@ -475,7 +498,7 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 			_iop_slot_lower(tc);
 		pthread_mutex_lock(&b->wlock);
 		obj = grant_pass(b, obj);
-		pthread_mutex_unlock(&b->wlock);
+		wunlock(b);
 		if (!obj)
 			return;
 	}
@@ -497,7 +520,7 @@ void _iop_bound_shutdown(struct iop_pool *pool)
 	}
 	while (b->inside)
 		pthread_cond_wait(&b->idle, &b->wlock);
-	pthread_mutex_unlock(&b->wlock);
+	wunlock(b);
 }
 
 uint64_t iop_pool_reset_high_water(iop_pool_t *pool)
@@ -552,5 +575,5 @@ void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s)
 	s->wait_max_ns = b->wait_max_ns;
 	s->wait_p50_ns = percentile(b->hist, total, 500, b->wait_max_ns);
 	s->wait_p99_ns = percentile(b->hist, total, 990, b->wait_max_ns);
-	pthread_mutex_unlock(&b->wlock);
+	wunlock(b);
 }

@@ -159,6 +159,7 @@ struct iop_bound {
 	pthread_cond_t idle;        /* destroy waits here for waiters to go */
 	struct iop_waiter *head, *tail;
 	uint32_t inside;            /* callers between queueing and return */
+	_Atomic uint32_t pass_pending; /* grant passes asked of wlock's holder */
 
 	/* Wait statistics, under wlock. */
 	uint64_t wait_ns, throttled_ns, wait_max_ns;
