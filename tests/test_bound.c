@@ -446,7 +446,7 @@ TEST(throttling_holds_waiting_callers_with_hysteresis)
 {
 	watchdog("throttling_holds_waiting_callers_with_hysteresis", 60);
 	/* limit 20: waiting callers stop at 10 in flight and resume below 5. */
-	iop_pool_t *pool = mkbound("throttle", 20, 50, 25, 0, 0, 0);
+	iop_pool_t *pool = mkbound("throttle", 20, 50, 25, 0, 20, 0);
 	struct iop_pool_stats st = STATS(pool);
 	CHECK_EQ(st.throttle_on, 10);
 	CHECK_EQ(st.throttle_off, 5);
@@ -458,8 +458,9 @@ TEST(throttling_holds_waiting_callers_with_hysteresis)
 	CHECK_EQ(iop_alloc_ex(pool, &p, IOP_WAIT, 0), -ETIMEDOUT);
 	/* ...which stay for the callers that cannot wait. */
 	for (int i = 10; i < 20; i++)
-		CHECK_EQ(iop_alloc_ex(pool, &objs[i], 0, 0), 0);
+		CHECK_EQ(iop_alloc_ex(pool, &objs[i], IOP_NOWAIT, 0), 0);
 	CHECK(iop_alloc(pool) == NULL);
+	CHECK_EQ(iop_alloc_ex(pool, &p, IOP_NOWAIT, 0), -ENOMEM);
 
 	struct waiter w = { .pool = pool, .timeout = IOP_FOREVER };
 	pthread_t t;
