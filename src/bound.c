@@ -251,8 +251,7 @@ static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 		if (_iop_scavenge(pool) == 0)
 			sched_yield();
 		if (tc) {
-			_iop_slot_raise(tc);
-			atomic_thread_fence(memory_order_seq_cst);
+			_iop_slot_raise_fenced(tc);
 			_iop_slot_settle(tc);
 		}
 	}
@@ -300,18 +299,21 @@ static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned
 
 /* The slot of the calling thread, raised; NULL for a thread past its exit
  * flush. The caller passes the fence, then settles. */
-static inline struct iop__tcache *raise_slot(struct iop_pool *pool)
+static inline struct iop__tcache *raise_slot(struct iop_pool *pool, bool fenced)
 {
 	struct iop__tcache *tc = iop__my_tcache(pool);
 	if (!tc->ready && !(tc = _iop_my_slot(pool)))
 		return NULL;
-	_iop_slot_raise(tc);
+	if (fenced)
+		_iop_slot_raise_fenced(tc);
+	else
+		_iop_slot_raise(tc);
 	return tc;
 }
 
 static inline void settle(struct iop__tcache *tc)
 {
-	if (tc && __atomic_load_n(&tc->steal, __ATOMIC_ACQUIRE))
+	if (tc && __atomic_load_n(&tc->steal, __ATOMIC_SEQ_CST))
 		_iop_slot_settle(tc);
 }
 
@@ -409,8 +411,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 		if (w.obj) {
 			rc = hand_out(pool, NULL, w.obj, objp);
 		} else {
-			struct iop__tcache *tc = raise_slot(pool);
-			atomic_thread_fence(memory_order_seq_cst);
+			struct iop__tcache *tc = raise_slot(pool, true);
 			settle(tc);
 			rc = take_reserved(pool, tc, how, objp);
 		}
@@ -441,7 +442,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
 		return wait_for(pool, objp, how, deadline, false);
 
-	struct iop__tcache *tc = raise_slot(pool);
+	struct iop__tcache *tc = raise_slot(pool, false);
 	int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
 	IOP_FENCE_AFTER_RMW();
 	if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
@@ -474,7 +475,7 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 		_iop_checked_on_free(pool, obj);
 	else
 		ASAN_POISON(obj, pool->hot.stride);
-	struct iop__tcache *tc = raise_slot(pool);
+	struct iop__tcache *tc = raise_slot(pool, false);
 	if (!tc)
 		COUNT(&pool->free_slow, 1); /* the others are derived */
 	atomic_fetch_sub(&b->in_flight, 1);

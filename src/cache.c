@@ -411,12 +411,11 @@ void _iop_slot_push(struct iop_pool *pool, struct iop__tcache *tc, void *obj)
 
 void _iop_slot_settle(struct iop__tcache *tc)
 {
-	while (tc->busy == 1 && __atomic_load_n(&tc->steal, __ATOMIC_ACQUIRE)) {
+	while (tc->busy == 1 && __atomic_load_n(&tc->steal, __ATOMIC_SEQ_CST)) {
 		_iop_slot_lower(tc);
 		while (__atomic_load_n(&tc->steal, __ATOMIC_ACQUIRE))
 			sched_yield();
-		_iop_slot_raise(tc);
-		atomic_thread_fence(memory_order_seq_cst);
+		_iop_slot_raise_fenced(tc);
 	}
 }
 
@@ -427,9 +426,8 @@ void _iop_slot_settle(struct iop__tcache *tc)
 
 bool _iop_slot_steal(struct iop_pool *pool, struct iop__tcache *tc)
 {
-	__atomic_store_n(&tc->steal, 1u, __ATOMIC_RELAXED);
-	atomic_thread_fence(memory_order_seq_cst);
-	for (int i = 0; __atomic_load_n(&tc->busy, __ATOMIC_ACQUIRE); i++) {
+	__atomic_exchange_n(&tc->steal, 1u, __ATOMIC_SEQ_CST);
+	for (int i = 0; __atomic_load_n(&tc->busy, __ATOMIC_SEQ_CST); i++) {
 		if (i == STEAL_SPINS) {
 			__atomic_store_n(&tc->steal, 0u, __ATOMIC_RELEASE);
 			return false;

@@ -323,6 +323,12 @@ static inline void _iop_slot_raise(struct iop__tcache *tc)
 {
 	ASTORE(&tc->busy, tc->busy + 1);
 }
+/* The same, and a full fence (a seq_cst read-modify-write: ThreadSanitizer
+ * does not model atomic_thread_fence). */
+static inline void _iop_slot_raise_fenced(struct iop__tcache *tc)
+{
+	__atomic_fetch_add(&tc->busy, 1u, __ATOMIC_SEQ_CST);
+}
 /* After the fence: wait while a thief holds the slot. */
 IOP_HIDDEN void _iop_slot_settle(struct iop__tcache *tc);
 static inline void _iop_slot_lower(struct iop__tcache *tc)
