@@ -74,4 +74,18 @@
 /* Byte written over free objects in checked mode ("iopool free"). */
 #define IOP_POISON_BYTE 0xa5
 
+/*
+ * Heap (heap.c). Requests above IOP_HEAP_CLASS_MAX (iopool.h, 1 MiB, the
+ * largest pool object) are mapped from the OS on their own, aligned to at
+ * least a granule so that each granule of the address map names at most one
+ * of them (the owner lookup of a free stays O(1)).
+ *
+ * Profiling (profile.c): call sites that get a slot in every profiling
+ * thread's counter table (16 bytes each; the table is mapped, not
+ * committed, so 4096 sites reserve 64 KiB per thread and touch a page per
+ * 256 sites in use). Sites past it count with atomic adds on their record:
+ * correct, only slower.
+ */
+#define IOP_PROFILE_SITES 4096u
+
 #endif /* IOP_CONFIG_H */

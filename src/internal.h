@@ -269,5 +269,27 @@ IOP_HIDDEN void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, 
 
 /* ---- pool.c -------------------------------------------------------------- */
 
+/* "iopool: <who>: <message>", then abort (_iop_fatal) or return
+ * (_iop_complain: the message that goes with an -EINVAL). For callers that
+ * speak for no single pool (the heap). */
+IOP_HIDDEN _Noreturn void _iop_fatal(const char *who, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
+IOP_HIDDEN void _iop_complain(const char *who, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
+
+/* ---- heap.c and profile.c -------------------------------------------------- */
+
+/* Is this pool one of the heap's size classes (never destroyed)? */
+IOP_HIDDEN bool _iop_heap_owns(const struct iop_pool *pool);
+/* Set once the first profiled block is handed out: from then on every heap
+ * free looks for the block's site. */
+IOP_HIDDEN extern int _iop_profile_on;
+/* Count a profiled block of `bytes` at its site: +bytes on allocation,
+ * -bytes on free (live allocations move by one either way). */
+IOP_HIDDEN void _iop_profile_count(struct iop__site *site, int64_t bytes);
+/* Register a site at its first use; its id (from 1) indexes the per-thread
+ * counters. */
+IOP_HIDDEN uint32_t _iop_profile_register(struct iop__site *site);
+
 
 #endif /* IOP_INTERNAL_H */

@@ -47,6 +47,27 @@ void _iop_warn(const char *fmt, ...)
 	va_end(ap);
 }
 
+void _iop_fatal(const char *who, const char *fmt, ...)
+{
+	char prefix[64];
+	va_list ap;
+	snprintf(prefix, sizeof(prefix), "%s: ", who);
+	va_start(ap, fmt);
+	emit(prefix, NULL, fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+void _iop_complain(const char *who, const char *fmt, ...)
+{
+	char prefix[64];
+	va_list ap;
+	snprintf(prefix, sizeof(prefix), "%s: ", who);
+	va_start(ap, fmt);
+	emit(prefix, NULL, fmt, ap);
+	va_end(ap);
+}
+
 static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void *einval(const char *fmt, ...)
 {
@@ -256,6 +277,10 @@ int iop_pool_destroy(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	if (_iop_heap_owns(pool)) {
+		_iop_warn("pool '%s': not destroyed: it is one of the heap's size classes", pool->name);
+		return -EPERM;
+	}
 	_iop_registry_lock();
 	_iop_for_each_tcache(pool, _iop_tcache_drain, NULL);
 	pthread_mutex_lock(&pool->lock);
