@@ -484,7 +484,7 @@ unsigned report_tables(FILE *f, const struct run *r, int markdown)
 
 /* ------------------------------------------------------------------------ */
 
-static void json_str(FILE *f, const char *s)
+void json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s; s++) {

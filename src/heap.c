@@ -38,6 +38,7 @@ struct large {
 	char *base;
 	size_t len;             /* bytes mapped (a multiple of the page) */
 	struct iop__site *site; /* profiled: its call site */
+	struct large *next;     /* in the cache of freed blocks */
 };
 
 /* Profiling: the call site of each object of one class chunk. */
@@ -58,6 +59,14 @@ static struct gran *gran;
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t gran_once = PTHREAD_ONCE_INIT;
 static size_t page_size;
+
+/* Freed large blocks kept mapped for reuse (as the vmap nodes keep freed
+ * areas instead of returning them to the global space): a syscall pair
+ * saved per reuse. Bounded by IOP_HEAP_LARGE_CACHE_* (config.h). */
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct large *cache;
+static size_t cache_bytes;
+static unsigned cache_blocks;
 
 int _iop_profile_on;
 
@@ -147,6 +156,7 @@ static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 		snprintf(name, sizeof(name), "heap-%zu", bytes);
 		pp.name = name;
 		pp.obj_size = bytes;
+		pp.flags = IOP_F_NO_THP;
 		/* 16 (what malloc gives) unless the class is not a multiple
 		 * of it; the pool then spaces objects by exactly the class. */
 		pp.align = lowest_bit(bytes) < 16 ? lowest_bit(bytes) : 16;
@@ -181,6 +191,46 @@ static void large_set(struct large *b, struct large *v)
 		ASTORE(&gran[g].large, v);
 }
 
+/* A cached block of len to len + len/8 bytes (the classes' waste bound)
+ * whose start is a multiple of align; NULL when there is none. */
+static struct large *cache_take(size_t len, size_t align)
+{
+	struct large *b = NULL;
+	if (!ALOAD(&cache))
+		return NULL;
+	pthread_mutex_lock(&cache_lock);
+	for (struct large **pp = &cache; *pp; pp = &(*pp)->next) {
+		struct large *c = *pp;
+		if (c->len >= len && c->len - len <= len / 8 && !((uintptr_t)c->base & (align - 1))) {
+			ASTORE(pp, c->next);
+			cache_bytes -= c->len;
+			cache_blocks--;
+			b = c;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return b;
+}
+
+/* Keep a freed block for reuse if it fits the bounds. */
+static bool cache_put(struct large *b)
+{
+	bool kept = false;
+	if (b->len > IOP_HEAP_LARGE_CACHE_BLOCK)
+		return false;
+	pthread_mutex_lock(&cache_lock);
+	if (cache_bytes + b->len <= IOP_HEAP_LARGE_CACHE_BYTES && cache_blocks < IOP_HEAP_LARGE_CACHE_BLOCKS) {
+		b->next = cache;
+		ASTORE(&cache, b);
+		cache_bytes += b->len;
+		cache_blocks++;
+		kept = true;
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return kept;
+}
+
 static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__site *site)
 {
 	if (gran_init() != 0) {
@@ -194,8 +244,10 @@ static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__sit
 		errno = ENOMEM;
 		return NULL;
 	}
-	struct large *b = malloc(sizeof(*b));
-	if (!b)
+	struct large *b = cache_take(len, a);
+	if (b)
+		goto found;
+	if (!(b = malloc(sizeof(*b))))
 		return NULL;
 	size_t span = len + a;
 	char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -211,11 +263,12 @@ static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__sit
 		munmap(base + len, (size_t)(raw + span - (base + len)));
 	b->base = base;
 	b->len = len;
+found:
 	b->site = site;
 	if (site)
-		_iop_profile_count(site, (int64_t)len);
+		_iop_profile_count(site, (int64_t)b->len);
 	large_set(b, b);
-	return base;
+	return b->base;
 }
 
 /* The large block holding p, or NULL. */
@@ -379,18 +432,21 @@ void *iop_heap_alloc_aligned(size_t size, size_t align)
 	return heap_alloc_aligned(size, align, NULL);
 }
 
+/* A profiled call needs the granule table for its sites; without one (no
+ * address space for it) the block goes uncounted. */
+static inline struct iop__site *site_if_table(struct iop__site *site)
+{
+	return likely(ALOAD(&gran) != NULL) || gran_init() == 0 ? site : NULL;
+}
+
 void *iop__heap_alloc_site(size_t size, struct iop__site *site)
 {
-	if (unlikely(gran_init() != 0))
-		site = NULL; /* no table for the sites: count nothing */
-	return heap_alloc(size, site);
+	return heap_alloc(size, site_if_table(site));
 }
 
 void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site)
 {
-	if (unlikely(gran_init() != 0))
-		site = NULL;
-	return heap_alloc_aligned(size, align, site);
+	return heap_alloc_aligned(size, align, site_if_table(site));
 }
 
 /* ---- free and size -------------------------------------------------------------- */
@@ -403,6 +459,8 @@ static IOP_NOINLINE void large_free(void *p)
 	large_set(b, NULL);
 	if (b->site)
 		_iop_profile_count(b->site, -(int64_t)b->len);
+	if (cache_put(b))
+		return;
 	munmap(b->base, b->len);
 	free(b);
 }
@@ -411,7 +469,8 @@ void iop_heap_free(void *p)
 {
 	iop_pool_t *pool = map_owner(p);
 	if (likely(pool != NULL && ours(pool))) {
-		if (unlikely(!iop__owned(pool, p)))
+		/* The map said whose chunk it is: only the division test. */
+		if (unlikely(iop__obj_number(pool, p) >= pool->hot.objs_per_chunk))
 			bad_pointer("invalid free", p);
 		if (unlikely(ALOAD(&_iop_profile_on)))
 			profile_free(pool, p);

@@ -29,18 +29,16 @@
 
 #include "internal.h"
 
-struct counter {
-	int64_t bytes;
-	int64_t calls; /* live allocations, as allocinfo's "calls" */
-};
+#define counter iop_prof_counter
 
 struct prof_thread {
 	struct prof_thread *next, *prev;
-	struct counter *table; /* IOP_PROFILE_SITES slots; NULL: none */
-	bool registered;
+	struct counter *table; /* IOP_PROFILE_SITES slots */
 	bool exited;           /* folded at exit: count on the records */
 };
 static __thread struct prof_thread me __attribute__((tls_model("initial-exec")));
+/* me.table, where the inline counting finds it in one load. */
+__thread struct counter *_iop_prof_table __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct iop__site *sites;                  /* every registered site */
@@ -54,7 +52,8 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
  * count on the record. */
 #define ID_OVERFLOW UINT32_MAX
 
-uint32_t _iop_profile_register(struct iop__site *site)
+/* A site's first use: its id (from 1) indexes the per-thread tables. */
+static uint32_t site_register(struct iop__site *site)
 {
 	pthread_mutex_lock(&prof_lock);
 	uint32_t id = ALOAD(&site->id);
@@ -97,7 +96,7 @@ static void thread_exit(void *arg)
 		t->next->prev = t->prev;
 	struct counter *table = t->table;
 	t->table = NULL;
-	t->registered = false;
+	_iop_prof_table = NULL;
 	t->exited = true;
 	pthread_mutex_unlock(&prof_lock);
 	munmap(table, IOP_PROFILE_SITES * sizeof(struct counter));
@@ -127,35 +126,25 @@ static IOP_COLD struct counter *table_setup(void)
 	if (threads)
 		threads->prev = &me;
 	threads = &me;
-	me.registered = true;
+	_iop_prof_table = m;
 	pthread_mutex_unlock(&prof_lock);
 	pthread_setspecific(exit_key, &me);
 	return m;
 }
 
-/* Only this thread writes its slots; others read them (relaxed) to sum. */
-static inline void add(int64_t *c, int64_t v)
-{
-	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
-}
-
-void _iop_profile_count(struct iop__site *site, int64_t bytes)
+void _iop_profile_count_slow(struct iop__site *site, int64_t bytes)
 {
 	int64_t calls = bytes < 0 ? -1 : 1;
 	uint32_t id = ALOAD(&site->id);
-	if (unlikely(id == 0))
-		id = _iop_profile_register(site);
+	if (id == 0)
+		id = site_register(site);
 	struct counter *t = me.table;
-	if (unlikely(!t) && !(t = table_setup())) {
+	if ((!t && !(t = table_setup())) || id == ID_OVERFLOW) {
 		fold(site, bytes, calls);
 		return;
 	}
-	if (unlikely(id == ID_OVERFLOW)) {
-		fold(site, bytes, calls);
-		return;
-	}
-	add(&t[id].bytes, bytes);
-	add(&t[id].calls, calls);
+	_iop_prof_add(&t[id].bytes, bytes);
+	_iop_prof_add(&t[id].calls, calls);
 }
 
 /* ---- the dump ------------------------------------------------------------------ */
