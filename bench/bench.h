@@ -369,5 +369,7 @@ int report_json(const char *path, const struct run *r);
 int make_parent_dirs(const char *path);
 /* s as a JSON string, quoted and escaped. */
 void json_str(FILE *f, const char *s);
+/* The machine as one JSON object. */
+void json_machine(FILE *f, const struct machine *m);
 
 #endif /* IOPOOL_BENCH_H */

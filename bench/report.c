@@ -500,6 +500,27 @@ void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+void json_machine(FILE *f, const struct machine *m)
+{
+	fprintf(f, "{\"cpu\": ");
+	json_str(f, m->cpu);
+	fprintf(f, ", \"cores\": %ld, \"kernel\": ", m->cores);
+	json_str(f, m->kernel);
+	fprintf(f, ", \"compiler\": ");
+	json_str(f, m->compiler);
+	fprintf(f, ", \"libc\": ");
+	json_str(f, m->libc);
+	fprintf(f, ", \"build\": ");
+	json_str(f, m->build);
+	fprintf(f, ", \"dpdk\": ");
+	json_str(f, m->dpdk);
+	fprintf(f, ", \"loadavg_start\": ");
+	json_str(f, m->load_start);
+	fprintf(f, ", \"loadavg_end\": ");
+	json_str(f, m->load_end);
+	fputc('}', f);
+}
+
 static void json_doubles(FILE *f, const double *v, unsigned n)
 {
 	fputc('[', f);
@@ -566,23 +587,9 @@ int report_json(const char *path, const struct run *r)
 		return -1;
 	}
 	fprintf(f, "{\n  \"tool\": \"iopool-bench\",\n  \"iopool_version\": "
-		"\"%s\",\n  \"machine\": {\"cpu\": ", IOP_VERSION_STRING);
-	json_str(f, m->cpu);
-	fprintf(f, ", \"cores\": %ld, \"kernel\": ", m->cores);
-	json_str(f, m->kernel);
-	fprintf(f, ", \"compiler\": ");
-	json_str(f, m->compiler);
-	fprintf(f, ", \"libc\": ");
-	json_str(f, m->libc);
-	fprintf(f, ", \"build\": ");
-	json_str(f, m->build);
-	fprintf(f, ", \"dpdk\": ");
-	json_str(f, m->dpdk);
-	fprintf(f, ", \"loadavg_start\": ");
-	json_str(f, m->load_start);
-	fprintf(f, ", \"loadavg_end\": ");
-	json_str(f, m->load_end);
-	fprintf(f, "},\n  \"config\": {\"reps\": %u, \"quick\": %s, "
+		"\"%s\",\n  \"machine\": ", IOP_VERSION_STRING);
+	json_machine(f, m);
+	fprintf(f, ",\n  \"config\": {\"reps\": %u, \"quick\": %s, "
 		"\"object_size\": %u, \"loop_target_ns\": %llu},\n"
 		"  \"allocators\": {",
 		r->reps, r->quick ? "true" : "false", OBJ_SIZE_DEFAULT,

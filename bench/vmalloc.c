@@ -415,25 +415,14 @@ static void json_cell(FILE *f, const struct cell *cell)
 
 static int write_json(const struct config *c, const struct results *r)
 {
-	const struct machine *m = &r->machine;
 	FILE *f;
 	if (make_parent_dirs(c->json_path) != 0 || !(f = fopen(c->json_path, "w"))) {
 		fprintf(stderr, "iopool-vmalloc-bench: %s: %s\n", c->json_path, strerror(errno));
 		return -1;
 	}
-	fprintf(f, "{\n  \"tool\": \"iopool-vmalloc-bench\",\n  \"machine\": {\"cpu\": ");
-	json_str(f, m->cpu);
-	fprintf(f, ", \"cores\": %ld, \"kernel\": ", m->cores);
-	json_str(f, m->kernel);
-	fprintf(f, ", \"compiler\": ");
-	json_str(f, m->compiler);
-	fprintf(f, ", \"libc\": ");
-	json_str(f, m->libc);
-	fprintf(f, ", \"loadavg_start\": ");
-	json_str(f, m->load_start);
-	fprintf(f, ", \"loadavg_end\": ");
-	json_str(f, m->load_end);
-	fprintf(f, "},\n  \"config\": {\"run_test_mask\": %u, \"test_loop_count\": %u, \"test_repeat_count\": %u, "
+	fprintf(f, "{\n  \"tool\": \"iopool-vmalloc-bench\",\n  \"machine\": ");
+	json_machine(f, &r->machine);
+	fprintf(f, ",\n  \"config\": {\"run_test_mask\": %u, \"test_loop_count\": %u, \"test_repeat_count\": %u, "
 		"\"reps\": %u, \"nr_threads\": [", c->mask, c->loops, c->repeat, c->reps);
 	for (unsigned k = 0; k < c->nthreads; k++)
 		fprintf(f, "%s%u", k ? ", " : "", c->threads[k]);

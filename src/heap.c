@@ -56,6 +56,10 @@ struct gran {
 static iop_pool_t *classes[IOP_HEAP_CLASSES];   /* NULL until first used */
 static iop_pool_t *by_id[IOP_MAX_POOLS];        /* our pools, by pool id */
 static struct gran *gran;
+/* iop__map, published here (release) once a class pool exists, so that a
+ * free on a thread that never created a pool reads the map's address in
+ * order; before that no block can be a class block. */
+static iop_pool_t **map;
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t gran_once = PTHREAD_ONCE_INIT;
 static size_t page_size;
@@ -119,7 +123,7 @@ static void gran_reserve(void)
 	void *p = mmap(NULL, IOP_MAP_ENTRIES * sizeof(struct gran), PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p != MAP_FAILED)
-		gran = p;
+		__atomic_store_n(&gran, (struct gran *)p, __ATOMIC_RELEASE);
 }
 
 static int gran_init(void)
@@ -131,15 +135,16 @@ static int gran_init(void)
 static inline struct gran *gran_of(const void *p)
 {
 	uintptr_t g = (uintptr_t)p >> IOP_GRANULE_SHIFT;
-	struct gran *t = ALOAD(&gran);
+	struct gran *t = __atomic_load_n(&gran, __ATOMIC_ACQUIRE);
 	return t && g < IOP_MAP_ENTRIES ? &t[g] : NULL;
 }
 
-/* The pool that owns the granule of p, NULL when none (or no map yet). */
+/* The pool that owns the granule of p, NULL when none (or no class pool
+ * yet: then bad_pointer() asks the map itself). */
 static inline iop_pool_t *map_owner(const void *p)
 {
 	uintptr_t g = (uintptr_t)p >> IOP_GRANULE_SHIFT;
-	iop_pool_t **m = ALOAD(&iop__map);
+	iop_pool_t **m = __atomic_load_n(&map, __ATOMIC_ACQUIRE);
 	return m && g < IOP_MAP_ENTRIES ? ALOAD(&m[g]) : NULL;
 }
 
@@ -166,6 +171,7 @@ static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 			 * soon as a block of it is handed out, which is after
 			 * the class entry is published. */
 			ASTORE(&by_id[pool->id], pool);
+			__atomic_store_n(&map, iop__map, __ATOMIC_RELEASE);
 			__atomic_store_n(&classes[c], pool, __ATOMIC_RELEASE);
 		}
 	}
@@ -287,7 +293,7 @@ static struct large *large_of(const void *p)
  * say what it is, and abort. */
 static IOP_COLD _Noreturn void bad_pointer(const char *what, const void *p)
 {
-	iop_pool_t *owner = map_owner(p);
+	iop_pool_t *owner = _iop_map_init() == 0 ? _iop_map_pool(p) : NULL;
 	if (owner && ours(owner)) {
 		/* Inside a class chunk: inside a block, or past the last. */
 		uint64_t off = (uint64_t)((uintptr_t)p & owner->hot.chunk_mask);
@@ -436,7 +442,7 @@ void *iop_heap_alloc_aligned(size_t size, size_t align)
  * address space for it) the block goes uncounted. */
 static inline struct iop__site *site_if_table(struct iop__site *site)
 {
-	return likely(ALOAD(&gran) != NULL) || gran_init() == 0 ? site : NULL;
+	return likely(__atomic_load_n(&gran, __ATOMIC_ACQUIRE) != NULL) || gran_init() == 0 ? site : NULL;
 }
 
 void *iop__heap_alloc_site(size_t size, struct iop__site *site)

@@ -47,17 +47,6 @@ void _iop_warn(const char *fmt, ...)
 	va_end(ap);
 }
 
-void _iop_fatal(const char *who, const char *fmt, ...)
-{
-	char prefix[64];
-	va_list ap;
-	snprintf(prefix, sizeof(prefix), "%s: ", who);
-	va_start(ap, fmt);
-	emit(prefix, NULL, fmt, ap);
-	va_end(ap);
-	abort();
-}
-
 void _iop_complain(const char *who, const char *fmt, ...)
 {
 	char prefix[64];
@@ -66,6 +55,17 @@ void _iop_complain(const char *who, const char *fmt, ...)
 	va_start(ap, fmt);
 	emit(prefix, NULL, fmt, ap);
 	va_end(ap);
+}
+
+void _iop_fatal(const char *who, const char *fmt, ...)
+{
+	char msg[448];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	_iop_complain(who, "%s", msg);
+	abort();
 }
 
 static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -32,7 +32,7 @@
 #define counter iop_prof_counter
 
 struct prof_thread {
-	struct prof_thread *next, *prev;
+	struct prof_thread *next;
 	struct counter *table; /* IOP_PROFILE_SITES slots */
 	bool exited;           /* folded at exit: count on the records */
 };
@@ -88,12 +88,10 @@ static void thread_exit(void *arg)
 		if (c->bytes || c->calls)
 			fold(by_id[id], c->bytes, c->calls);
 	}
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		threads = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
+	struct prof_thread **pp = &threads;
+	while (*pp != t)
+		pp = &(*pp)->next;
+	*pp = t->next;
 	struct counter *table = t->table;
 	t->table = NULL;
 	_iop_prof_table = NULL;
@@ -121,10 +119,7 @@ static IOP_COLD struct counter *table_setup(void)
 		return NULL;
 	pthread_mutex_lock(&prof_lock);
 	me.table = m;
-	me.prev = NULL;
 	me.next = threads;
-	if (threads)
-		threads->prev = &me;
 	threads = &me;
 	_iop_prof_table = m;
 	pthread_mutex_unlock(&prof_lock);

@@ -157,15 +157,14 @@ TEST(profile_ignores_unprofiled_calls_and_their_frees)
 #define XT_THREADS 8
 #define XT_BLOCKS 1000
 static void *xt_blocks[XT_THREADS][XT_BLOCKS];
-static unsigned xt_line;
+static const unsigned xt_line = __LINE__ + 1;
+static void *xt_one(size_t n) { return iop_heap_alloc(n); }
 
 static void *xt_alloc(void *arg)
 {
 	void **mine = arg;
-	for (int i = 0; i < XT_BLOCKS; i++) {
-		xt_line = __LINE__ + 1;
-		mine[i] = iop_heap_alloc(200 + (size_t)(i % 3) * 1000);
-	}
+	for (int i = 0; i < XT_BLOCKS; i++)
+		mine[i] = xt_one(200 + (size_t)(i % 3) * 1000);
 	return NULL;
 }
 
@@ -190,7 +189,7 @@ TEST(profile_counts_stay_exact_across_threads_and_thread_exit)
 	for (int i = 0; i < XT_BLOCKS; i++)
 		per += (long long)iop_heap_class_size(200 + (size_t)(i % 3) * 1000);
 	unsigned n = dump(l);
-	CHECK_SITE(l, n, xt_line, XT_THREADS * per, XT_THREADS * XT_BLOCKS, "xt_alloc");
+	CHECK_SITE(l, n, xt_line, XT_THREADS * per, XT_THREADS * XT_BLOCKS, "xt_one");
 
 	/* half freed by other threads (which exit too), half here */
 	for (int i = 0; i < XT_THREADS; i++)
@@ -201,12 +200,12 @@ TEST(profile_counts_stay_exact_across_threads_and_thread_exit)
 	for (int i = 1; i < XT_BLOCKS; i += 2)
 		left += (long long)iop_heap_class_size(200 + (size_t)(i % 3) * 1000);
 	n = dump(l);
-	CHECK_SITE(l, n, xt_line, XT_THREADS * left, XT_THREADS * XT_BLOCKS / 2, "xt_alloc");
+	CHECK_SITE(l, n, xt_line, XT_THREADS * left, XT_THREADS * XT_BLOCKS / 2, "xt_one");
 	for (int k = 0; k < XT_THREADS; k++)
 		for (int i = 1; i < XT_BLOCKS; i += 2)
 			iop_heap_free(xt_blocks[k][i]);
 	n = dump(l);
-	CHECK_SITE(l, n, xt_line, 0, 0, "xt_alloc");
+	CHECK_SITE(l, n, xt_line, 0, 0, "xt_one");
 	return TH_PASS;
 }
 
