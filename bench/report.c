@@ -502,22 +502,16 @@ void json_str(FILE *f, const char *s)
 
 void json_machine(FILE *f, const struct machine *m)
 {
-	fprintf(f, "{\"cpu\": ");
-	json_str(f, m->cpu);
-	fprintf(f, ", \"cores\": %ld, \"kernel\": ", m->cores);
-	json_str(f, m->kernel);
-	fprintf(f, ", \"compiler\": ");
-	json_str(f, m->compiler);
-	fprintf(f, ", \"libc\": ");
-	json_str(f, m->libc);
-	fprintf(f, ", \"build\": ");
-	json_str(f, m->build);
-	fprintf(f, ", \"dpdk\": ");
-	json_str(f, m->dpdk);
-	fprintf(f, ", \"loadavg_start\": ");
-	json_str(f, m->load_start);
-	fprintf(f, ", \"loadavg_end\": ");
-	json_str(f, m->load_end);
+	const char *const keys[] = { "cpu", "kernel", "compiler", "libc", "build", "dpdk", "loadavg_start",
+				     "loadavg_end" };
+	const char *const vals[] = { m->cpu, m->kernel, m->compiler, m->libc, m->build, m->dpdk, m->load_start,
+				     m->load_end };
+
+	fprintf(f, "{\"cores\": %ld", m->cores);
+	for (unsigned i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		fprintf(f, ", \"%s\": ", keys[i]);
+		json_str(f, vals[i]);
+	}
 	fputc('}', f);
 }
 
