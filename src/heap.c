@@ -194,7 +194,7 @@ static void large_set(struct large *b, struct large *v)
 	uintptr_t g = (uintptr_t)b->base >> IOP_GRANULE_SHIFT;
 	uintptr_t last = ((uintptr_t)b->base + b->len - 1) >> IOP_GRANULE_SHIFT;
 	for (; g <= last; g++)
-		ASTORE(&gran[g].large, v);
+		__atomic_store_n(&gran[g].large, v, __ATOMIC_RELEASE);
 }
 
 /* A cached block of len to len + len/8 bytes (the classes' waste bound)
@@ -281,7 +281,7 @@ found:
 static struct large *large_of(const void *p)
 {
 	struct gran *e = gran_of(p);
-	struct large *b = e ? ALOAD(&e->large) : NULL;
+	struct large *b = e ? __atomic_load_n(&e->large, __ATOMIC_ACQUIRE) : NULL;
 	if (b && ((const char *)p < b->base || (const char *)p >= b->base + b->len))
 		return NULL; /* the granule's other part: not the block */
 	return b;
@@ -320,7 +320,7 @@ static IOP_COLD _Noreturn void bad_pointer(const char *what, const void *p)
 static IOP_COLD struct sites *sites_make(struct gran *e, struct iop_pool *pool)
 {
 	pthread_mutex_lock(&heap_lock);
-	struct sites *s = ALOAD(&e->sites);
+	struct sites *s = __atomic_load_n(&e->sites, __ATOMIC_ACQUIRE);
 	if (!s || s->pool != pool) {
 		/* A fresh chunk, or one whose granule an older chunk used
 		 * (whose objects are all free, so its sites are all NULL; the
@@ -333,7 +333,7 @@ static IOP_COLD struct sites *sites_make(struct gran *e, struct iop_pool *pool)
 		if (s) {
 			s->pool = pool;
 			s->n = n;
-			ASTORE(&e->sites, s);
+			__atomic_store_n(&e->sites, s, __ATOMIC_RELEASE); /* after its fields */
 		}
 	}
 	pthread_mutex_unlock(&heap_lock);
@@ -346,7 +346,7 @@ static inline struct iop__site **site_slot(struct iop_pool *pool, void *p, bool 
 {
 	char *chunk = (char *)((uintptr_t)p & ~pool->hot.chunk_mask);
 	struct gran *e = gran_of(chunk);
-	struct sites *s = ALOAD(&e->sites);
+	struct sites *s = __atomic_load_n(&e->sites, __ATOMIC_ACQUIRE);
 	if (unlikely(!s || s->pool != pool)) {
 		if (!make)
 			return NULL;
