@@ -5,13 +5,14 @@
 #   make test SANITIZE=address ASan+UBSan, RelWithDebInfo, in build-asan/
 #   make test SANITIZE=thread  TSan, RelWithDebInfo, in build-tsan/
 #   make test DEBUG=2          IOP_DEBUG=2, in build-debug2/ (build-asan-debug2/ ...)
-#   make bench                 benchmark (Release, build/), then callgrind
+#   make bench                 benchmarks (Release, build/), then callgrind
 #   make callgrind             only the callgrind instruction counts
 #   make install               build and install (PREFIX=/usr/local, DESTDIR)
 #   make all / make clean
 #
 # Variables: SANITIZE=address|thread, DEBUG=0..3, BUILD=dir (overrides the
 # directory chosen from SANITIZE and DEBUG), BUILD_TYPE, CTEST_ARGS, BENCH_ARGS,
+# VMALLOC_ARGS (for iopool-vmalloc-bench, e.g. 'run_test_mask=7 nr_threads=64'),
 # CMAKE_ARGS (extra -D options), PREFIX, DESTDIR, JOBS (default: nproc),
 # CC (as CMake reads it). CI=true adds -DIOP_WERROR=ON.
 
@@ -26,6 +27,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CTEST_ARGS ?=
 BENCH_ARGS ?=
+VMALLOC_ARGS ?=
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
@@ -112,6 +114,7 @@ bench: deps-bench build
 	$(if $(SANITIZE),@echo "warning: benchmarking a SANITIZE=$(SANITIZE) build" >&2)
 	$(BENCH_BIN) --json $(BUILD)/bench-results.json --markdown $(BUILD)/bench-results.md $(BENCH_ARGS)
 	$(BUILD)/bench/iopool-spike --json $(BUILD)/spike-results.json
+	$(BUILD)/bench/iopool-vmalloc-bench --json $(BUILD)/vmalloc-results.json --markdown $(BUILD)/vmalloc-results.md $(VMALLOC_ARGS)
 	@rm -f $(BUILD)/udp-rx-results.jsonl
 	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \

@@ -97,7 +97,7 @@ static void malloc_origin(char *out, size_t len)
  * preload that silently did not take effect would time glibc under another
  * name.
  */
-static void verify_preload(const struct alloc_desc *d)
+void verify_preload(const struct alloc_desc *d)
 {
 	char origin[PATH_MAX];
 

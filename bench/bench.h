@@ -109,6 +109,9 @@ int child_iopool(const struct child_opts *o);
 int child_malloc(const struct child_opts *o, enum alloc_id id);
 int child_dpdk(const struct child_opts *o);
 int child_ring(const struct child_opts *o);
+/* Exit with a message unless malloc comes from the allocator d names
+ * (alloc_malloc.c; also used by iopool-vmalloc-bench). */
+void verify_preload(const struct alloc_desc *d);
 
 /* callgrind modes: run exactly n fast-path pairs in a noinline function. */
 int callgrind_iopool(unsigned long n);
@@ -365,5 +368,9 @@ unsigned report_tables(FILE *f, const struct run *r, int markdown);
 int report_json(const char *path, const struct run *r);
 /* mkdir -p of the directory part of path. */
 int make_parent_dirs(const char *path);
+/* s as a JSON string, quoted and escaped. */
+void json_str(FILE *f, const char *s);
+/* The machine as one JSON object. */
+void json_machine(FILE *f, const struct machine *m);
 
 #endif /* IOPOOL_BENCH_H */

@@ -484,7 +484,7 @@ unsigned report_tables(FILE *f, const struct run *r, int markdown)
 
 /* ------------------------------------------------------------------------ */
 
-static void json_str(FILE *f, const char *s)
+void json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s; s++) {
@@ -498,6 +498,21 @@ static void json_str(FILE *f, const char *s)
 			fputc(ch, f);
 	}
 	fputc('"', f);
+}
+
+void json_machine(FILE *f, const struct machine *m)
+{
+	const char *const keys[] = { "cpu", "kernel", "compiler", "libc", "build", "dpdk", "loadavg_start",
+				     "loadavg_end" };
+	const char *const vals[] = { m->cpu, m->kernel, m->compiler, m->libc, m->build, m->dpdk, m->load_start,
+				     m->load_end };
+
+	fprintf(f, "{\"cores\": %ld", m->cores);
+	for (unsigned i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		fprintf(f, ", \"%s\": ", keys[i]);
+		json_str(f, vals[i]);
+	}
+	fputc('}', f);
 }
 
 static void json_doubles(FILE *f, const double *v, unsigned n)
@@ -566,23 +581,9 @@ int report_json(const char *path, const struct run *r)
 		return -1;
 	}
 	fprintf(f, "{\n  \"tool\": \"iopool-bench\",\n  \"iopool_version\": "
-		"\"%s\",\n  \"machine\": {\"cpu\": ", IOP_VERSION_STRING);
-	json_str(f, m->cpu);
-	fprintf(f, ", \"cores\": %ld, \"kernel\": ", m->cores);
-	json_str(f, m->kernel);
-	fprintf(f, ", \"compiler\": ");
-	json_str(f, m->compiler);
-	fprintf(f, ", \"libc\": ");
-	json_str(f, m->libc);
-	fprintf(f, ", \"build\": ");
-	json_str(f, m->build);
-	fprintf(f, ", \"dpdk\": ");
-	json_str(f, m->dpdk);
-	fprintf(f, ", \"loadavg_start\": ");
-	json_str(f, m->load_start);
-	fprintf(f, ", \"loadavg_end\": ");
-	json_str(f, m->load_end);
-	fprintf(f, "},\n  \"config\": {\"reps\": %u, \"quick\": %s, "
+		"\"%s\",\n  \"machine\": ", IOP_VERSION_STRING);
+	json_machine(f, m);
+	fprintf(f, ",\n  \"config\": {\"reps\": %u, \"quick\": %s, "
 		"\"object_size\": %u, \"loop_target_ns\": %llu},\n"
 		"  \"allocators\": {",
 		r->reps, r->quick ? "true" : "false", OBJ_SIZE_DEFAULT,

@@ -184,7 +184,9 @@ IOP_API iop_pool_t *iop_pool_create(const struct iop_pool_params *params);
  * stderr, and -EBUSY is returned: free them and call again. Memory is never
  * freed under a live object.
  *
- * Returns 0, -EBUSY (objects in flight), or -EINVAL (pool is NULL).
+ * Returns 0, -EBUSY (objects in flight), -EINVAL (pool is NULL), or -EPERM
+ * (the pool is one of the heap's size classes, which live as long as the
+ * process).
  */
 IOP_API int iop_pool_destroy(iop_pool_t *pool);
 
@@ -545,6 +547,150 @@ IOP_API void *iop_frag_alloc(iop_frag_t *fc, size_t len, size_t align);
 /** Destroy the allocator: it drops its hold on the current buffer, which
  *  recycles once its fragments are put. NULL does nothing. */
 IOP_API void iop_frag_destroy(iop_frag_t *fc);
+
+/* ======================================================================== */
+/* Size-class heap and per-call-site profiling (since 0.3)                   */
+/* ======================================================================== */
+/*
+ * A general-purpose heap on top of the pools: any size from 1 byte to
+ * IOP_HEAP_CLASS_MAX (1 MiB, the largest pooled object) is served by one of
+ * IOP_HEAP_CLASSES size classes, each an ordinary pool named "heap-<size>"
+ * (so it has the thread caches, the owner lookup iop_pool_of(), statistics
+ * and the audit); a class's pool is created the first time a size of that
+ * class is asked for. Larger requests are mapped straight from the OS and
+ * tracked, so that iop_heap_free() and iop_heap_size() find them and refuse
+ * any pointer the heap did not hand out.
+ *
+ * Spacing of the classes (the request is rounded up to the next class):
+ *
+ *   sizes            step               classes  worst waste
+ *   1 - 64 B         16 B               4        15 B (small sizes only)
+ *   (2^k, 2^(k+1)]   2^k / 8            8 each   below 1/8 of the request
+ *   for k = 6..19    (8 B at 64 B,                and below 1/9 of the block
+ *                     64 KiB at 512 KiB)
+ *
+ * so internal waste stays under 12.5% for every size above 64 B, with 116
+ * classes at most (IOP_MAX_POOLS is 256; only the classes a program uses
+ * become pools). Blocks are aligned to 16 bytes, except blocks of the four
+ * classes 72, 88, 104 and 120 B, which are aligned to 8: no C object of 65
+ * to 72 B (81-88, ...) can need 16 (its size would be a multiple of 16).
+ *
+ * The fast path of an allocation is a pop from the calling thread's magazine
+ * of the class's pool, of a free a push, after the owner lookup of the
+ * address: no lock, no atomic read-modify-write. The heap's pools must not
+ * be destroyed (iop_pool_destroy() refuses with -EPERM).
+ */
+
+/** The largest size served by a size class; larger go to the OS. */
+#define IOP_HEAP_CLASS_MAX ((size_t)1 << 20)
+/** The number of size classes (pools the heap may create). */
+#define IOP_HEAP_CLASSES 116u
+/** The largest alignment iop_heap_alloc_aligned() accepts (1 GiB). */
+#define IOP_HEAP_ALIGN_MAX ((size_t)1 << 30)
+
+/**
+ * Allocate size bytes (0 is taken as 1), aligned to 16 bytes (8 for the
+ * classes noted above), contents undefined. Any thread; free from any thread.
+ *
+ * Returns the block, or NULL with errno:
+ *   ENOMEM  no memory from the OS, or size too large to map;
+ *   ENOSPC  the pool of the size's class did not exist yet and could not
+ *           be created: the process has IOP_MAX_POOLS pools already.
+ */
+IOP_API void *iop_heap_alloc(size_t size);
+
+/**
+ * Allocate size bytes aligned to align, a power of two from 1 to
+ * IOP_HEAP_ALIGN_MAX. Served by the smallest class that fits size and whose
+ * blocks fall on multiples of align (a class of size c places its blocks at
+ * multiples of c's lowest set bit), else mapped from the OS.
+ *
+ * Returns the block, or NULL with errno ENOMEM or ENOSPC (as
+ * iop_heap_alloc()), or EINVAL (align is not a power of two or is above
+ * IOP_HEAP_ALIGN_MAX; a message on stderr says which).
+ */
+IOP_API void *iop_heap_alloc_aligned(size_t size, size_t align);
+
+/**
+ * Free a block from iop_heap_alloc() or iop_heap_alloc_aligned(), from any
+ * thread; its size is found from the address. NULL does nothing.
+ *
+ * Aborts with a message naming the address and the fault when p is not a
+ * block the heap handed out: an address of no pool and no large block ("not
+ * from the heap"), an object of an application's pool ("it belongs to pool
+ * '<name>', not to the heap"), an address inside a block ("interior pointer,
+ * N bytes into ...").
+ */
+IOP_API void iop_heap_free(void *p);
+
+/**
+ * The usable size of a live block: its class's size, or for a large block
+ * the bytes mapped for it (the size rounded up to the page size); at least
+ * what was asked for, and all of it may be written. 0 for NULL. Aborts as
+ * iop_heap_free() does when p is not a live block of the heap.
+ */
+IOP_API size_t iop_heap_size(const void *p);
+
+/**
+ * What iop_heap_alloc(size) would give: the size of size's class, or for a
+ * size above IOP_HEAP_CLASS_MAX the size rounded up to the page size. 0
+ * when size is too large to map. Allocates nothing.
+ */
+IOP_API size_t iop_heap_class_size(size_t size);
+
+/*
+ * Per-call-site profiling, in the style of the kernel's /proc/allocinfo.
+ *
+ * Define IOP_PROFILE before including this header (or build with
+ * -DIOP_PROFILE) and iop_heap_alloc() and iop_heap_alloc_aligned() become
+ * macros that pass a static record of their call site (file, line,
+ * function) to the library: no lookup on the allocation path. Every free,
+ * whichever file it is compiled in, finds the site of the block it
+ * releases, so each site's live bytes and live allocations are exact.
+ * Counters are per thread (no atomic read-modify-write) and summed when
+ * read. Blocks from unprofiled calls are not counted anywhere. Bytes are
+ * usable sizes (iop_heap_size()), as allocinfo counts slab object sizes.
+ * Unprofiled programs pay one load of a flag per free.
+ */
+
+/** The record of one call site (internal ABI: made by the macros below). */
+struct iop__site {
+	const char *file;
+	const char *func;
+	uint32_t line;
+	uint32_t id;              /* library-private from here on */
+	struct iop__site *next;
+	int64_t bytes, calls;     /* of exited threads and sites past the
+	                             per-thread table */
+};
+
+IOP_API void *iop__heap_alloc_site(size_t size, struct iop__site *site);
+IOP_API void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site);
+
+/**
+ * Print one line per call site seen so far, sorted by live bytes, largest
+ * first, after a header line starting with '#':
+ *
+ *   <live bytes> <live allocations> <file>:<line> func:<function>
+ *
+ * (the columns of /proc/allocinfo). A snapshot: exact when no other thread
+ * allocates or frees meanwhile. Returns 0, -EINVAL (f is NULL), -ENOMEM
+ * (no memory for the snapshot) or -EIO (a write failed).
+ */
+IOP_API int iop_profile_dump(FILE *f);
+
+#if defined(IOP_PROFILE) && !defined(IOP_BUILDING_LIBRARY)
+/* One static record per call site, made where the call is written. */
+#define IOP__SITE_HERE()                                                     \
+	__extension__({                                                      \
+		static struct iop__site iop__site_ = { __FILE__, __func__,  \
+						       __LINE__, 0, 0, 0, 0 }; \
+		&iop__site_;                                                 \
+	})
+#define iop_heap_alloc(size) iop__heap_alloc_site((size), IOP__SITE_HERE())
+#define iop_heap_alloc_aligned(size, align) \
+	iop__heap_alloc_aligned_site((size), (align), IOP__SITE_HERE())
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Inline fast paths                                                         */

@@ -87,4 +87,29 @@
 /* Byte written over free objects in checked mode ("iopool free"). */
 #define IOP_POISON_BYTE 0xa5
 
+/*
+ * Heap (heap.c). Requests above IOP_HEAP_CLASS_MAX (iopool.h, 1 MiB, the
+ * largest pool object) are mapped from the OS on their own, aligned to at
+ * least a granule so that each granule of the address map names at most one
+ * of them (the owner lookup of a free stays O(1)).
+ *
+ * Profiling (profile.c): call sites that get a slot in every profiling
+ * thread's counter table (16 bytes each; the table is mapped, not
+ * committed, so 4096 sites reserve 64 KiB per thread and touch a page per
+ * 256 sites in use). Sites past it count with atomic adds on their record:
+ * correct, only slower.
+ */
+#define IOP_PROFILE_SITES 4096u
+
+/*
+ * Freed large blocks the heap keeps mapped for reuse rather than unmapping
+ * (an mmap and two munmaps saved per reuse: about 20 us, against a lock and
+ * a short list walk): blocks of at most 8 MiB, 64 of them and 64 MiB in all
+ * at most, so what a quiet program keeps is bounded. A block is reused for
+ * a request of 8/9 of its size or more, the classes' waste bound.
+ */
+#define IOP_HEAP_LARGE_CACHE_BLOCK ((size_t)8 << 20)
+#define IOP_HEAP_LARGE_CACHE_BLOCKS 64u
+#define IOP_HEAP_LARGE_CACHE_BYTES ((size_t)64 << 20)
+
 #endif /* IOP_CONFIG_H */

@@ -385,5 +385,53 @@ IOP_HIDDEN void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, 
 
 /* ---- pool.c -------------------------------------------------------------- */
 
+/* "iopool: <who>: <message>", then abort (_iop_fatal) or return
+ * (_iop_complain: the message that goes with an -EINVAL). For callers that
+ * speak for no single pool (the heap). */
+IOP_HIDDEN _Noreturn void _iop_fatal(const char *who, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
+IOP_HIDDEN void _iop_complain(const char *who, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
+
+/* ---- heap.c and profile.c -------------------------------------------------- */
+
+/* Is this pool one of the heap's size classes (never destroyed)? */
+IOP_HIDDEN bool _iop_heap_owns(const struct iop_pool *pool);
+/* Set once the first profiled block is handed out: from then on every heap
+ * free looks for the block's site. */
+IOP_HIDDEN extern int _iop_profile_on;
+/* A profiling thread's counters of one site (profile.c). */
+struct iop_prof_counter {
+	int64_t bytes;
+	int64_t calls; /* live allocations, as allocinfo's "calls" */
+};
+/* The calling thread's counter table, indexed by site id; NULL until its
+ * first profiled call (and after its exit flush). */
+IOP_HIDDEN extern __thread struct iop_prof_counter *_iop_prof_table __attribute__((tls_model("initial-exec")));
+/* The rest of _iop_profile_count(): a site's first use, a thread's first
+ * call, a site past the table. */
+IOP_HIDDEN void _iop_profile_count_slow(struct iop__site *site, int64_t bytes);
+
+/* Only this thread writes its slots; dumps read them (relaxed) to sum. */
+static inline void _iop_prof_add(int64_t *c, int64_t v)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+/* Count a profiled block of `bytes` at its site: +bytes on allocation,
+ * -bytes on free (live allocations move by one either way). Two loads and
+ * two stores to the thread's own table; no atomic read-modify-write. */
+static inline void _iop_profile_count(struct iop__site *site, int64_t bytes)
+{
+	uint32_t id = ALOAD(&site->id);
+	struct iop_prof_counter *t = _iop_prof_table;
+	if (unlikely(!t || id - 1 >= IOP_PROFILE_SITES - 1)) {
+		_iop_profile_count_slow(site, bytes);
+		return;
+	}
+	_iop_prof_add(&t[id].bytes, bytes);
+	_iop_prof_add(&t[id].calls, bytes < 0 ? -1 : 1);
+}
+
 
 #endif /* IOP_INTERNAL_H */

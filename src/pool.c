@@ -48,6 +48,27 @@ void _iop_warn(const char *fmt, ...)
 	va_end(ap);
 }
 
+void _iop_complain(const char *who, const char *fmt, ...)
+{
+	char prefix[64];
+	va_list ap;
+	snprintf(prefix, sizeof(prefix), "%s: ", who);
+	va_start(ap, fmt);
+	emit(prefix, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void _iop_fatal(const char *who, const char *fmt, ...)
+{
+	char msg[448];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	_iop_complain(who, "%s", msg);
+	abort();
+}
+
 static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void *einval(const char *fmt, ...)
 {
@@ -305,6 +326,10 @@ int iop_pool_destroy(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	if (_iop_heap_owns(pool)) {
+		_iop_warn("pool '%s': not destroyed: it is one of the heap's size classes", pool->name);
+		return -EPERM;
+	}
 	/* Waiters of a bounded pool get -ESHUTDOWN, and so does every later
 	 * allocation; they have all left the pool when this returns. */
 	if (pool->bound)

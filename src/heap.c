@@ -1,0 +1,514 @@
+/*
+ * Heap: any size from 1 byte to 1 MiB through size classes, each an
+ * ordinary pool; larger blocks mapped from the OS and tracked.
+ *
+ *   iop_heap_alloc(size)                    iop_heap_free(p)
+ *        |                                       |
+ *   class = class_of(size)               pool = iop__map[p >> 21]
+ *   pool = classes[class] ---------+     one of ours? -- no --> large[p >> 21]
+ *        |  (created lazily)       |          |                  |
+ *   iop__alloc_inline(pool)        +----> iop__free_inline()   munmap, or abort:
+ *   (the thread's magazine)              (owner and interior    "not from the heap",
+ *                                          checks, magazine)     "interior pointer"
+ *
+ * Class spacing (iopool.h has the table): 16-byte steps up to 64 B, then
+ * eight classes per power of two, so the step in (2^k, 2^(k+1)] is 2^k / 8
+ * and a request wastes less than an eighth of itself. Blocks of a class of
+ * size c sit at multiples of c's lowest set bit (chunks are aligned to at
+ * least 2 MiB and the stride is c), which is what the aligned allocation
+ * looks for.
+ *
+ * The granule table (`gran`, one entry per 2 MiB of address space, reserved
+ * and never committed beyond what is used, like the pool map) names the
+ * large block that covers a granule, and, when profiling is on, the array
+ * holding the call site of every object of the class chunk starting there.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+_Static_assert(IOP_HEAP_CLASS_MAX == IOP_OBJ_SIZE_MAX, "the largest class is the largest pool object");
+
+/* A block above IOP_HEAP_CLASS_MAX, mapped on its own. */
+struct large {
+	char *base;
+	size_t len;             /* bytes mapped (a multiple of the page) */
+	struct iop__site *site; /* profiled: its call site */
+	struct large *next;     /* in the cache of freed blocks */
+};
+
+/* Profiling: the call site of each object of one class chunk. */
+struct sites {
+	struct iop_pool *pool;  /* the chunk's pool when the array was made */
+	uint64_t n;
+	struct iop__site *site[];
+};
+
+struct gran {
+	struct large *large;
+	struct sites *sites;
+};
+
+static iop_pool_t *classes[IOP_HEAP_CLASSES];   /* NULL until first used */
+static iop_pool_t *by_id[IOP_MAX_POOLS];        /* our pools, by pool id */
+static struct gran *gran;
+/* iop__map, published here (release) once a class pool exists, so that a
+ * free on a thread that never created a pool reads the map's address in
+ * order; before that no block can be a class block. */
+static iop_pool_t **map;
+static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t gran_once = PTHREAD_ONCE_INIT;
+static size_t page_size;
+
+/* Freed large blocks kept mapped for reuse (as the vmap nodes keep freed
+ * areas instead of returning them to the global space): a syscall pair
+ * saved per reuse. Bounded by IOP_HEAP_LARGE_CACHE_* (config.h). */
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct large *cache;
+static size_t cache_bytes;
+static unsigned cache_blocks;
+
+int _iop_profile_on;
+
+/* ---- size classes ---------------------------------------------------------- */
+
+/* The class of a size in [1, IOP_HEAP_CLASS_MAX]. */
+static inline unsigned class_of(size_t s)
+{
+	if (s <= 64)
+		return (unsigned)((s + 15) >> 4) - 1;
+	/* 2^k < s <= 2^(k+1), k >= 6; the three bits below the top one of
+	 * s - 1 pick one of eight steps of 2^(k-3). */
+	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
+	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
+}
+
+static inline size_t class_bytes(unsigned c)
+{
+	if (c < 4)
+		return (size_t)(c + 1) * 16;
+	c -= 4;
+	return (size_t)(9 + c % 8) << (c / 8 + 3);
+}
+
+_Static_assert(IOP_HEAP_CLASSES == 4 + (20 - 6) * 8, "4 classes to 64 B, 8 per power of two to 1 MiB");
+
+static inline size_t lowest_bit(size_t x)
+{
+	return x & -x;
+}
+
+bool _iop_heap_owns(const struct iop_pool *pool)
+{
+	return pool && ALOAD(&by_id[pool->id]) == pool;
+}
+
+/* One of our pools owns p (pool from the map)? The id comes from the slot
+ * offset in the pool's first cache line, which the free path reads anyway. */
+static inline bool ours(iop_pool_t *pool)
+{
+	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+	return ALOAD(&by_id[h->tc_off / sizeof(struct iop__tcache)]) == pool;
+}
+
+/* ---- the granule table ------------------------------------------------------ */
+
+static void gran_reserve(void)
+{
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	void *p = mmap(NULL, IOP_MAP_ENTRIES * sizeof(struct gran), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p != MAP_FAILED)
+		__atomic_store_n(&gran, (struct gran *)p, __ATOMIC_RELEASE);
+}
+
+static int gran_init(void)
+{
+	pthread_once(&gran_once, gran_reserve);
+	return gran ? 0 : -ENOMEM;
+}
+
+static inline struct gran *gran_of(const void *p)
+{
+	uintptr_t g = (uintptr_t)p >> IOP_GRANULE_SHIFT;
+	struct gran *t = __atomic_load_n(&gran, __ATOMIC_ACQUIRE);
+	return t && g < IOP_MAP_ENTRIES ? &t[g] : NULL;
+}
+
+/* The pool that owns the granule of p, NULL when none (or no class pool
+ * yet: then bad_pointer() asks the map itself). */
+static inline iop_pool_t *map_owner(const void *p)
+{
+	uintptr_t g = (uintptr_t)p >> IOP_GRANULE_SHIFT;
+	iop_pool_t **m = __atomic_load_n(&map, __ATOMIC_ACQUIRE);
+	return m && g < IOP_MAP_ENTRIES ? ALOAD(&m[g]) : NULL;
+}
+
+/* ---- class pools ------------------------------------------------------------ */
+
+static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
+{
+	pthread_mutex_lock(&heap_lock);
+	iop_pool_t *pool = classes[c];
+	if (!pool) {
+		char name[IOP_NAME_MAX];
+		size_t bytes = class_bytes(c);
+		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+		snprintf(name, sizeof(name), "heap-%zu", bytes);
+		pp.name = name;
+		pp.obj_size = bytes;
+		pp.flags = IOP_F_NO_THP;
+		/* 16 (what malloc gives) unless the class is not a multiple
+		 * of it; the pool then spaces objects by exactly the class. */
+		pp.align = lowest_bit(bytes) < 16 ? lowest_bit(bytes) : 16;
+		pool = iop_pool_create(&pp);
+		if (pool) {
+			/* By id first: a free may see the pool in the map as
+			 * soon as a block of it is handed out, which is after
+			 * the class entry is published. */
+			ASTORE(&by_id[pool->id], pool);
+			__atomic_store_n(&map, iop__map, __ATOMIC_RELEASE);
+			__atomic_store_n(&classes[c], pool, __ATOMIC_RELEASE);
+		}
+	}
+	int err = errno;
+	pthread_mutex_unlock(&heap_lock);
+	errno = err;
+	return pool;
+}
+
+static inline iop_pool_t *class_pool(unsigned c)
+{
+	iop_pool_t *pool = __atomic_load_n(&classes[c], __ATOMIC_ACQUIRE);
+	return likely(pool != NULL) ? pool : class_pool_create(c);
+}
+
+/* ---- large blocks ----------------------------------------------------------- */
+
+static void large_set(struct large *b, struct large *v)
+{
+	uintptr_t g = (uintptr_t)b->base >> IOP_GRANULE_SHIFT;
+	uintptr_t last = ((uintptr_t)b->base + b->len - 1) >> IOP_GRANULE_SHIFT;
+	for (; g <= last; g++)
+		__atomic_store_n(&gran[g].large, v, __ATOMIC_RELEASE);
+}
+
+/* A cached block of len to len + len/8 bytes (the classes' waste bound)
+ * whose start is a multiple of align; NULL when there is none. */
+static struct large *cache_take(size_t len, size_t align)
+{
+	struct large *b = NULL;
+	if (!ALOAD(&cache))
+		return NULL;
+	pthread_mutex_lock(&cache_lock);
+	for (struct large **pp = &cache; *pp; pp = &(*pp)->next) {
+		struct large *c = *pp;
+		if (c->len >= len && c->len - len <= len / 8 && !((uintptr_t)c->base & (align - 1))) {
+			ASTORE(pp, c->next);
+			cache_bytes -= c->len;
+			cache_blocks--;
+			b = c;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return b;
+}
+
+/* Keep a freed block for reuse if it fits the bounds. */
+static bool cache_put(struct large *b)
+{
+	bool kept = false;
+	if (b->len > IOP_HEAP_LARGE_CACHE_BLOCK)
+		return false;
+	pthread_mutex_lock(&cache_lock);
+	if (cache_bytes + b->len <= IOP_HEAP_LARGE_CACHE_BYTES && cache_blocks < IOP_HEAP_LARGE_CACHE_BLOCKS) {
+		b->next = cache;
+		ASTORE(&cache, b);
+		cache_bytes += b->len;
+		cache_blocks++;
+		kept = true;
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return kept;
+}
+
+static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__site *site)
+{
+	if (gran_init() != 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* A granule at least: each granule then holds at most one block. */
+	size_t a = align > IOP_GRANULE ? align : IOP_GRANULE;
+	size_t len = (size + page_size - 1) & ~(page_size - 1);
+	if (size > SIZE_MAX / 2 || len + a < len) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	struct large *b = cache_take(len, a);
+	if (b)
+		goto found;
+	if (!(b = malloc(sizeof(*b))))
+		return NULL;
+	size_t span = len + a;
+	char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED) {
+		free(b);
+		errno = ENOMEM;
+		return NULL;
+	}
+	char *base = (char *)(((uintptr_t)raw + a - 1) & ~(uintptr_t)(a - 1));
+	if (base > raw)
+		munmap(raw, (size_t)(base - raw));
+	if (base + len < raw + span)
+		munmap(base + len, (size_t)(raw + span - (base + len)));
+	b->base = base;
+	b->len = len;
+found:
+	b->site = site;
+	if (site)
+		_iop_profile_count(site, (int64_t)b->len);
+	large_set(b, b);
+	return b->base;
+}
+
+/* The large block holding p, or NULL. */
+static struct large *large_of(const void *p)
+{
+	struct gran *e = gran_of(p);
+	struct large *b = e ? __atomic_load_n(&e->large, __ATOMIC_ACQUIRE) : NULL;
+	if (b && ((const char *)p < b->base || (const char *)p >= b->base + b->len))
+		return NULL; /* the granule's other part: not the block */
+	return b;
+}
+
+/* ---- faults ----------------------------------------------------------------- */
+
+/* p is neither an object of one of our pools nor a large block's start:
+ * say what it is, and abort. */
+static IOP_COLD _Noreturn void bad_pointer(const char *what, const void *p)
+{
+	iop_pool_t *owner = _iop_map_init() == 0 ? _iop_map_pool(p) : NULL;
+	if (owner && ours(owner)) {
+		/* Inside a class chunk: inside a block, or past the last. */
+		uint64_t off = (uint64_t)((uintptr_t)p & owner->hot.chunk_mask);
+		uint64_t idx = off / owner->hot.stride;
+		if (idx < owner->hot.objs_per_chunk)
+			_iop_fatal("heap", "%s of %p: interior pointer, %llu bytes into the block at %p (pool '%s')",
+				   what, p, (unsigned long long)(off - idx * owner->hot.stride),
+				   (void *)((uintptr_t)p - (off - idx * owner->hot.stride)), owner->name);
+		_iop_fatal("heap", "%s of %p: not a block, past the last block of its chunk (pool '%s')", what,
+			   p, owner->name);
+	}
+	if (owner)
+		_iop_fatal("heap", "%s of %p: it belongs to pool '%s', not to the heap", what, p,
+			   iop_pool_name(owner));
+	struct large *b = large_of(p);
+	if (b)
+		_iop_fatal("heap", "%s of %p: interior pointer, %zu bytes into the large block at %p (%zu bytes)",
+			   what, p, (size_t)((const char *)p - b->base), (void *)b->base, b->len);
+	_iop_fatal("heap", "%s of %p: not from the heap", what, p);
+}
+
+/* ---- profiling: the site of each class object ------------------------------- */
+
+static IOP_COLD struct sites *sites_make(struct gran *e, struct iop_pool *pool)
+{
+	pthread_mutex_lock(&heap_lock);
+	struct sites *s = __atomic_load_n(&e->sites, __ATOMIC_ACQUIRE);
+	if (!s || s->pool != pool) {
+		/* A fresh chunk, or one whose granule an older chunk used
+		 * (whose objects are all free, so its sites are all NULL; the
+		 * old array is kept, since a racing free may still read it). */
+		size_t n = (size_t)pool->hot.objs_per_chunk;
+		size_t bytes = sizeof(*s) + n * sizeof(s->site[0]);
+		void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		s = m == MAP_FAILED ? NULL : m;
+		if (s) {
+			s->pool = pool;
+			s->n = n;
+			__atomic_store_n(&e->sites, s, __ATOMIC_RELEASE); /* after its fields */
+		}
+	}
+	pthread_mutex_unlock(&heap_lock);
+	return s;
+}
+
+/* The slot for the site of object p of pool, made when `make`; NULL when
+ * there is none (profiling could not get memory: the block goes uncounted). */
+static inline struct iop__site **site_slot(struct iop_pool *pool, void *p, bool make)
+{
+	char *chunk = (char *)((uintptr_t)p & ~pool->hot.chunk_mask);
+	struct gran *e = gran_of(chunk);
+	struct sites *s = __atomic_load_n(&e->sites, __ATOMIC_ACQUIRE);
+	if (unlikely(!s || s->pool != pool)) {
+		if (!make)
+			return NULL;
+		if (!(s = sites_make(e, pool)))
+			return NULL;
+	}
+	return &s->site[iop__obj_number(pool, p)];
+}
+
+static void profile_alloc(struct iop_pool *pool, void *p, struct iop__site *site)
+{
+	if (!ALOAD(&_iop_profile_on))
+		ASTORE(&_iop_profile_on, 1);
+	struct iop__site **slot = site_slot(pool, p, true);
+	if (slot) {
+		*slot = site;
+		_iop_profile_count(site, (int64_t)pool->hot.stride);
+	}
+}
+
+static void profile_free(struct iop_pool *pool, void *p)
+{
+	struct iop__site **slot = site_slot(pool, p, false);
+	struct iop__site *site = slot ? *slot : NULL;
+	if (site) {
+		*slot = NULL;
+		_iop_profile_count(site, -(int64_t)pool->hot.stride);
+	}
+}
+
+/* ---- allocation --------------------------------------------------------------- */
+
+/* The smallest class that fits size and places blocks on multiples of
+ * align; IOP_HEAP_CLASSES when none does. */
+static unsigned class_aligned(size_t size, size_t align)
+{
+	size_t need = size > align ? size : align;
+	if (need > IOP_HEAP_CLASS_MAX)
+		return IOP_HEAP_CLASSES;
+	unsigned c = class_of(need ? need : 1);
+	/* At most eight steps: the next power of two is a class, and its
+	 * blocks fall on multiples of itself. */
+	while (c < IOP_HEAP_CLASSES && lowest_bit(class_bytes(c)) < align)
+		c++;
+	return c;
+}
+
+static inline void *class_alloc(unsigned c, struct iop__site *site)
+{
+	iop_pool_t *pool = class_pool(c);
+	if (unlikely(!pool))
+		return NULL;
+	void *p = iop__alloc_inline(pool);
+	if (unlikely(site != NULL) && p)
+		profile_alloc(pool, p, site);
+	return p;
+}
+
+static void *heap_alloc(size_t size, struct iop__site *site)
+{
+	if (likely(size - 1 < IOP_HEAP_CLASS_MAX))
+		return class_alloc(class_of(size), site);
+	if (size == 0)
+		return class_alloc(0, site);
+	return large_alloc(size, 0, site);
+}
+
+static void *heap_alloc_aligned(size_t size, size_t align, struct iop__site *site)
+{
+	if (!align || (align & (align - 1)) || align > IOP_HEAP_ALIGN_MAX) {
+		_iop_complain("iop_heap_alloc_aligned", "align %zu is not a power of two up to %zu", align,
+			      IOP_HEAP_ALIGN_MAX);
+		errno = EINVAL;
+		return NULL;
+	}
+	unsigned c = class_aligned(size, align);
+	if (c < IOP_HEAP_CLASSES)
+		return class_alloc(c, site);
+	return large_alloc(size ? size : 1, align, site);
+}
+
+void *iop_heap_alloc(size_t size)
+{
+	return heap_alloc(size, NULL);
+}
+
+void *iop_heap_alloc_aligned(size_t size, size_t align)
+{
+	return heap_alloc_aligned(size, align, NULL);
+}
+
+/* A profiled call needs the granule table for its sites; without one (no
+ * address space for it) the block goes uncounted. */
+static inline struct iop__site *site_if_table(struct iop__site *site)
+{
+	return likely(__atomic_load_n(&gran, __ATOMIC_ACQUIRE) != NULL) || gran_init() == 0 ? site : NULL;
+}
+
+void *iop__heap_alloc_site(size_t size, struct iop__site *site)
+{
+	return heap_alloc(size, site_if_table(site));
+}
+
+void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site)
+{
+	return heap_alloc_aligned(size, align, site_if_table(site));
+}
+
+/* ---- free and size -------------------------------------------------------------- */
+
+static IOP_NOINLINE void large_free(void *p)
+{
+	struct large *b = large_of(p);
+	if (!b || b->base != p)
+		bad_pointer("invalid free", p);
+	large_set(b, NULL);
+	if (b->site)
+		_iop_profile_count(b->site, -(int64_t)b->len);
+	if (cache_put(b))
+		return;
+	munmap(b->base, b->len);
+	free(b);
+}
+
+void iop_heap_free(void *p)
+{
+	iop_pool_t *pool = map_owner(p);
+	if (likely(pool != NULL && ours(pool))) {
+		/* The map said whose chunk it is: only the division test. */
+		if (unlikely(iop__obj_number(pool, p) >= pool->hot.objs_per_chunk))
+			bad_pointer("invalid free", p);
+		if (unlikely(ALOAD(&_iop_profile_on)))
+			profile_free(pool, p);
+		iop__cache_push(pool, p);
+		return;
+	}
+	if (!p)
+		return;
+	if (pool)
+		bad_pointer("invalid free", p);
+	large_free(p);
+}
+
+size_t iop_heap_size(const void *p)
+{
+	if (!p)
+		return 0;
+	iop_pool_t *pool = map_owner(p);
+	if (pool && ours(pool) && iop__owned(pool, p))
+		return pool->hot.stride;
+	struct large *b = pool ? NULL : large_of(p);
+	if (!b || b->base != p)
+		bad_pointer("size query", p);
+	return b->len;
+}
+
+size_t iop_heap_class_size(size_t size)
+{
+	if (size <= IOP_HEAP_CLASS_MAX)
+		return class_bytes(class_of(size ? size : 1));
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	if (size > SIZE_MAX / 2)
+		return 0;
+	return (size + page - 1) & ~(page - 1);
+}

@@ -1,0 +1,202 @@
+/*
+ * Per-call-site profiling of the heap, after the kernel's memory allocation
+ * profiling (/proc/allocinfo): every profiled call site has a static record
+ * (struct iop__site, made by the IOP_PROFILE macros in iopool.h), and live
+ * bytes and live allocations are counted per site.
+ *
+ * The counters are per thread: a thread that profiles gets a table of
+ * IOP_PROFILE_SITES slots indexed by the site's id, and only it writes its
+ * table, so counting is two loads and two stores with no atomic
+ * read-modify-write. A block freed on another thread than the one that
+ * allocated it makes the freeing thread's slot go negative; the sum over
+ * threads is exact. A thread's table is folded into its sites' records
+ * when it exits. Readers (iop_profile_dump) sum under the lock that keeps
+ * the list of tables, reading other threads' slots racily (relaxed).
+ *
+ *   site record (static, in the caller)       thread T's table (mapped)
+ *   +-------------------------+               +-----------------------+
+ *   | file line func  id = 3 -+------------>  | [3] bytes  calls      |
+ *   | bytes calls (folded)    |               +-----------------------+
+ *   +-------------------------+
+ *
+ * Which site a live block came from is kept by the heap (heap.c): per
+ * object of a class chunk in a side array, in the record of a large block.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define counter iop_prof_counter
+
+struct prof_thread {
+	struct prof_thread *next;
+	struct counter *table; /* IOP_PROFILE_SITES slots */
+	bool exited;           /* folded at exit: count on the records */
+};
+static __thread struct prof_thread me __attribute__((tls_model("initial-exec")));
+/* me.table, where the inline counting finds it in one load. */
+__thread struct counter *_iop_prof_table __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct iop__site *sites;                  /* every registered site */
+static struct iop__site *by_id[IOP_PROFILE_SITES]; /* table slots in use */
+static uint32_t nsites;
+static struct prof_thread *threads;              /* threads with a table */
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+/* Past the table (the sites beyond IOP_PROFILE_SITES): ids from here on
+ * count on the record. */
+#define ID_OVERFLOW UINT32_MAX
+
+/* A site's first use: its id (from 1) indexes the per-thread tables. */
+static uint32_t site_register(struct iop__site *site)
+{
+	pthread_mutex_lock(&prof_lock);
+	uint32_t id = ALOAD(&site->id);
+	if (id == 0) {
+		site->next = sites;
+		sites = site;
+		if (nsites + 1 < IOP_PROFILE_SITES) {
+			id = ++nsites;
+			by_id[id] = site;
+		} else {
+			id = ID_OVERFLOW;
+		}
+		ASTORE(&site->id, id);
+	}
+	pthread_mutex_unlock(&prof_lock);
+	return id;
+}
+
+static void fold(struct iop__site *site, int64_t bytes, int64_t calls)
+{
+	__atomic_fetch_add(&site->bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&site->calls, calls, __ATOMIC_RELAXED);
+}
+
+/* Thread exit: fold the table into the records, then count on them. */
+static void thread_exit(void *arg)
+{
+	struct prof_thread *t = arg;
+	pthread_mutex_lock(&prof_lock);
+	for (uint32_t id = 1; id <= nsites; id++) {
+		struct counter *c = &t->table[id];
+		if (c->bytes || c->calls)
+			fold(by_id[id], c->bytes, c->calls);
+	}
+	struct prof_thread **pp = &threads;
+	while (*pp != t)
+		pp = &(*pp)->next;
+	*pp = t->next;
+	struct counter *table = t->table;
+	t->table = NULL;
+	_iop_prof_table = NULL;
+	t->exited = true;
+	pthread_mutex_unlock(&prof_lock);
+	munmap(table, IOP_PROFILE_SITES * sizeof(struct counter));
+}
+
+static void make_exit_key(void)
+{
+	if (pthread_key_create(&exit_key, thread_exit) != 0)
+		_iop_fatal("profile", "cannot create the thread-exit key; exiting threads would lose their counts");
+}
+
+/* The calling thread's table, made at its first profiled call; NULL when it
+ * is exiting or no memory could be had (then it counts on the records). */
+static IOP_COLD struct counter *table_setup(void)
+{
+	if (me.exited)
+		return NULL;
+	pthread_once(&exit_key_once, make_exit_key);
+	void *m = mmap(NULL, IOP_PROFILE_SITES * sizeof(struct counter), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	pthread_mutex_lock(&prof_lock);
+	me.table = m;
+	me.next = threads;
+	threads = &me;
+	_iop_prof_table = m;
+	pthread_mutex_unlock(&prof_lock);
+	pthread_setspecific(exit_key, &me);
+	return m;
+}
+
+void _iop_profile_count_slow(struct iop__site *site, int64_t bytes)
+{
+	int64_t calls = bytes < 0 ? -1 : 1;
+	uint32_t id = ALOAD(&site->id);
+	if (id == 0)
+		id = site_register(site);
+	struct counter *t = me.table;
+	if ((!t && !(t = table_setup())) || id == ID_OVERFLOW) {
+		fold(site, bytes, calls);
+		return;
+	}
+	_iop_prof_add(&t[id].bytes, bytes);
+	_iop_prof_add(&t[id].calls, calls);
+}
+
+/* ---- the dump ------------------------------------------------------------------ */
+
+struct row {
+	const struct iop__site *site;
+	int64_t bytes, calls;
+};
+
+static int row_cmp(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes > y->bytes ? -1 : 1;
+	if (x->calls != y->calls)
+		return x->calls > y->calls ? -1 : 1;
+	int c = strcmp(x->site->file, y->site->file);
+	if (c)
+		return c;
+	return x->site->line < y->site->line ? -1 : x->site->line > y->site->line;
+}
+
+int iop_profile_dump(FILE *f)
+{
+	if (!f)
+		return -EINVAL;
+	pthread_mutex_lock(&prof_lock);
+	size_t n = 0;
+	for (struct iop__site *s = sites; s; s = s->next)
+		n++;
+	struct row *rows = calloc(n ? n : 1, sizeof(*rows));
+	if (!rows) {
+		pthread_mutex_unlock(&prof_lock);
+		return -ENOMEM;
+	}
+	size_t i = 0;
+	for (struct iop__site *s = sites; s; s = s->next, i++) {
+		struct row *r = &rows[i];
+		r->site = s;
+		r->bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+		r->calls = __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
+		uint32_t id = ALOAD(&s->id);
+		if (id == ID_OVERFLOW)
+			continue;
+		for (struct prof_thread *t = threads; t; t = t->next) {
+			r->bytes += __atomic_load_n(&t->table[id].bytes, __ATOMIC_RELAXED);
+			r->calls += __atomic_load_n(&t->table[id].calls, __ATOMIC_RELAXED);
+		}
+	}
+	pthread_mutex_unlock(&prof_lock);
+	qsort(rows, n, sizeof(*rows), row_cmp);
+	int bad = fprintf(f, "# iopool allocinfo: <live bytes> <live allocations> <file>:<line> func:<function>\n") < 0;
+	for (i = 0; i < n && !bad; i++)
+		bad = fprintf(f, "%12lld %8lld %s:%u func:%s\n", (long long)rows[i].bytes, (long long)rows[i].calls,
+			      rows[i].site->file, rows[i].site->line, rows[i].site->func) < 0;
+	free(rows);
+	if (fflush(f) != 0)
+		bad = 1;
+	return bad ? -EIO : 0;
+}
