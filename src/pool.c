@@ -225,8 +225,14 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	}
 	pthread_mutex_init(&pool->lock, NULL);
 
+	/* The name is set under the registry lock: the statistics publisher
+	 * (publish.c) reads registered pools' names under it. */
 	_iop_registry_lock();
 	err = _iop_pool_register(pool);
+	if (!err && p.name)
+		memcpy(pool->name, p.name, strlen(p.name) + 1);
+	else if (!err)
+		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
 	_iop_registry_unlock();
 	if (err) {
 		pthread_mutex_destroy(&pool->lock);
@@ -234,10 +240,6 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		errno = -err;
 		return NULL;
 	}
-	if (p.name)
-		memcpy(pool->name, p.name, strlen(p.name) + 1);
-	else
-		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
 
 	if (p.populate && (err = populate(pool, p.populate)) != 0) {
 		_iop_registry_lock();
@@ -247,6 +249,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		errno = -err;
 		return NULL;
 	}
+	_iop_publish_autostart();
 	return pool;
 }
 
