@@ -49,6 +49,10 @@ describe() {
 		 else "machine not recorded in the input" end),
 		(if .config then .config |
 			"median of \(.reps) repetitions\(if .quick then ", --quick (short loops)" else "" end)"
+		 else "" end) +
+		(if .machine.loadavg_start then
+			"; load average \(.machine.loadavg_start | split(" ")[0]) before, " +
+			"\(.machine.loadavg_end | split(" ")[0]) after (other work on the machine)"
 		 else "" end)' "$1"
 }
 

@@ -226,7 +226,9 @@ static int list_pids(int *pids, int max)
 
 /* ---- formatting ------------------------------------------------------------ */
 
-static void human(char *buf, size_t len, double v, const char *unit)
+/* Bytes in binary units: "512", "2.0M" in the table; "512 B", "2.0 MiB"
+ * with long = true. */
+static void human(char *buf, size_t len, double v, bool long_units)
 {
 	static const char sfx[] = " KMGTP";
 	int i = 0;
@@ -235,9 +237,9 @@ static void human(char *buf, size_t len, double v, const char *unit)
 		i++;
 	}
 	if (i == 0)
-		snprintf(buf, len, "%.0f%s", v, unit);
+		snprintf(buf, len, "%.0f%s", v, long_units ? " B" : "");
 	else
-		snprintf(buf, len, "%.1f%c%s", v, sfx[i], unit);
+		snprintf(buf, len, "%.1f%s%c%s", v, long_units ? " " : "", sfx[i], long_units ? "iB" : "");
 }
 
 static void rate_str(char *buf, size_t len, double v)
@@ -334,7 +336,7 @@ static int list_processes(bool json)
 			fputc('}', stdout);
 		} else {
 			char m[32], age[32];
-			human(m, sizeof(m), (double)mapped, "B");
+			human(m, sizeof(m), (double)mapped, true);
 			age_str(age, sizeof(age), p.h.updated_ns);
 			if (data)
 				printf("%-8d %-20s %6u %12llu %10s %8s  %s%s%s\n", p.pid, p.h.name, p.n,
@@ -473,11 +475,13 @@ static void cell(char *buf, size_t len, const struct row *w, enum col c)
 		snprintf(buf, len, "%s", w->r.name);
 		break;
 	case C_MAPPED:
-		human(buf, len, v, "");
+		human(buf, len, v, false);
 		break;
 	case C_USE:
-	case C_SLOW:
 		snprintf(buf, len, "%.0f%%", v);
+		break;
+	case C_SLOW:
+		snprintf(buf, len, "%.1f%%", v);
 		break;
 	case C_RATE:
 		if (v < 0)
@@ -564,7 +568,7 @@ static void render(struct screen *s, const struct proc *p, struct row *rows, boo
 	}
 	age_str(up, sizeof(up), p->h.published_ns);
 	age_str(age, sizeof(age), p->h.updated_ns);
-	human(mapped, sizeof(mapped), (double)bytes, "B");
+	human(mapped, sizeof(mapped), (double)bytes, true);
 	if (have_rate)
 		rate_str(rate, sizeof(rate), r);
 	else
