@@ -57,20 +57,6 @@ static uint64_t now_ns(clockid_t clock)
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-static uint64_t self_start_time(void)
-{
-	char buf[1024];
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	return iop_shm_start_time(buf);
-}
-
 /* ---- one update ---------------------------------------------------------- */
 
 struct fill {
@@ -188,7 +174,7 @@ static int segment_open(const struct iop_publish_params *p)
 	h->record_size = sizeof(struct iop_shm_record);
 	h->max_records = IOP_MAX_POOLS;
 	h->pid = (int32_t)getpid();
-	h->start_time = self_start_time();
+	h->start_time = iop_shm_read_start_time("/proc/self/stat");
 	h->published_ns = now_ns(CLOCK_REALTIME);
 	h->interval_ms = p->interval_ms;
 	snprintf(h->name, sizeof(h->name), "%s", p->name ? p->name : program_invocation_short_name);

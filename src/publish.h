@@ -1,7 +1,7 @@
 /*
  * The shared-memory statistics segment: what a publishing process writes
  * (src/publish.c) and what tools/iopool-top reads. This header is shared by
- * the two and by nothing else; it needs only <stdint.h>.
+ * the two and by nothing else; it needs only libc.
  *
  * A process that publishes (iop_stats_publish(), or IOPOOL_PUBLISH=1 in its
  * environment) owns one POSIX shared-memory object named IOP_SHM_PREFIX
@@ -36,9 +36,11 @@
 #ifndef IOP_PUBLISH_H
 #define IOP_PUBLISH_H
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* shm_open() name: the prefix, then the pid. */
 #define IOP_SHM_PREFIX "/iopool."
@@ -122,6 +124,22 @@ static inline uint64_t iop_shm_start_time(const char *stat)
 			return 0;
 	}
 	return strtoull(p + 1, NULL, 10);
+}
+
+/* The start time from the stat file at path ("/proc/self/stat",
+ * "/proc/<pid>/stat"); 0 when the process does not exist. */
+static inline uint64_t iop_shm_read_start_time(const char *path)
+{
+	char buf[1024];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return iop_shm_start_time(buf);
 }
 
 #endif /* IOP_PUBLISH_H */

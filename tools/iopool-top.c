@@ -65,41 +65,26 @@ struct proc {
 	uint32_t n;
 };
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t clock)
 {
 	struct timespec t;
-	clock_gettime(CLOCK_REALTIME, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
+	clock_gettime(clock, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 /* The start time of process pid, 0 when it does not run. */
 static uint64_t start_time_of(int pid)
 {
-	char path[64], buf[1024];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	return iop_shm_start_time(buf);
+	return iop_shm_read_start_time(path);
 }
 
 /* Copy the segment between two equal even sequence numbers. */
 static int seq_copy(const unsigned char *map, size_t size, unsigned char *out)
 {
 	const struct iop_shm_header *h = (const struct iop_shm_header *)(const void *)map;
-	uint64_t give_up = mono_ns() + SEQ_WAIT_NS;
+	uint64_t give_up = clock_ns(CLOCK_MONOTONIC) + SEQ_WAIT_NS;
 	for (unsigned tries = 0;; tries++) {
 		uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
 		if (!(s1 & 1)) {
@@ -108,7 +93,7 @@ static int seq_copy(const unsigned char *map, size_t size, unsigned char *out)
 			if (__atomic_load_n(&h->seq, __ATOMIC_RELAXED) == s1)
 				return 0;
 		}
-		if (mono_ns() > give_up)
+		if (clock_ns(CLOCK_MONOTONIC) > give_up)
 			return -1;
 		if (tries > 16)
 			usleep(100);
@@ -226,39 +211,27 @@ static int list_pids(int *pids, int max)
 
 /* ---- formatting ------------------------------------------------------------ */
 
-/* Bytes in binary units: "512", "2.0M" in the table; "512 B", "2.0 MiB"
- * with long = true. */
-static void human(char *buf, size_t len, double v, bool long_units)
+/* v in units of `base` (1024 or 1000), one decimal past the first:
+ * "512", "2.0M", "1.5k"; with a unit, bytes in binary units: "2.0 MiB". */
+static void scaled(char *buf, size_t len, double v, double base, const char *unit)
 {
-	static const char sfx[] = " KMGTP";
+	static const char prefix[] = "KMGTP";
+	const char *sep = *unit ? " " : "";
 	int i = 0;
-	while (v >= 1024 && i < 5) {
-		v /= 1024;
+	while (v >= base && i < 5) {
+		v /= base;
 		i++;
 	}
 	if (i == 0)
-		snprintf(buf, len, "%.0f%s", v, long_units ? " B" : "");
+		snprintf(buf, len, "%.0f%s%s", v, sep, unit);
 	else
-		snprintf(buf, len, "%.1f%s%c%s", v, long_units ? " " : "", sfx[i], long_units ? "iB" : "");
-}
-
-static void rate_str(char *buf, size_t len, double v)
-{
-	static const char sfx[] = " kMGT";
-	int i = 0;
-	while (v >= 1000 && i < 4) {
-		v /= 1000;
-		i++;
-	}
-	if (i == 0)
-		snprintf(buf, len, "%.0f", v);
-	else
-		snprintf(buf, len, "%.1f%c", v, sfx[i]);
+		snprintf(buf, len, "%.1f%s%c%s%s", v, sep, base == 1000 && i == 1 ? 'k' : prefix[i - 1],
+			 base == 1024 && *unit ? "i" : "", unit);
 }
 
 static void age_str(char *buf, size_t len, uint64_t ns_then)
 {
-	uint64_t now = now_ns();
+	uint64_t now = clock_ns(CLOCK_REALTIME);
 	double s = now > ns_then ? (double)(now - ns_then) / 1e9 : 0;
 	if (s < 60)
 		snprintf(buf, len, "%.1fs", s);
@@ -336,7 +309,7 @@ static int list_processes(bool json)
 			fputc('}', stdout);
 		} else {
 			char m[32], age[32];
-			human(m, sizeof(m), (double)mapped, true);
+			scaled(m, sizeof(m), (double)mapped, 1024, "B");
 			age_str(age, sizeof(age), p.h.updated_ns);
 			if (data)
 				printf("%-8d %-20s %6u %12llu %10s %8s  %s%s%s\n", p.pid, p.h.name, p.n,
@@ -398,8 +371,8 @@ enum col {
 };
 
 static const struct {
-	const char *head; /* also the --sort name, lowercased, without % and / */
-	const char *opt;
+	const char *head; /* the heading */
+	const char *opt;  /* its --sort name */
 	char key;         /* the key that sorts by it */
 	int width;
 	const char *what;
@@ -475,7 +448,7 @@ static void cell(char *buf, size_t len, const struct row *w, enum col c)
 		snprintf(buf, len, "%s", w->r.name);
 		break;
 	case C_MAPPED:
-		human(buf, len, v, false);
+		scaled(buf, len, v, 1024, "");
 		break;
 	case C_USE:
 		snprintf(buf, len, "%.0f%%", v);
@@ -487,7 +460,7 @@ static void cell(char *buf, size_t len, const struct row *w, enum col c)
 		if (v < 0)
 			snprintf(buf, len, "-");
 		else
-			rate_str(buf, len, v);
+			scaled(buf, len, v, 1000, "");
 		break;
 	default:
 		snprintf(buf, len, "%.0f", v);
@@ -568,9 +541,9 @@ static void render(struct screen *s, const struct proc *p, struct row *rows, boo
 	}
 	age_str(up, sizeof(up), p->h.published_ns);
 	age_str(age, sizeof(age), p->h.updated_ns);
-	human(mapped, sizeof(mapped), (double)bytes, true);
+	scaled(mapped, sizeof(mapped), (double)bytes, 1024, "B");
 	if (have_rate)
-		rate_str(rate, sizeof(rate), r);
+		scaled(rate, sizeof(rate), r, 1000, "");
 	else
 		snprintf(rate, sizeof(rate), "-");
 
@@ -816,10 +789,10 @@ static int show(int pid, bool once, bool json, double delay, long iterations)
 			break;
 
 		/* Wait for the delay, or a key, or a signal. */
-		uint64_t until = mono_ns() + (uint64_t)(delay * 1e9);
+		uint64_t until = clock_ns(CLOCK_MONOTONIC) + (uint64_t)(delay * 1e9);
 		bool redraw = false;
 		while (!redraw && !quit_signal) {
-			uint64_t t = mono_ns();
+			uint64_t t = clock_ns(CLOCK_MONOTONIC);
 			if (t >= until)
 				break;
 			struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
