@@ -98,18 +98,16 @@ static void update(void)
 	_iop_registry_unlock();
 
 	/* Seqlock write side, as the kernel's write_seqcount_begin/end: an
-	 * odd count, a fence so that no record store is seen before it, the
-	 * records, then the even count with release so that a reader who
-	 * sees it sees every store before it. The records are plain stores
-	 * read by other processes only; the reader's retry makes a torn copy
-	 * harmless. */
+	 * odd count; the records and the header's variable fields as release
+	 * stores, none of which can be seen before the odd count; then the
+	 * even count, with release, so a reader who sees it sees them all.
+	 * Only this thread writes the segment (other processes read it). */
 	uint64_t seq = __atomic_load_n(&h->seq, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->seq, seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
-	memcpy(rec, f.rec, (size_t)f.n * sizeof(*rec));
-	h->nrecords = f.n;
-	h->updated_ns = now_ns(CLOCK_REALTIME);
-	h->updates++;
+	iop_shm_store_words(rec, f.rec, (size_t)f.n * sizeof(*rec));
+	__atomic_store_n(&h->nrecords, f.n, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->updated_ns, now_ns(CLOCK_REALTIME), __ATOMIC_RELEASE);
+	__atomic_store_n(&h->updates, h->updates + 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&h->seq, seq + 2, __ATOMIC_RELEASE);
 }
 

@@ -25,7 +25,8 @@
  * `seq` even again (release). A reader copies the segment between two
  * loads of `seq` and retries unless both are the same even number, so it
  * never sees a torn record. A `seq` that stays odd means the writer died in
- * the middle of an update.
+ * the middle of an update. Both sides copy with iop_shm_store_words() and
+ * iop_shm_load_words() below.
  *
  * Stale segments: a process killed by a signal leaves its segment behind.
  * `pid` and `start_time` (the process's start time in clock ticks since
@@ -104,7 +105,33 @@ struct iop_shm_record {
 };
 
 _Static_assert(sizeof(struct iop_shm_header) == 512, "the header's size is part of the format");
+_Static_assert(sizeof(struct iop_shm_record) % 8 == 0, "records are copied in 8-byte words");
 _Static_assert(sizeof(struct iop_shm_record) == 320, "the record's size is part of the format");
+
+/*
+ * The seqlock's copies, word by word (what the kernel's seqlocks do with
+ * barriers, in C11 without fences, which ThreadSanitizer does not model):
+ * the writer's stores are release stores, so none becomes visible before
+ * the odd sequence number stored ahead of them; the reader's loads are
+ * acquire loads, so the sequence number loaded after them is loaded after
+ * them. On x86-64 both are plain moves. bytes is a multiple of 8; both
+ * pointers are 8-byte aligned.
+ */
+static inline void iop_shm_store_words(void *dst, const void *src, size_t bytes)
+{
+	uint64_t *d = (uint64_t *)dst;
+	const uint64_t *s = (const uint64_t *)src;
+	for (size_t i = 0; i < bytes / 8; i++)
+		__atomic_store_n(&d[i], s[i], __ATOMIC_RELEASE);
+}
+
+static inline void iop_shm_load_words(void *dst, const void *src, size_t bytes)
+{
+	uint64_t *d = (uint64_t *)dst;
+	const uint64_t *s = (const uint64_t *)src;
+	for (size_t i = 0; i < bytes / 8; i++)
+		d[i] = __atomic_load_n(&s[i], __ATOMIC_ACQUIRE);
+}
 
 /*
  * The start time (field 22, in clock ticks since boot) from the text of a

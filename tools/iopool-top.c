@@ -80,16 +80,17 @@ static uint64_t start_time_of(int pid)
 	return iop_shm_read_start_time(path);
 }
 
-/* Copy the segment between two equal even sequence numbers. */
+/* Copy the segment between two equal even sequence numbers (publish.h);
+ * the bytes past the last whole word, if any, are not the format's. */
 static int seq_copy(const unsigned char *map, size_t size, unsigned char *out)
 {
 	const struct iop_shm_header *h = (const struct iop_shm_header *)(const void *)map;
 	uint64_t give_up = clock_ns(CLOCK_MONOTONIC) + SEQ_WAIT_NS;
+	memset(out, 0, size);
 	for (unsigned tries = 0;; tries++) {
 		uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
 		if (!(s1 & 1)) {
-			memcpy(out, map, size);
-			__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			iop_shm_load_words(out, map, size & ~(size_t)7);
 			if (__atomic_load_n(&h->seq, __ATOMIC_RELAXED) == s1)
 				return 0;
 		}
@@ -136,7 +137,11 @@ static void proc_read(int pid, struct proc *p)
 	}
 	memcpy(&p->h, copy, sizeof(p->h));
 	const struct iop_shm_header *h = &p->h;
-	if (memcmp(h->magic, IOP_SHM_MAGIC, sizeof(h->magic)) != 0) {
+	static const char zero[sizeof(h->magic)];
+	if (memcmp(h->magic, zero, sizeof(zero)) == 0) {
+		/* shm_open() made it and the header is not written yet */
+		snprintf(p->why, sizeof(p->why), "not set up yet (its process is starting to publish)");
+	} else if (memcmp(h->magic, IOP_SHM_MAGIC, sizeof(h->magic)) != 0) {
 		snprintf(p->why, sizeof(p->why), "not an iopool statistics segment (bad magic)");
 	} else if (h->version != IOP_SHM_VERSION) {
 		snprintf(p->why, sizeof(p->why), "format version %u; this tool reads version %u", h->version,
