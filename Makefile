@@ -7,6 +7,7 @@
 #   make test DEBUG=2          IOP_DEBUG=2, in build-debug2/ (build-asan-debug2/ ...)
 #   make bench                 benchmarks (Release, build/), then callgrind
 #   make callgrind             only the callgrind instruction counts
+#   make plots                 only the SVG plots in docs/, from build/*.json
 #   make install               build and install (PREFIX=/usr/local, DESTDIR)
 #   make all / make clean
 #
@@ -88,7 +89,7 @@ endif
 
 BENCH_BIN := $(BUILD)/bench/iopool-bench
 
-.PHONY: all test bench callgrind install clean deps deps-bench configure build
+.PHONY: all test bench callgrind plots install clean deps deps-bench configure build
 
 all: build
 
@@ -125,14 +126,24 @@ bench: deps-bench build
 	else \
 		echo "valgrind not installed: skipping callgrind (scripts/deps.sh bench installs it)"; \
 	fi
+	@$(MAKE) plots
+
+# SVG charts in docs/ from the JSON the benchmarks wrote (bench/plot.sh).
+plots:
+	@if command -v gnuplot >/dev/null 2>&1 && command -v jq >/dev/null 2>&1; then \
+		echo "sh bench/plot.sh $(BUILD) docs"; sh bench/plot.sh $(BUILD) docs; \
+	else \
+		echo "gnuplot or jq not installed: skipping the plots (scripts/deps.sh bench installs them)"; \
+	fi
 
 callgrind:
 	@if [ ! -x $(BENCH_BIN) ]; then echo "$(BENCH_BIN) is not built: run 'make bench' or 'make all' first" >&2; exit 1; fi
 	sh bench/callgrind.sh $(BENCH_BIN)
 
-# Only the libraries need building to install (not the tests or the bench).
+# Only the libraries and the tools need building to install (not the tests or
+# the bench).
 install: deps configure
-	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static
+	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static iopool-top
 	DESTDIR='$(DESTDIR)' cmake --install $(BUILD)
 
 # The standard build directories, CI's logs, and BUILD when it is a CMake build

@@ -693,6 +693,69 @@ IOP_API int iop_profile_dump(FILE *f);
 #endif
 
 /* ------------------------------------------------------------------------ */
+/* Live statistics outside the process                                       */
+/* ------------------------------------------------------------------------ */
+/*
+ * A process may publish the statistics of all its pools in a small POSIX
+ * shared-memory segment, /dev/shm/iopool.<pid>, for tools/iopool-top (or any
+ * reader of the format in src/publish.h) to show while it runs. A
+ * background thread rewrites the segment from iop_pool_stats() snapshots
+ * every interval; the fast paths are not touched. Pools created later
+ * appear at the next update, destroyed ones disappear. The segment is
+ * removed by iop_stats_unpublish() and at exit(); a process killed by a
+ * signal leaves it behind (iopool-top reports it as stale and removes it
+ * with --clean).
+ *
+ * Programs that cannot be changed: IOPOOL_PUBLISH=1 in the environment
+ * publishes with the defaults from the first iop_pool_create(), and
+ * IOPOOL_PUBLISH_INTERVAL_MS=N sets the interval; a failure is reported on
+ * stderr.
+ */
+
+/** Parameters of iop_stats_publish(). Initialise with
+ *  IOP_PUBLISH_PARAMS_INIT; unset fields take their defaults. */
+struct iop_publish_params {
+	uint32_t struct_size;  /**< sizeof(struct iop_publish_params) */
+	uint32_t interval_ms;  /**< update period: 0 gives 1000; at least
+	                            IOP_PUBLISH_INTERVAL_MIN_MS, at most
+	                            IOP_PUBLISH_INTERVAL_MAX_MS */
+	const char *name;      /**< the process name the tools show; copied;
+	                            NULL gives the program's name; at most
+	                            IOP_NAME_MAX-1 characters */
+	uint32_t flags;        /**< none yet: must be zero */
+	uint32_t reserved0;    /**< must be zero */
+};
+
+#define IOP_PUBLISH_PARAMS_INIT { .struct_size = sizeof(struct iop_publish_params) }
+#define IOP_PUBLISH_INTERVAL_MIN_MS 10u      /**< a reader cannot use more */
+#define IOP_PUBLISH_INTERVAL_MAX_MS 3600000u /**< one hour */
+
+/**
+ * Start publishing this process's pool statistics (params may be NULL for
+ * the defaults): create /dev/shm/iopool.<pid> (replacing one that a dead
+ * process with the same pid left behind), write a first update at once, and
+ * start the background thread that updates it every interval.
+ *
+ * Returns 0, or:
+ *   -EINVAL   struct_size too small, or larger with non-zero bytes this
+ *             library does not know; interval_ms out of range; name too
+ *             long; flags or reserved0 not zero (a message on stderr says
+ *             which)
+ *   -EALREADY the process already publishes (call iop_stats_unpublish()
+ *             first to change the parameters)
+ *   other     the negative errno of shm_open(), ftruncate(), mmap() or
+ *             pthread_create() (EACCES, EMFILE, ENOSPC, ENOMEM, EAGAIN, ...)
+ * Nothing is left behind on failure.
+ */
+IOP_API int iop_stats_publish(const struct iop_publish_params *params);
+
+/**
+ * Stop publishing: stop the background thread and remove the segment.
+ * Returns 0, or -ENOENT when the process does not publish.
+ */
+IOP_API int iop_stats_unpublish(void);
+
+/* ------------------------------------------------------------------------ */
 /* Inline fast paths                                                         */
 /* ------------------------------------------------------------------------ */
 /*

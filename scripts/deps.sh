@@ -7,14 +7,17 @@
 #          with SANITIZE=address or SANITIZE=thread in the environment also the
 #          compiler's sanitizer runtime (checked by building a tiny program).
 #   bench  all of the above, plus the peers the benchmark compares against
-#          (jemalloc, mimalloc, tcmalloc, DPDK) and valgrind for callgrind.
+#          (jemalloc, mimalloc, tcmalloc, DPDK), valgrind for callgrind, and
+#          gnuplot (gnuplot-nox) and jq for the plots (bench/plot.sh).
 #
 # Environment: CC (the compiler to check; default cc, else gcc), SANITIZE.
 #
 # Missing packages are installed with apt-get when running as root (one
 # `apt-get update`, then `apt-get install --no-install-recommends`). Otherwise
 # the exact command to run is printed and the script exits 1; missing bench
-# peers only warn, since the benchmark reports them as "not installed".
+# peers only warn, since the benchmark reports them as "not installed", and
+# so do missing plotting tools, since `make bench` then says it skips the
+# plots.
 #
 # Fast when everything is present: commands are looked up with `command -v`,
 # packages with `dpkg-query -W`; apt is only touched when something is missing.
@@ -73,6 +76,7 @@ compiler_major() { "$cc_bin" -dumpversion 2>/dev/null | cut -d. -f1; }
 
 required=() # packages we must have
 peers=()    # bench peers: nice to have
+plotting=() # bench/plot.sh: nice to have
 
 if ! have_cmd "$cc_bin"; then
 	case $cc_bin in
@@ -131,10 +135,12 @@ if [ "$mode" = bench ]; then
 		have_pkg "$p" || peers+=("$p")
 	done
 	have_cmd valgrind || peers+=(valgrind)
+	have_cmd gnuplot || plotting+=(gnuplot-nox)
+	have_cmd jq || plotting+=(jq)
 fi
 
 # ---------------------------------------------------------------- install
-if [ ${#required[@]} -eq 0 ] && [ ${#peers[@]} -eq 0 ]; then
+if [ ${#required[@]} -eq 0 ] && [ ${#peers[@]} -eq 0 ] && [ ${#plotting[@]} -eq 0 ]; then
 	say "all present (mode $mode${sanitize:+, SANITIZE=$sanitize}, CC=$cc)"
 	exit 0
 fi
@@ -167,6 +173,9 @@ if [ "$(id -u)" -eq 0 ] && have_cmd apt-get; then
 		# The peers only widen the benchmark; their failure must not stop it.
 		apt_install "${peers[@]}" || warn "could not install ${peers[*]}; the benchmark will report them as not installed"
 	fi
+	if [ ${#plotting[@]} -gt 0 ]; then
+		apt_install "${plotting[@]}" || warn "could not install ${plotting[*]}; make bench will skip the plots"
+	fi
 	exit 0
 fi
 
@@ -178,9 +187,15 @@ if [ ${#required[@]} -gt 0 ]; then
 		sed 's/^/deps:   /' "$tmp/san.log" >&2
 	fi
 	echo "deps: install them with:" >&2
-	echo "  sudo apt-get install -y --no-install-recommends ${required[*]}${peers[*]:+ ${peers[*]}}" >&2
+	echo "  sudo apt-get install -y --no-install-recommends ${required[*]}${peers[*]:+ ${peers[*]}}${plotting[*]:+ ${plotting[*]}}" >&2
 	exit 1
 fi
-warn "benchmark peers not installed: ${peers[*]} (the benchmark will report them as not installed)"
-warn "to install them: sudo apt-get install -y --no-install-recommends ${peers[*]}"
+if [ ${#peers[@]} -gt 0 ]; then
+	warn "benchmark peers not installed: ${peers[*]} (the benchmark will report them as not installed)"
+	warn "to install them: sudo apt-get install -y --no-install-recommends ${peers[*]}"
+fi
+if [ ${#plotting[@]} -gt 0 ]; then
+	warn "plotting tools not installed: ${plotting[*]} (make bench will skip the plots)"
+	warn "to install them: sudo apt-get install -y --no-install-recommends ${plotting[*]}"
+fi
 exit 0

@@ -63,6 +63,13 @@ void _iop_pool_unregister(struct iop_pool *pool)
 	pools[pool->id] = NULL;
 }
 
+void _iop_for_each_pool(void (*fn)(struct iop_pool *, void *), void *arg)
+{
+	for (uint32_t id = 0; id < IOP_MAX_POOLS; id++)
+		if (pools[id])
+			fn(pools[id], arg);
+}
+
 void _iop_for_each_tcache(struct iop_pool *pool,
 			  void (*fn)(struct iop_pool *, struct iop__tcache *, void *), void *arg)
 {

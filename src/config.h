@@ -112,4 +112,13 @@
 #define IOP_HEAP_LARGE_CACHE_BLOCKS 64u
 #define IOP_HEAP_LARGE_CACHE_BYTES ((size_t)64 << 20)
 
+/*
+ * Statistics publishing (publish.c): how often the background thread
+ * rewrites the shared-memory segment by default. Once a second is what
+ * slabtop and top refresh at; each update walks every pool and every
+ * thread's cache slot under the registry lock, which a faster default
+ * would hold more often for nothing a person can read.
+ */
+#define IOP_PUBLISH_INTERVAL_DEFAULT_MS 1000u
+
 #endif /* IOP_CONFIG_H */

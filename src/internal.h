@@ -153,8 +153,8 @@ struct iop_bound {
 	                               cleared below wait_off */
 	_Atomic bool shutdown;      /* iop_pool_destroy() was called */
 
-	/* The FIFO of waiters, under wlock (lock order: wlock before the
-	 * registry lock before pool->lock). */
+	/* The FIFO of waiters, under wlock. No other lock is taken while
+	 * wlock is held (statistics take it under the registry lock). */
 	pthread_mutex_t wlock;
 	pthread_cond_t idle;        /* destroy waits here for waiters to go */
 	struct iop_waiter *head, *tail;
@@ -298,6 +298,8 @@ IOP_HIDDEN void _iop_registry_lock(void);
 IOP_HIDDEN void _iop_registry_unlock(void);
 IOP_HIDDEN int _iop_pool_register(struct iop_pool *pool); /* registry locked */
 IOP_HIDDEN void _iop_pool_unregister(struct iop_pool *pool); /* registry locked */
+/* Call fn(pool, arg) for every registered pool, by id; registry locked. */
+IOP_HIDDEN void _iop_for_each_pool(void (*fn)(struct iop_pool *, void *), void *arg);
 /* Call fn(pool, tc, arg) for every thread's slot of this pool that is set
  * up; registry locked. */
 IOP_HIDDEN void _iop_for_each_tcache(struct iop_pool *pool,
@@ -433,5 +435,16 @@ static inline void _iop_profile_count(struct iop__site *site, int64_t bytes)
 	_iop_prof_add(&t[id].calls, bytes < 0 ? -1 : 1);
 }
 
+/* ---- stats.c ------------------------------------------------------------- */
+
+/* iop_pool_stats() with the registry lock already held (every field of *out
+ * is written; out->struct_size is set to sizeof). */
+IOP_HIDDEN void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out);
+
+/* ---- publish.c ----------------------------------------------------------- */
+
+/* Start publishing if IOPOOL_PUBLISH asks for it; checked once per process,
+ * at the end of the first successful iop_pool_create(). */
+IOP_HIDDEN void _iop_publish_autostart(void);
 
 #endif /* IOP_INTERNAL_H */

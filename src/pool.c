@@ -287,8 +287,14 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		return NULL;
 	}
 
+	/* The name is set under the registry lock: the statistics publisher
+	 * (publish.c) reads registered pools' names under it. */
 	_iop_registry_lock();
 	err = _iop_pool_register(pool);
+	if (!err && p.name)
+		memcpy(pool->name, p.name, strlen(p.name) + 1);
+	else if (!err)
+		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
 	_iop_registry_unlock();
 	if (err) {
 		_iop_bound_free_memory(pool);
@@ -297,10 +303,6 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		errno = -err;
 		return NULL;
 	}
-	if (p.name)
-		memcpy(pool->name, p.name, strlen(p.name) + 1);
-	else
-		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
 
 	if (p.populate && (err = populate(pool, p.populate)) != 0) {
 		_iop_registry_lock();
@@ -310,6 +312,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		errno = -err;
 		return NULL;
 	}
+	_iop_publish_autostart();
 	return pool;
 }
 

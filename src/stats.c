@@ -22,21 +22,17 @@ static void sum_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
 	s->alloc_fast += ALOAD(&tc->alloc_fast);
 }
 
-int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
+void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 {
-	if (!pool || !out || out->struct_size < IOP_POOL_STATS_SIZE_V1)
-		return -EINVAL;
 	struct iop_pool_stats s = { .struct_size = sizeof(s) };
 	struct tc_sum t = { 0 };
 
-	_iop_registry_lock();
 	_iop_for_each_tcache(pool, sum_tcache, &t);
 	pthread_mutex_lock(&pool->lock);
 	s.chunks = pool->nchunks;
 	s.depot = pool->depot_objs;
 	s.slab_free = pool->slab_free;
 	pthread_mutex_unlock(&pool->lock);
-	_iop_registry_unlock();
 
 	s.cache_size = pool->mag_cap;
 	s.obj_size = pool->obj_size;
@@ -68,6 +64,17 @@ int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 	s.release_hook = LOAD(&pool->release_hook);
 	s.hook_kept = LOAD(&pool->hook_kept);
 	_iop_bound_stats(pool, &s);
+	*out = s;
+}
+
+int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
+{
+	if (!pool || !out || out->struct_size < IOP_POOL_STATS_SIZE_V1)
+		return -EINVAL;
+	struct iop_pool_stats s;
+	_iop_registry_lock();
+	_iop_pool_stats_locked(pool, &s);
+	_iop_registry_unlock();
 
 	uint32_t keep = out->struct_size;
 	memcpy(out, &s, keep < sizeof(s) ? keep : sizeof(s));
