@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <gnu/libc-version.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <iopool.h>
@@ -485,12 +487,17 @@ int main(int argc, char **argv)
 		js = fopen(o.json, "w");
 		if (!js)
 			die("cannot write %s", o.json);
+		struct utsname u;
+		if (uname(&u) != 0)
+			snprintf(u.release, sizeof(u.release), "unknown");
 		fprintf(js,
-			"{\"bench\":\"spike\",\"machine\":{\"cpu\":\"%s\",\"cpus\":%ld},\"params\":{\"producers\":%u,"
+			"{\"bench\":\"spike\",\"machine\":{\"cpu\":\"%s\",\"cores\":%ld,\"kernel\":\"Linux %s\","
+			"\"compiler\":\"gcc %s\",\"libc\":\"glibc %s\",\"build\":\"Release\"},"
+			"\"params\":{\"producers\":%u,"
 			"\"burst\":%u,\"bursts\":%u,\"gap_us\":%u,\"latency_us\":%u,\"limit\":%llu,\"size\":%zu,"
 			"\"reps\":%u},\"pair_ns\":{\"unbounded\":%.2f,\"bounded\":%.2f,\"bounded_wait\":%.2f},"
 			"\"results\":[",
-			cpu, ncpu, o.producers, o.burst, o.bursts, o.gap_us, o.latency_us, (unsigned long long)o.limit,
+			cpu, ncpu, u.release, __VERSION__, gnu_get_libc_version(), o.producers, o.burst, o.bursts, o.gap_us, o.latency_us, (unsigned long long)o.limit,
 			o.size, o.reps, pair[0], pair[1], pair[2]);
 	}
 	bool first = true;
