@@ -137,27 +137,6 @@ void cg_buf_loop(iop_pool_t *pool, unsigned long n)
 	}
 }
 
-int callgrind_iopool_buf(unsigned long n)
-{
-	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
-	iop_pool_t *pool;
-	int rc;
-
-	p.name = "callgrind-buf";
-	p.obj_size = OBJ_SIZE_DEFAULT;
-	p.flags = IOP_F_REFCOUNT;
-	pool = iop_pool_create(&p);
-	if (pool == NULL)
-		die("iop_pool_create: %s", strerror(errno));
-	cg_buf_loop(pool, n);
-	rc = iop_pool_destroy(pool);
-	if (rc != 0)
-		die("iop_pool_destroy: %s", strerror(-rc));
-	printf("cg_buf_loop: %lu iop_buf_alloc+iop_buf_put pairs of %u B\n",
-	       n, OBJ_SIZE_DEFAULT);
-	return 0;
-}
-
 void cg_bounded_loop(iop_pool_t *pool, unsigned long n);
 
 /* A bounded pool's calls run in the library (one atomic on the in-flight
@@ -175,44 +154,43 @@ void cg_bounded_loop(iop_pool_t *pool, unsigned long n)
 	}
 }
 
-int callgrind_iopool_bounded(unsigned long n)
+/* Create the pool, run one of the loops above n times in it, destroy it. */
+static int callgrind_run(const char *name, uint64_t limit, uint32_t flags,
+			 void (*loop)(iop_pool_t *, unsigned long), unsigned long n,
+			 const char *what)
 {
 	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
 	iop_pool_t *pool;
 	int rc;
 
-	p.name = "callgrind-bounded";
+	p.name = name;
 	p.obj_size = OBJ_SIZE_DEFAULT;
-	p.limit = 1024;
+	p.limit = limit;
+	p.flags = flags;
 	pool = iop_pool_create(&p);
 	if (pool == NULL)
 		die("iop_pool_create: %s", strerror(errno));
-	cg_bounded_loop(pool, n);
+	loop(pool, n);
 	iop_thread_flush();
 	rc = iop_pool_destroy(pool);
 	if (rc != 0)
 		die("iop_pool_destroy: %s", strerror(-rc));
-	printf("cg_bounded_loop: %lu iop_alloc+iop_free pairs of %u B, limit 1024\n",
-	       n, OBJ_SIZE_DEFAULT);
+	printf("%s: %lu %s pairs of %u B\n", name, n, what, OBJ_SIZE_DEFAULT);
 	return 0;
 }
 
 int callgrind_iopool(unsigned long n)
 {
-	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
-	iop_pool_t *pool;
-	int rc;
+	return callgrind_run("cg_fastpath_loop", 0, 0, cg_fastpath_loop, n, "iop_alloc+iop_free");
+}
 
-	p.name = "callgrind";
-	p.obj_size = OBJ_SIZE_DEFAULT;
-	pool = iop_pool_create(&p);
-	if (pool == NULL)
-		die("iop_pool_create: %s", strerror(errno));
-	cg_fastpath_loop(pool, n);
-	rc = iop_pool_destroy(pool);
-	if (rc != 0)
-		die("iop_pool_destroy: %s", strerror(-rc));
-	printf("cg_fastpath_loop: %lu iop_alloc+iop_free pairs of %u B\n", n,
-	       OBJ_SIZE_DEFAULT);
-	return 0;
+int callgrind_iopool_buf(unsigned long n)
+{
+	return callgrind_run("cg_buf_loop", 0, IOP_F_REFCOUNT, cg_buf_loop, n, "iop_buf_alloc+iop_buf_put");
+}
+
+int callgrind_iopool_bounded(unsigned long n)
+{
+	return callgrind_run("cg_bounded_loop", 1024, 0, cg_bounded_loop, n,
+			     "iop_alloc+iop_free (limit 1024)");
 }

@@ -80,9 +80,10 @@ void _iop_for_each_tcache(struct iop_pool *pool,
 	}
 }
 
-void _iop_tcache_drain(struct iop_pool *pool, struct iop__tcache *tc, void *unused)
+/* Give both of a slot's magazines to the depot (the slot's fields are left
+ * for the caller to reset). */
+static void slot_to_depot(struct iop_pool *pool, struct iop__tcache *tc)
 {
-	(void)unused;
 	pthread_mutex_lock(&pool->lock);
 	if (tc->objs) {
 		TC_LOADED(tc)->count = ALOAD(&tc->count) + ALOAD(&tc->ccount);
@@ -93,6 +94,12 @@ void _iop_tcache_drain(struct iop_pool *pool, struct iop__tcache *tc, void *unus
 		_iop_depot_put(pool, tc->prev);
 	}
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void _iop_tcache_drain(struct iop_pool *pool, struct iop__tcache *tc, void *unused)
+{
+	(void)unused;
+	slot_to_depot(pool, tc);
 	COUNT(&pool->alloc_fast, ALOAD(&tc->alloc_fast));
 	/* Everyone who reads other threads' slots holds the registry lock, as
 	 * we do. */
@@ -441,16 +448,7 @@ bool _iop_slot_steal(struct iop_pool *pool, struct iop__tcache *tc)
 		}
 		sched_yield();
 	}
-	pthread_mutex_lock(&pool->lock);
-	if (tc->objs) {
-		TC_LOADED(tc)->count = ALOAD(&tc->count) + ALOAD(&tc->ccount);
-		_iop_depot_put(pool, TC_LOADED(tc));
-	}
-	if (tc->prev) {
-		TC_PREV(tc)->count = ALOAD(&tc->prev_count);
-		_iop_depot_put(pool, tc->prev);
-	}
-	pthread_mutex_unlock(&pool->lock);
+	slot_to_depot(pool, tc);
 	set_loaded(tc, NULL, 0);
 	tc->prev = NULL;
 	ASTORE(&tc->prev_count, 0);
