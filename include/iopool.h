@@ -799,7 +799,7 @@ struct iop__pool_hot {
 	uint64_t stride;        /* bytes between objects */
 	uint32_t put_slow;      /* iop_buf_put() always takes the library path:
 	                           not IOP_F_REFCOUNT, a release hook, checked */
-	uint32_t pad;
+	uint32_t heap;          /* one of the heap's size classes */
 };
 
 
@@ -822,6 +822,11 @@ IOP_API void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n
 IOP_API void iop__buf_put_slow(iop_pool_t *pool, void *p);
 IOP_API void *iop__buf_alloc_slow(iop_pool_t *pool);
 IOP_API void iop__bad_free(iop_pool_t *pool, const void *obj) __attribute__((cold, noreturn));
+/* The heap's class pools (NULL until a class is first used), and whether a
+ * profiled block was ever handed out (then every free takes the library
+ * path, which finds the block's call site). */
+IOP_API extern iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];
+IOP_API extern int iop__heap_profiling;
 
 /* Plain accesses let the compiler keep the count in a register between an
  * inlined alloc and free. Statistics read slots of other threads racily (a
@@ -1094,7 +1099,51 @@ static inline void iop__free_bulk_inline(iop_pool_t *pool, void *const *objs, un
 	iop__free_bulk_slow(pool, objs, n);
 }
 
+/*
+ * The heap's fast paths: the class of the size (a few shifts), the class
+ * pool's inline pop; on free the owner from the address map, a flag saying
+ * the pool is one of the heap's, the owner check, the inline push. Anything
+ * else (a first use of a class, sizes above 1 MiB, profiling, a bad
+ * pointer) calls the library.
+ */
+static inline unsigned iop__heap_class_of(size_t s)
+{
+	if (s <= 64)
+		return (unsigned)((s + 15) >> 4) - 1;
+	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
+	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
+}
+
+static inline void *iop__heap_alloc_inline(size_t size)
+{
+	if (__builtin_expect(size - 1 < IOP_HEAP_CLASS_MAX, 1)) {
+		iop_pool_t *pool = __atomic_load_n(&iop__heap_class[iop__heap_class_of(size)], __ATOMIC_ACQUIRE);
+		if (__builtin_expect(pool != NULL, 1))
+			return iop__alloc_inline(pool);
+	}
+	return (iop_heap_alloc)(size);
+}
+
+static inline void iop__heap_free_inline(void *p)
+{
+	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
+	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
+	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
+		iop_pool_t *pool = IOP__LD(&map[g]);
+		if (__builtin_expect(pool && ((const struct iop__pool_hot *)(const void *)pool)->heap &&
+				     iop__owned(pool, p), 1)) {
+			iop__cache_push(pool, p);
+			return;
+		}
+	}
+	(iop_heap_free)(p);
+}
+
 #if !defined(IOP_NO_INLINE) && !defined(IOP_BUILDING_LIBRARY)
+#if !defined(IOP_PROFILE)
+#define iop_heap_alloc(size) iop__heap_alloc_inline(size)
+#endif
+#define iop_heap_free(p) iop__heap_free_inline(p)
 #define iop_alloc(pool) iop__alloc_inline(pool)
 #define iop_free(pool, obj) iop__free_inline((pool), (obj))
 #define iop_alloc_bulk(pool, objs, n) iop__alloc_bulk_inline((pool), (objs), (n))

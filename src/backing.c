@@ -42,7 +42,8 @@ static void map_reserve(void)
 		return;
 	}
 	_iop_map_chunk = chunks;
-	iop__map = pools;
+	/* Release: the heap's inline free reads it without any pool in hand. */
+	__atomic_store_n(&iop__map, pools, __ATOMIC_RELEASE);
 }
 
 int _iop_map_init(void)

@@ -53,7 +53,7 @@ struct gran {
 	struct sites *sites;
 };
 
-static iop_pool_t *classes[IOP_HEAP_CLASSES];   /* NULL until first used */
+iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];  /* NULL until first used (iopool.h) */
 static iop_pool_t *by_id[IOP_MAX_POOLS];        /* our pools, by pool id */
 static struct gran *gran;
 /* iop__map, published here (release) once a class pool exists, so that a
@@ -72,7 +72,7 @@ static struct large *cache;
 static size_t cache_bytes;
 static unsigned cache_blocks;
 
-int _iop_profile_on;
+int iop__heap_profiling;
 
 /* ---- size classes ---------------------------------------------------------- */
 
@@ -153,7 +153,7 @@ static inline iop_pool_t *map_owner(const void *p)
 static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 {
 	pthread_mutex_lock(&heap_lock);
-	iop_pool_t *pool = classes[c];
+	iop_pool_t *pool = iop__heap_class[c];
 	if (!pool) {
 		char name[IOP_NAME_MAX];
 		size_t bytes = class_bytes(c);
@@ -167,12 +167,13 @@ static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 		pp.align = lowest_bit(bytes) < 16 ? lowest_bit(bytes) : 16;
 		pool = iop_pool_create(&pp);
 		if (pool) {
+			pool->hot.heap = 1; /* before any block is seen */
 			/* By id first: a free may see the pool in the map as
 			 * soon as a block of it is handed out, which is after
 			 * the class entry is published. */
 			ASTORE(&by_id[pool->id], pool);
 			__atomic_store_n(&map, iop__map, __ATOMIC_RELEASE);
-			__atomic_store_n(&classes[c], pool, __ATOMIC_RELEASE);
+			__atomic_store_n(&iop__heap_class[c], pool, __ATOMIC_RELEASE);
 		}
 	}
 	int err = errno;
@@ -183,7 +184,7 @@ static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 
 static inline iop_pool_t *class_pool(unsigned c)
 {
-	iop_pool_t *pool = __atomic_load_n(&classes[c], __ATOMIC_ACQUIRE);
+	iop_pool_t *pool = __atomic_load_n(&iop__heap_class[c], __ATOMIC_ACQUIRE);
 	return likely(pool != NULL) ? pool : class_pool_create(c);
 }
 
@@ -358,8 +359,8 @@ static inline struct iop__site **site_slot(struct iop_pool *pool, void *p, bool 
 
 static void profile_alloc(struct iop_pool *pool, void *p, struct iop__site *site)
 {
-	if (!ALOAD(&_iop_profile_on))
-		ASTORE(&_iop_profile_on, 1);
+	if (!ALOAD(&iop__heap_profiling))
+		ASTORE(&iop__heap_profiling, 1);
 	struct iop__site **slot = site_slot(pool, p, true);
 	if (slot) {
 		*slot = site;
@@ -478,7 +479,7 @@ void iop_heap_free(void *p)
 		/* The map said whose chunk it is: only the division test. */
 		if (unlikely(iop__obj_number(pool, p) >= pool->hot.objs_per_chunk))
 			bad_pointer("invalid free", p);
-		if (unlikely(ALOAD(&_iop_profile_on)))
+		if (unlikely(ALOAD(&iop__heap_profiling)))
 			profile_free(pool, p);
 		iop__cache_push(pool, p);
 		return;

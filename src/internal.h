@@ -399,9 +399,8 @@ IOP_HIDDEN void _iop_complain(const char *who, const char *fmt, ...)
 
 /* Is this pool one of the heap's size classes (never destroyed)? */
 IOP_HIDDEN bool _iop_heap_owns(const struct iop_pool *pool);
-/* Set once the first profiled block is handed out: from then on every heap
- * free looks for the block's site. */
-IOP_HIDDEN extern int _iop_profile_on;
+/* iop__heap_profiling (iopool.h) is set once the first profiled block is
+ * handed out: from then on every heap free looks for the block's site. */
 /* A profiling thread's counters of one site (profile.c). */
 struct iop_prof_counter {
 	int64_t bytes;
