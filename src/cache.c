@@ -256,7 +256,7 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 	} else {
 		pthread_mutex_lock(&pool->lock);
 	}
-	struct iop_mag *m = _iop_depot_take_full(pool, d);
+	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
 	if (pool->dom[d].depot_objs < pool->reserve_low)
 		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
 	if (m) {
@@ -281,7 +281,15 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 			m = _iop_depot_take_empty(pool);
 		if (m) {
 			m->count = 0;
-			_iop_depot_fill(pool, d, m);
+			if (_iop_depot_fill(pool, d, m) == 0) {
+				/* No local memory to be had: another
+				 * domain's will do. */
+				struct iop_mag *o = _iop_depot_take_full(pool, d, true);
+				if (o) {
+					_iop_depot_put(pool, m);
+					m = o;
+				}
+			}
 			if (tc->objs)
 				_iop_depot_put(pool, m);
 			else
@@ -361,14 +369,17 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 	} else {
 		pthread_mutex_lock(&pool->lock);
 	}
-	struct iop_mag *m = _iop_depot_take_full(pool, d);
+	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
 	if (pool->dom[d].depot_objs < pool->reserve_low)
 		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
+	if (!m && grow && _iop_slab_get_or_grow(pool, d, &p, 1) == 0) {
+		int err = errno;
+		m = _iop_depot_take_full(pool, d, true);
+		errno = err; /* for the caller, when m is NULL too */
+	}
 	if (m) {
 		p = m->obj[--m->count];
 		_iop_depot_put(pool, m);
-	} else if (grow) {
-		_iop_slab_get_or_grow(pool, d, &p, 1); /* errno on failure */
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return p;

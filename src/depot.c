@@ -36,10 +36,10 @@ static struct iop_mag *take_full(struct iop_pool *pool, struct iop_dom *dom)
 	return m;
 }
 
-struct iop_mag *_iop_depot_take_full(struct iop_pool *pool, unsigned d)
+struct iop_mag *_iop_depot_take_full(struct iop_pool *pool, unsigned d, bool any)
 {
 	struct iop_mag *m = take_full(pool, &pool->dom[d]);
-	for (unsigned i = 1; !m && i < _iop_ndomains; i++)
+	for (unsigned i = 1; !m && any && i < _iop_ndomains; i++)
 		m = take_full(pool, &pool->dom[(d + i) % _iop_ndomains]);
 	return m;
 }

@@ -345,8 +345,10 @@ IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned
 /* ---- depot.c: magazine exchange (pool lock held) ------------------------- */
 
 IOP_HIDDEN struct iop_mag *_iop_mag_new(struct iop_pool *pool);
-/* A full magazine from domain d's depot, else from another domain's. */
-IOP_HIDDEN struct iop_mag *_iop_depot_take_full(struct iop_pool *pool, unsigned d);
+/* A full magazine from domain d's depot, else (any) from another domain's.
+ * Callers that may grow ask d's depot, then d's slab and new chunks, and
+ * only then other domains': local memory first. */
+IOP_HIDDEN struct iop_mag *_iop_depot_take_full(struct iop_pool *pool, unsigned d, bool any);
 IOP_HIDDEN struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool);
 /* Put a magazine back: onto the full list of its objects' domain if it
  * holds objects (objects of other domains go home to their chunks), else
