@@ -143,6 +143,56 @@ static uint64_t depot_release(struct iop_pool *pool, struct iop_dom *dom, uint64
 	return moved;
 }
 
+static int by_nfree(const void *a, const void *b)
+{
+	const struct iop_chunk *x = *(struct iop_chunk *const *)a, *y = *(struct iop_chunk *const *)b;
+	return x->nfree < y->nfree ? -1 : x->nfree > y->nfree;
+}
+
+/*
+ * Keep `keep` objects in domain d's depot and return the rest to their
+ * chunks, keeping the objects of the fullest chunks: all of them go back,
+ * the partial list is sorted by free objects (fewest first), and the depot
+ * is refilled from its head. Otherwise the objects decay keeps would be
+ * spread over every chunk and no chunk would ever be wholly free. Returns
+ * how many objects stayed out of the depot.
+ */
+static uint64_t depot_compact(struct iop_pool *pool, unsigned d, uint64_t keep)
+{
+	struct iop_dom *dom = &pool->dom[d];
+	uint64_t had = dom->depot_objs;
+	if (had <= keep)
+		return 0;
+	depot_release(pool, dom, had);
+	size_t n = 0;
+	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+		n++;
+	struct iop_chunk **v = n > 1 ? malloc(n * sizeof(*v)) : NULL;
+	if (v) {
+		n = 0;
+		for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+			v[n++] = c;
+		qsort(v, n, sizeof(*v), by_nfree);
+		for (size_t i = 0; i < n; i++)
+			v[i]->next_partial = i + 1 < n ? v[i + 1] : NULL;
+		dom->partial = v[0];
+		free(v);
+	}
+	uint64_t kept = 0;
+	while (kept < keep) {
+		struct iop_mag *m = _iop_depot_take_empty(pool);
+		if (!m)
+			break;
+		uint64_t want = keep - kept < m->cap ? keep - kept : m->cap;
+		m->count = _iop_slab_get(pool, d, m->obj, (unsigned)want);
+		kept += m->count;
+		_iop_depot_put(pool, m);
+		if (m->count < want)
+			break;
+	}
+	return had - kept;
+}
+
 /* Unlink wholly free chunks of domain d (every domain when d is
  * IOP_MAX_DOMAINS) while the pool maps more than target bytes; returns
  * them linked through ->next, for free_chunks() once the lock is dropped
@@ -265,7 +315,9 @@ static void decay(struct iop_pool *pool, unsigned d)
 	struct iop_dom *dom = &pool->dom[d];
 	pthread_mutex_lock(&pool->lock);
 	uint64_t idle = dom->depot_min > pool->reserve_high ? dom->depot_min - pool->reserve_high : 0;
-	uint64_t moved = depot_release(pool, dom, (idle * pool->decay_pct + 99) / 100);
+	uint64_t n = (idle * pool->decay_pct + 99) / 100, moved = 0;
+	if (n)
+		moved = depot_compact(pool, d, dom->depot_objs - n);
 	dom->depot_min = dom->depot_objs;
 	struct iop_chunk *gone = unlink_free_chunks(pool, d, 0);
 	pthread_mutex_unlock(&pool->lock);
@@ -463,11 +515,8 @@ static int64_t shrink(struct iop_pool *pool, uint64_t target)
 		_iop_registry_unlock();
 	}
 	pthread_mutex_lock(&pool->lock);
-	for (unsigned d = 0; d < _iop_ndomains; d++) {
-		struct iop_dom *dom = &pool->dom[d];
-		if (dom->depot_objs > pool->reserve_low)
-			depot_release(pool, dom, dom->depot_objs - pool->reserve_low);
-	}
+	for (unsigned d = 0; d < _iop_ndomains; d++)
+		depot_compact(pool, d, pool->reserve_low);
 	struct iop_chunk *gone = unlink_free_chunks(pool, IOP_MAX_DOMAINS, target);
 	pthread_mutex_unlock(&pool->lock);
 	return (int64_t)free_chunks(pool, gone);
