@@ -103,6 +103,9 @@ void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 	pool->slab_free -= c->nfree;
 	/* Nothing of it is in flight or cached, so no lookup can want it. */
 	_iop_map_set(c->base, pool->chunk_size, NULL, NULL);
+	/* Counted here, with nchunks, so statistics always see
+	 * chunks == chunk_acquire - chunk_release. */
+	COUNT(&pool->chunk_release, 1);
 }
 
 void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
@@ -113,7 +116,6 @@ void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 	}
 	_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 	free(c);
-	COUNT(&pool->chunk_release, 1);
 }
 
 /* Objects a bounded pool may still carve: it never carves more than its

@@ -320,10 +320,10 @@ static void decay(struct iop_pool *pool, unsigned d)
 		moved = depot_compact(pool, d, dom->depot_objs - n);
 	dom->depot_min = dom->depot_objs;
 	struct iop_chunk *gone = unlink_free_chunks(pool, d, 0);
-	pthread_mutex_unlock(&pool->lock);
-	free_chunks(pool, gone);
 	COUNT(&pool->decay_passes, 1);
 	COUNT(&pool->decay_objs, moved);
+	pthread_mutex_unlock(&pool->lock);
+	free_chunks(pool, gone);
 }
 
 /* Returns when this pool next wants the worker. */
