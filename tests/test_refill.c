@@ -756,6 +756,86 @@ TEST(a_slow_failing_os_still_fills_the_reserve)
 	return TH_PASS;
 }
 
+TEST(fault_injection_reads_the_environment)
+{
+	setenv("IOPOOL_FAULT_CHUNK_FAIL_EVERY", "2", 1);
+	setenv("IOPOOL_FAULT_CHUNK_DELAY_US", "100", 1);
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.obj_size = 1 << 20;
+	pp.chunk_size = 2 << 20; /* two objects per chunk */
+	pp.cache_size = 1;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	void *a = iop_alloc(p), *b = iop_alloc(p); /* chunk request 1 */
+	CHECK(a && b);
+	errno = 0;
+	void *c = iop_alloc(p); /* request 2 fails */
+	CHECK(c == NULL);
+	CHECK_EQ(errno, ENOMEM);
+	c = iop_alloc(p); /* request 3 */
+	CHECK(c != NULL);
+	CHECK_EQ(iop__fault_requests(), 3);
+	CHECK_EQ(iop__fault_injected(), 1);
+	CHECK_AUDIT(p);
+	iop_free(p, a);
+	iop_free(p, b);
+	iop_free(p, c);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(fault_injection_percentage_from_the_environment)
+{
+	setenv("IOPOOL_FAULT_CHUNK_FAIL_PCT", "100", 1);
+	iop_pool_t *p = mk_or_die("pct", (struct rparams){ .obj_size = 256 });
+	void *o;
+	CHECK_EQ(iop_alloc_ex(p, &o, 0, 0), -ENOMEM);
+	CHECK_EQ(iop_alloc_ex(p, &o, 0, 0), -ENOMEM);
+	CHECK_EQ(iop__fault_injected(), 2);
+	iop__fault_set(NULL);
+	CHECK_EQ(iop_alloc_ex(p, &o, 0, 0), 0);
+	iop_free(p, o);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+static atomic_bool churn_stop;
+
+static void *pool_churner(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&churn_stop)) {
+		iop_pool_t *p = mk("churn", (struct rparams){ .obj_size = 4096, .decay_ms = 1 });
+		if (!p)
+			continue;
+		void *o[100];
+		unsigned n = iop_alloc_bulk(p, o, 100);
+		iop_free_bulk(p, o, n);
+		iop_thread_flush();
+		iop_pool_destroy(p);
+	}
+	return NULL;
+}
+
+TEST(reclaim_is_safe_while_other_threads_destroy_pools)
+{
+	pthread_t t[2];
+	atomic_store(&churn_stop, false);
+	for (int i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&t[i], NULL, pool_churner, NULL) == 0);
+	int64_t bytes = 0;
+	for (int i = 0; i < (TH_TSAN ? 200 : 2000); i++) {
+		int64_t b = iop_reclaim();
+		CHECK_GE(b, 0);
+		bytes += b;
+	}
+	atomic_store(&churn_stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHECK_GE(bytes, 0);
+	return TH_PASS;
+}
+
 /* ---- pages ------------------------------------------------------------------------------------ */
 
 static long read_num(const char *path)
