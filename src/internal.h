@@ -483,7 +483,7 @@ IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
  * gives back its previous magazine on its next slow-path call. */
 #define TC_TRIM(tc) ((tc)->pad)
 IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop__tcache *tc);
-/* Bytes of the pool's chunks in memory now (mincore); pool lock held. */
+/* Bytes of the pool's chunks in memory now (mincore); pool unlocked. */
 IOP_HIDDEN uint64_t _iop_resident(struct iop_pool *pool);
 /* The registered pool with this id, or NULL; registry locked. */
 IOP_HIDDEN struct iop_pool *_iop_pool_by_id(uint32_t id);

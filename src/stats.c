@@ -35,8 +35,8 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 	for (unsigned d = 0; d < _iop_ndomains; d++)
 		s.reserve_short += pool->reserve_low && pool->dom[d].depot_objs < pool->reserve_low;
 	s.page_kind = pool->page_kind;
-	s.bytes_resident = _iop_resident(pool);
 	pthread_mutex_unlock(&pool->lock);
+	s.bytes_resident = _iop_resident(pool);
 
 	s.reserve_low = pool->reserve_low;
 	s.reserve_high = pool->reserve_high;

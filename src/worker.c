@@ -423,8 +423,12 @@ static void start_all(void)
 		w->stop = false;
 		atomic_store(&w->kick, 0);
 		int rc = pthread_create(&w->thread, NULL, worker_main, (void *)(uintptr_t)d);
-		if (rc == 0)
+		if (rc == 0) {
+			char name[16];
+			snprintf(name, sizeof(name), "iop-refill/%u", d);
+			pthread_setname_np(w->thread, name); /* for top and gdb */
 			w->started = true;
+		}
 		else
 			_iop_warn("cannot start the refill worker of domain %u (%s); "
 				  "reserves will not be refilled, nor memory decay",
@@ -544,21 +548,29 @@ int64_t iop_reclaim(void)
 
 /* ---- statistics -------------------------------------------------------------------- */
 
-/* Bytes of the pool's chunks in memory now; pool lock held. */
+/* Bytes of the pool's chunks in memory now. The chunks' addresses are
+ * copied under the lock and mincore() runs without it, so a pool of many
+ * chunks does not hold its lock for as many system calls; a chunk unmapped
+ * meanwhile makes mincore() fail (ENOMEM) and counts nothing. */
 uint64_t _iop_resident(struct iop_pool *pool)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	size_t pages = pool->chunk_size / (size_t)page;
-	unsigned char *vec = malloc(pages);
-	uint64_t n = 0;
-	if (!vec)
-		return 0;
-	for (struct iop_chunk *c = pool->chunks; c; c = c->next) {
-		if (mincore(c->base, pool->chunk_size, vec) != 0)
+	size_t pages = pool->chunk_size / (size_t)page, n = 0;
+	pthread_mutex_lock(&pool->lock);
+	size_t nchunks = pool->nchunks;
+	char **bases = nchunks ? malloc(nchunks * sizeof(char *)) : NULL;
+	for (struct iop_chunk *c = pool->chunks; bases && c; c = c->next)
+		bases[n++] = c->base;
+	pthread_mutex_unlock(&pool->lock);
+	unsigned char *vec = n ? malloc(pages) : NULL;
+	uint64_t resident = 0;
+	for (size_t i = 0; vec && i < n; i++) {
+		if (mincore(bases[i], pool->chunk_size, vec) != 0)
 			continue;
-		for (size_t i = 0; i < pages; i++)
-			n += vec[i] & 1;
+		for (size_t j = 0; j < pages; j++)
+			resident += vec[j] & 1;
 	}
 	free(vec);
-	return n * (uint64_t)page;
+	free(bases);
+	return resident * (uint64_t)page;
 }
