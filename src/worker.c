@@ -57,6 +57,12 @@ static unsigned wk_users;   /* pools using the workers; under wk_ctl */
 static bool wk_running;     /* under wk_ctl */
 static bool wk_exiting;     /* under wk_ctl: no start after exit began */
 static int64_t wk_period_ns = (int64_t)IOP_WORKER_PERIOD_MS * 1000000;
+/* Memory pressure (PSI): when IOPOOL_PSI_RECLAIM sets a threshold, the
+ * domain-0 worker reads the "some avg10" figure of psi_path once a period
+ * and shrinks every pool (iop_reclaim()) while it is at or above it. */
+static double psi_threshold;
+static const char *psi_path = "/proc/pressure/memory";
+static int64_t psi_next; /* the domain-0 worker's only */
 
 static int64_t now_ns(void)
 {
@@ -351,6 +357,21 @@ static int64_t work(struct iop_pool *pool, unsigned d, int64_t now)
 	return due;
 }
 
+/* The share of the last 10 s in which some task stalled on memory, in
+ * percent; -1 when the kernel has no PSI (or the file cannot be read). */
+static double psi_avg10(void)
+{
+	char buf[256];
+	double v = -1;
+	FILE *f = fopen(psi_path, "re");
+	if (!f)
+		return -1;
+	if (fgets(buf, sizeof(buf), f) && sscanf(buf, "some avg10=%lf", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
 static void *worker_main(void *arg)
 {
 	unsigned d = (unsigned)(uintptr_t)arg;
@@ -370,6 +391,11 @@ static void *worker_main(void *arg)
 		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
 		int64_t now = now_ns();
 		next = now + wk_period_ns;
+		if (d == 0 && psi_threshold > 0 && now >= psi_next) {
+			psi_next = now + wk_period_ns;
+			if (psi_avg10() >= psi_threshold)
+				iop_reclaim();
+		}
 		for (uint32_t id = 0; id < IOP_MAX_POOLS; id++) {
 			struct iop_pool *pool = hold(id, true);
 			if (!pool)
@@ -465,6 +491,18 @@ static void wk_init(void)
 			_iop_warn("IOPOOL_WORKER_PERIOD_MS='%s' is not 1..3600000: ignored", v);
 		else
 			wk_period_ns = (int64_t)ms * 1000000;
+	}
+	v = getenv("IOPOOL_PSI_RECLAIM");
+	if (v && *v) {
+		char *end;
+		double t = strtod(v, &end);
+		if (*end || !(t > 0 && t <= 100))
+			_iop_warn("IOPOOL_PSI_RECLAIM='%s' is not a percentage in (0, 100]: ignored", v);
+		else
+			psi_threshold = t;
+		const char *path = getenv("IOPOOL_PSI_FILE");
+		if (path && *path)
+			psi_path = path;
 	}
 	atexit(stop_at_exit);
 }
