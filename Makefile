@@ -5,8 +5,7 @@
 #   make test SANITIZE=address ASan+UBSan, RelWithDebInfo, in build-asan/
 #   make test SANITIZE=thread  TSan, RelWithDebInfo, in build-tsan/
 #   make test DEBUG=2          IOP_DEBUG=2, in build-debug2/ (build-asan-debug2/ ...)
-#   make bench                 benchmarks (Release, build/; the uptime run draws
-#                              docs/uptime.svg with gnuplot), then callgrind
+#   make bench                 benchmarks (Release, build/), then callgrind
 #   make callgrind             only the callgrind instruction counts
 #   make plots                 only the SVG plots in docs/, from build/*.json
 #   make install               build and install (PREFIX=/usr/local, DESTDIR)
@@ -117,11 +116,7 @@ bench: deps-bench build
 	$(BENCH_BIN) --json $(BUILD)/bench-results.json --markdown $(BUILD)/bench-results.md $(BENCH_ARGS)
 	$(BUILD)/bench/iopool-spike --json $(BUILD)/spike-results.json
 	$(BUILD)/bench/iopool-vmalloc-bench --json $(BUILD)/vmalloc-results.json --markdown $(BUILD)/vmalloc-results.md $(VMALLOC_ARGS)
-	$(BUILD)/bench/iopool-uptime --json $(BUILD)/uptime-results.json --data $(BUILD)/uptime.dat
-	@if command -v gnuplot >/dev/null 2>&1; then \
-		echo "gnuplot -e \"datafile='$(BUILD)/uptime.dat'; outfile='docs/uptime.svg'\" bench/plots/uptime.gp"; \
-		gnuplot -e "datafile='$(BUILD)/uptime.dat'; outfile='docs/uptime.svg'" bench/plots/uptime.gp; \
-	else echo "gnuplot not installed: docs/uptime.svg not redrawn (apt-get install gnuplot-nox)"; fi
+	$(BUILD)/bench/iopool-uptime --json $(BUILD)/uptime-results.json
 	@rm -f $(BUILD)/udp-rx-results.jsonl
 	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \

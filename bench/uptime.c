@@ -33,8 +33,10 @@
  *                      [--fail-pct P] [--sample-ms M] [--variants a,b,c]
  *                      [--quick] [--json FILE] [--data FILE]
  *
- * --data writes one block per variant (t_s resident_mib nowait_failures),
- * separated by two blank lines, for bench/plots/uptime.gp.
+ * The JSON holds each variant's samples [t_s, resident_mib, nowait_failures]
+ * (bench/plots/uptime.jq and uptime.gp draw them, through bench/plot.sh);
+ * --data writes the same as one whitespace-separated block per variant,
+ * separated by two blank lines, for other tools.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -54,6 +56,7 @@
 
 #include <iopool.h>
 
+#include "bench.h"
 #include "iop_fault.h"
 
 enum variant { V_WORKER, V_INLINE, V_MALLOC, V_COUNT };
@@ -92,7 +95,7 @@ struct opts {
 	const char *json, *data;
 };
 
-static int64_t now_ns(void)
+static int64_t mono_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -113,7 +116,7 @@ static double rss_mib(void)
 
 /* ---- one variant, in a child process --------------------------------------- */
 
-struct run {
+struct urun {
 	const struct opts *o;
 	enum variant v;
 	iop_pool_t *pool;
@@ -127,11 +130,11 @@ struct run {
 
 static void *sampler(void *arg)
 {
-	struct run *run = arg;
+	struct urun *run = arg;
 	struct result *r = run->r;
 	while (!atomic_load(&run->stop) && r->nsamples < MAX_SAMPLES) {
 		struct sample *s = &r->s[r->nsamples];
-		s->t = (double)(now_ns() - run->t0) / 1e9;
+		s->t = (double)(mono_ns() - run->t0) / 1e9;
 		s->rss_mib = rss_mib();
 		s->fails = atomic_load(&run->fails);
 		r->nsamples++;
@@ -142,10 +145,10 @@ static void *sampler(void *arg)
 }
 
 /* One usable buffer, or NULL (lost); its latency is recorded. */
-static void *get(struct run *run)
+static void *get(struct urun *run)
 {
 	const struct opts *o = run->o;
-	int64_t t = now_ns();
+	int64_t t = mono_ns();
 	void *p = NULL;
 	if (run->v == V_MALLOC) {
 		p = malloc(o->size);
@@ -159,7 +162,7 @@ static void *get(struct run *run)
 		for (size_t off = 0; off < o->size; off += 4096)
 			((volatile char *)p)[off] = 1;
 	}
-	int64_t d = now_ns() - t;
+	int64_t d = mono_ns() - t;
 	if (run->nlat < run->maxlat)
 		run->lat[run->nlat++] = (uint64_t)d;
 	run->r->allocs++;
@@ -168,7 +171,7 @@ static void *get(struct run *run)
 	return p;
 }
 
-static void put(struct run *run, void *p)
+static void put(struct urun *run, void *p)
 {
 	if (!p)
 		return;
@@ -180,7 +183,7 @@ static void put(struct run *run, void *p)
 
 static void spin_until(int64_t t)
 {
-	while (now_ns() < t)
+	while (mono_ns() < t)
 		;
 }
 
@@ -192,7 +195,7 @@ static int cmp_u64(const void *a, const void *b)
 
 static void run_variant(const struct opts *o, enum variant v, struct result *r)
 {
-	struct run run = { .o = o, .v = v, .r = r };
+	struct urun run = { .o = o, .v = v, .r = r };
 	run.maxlat = (size_t)o->cycles * (o->load_ms * 1000u / o->gap_us + o->working) + 16;
 	run.lat = malloc(run.maxlat * sizeof(uint64_t));
 	void **ring = calloc(o->working, sizeof(void *));
@@ -229,7 +232,7 @@ static void run_variant(const struct opts *o, enum variant v, struct result *r)
 		}
 	}
 	pthread_t smp;
-	run.t0 = now_ns();
+	run.t0 = mono_ns();
 	pthread_create(&smp, NULL, sampler, &run);
 	int64_t t = run.t0;
 	for (unsigned c = 0; c < o->cycles && c < MAX_CYCLES; c++) {
@@ -247,7 +250,7 @@ static void run_variant(const struct opts *o, enum variant v, struct result *r)
 			ring[i] = get(&run);
 		}
 		r->rss_load[c] = rss_mib();
-		double quiet_start = (double)(now_ns() - run.t0) / 1e9;
+		double quiet_start = (double)(mono_ns() - run.t0) / 1e9;
 		for (unsigned i = 0; i < o->working; i++) {
 			put(&run, ring[i]);
 			ring[i] = NULL;
@@ -256,10 +259,10 @@ static void run_variant(const struct opts *o, enum variant v, struct result *r)
 		 * says to; decay then sees every idle object. */
 		if (run.pool)
 			iop_thread_flush();
-		t = now_ns() + (int64_t)o->quiet_ms * 1000000;
+		t = mono_ns() + (int64_t)o->quiet_ms * 1000000;
 		struct timespec ts = { o->quiet_ms / 1000, (long)(o->quiet_ms % 1000) * 1000000 };
 		nanosleep(&ts, NULL);
-		t = now_ns() > t ? now_ns() : t;
+		t = mono_ns() > t ? mono_ns() : t;
 		r->rss_quiet[c] = rss_mib();
 		/* When resident memory fell by half the working set. */
 		double goal = r->rss_load[c] - (double)o->working * (double)o->size / (1 << 20) / 2;
@@ -297,7 +300,7 @@ static void run_variant(const struct opts *o, enum variant v, struct result *r)
 
 /* ---- output ------------------------------------------------------------------ */
 
-static double median(double *v, unsigned n)
+static double median_of(const double *v, unsigned n)
 {
 	double t[MAX_CYCLES];
 	memcpy(t, v, n * sizeof(double));
@@ -333,7 +336,7 @@ static void print_table(const struct opts *o, struct result *res)
 			continue;
 		}
 		unsigned n = o->cycles < MAX_CYCLES ? o->cycles : MAX_CYCLES;
-		double half = median(r->half_ms, n);
+		double half = median_of(r->half_ms, n);
 		char hb[32];
 		if (half < 0)
 			snprintf(hb, sizeof hb, "not within the phase");
@@ -342,7 +345,7 @@ static void print_table(const struct opts *o, struct result *res)
 		printf("| %s | %llu | %llu | %llu | %llu | %llu | %llu | %.1f | %.1f | %s |\n", vnames[v],
 		       (unsigned long long)r->allocs, (unsigned long long)r->nowait_fail,
 		       (unsigned long long)r->lost, (unsigned long long)r->p50, (unsigned long long)r->p99,
-		       (unsigned long long)r->max, median(r->rss_load, n), median(r->rss_quiet, n), hb);
+		       (unsigned long long)r->max, median_of(r->rss_load, n), median_of(r->rss_quiet, n), hb);
 	}
 	printf("\nResident memory: medians over the cycles (the process's VmRSS). ");
 	printf("Half trimmed: the median time from the start of a quiet phase until VmRSS fell by half "
@@ -360,14 +363,16 @@ static void print_table(const struct opts *o, struct result *res)
 			printf("  %-7s %s\n", vnames[v], vwhat[v]);
 }
 
-static int write_json(const struct opts *o, struct result *res)
+static int write_json(const struct opts *o, struct result *res, const struct machine *m)
 {
 	FILE *f = fopen(o->json, "w");
 	if (!f) {
 		fprintf(stderr, "iopool-uptime: %s: %s\n", o->json, strerror(errno));
 		return -1;
 	}
-	fprintf(f, "{\"bench\":\"uptime\",\"cycles\":%u,\"load_ms\":%u,\"quiet_ms\":%u,\"gap_us\":%u,"
+	fputs("{\"bench\":\"uptime\",\"machine\":", f);
+	json_machine(f, m);
+	fprintf(f, ",\"cycles\":%u,\"load_ms\":%u,\"quiet_ms\":%u,\"gap_us\":%u,"
 		   "\"working\":%u,\"size\":%zu,\"decay_ms\":%u,\"reserve_low\":%llu,\"reserve_high\":%llu,"
 		   "\"delay_us\":%u,\"fail_pct\":%u,\"variants\":[",
 		o->cycles, o->load_ms, o->quiet_ms, o->gap_us, o->working, o->size, o->decay_ms,
@@ -503,6 +508,8 @@ int main(int argc, char **argv)
 		perror("iopool-uptime: mmap");
 		return 1;
 	}
+	struct machine machine;
+	machine_probe(&machine);
 	for (int v = 0; v < V_COUNT; v++) {
 		if (!o.variants[v])
 			continue;
@@ -523,7 +530,8 @@ int main(int argc, char **argv)
 	}
 	print_table(&o, res);
 	int rc = 0;
-	if (o.json && write_json(&o, res) != 0)
+	read_loadavg(machine.load_end, sizeof(machine.load_end));
+	if (o.json && write_json(&o, res, &machine) != 0)
 		rc = 1;
 	if (o.data && write_data(&o, res) != 0)
 		rc = 1;

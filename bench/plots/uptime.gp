@@ -1,25 +1,24 @@
-# The uptime story (bench/uptime.c): resident memory and non-blocking
-# failures over time, for iopool with the refill worker, iopool refilling
-# inline, and malloc. Reads the data file iopool-uptime --data writes (one
-# block per variant: t_s resident_mib nowait_failures) and writes an SVG:
-#
-#   gnuplot -e "datafile='build/uptime.dat'; outfile='docs/uptime.svg'" bench/plots/uptime.gp
-if (!exists("datafile")) datafile = 'build/uptime.dat'
-if (!exists("outfile")) outfile = 'docs/uptime.svg'
-
-set terminal svg size 900,640 dynamic font "sans,11"
-set output outfile
-set multiplot layout 2,1 title "iopool-uptime: load, quiet, sudden load (slow and failing OS)"
-set grid
-set key top right
-set xlabel "time (s)"
-
+# input: uptime-results.json
+# The KTLS uptime story: load, a quiet phase in which decay trims, a sudden
+# return of load, three times, on an OS that is slow and fails a quarter of
+# its chunk requests. Above: resident memory falls within a few decay
+# intervals of each quiet phase (the worker keeps its reserve). Below: the
+# refill worker keeps IOP_NOWAIT fed; refilling inline fails at every
+# return of load.
+load dir."/common.gp"
+set terminal svg size 960,720 dynamic font "sans,13" background rgb "white"
+set output out
+set multiplot layout 2,1 title "iopool-uptime: load, quiet, sudden load (slow and failing OS)" noenhanced
+set xlabel "seconds"
 set ylabel "resident memory (MiB)"
-plot datafile index 0 using 1:2 with lines lw 2 title "iopool + refill worker", \
-     datafile index 1 using 1:2 with lines lw 2 title "iopool, inline refill", \
-     datafile index 2 using 1:2 with lines lw 2 title "malloc"
-
-set ylabel "non-blocking failures (cumulative)"
-plot datafile index 0 using 1:3 with steps lw 2 title "iopool + refill worker", \
-     datafile index 1 using 1:3 with steps lw 2 title "iopool, inline refill"
+set yrange [0:*]
+set style data lines
+# The machine's label (common.gp) goes under the lower plot only.
+unset label 100
+set bmargin 3
+plot for [i = 0:nseries - 1] data index i using 2:3 with lines title columnheader(1)
+set ylabel "non-blocking failures so far"
+set bmargin 7
+set label 100 machine."\n".note at screen 0.01, screen 0.035 left noenhanced font ",10" tc rgb "#555555"
+plot for [i = 0:nseries - 1] data index i using 2:4 with steps title columnheader(1)
 unset multiplot
