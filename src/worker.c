@@ -450,8 +450,8 @@ static void start_all(void)
 		atomic_store(&w->kick, 0);
 		int rc = pthread_create(&w->thread, NULL, worker_main, (void *)(uintptr_t)d);
 		if (rc == 0) {
-			char name[16];
-			snprintf(name, sizeof(name), "iop-refill/%u", d);
+			char name[16] = "iop-refill/0"; /* d < IOP_MAX_DOMAINS */
+			name[11] = (char)('0' + d % 10);
 			pthread_setname_np(w->thread, name); /* for top and gdb */
 			w->started = true;
 		}
