@@ -116,6 +116,7 @@ bench: deps-bench build
 	$(BENCH_BIN) --json $(BUILD)/bench-results.json --markdown $(BUILD)/bench-results.md $(BENCH_ARGS)
 	$(BUILD)/bench/iopool-spike --json $(BUILD)/spike-results.json
 	$(BUILD)/bench/iopool-vmalloc-bench --json $(BUILD)/vmalloc-results.json --markdown $(BUILD)/vmalloc-results.md $(VMALLOC_ARGS)
+	$(BUILD)/bench/iopool-uptime --json $(BUILD)/uptime-results.json
 	@rm -f $(BUILD)/udp-rx-results.jsonl
 	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \

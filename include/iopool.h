@@ -60,8 +60,14 @@ typedef struct iop_pool iop_pool_t;
  *  iop_buf_put(); the last put recycles the object (or hands it to the
  *  release hook). Needed by iop_frag_*(). */
 #define IOP_F_REFCOUNT (1u << 3)
+/** Back chunks with hugetlbfs 2 MiB pages (MAP_HUGETLB) when any are free,
+ *  falling back to transparent hugepages, then 4 KiB pages. Pools without
+ *  IOP_F_NO_THP try hugetlbfs pages by default whenever the system has
+ *  reserved some (vm.nr_hugepages); IOP_F_REFCOUNT pools never use them
+ *  (their counts are mapped right after each chunk). */
+#define IOP_F_HUGETLB (1u << 4)
 /** Every pool flag. */
-#define IOP_F_ALL (IOP_F_CHECKED | IOP_F_NO_THP | IOP_F_PREFAULT | IOP_F_REFCOUNT)
+#define IOP_F_ALL (IOP_F_CHECKED | IOP_F_NO_THP | IOP_F_PREFAULT | IOP_F_REFCOUNT | IOP_F_HUGETLB)
 
 /* ------------------------------------------------------------------------ */
 /* Limits                                                                    */
@@ -144,6 +150,25 @@ struct iop_pool_params {
 	 *  waiting callers then wait only at the limit). 1 <= off < on <= 100. */
 	uint32_t throttle_on_pct;
 	uint32_t throttle_off_pct;
+
+	/* Since 0.4: reserve and decay (see "Refill, decay, NUMA and
+	 * hugepages" below). */
+
+	/** Low watermark of the reserve: free objects kept in each memory
+	 *  domain's depot for IOP_NOWAIT callers. When a domain's depot falls
+	 *  below it, that domain's refill worker maps, faults in and carves
+	 *  chunks until it holds reserve_high. 0: no reserve, no refill. */
+	uint64_t reserve_low;
+	/** High watermark: at least reserve_low; 0 gives reserve_low plus two
+	 *  magazines. A bounded pool's reserve never makes it carve more than
+	 *  its limit. */
+	uint64_t reserve_high;
+	/** Decay interval: every decay_ms the depot objects that the interval
+	 *  did not need (above the reserve) shrink by decay_pct, and chunks
+	 *  whose objects are all free go back to the OS. 0: no decay. */
+	uint32_t decay_ms;
+	/** Percent of the idle memory returned per interval; 0 gives 25. */
+	uint32_t decay_pct;
 };
 
 /** What a release hook returns. */
@@ -155,6 +180,8 @@ struct iop_pool_params {
 #define IOP_POOL_PARAMS_SIZE_V1 offsetof(struct iop_pool_params, map)
 /** struct iop_pool_params of 0.2 (hooks, no bounds). */
 #define IOP_POOL_PARAMS_SIZE_V2 offsetof(struct iop_pool_params, limit)
+/** struct iop_pool_params of 0.3 (bounds, no reserve or decay). */
+#define IOP_POOL_PARAMS_SIZE_V3 offsetof(struct iop_pool_params, reserve_low)
 
 #define IOP_POOL_PARAMS_INIT { .struct_size = sizeof(struct iop_pool_params) }
 
@@ -411,13 +438,46 @@ struct iop_pool_stats {
 	uint64_t fail_default;  /**< failed allocations of the default mode */
 	uint64_t fail_wait;     /**< failed IOP_WAIT allocations (timeouts,
 	                             shutdown, no memory) */
+
+	/* Since 0.4: reserve, refill workers, decay, domains, pages. */
+	uint64_t reserve_low;   /**< per domain (params); 0: no reserve */
+	uint64_t reserve_high;
+	uint64_t reserve_short; /**< domains whose depot (their reserve) is
+	                             below reserve_low now */
+	uint64_t wake_low;      /**< worker wake-ups: a depot found below the
+	                             low watermark */
+	uint64_t wake_empty;    /**< ...an IOP_NOWAIT call found it empty */
+	uint64_t wake_fail;     /**< ...an allocation failed */
+	uint64_t refill_passes; /**< worker refills of a domain's reserve */
+	uint64_t refill_objs;   /**< objects they put into depots */
+	uint64_t refill_fail;   /**< chunk requests of the worker that failed
+	                             (it backs off and retries) */
+	uint64_t decay_passes;  /**< decay passes over a domain */
+	uint64_t decay_objs;    /**< depot objects decay returned to chunks */
+	uint64_t trims;         /**< thread caches trimmed at the worker's
+	                             request (or taken, bounded pools) */
+	uint64_t bytes_resident;/**< bytes of the chunks in memory now
+	                             (mincore) */
+	uint64_t page_kind;     /**< IOP_PAGES_* of the latest chunk; 0: none */
+	uint64_t chunks_hugetlb;/**< chunks obtained as hugetlbfs pages */
+	uint64_t chunks_thp;    /**< ...advised for transparent hugepages */
+	uint64_t domains;       /**< memory domains of the process */
+	uint64_t sent_home;     /**< objects freed on another domain and sent
+	                             back to their own */
 };
+
+/** What backs a pool's chunks (iop_pool_stats.page_kind). */
+#define IOP_PAGES_4K 1       /**< 4 KiB pages */
+#define IOP_PAGES_THP 2      /**< advised for transparent hugepages */
+#define IOP_PAGES_HUGETLB 3  /**< hugetlbfs 2 MiB pages */
 
 /** The first version of struct iop_pool_stats (0.1): the smallest
  *  struct_size iop_pool_stats() accepts. */
 #define IOP_POOL_STATS_SIZE_V1 offsetof(struct iop_pool_stats, map_calls)
 /** struct iop_pool_stats of 0.2 (without the bounds). */
 #define IOP_POOL_STATS_SIZE_V2 offsetof(struct iop_pool_stats, limit)
+/** struct iop_pool_stats of 0.3 (without reserve, decay, domains). */
+#define IOP_POOL_STATS_SIZE_V3 offsetof(struct iop_pool_stats, reserve_low)
 
 /**
  * Fill *out (set out->struct_size first; fields past it are not written).
@@ -754,6 +814,88 @@ IOP_API int iop_stats_publish(const struct iop_publish_params *params);
  * Returns 0, or -ENOENT when the process does not publish.
  */
 IOP_API int iop_stats_unpublish(void);
+
+/* ------------------------------------------------------------------------ */
+/* Refill, decay, NUMA and hugepages                                         */
+/* ------------------------------------------------------------------------ */
+/*
+ * Memory domains. A pool keeps a depot and its partial chunks per memory
+ * domain (NUMA node). Its slow paths prefer the caller's domain (getcpu),
+ * and take another domain's magazines rather than fail; new chunks are
+ * bound to the caller's domain (libnuma, when the library was built with it
+ * and the machine has several nodes). A magazine of objects freed on
+ * another domain goes to the depot of its objects' domain, and objects of
+ * a third domain in it go back to their chunks: memory goes home. Nodes
+ * without memory get no domain (their CPUs use node 0's). Setting
+ * IOPOOL_FAKE_NUMA=N in the environment pretends there are N domains
+ * (1..8), CPU i belonging to domain i % N, without binding memory.
+ *
+ * Refill workers. One thread per domain, shared by all pools, started with
+ * the first pool that has a reserve or decay and joined when the last one
+ * is destroyed or the process exits. A pool's reserve (params.reserve_low
+ * and reserve_high, per domain) is the objects in that domain's depot: the
+ * slow paths wake the domain's worker, cheaply and at most once per 100 us,
+ * when an IOP_NOWAIT call finds the depot below the low watermark or
+ * empty, or an allocation fails; it also looks once a period (1 s). The
+ * worker does the slow work (maps chunks, faults them in, hugepages, NUMA
+ * binding, the map hook) and puts whole magazines into the depot, so an
+ * IOP_NOWAIT allocation does not fail for want of a refill. It is never
+ * needed for correctness; when the OS refuses a chunk it backs off and
+ * retries. Workers are not fork-safe (nor is the rest of iopool).
+ *
+ * Decay (params.decay_ms, decay_pct). Each interval, the depot objects the
+ * interval did not need (its lowest depot level, above reserve_high) shrink
+ * by decay_pct and go back to their chunks; chunks whose objects are all
+ * free are unmapped (the unmap hook first). Thread caches take part: a
+ * bounded pool's idle threads' caches are taken (the handshake above); an
+ * unbounded pool's threads give back their previous magazine on their next
+ * slow-path call, so a thread that never calls again keeps at most two
+ * magazines until it exits.
+ *
+ * Pages. Chunks are hugetlbfs 2 MiB pages when IOP_F_HUGETLB asks or pages
+ * are reserved (and free), else advised for transparent hugepages (unless
+ * IOP_F_NO_THP or THP is off), else 4 KiB pages; statistics say which.
+ */
+
+/** Domain statistics of a pool (iop_pool_domain_stats()). */
+struct iop_domain_stats {
+	uint32_t struct_size; /**< sizeof(struct iop_domain_stats), set by caller */
+	uint32_t domain;
+	uint64_t depot;       /**< objects in this domain's depot (its reserve) */
+	uint64_t slab_free;   /**< free objects in this domain's chunks */
+	uint64_t chunks;      /**< chunks of this domain */
+};
+
+/** Memory domains of this process (1 without NUMA, or IOPOOL_FAKE_NUMA). */
+IOP_API unsigned iop_domain_count(void);
+
+/** The domain of the calling thread's CPU now. */
+IOP_API unsigned iop_domain_current(void);
+
+/** The domain of the chunk holding p, or -EINVAL when p is in no pool. */
+IOP_API int iop_domain_of(const void *p);
+
+/**
+ * Fill *out with the pool's figures in one domain (set out->struct_size
+ * first). Returns 0, or -EINVAL when pool or out is NULL, struct_size is 0,
+ * or domain >= iop_domain_count().
+ */
+IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_stats *out);
+
+/**
+ * Return memory to the OS now, until the pool maps at most target_bytes or
+ * nothing more can go: the calling thread's cache of the pool and the
+ * depots down to reserve_low go back to their chunks (a bounded pool's
+ * idle threads' caches too; other threads of an unbounded pool are asked to
+ * trim), then wholly free chunks are unmapped. Never touches an object in
+ * flight. Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
+ * Not while the pool is being destroyed.
+ */
+IOP_API int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes);
+
+/** iop_pool_shrink(pool, 0) for every pool of the process; returns the
+ *  bytes unmapped in all. Safe while other threads destroy pools. */
+IOP_API int64_t iop_reclaim(void);
 
 /* ------------------------------------------------------------------------ */
 /* Inline fast paths                                                         */

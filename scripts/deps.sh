@@ -98,6 +98,9 @@ have_cmd make || required+=(make)
 have_cmd pkg-config || required+=(pkg-config)
 # liburing: the io_uring receive example and its test (examples/udp_rx).
 have_pkg liburing-dev || required+=(liburing-dev)
+# libnuma: NUMA topology and binding (optional for the build, which then has
+# one memory domain; CMake says so); installed so CI builds the NUMA code.
+have_pkg libnuma-dev || required+=(libnuma-dev)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {

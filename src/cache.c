@@ -70,6 +70,11 @@ void _iop_for_each_pool(void (*fn)(struct iop_pool *, void *), void *arg)
 			fn(pools[id], arg);
 }
 
+struct iop_pool *_iop_pool_by_id(uint32_t id)
+{
+	return id < IOP_MAX_POOLS ? pools[id] : NULL;
+}
+
 void _iop_for_each_tcache(struct iop_pool *pool,
 			  void (*fn)(struct iop_pool *, struct iop__tcache *, void *), void *arg)
 {
@@ -236,17 +241,24 @@ static bool lock_nowait(struct iop_pool *pool)
  * (no chunk is mapped, no lock waited for). */
 static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 {
+	/* The worker asked for the previous magazine (decay); it waits for
+	 * a call that may take the lock. */
+	if (unlikely(ALOAD(&TC_TRIM(tc))) && grow)
+		_iop_slot_trim(pool, tc);
 	if (tc->prev && ALOAD(&tc->prev_count)) {
 		swap_mags(tc);
 		return ALOAD(&tc->count);
 	}
+	unsigned d = _iop_domain_here();
 	if (!grow) {
 		if (!lock_nowait(pool))
 			return 0;
 	} else {
 		pthread_mutex_lock(&pool->lock);
 	}
-	struct iop_mag *m = _iop_depot_take_full(pool);
+	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
+	if (pool->dom[d].depot_objs < pool->reserve_low)
+		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
 	if (m) {
 		/* prev and loaded (if any) are both empty: loaded becomes
 		 * prev, and the old prev goes back to the depot. */
@@ -269,7 +281,15 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 			m = _iop_depot_take_empty(pool);
 		if (m) {
 			m->count = 0;
-			_iop_depot_fill(pool, m);
+			if (_iop_depot_fill(pool, d, m) == 0) {
+				/* No local memory to be had: another
+				 * domain's will do. */
+				struct iop_mag *o = _iop_depot_take_full(pool, d, true);
+				if (o) {
+					_iop_depot_put(pool, m);
+					m = o;
+				}
+			}
 			if (tc->objs)
 				_iop_depot_put(pool, m);
 			else
@@ -293,6 +313,8 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
  * magazine could be had. */
 static bool spill(struct iop_pool *pool, struct iop__tcache *tc)
 {
+	if (unlikely(ALOAD(&TC_TRIM(tc))))
+		_iop_slot_trim(pool, tc);
 	if (tc->objs && tc->prev && ALOAD(&tc->prev_count) == 0) {
 		swap_mags(tc);
 		return true;
@@ -340,18 +362,24 @@ static void open_fast(struct iop_pool *pool, struct iop__tcache *tc)
 void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 {
 	void *p = NULL;
+	unsigned d = _iop_domain_here();
 	if (!grow) {
 		if (!lock_nowait(pool))
 			return NULL;
 	} else {
 		pthread_mutex_lock(&pool->lock);
 	}
-	struct iop_mag *m = _iop_depot_take_full(pool);
+	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
+	if (pool->dom[d].depot_objs < pool->reserve_low)
+		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
+	if (!m && grow && _iop_slab_get_or_grow(pool, d, &p, 1) == 0) {
+		int err = errno;
+		m = _iop_depot_take_full(pool, d, true);
+		errno = err; /* for the caller, when m is NULL too */
+	}
 	if (m) {
 		p = m->obj[--m->count];
 		_iop_depot_put(pool, m);
-	} else if (grow) {
-		_iop_slab_get_or_grow(pool, &p, 1); /* errno on failure */
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return p;
@@ -423,6 +451,20 @@ void _iop_slot_push(struct iop_pool *pool, struct iop__tcache *tc, void *obj)
 	}
 }
 
+void _iop_slot_trim(struct iop_pool *pool, struct iop__tcache *tc)
+{
+	ASTORE(&TC_TRIM(tc), 0);
+	if (!tc->prev || !ALOAD(&tc->prev_count))
+		return;
+	pthread_mutex_lock(&pool->lock);
+	TC_PREV(tc)->count = ALOAD(&tc->prev_count);
+	_iop_depot_put(pool, TC_PREV(tc));
+	pthread_mutex_unlock(&pool->lock);
+	tc->prev = NULL;
+	ASTORE(&tc->prev_count, 0);
+	COUNT(&pool->trims, 1);
+}
+
 void _iop_slot_settle(struct iop__tcache *tc)
 {
 	while (tc->busy == 1 && __atomic_load_n(&tc->steal, __ATOMIC_SEQ_CST)) {
@@ -487,6 +529,7 @@ static void *count_alloc(struct iop_pool *pool, void *p)
 		COUNT(&pool->alloc_slow, 1);
 	} else {
 		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
+		_iop_worker_wake(pool, _iop_domain_here(), IOP_WAKE_FAIL);
 	}
 	return p;
 }

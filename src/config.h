@@ -84,6 +84,26 @@
 #define IOP_BOUND_MAG_DIV 16u
 #define IOP_LIMIT_MAX ((uint64_t)1 << 40)
 
+/*
+ * Refill workers and decay (worker.c).
+ *
+ * Memory domains: at most 8 (a pool keeps a depot per domain in itself;
+ * machines with more NUMA nodes fold them, node % 8). The worker of each
+ * domain wakes at least once a period (1 s: the longest a lost wake-up may
+ * delay a refill, and the resolution of decay intervals above it), and a
+ * slow path wakes it at most once per IOP_WAKE_GAP_NS per pool and domain
+ * (100 us: a storm of failures costs one clock read each, and the worker is
+ * woken far more often than one chunk can be mapped). After a failed chunk
+ * request the worker backs off from 1 ms, doubling, up to the period.
+ * Decay returns 25% of the idle memory per interval by default (the vmap
+ * series' lazy drain).
+ */
+#define IOP_MAX_DOMAINS 8
+#define IOP_WORKER_PERIOD_MS 1000
+#define IOP_WAKE_GAP_NS 100000
+#define IOP_BACKOFF_MIN_MS 1
+#define IOP_DECAY_PCT_DEFAULT 25
+
 /* Byte written over free objects in checked mode ("iopool free"). */
 #define IOP_POISON_BYTE 0xa5
 

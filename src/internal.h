@@ -16,6 +16,14 @@
  *             one that is always either full or empty.
  *   depot     per pool: full and empty magazines; threads trade whole
  *             magazines with it under a short lock.
+ *   domain    a memory (NUMA) domain: each pool keeps a depot and a list of
+ *             partial chunks per domain, and every chunk belongs to one
+ *             (struct iop_dom, domain.c).
+ *   reserve   the objects in a domain's depot, which IOP_NOWAIT callers may
+ *             take; the domain's refill worker keeps it between the pool's
+ *             low and high watermarks (worker.c).
+ *   decay     the worker's periodic return of idle depot objects to their
+ *             chunks and of wholly free chunks to the OS (worker.c).
  *
  *   thread T (static TLS)                 pool P (shared)
  *   _iop_tls_cache[P->id]
@@ -114,6 +122,8 @@ struct iop_chunk {
 	                                  right after the chunk (iop__refs()) */
 	uint64_t handle;               /* what the map hook stored */
 	uint64_t *audit_seen;          /* scratch of iop_pool_audit() */
+	uint8_t domain;                /* memory domain (struct iop_dom) */
+	uint8_t kind;                  /* IOP_PAGES_* it got from the OS */
 };
 
 /*
@@ -167,6 +177,43 @@ struct iop_bound {
 	_Atomic uint64_t limit_hits, waits, throttled_waits, timeouts;
 };
 
+/* ---- memory domains (domain.c) ------------------------------------------ */
+
+/* A pool's depot and slab in one memory domain, under pool->lock (except
+ * wake_at). The depot's objects are this domain's reserve. */
+struct iop_dom {
+	struct iop_mag *full;    /* magazines of this domain's objects */
+	uint64_t nfull;
+	uint64_t depot_objs;     /* objects in `full` */
+	uint64_t depot_min;      /* lowest depot_objs since the last decay pass:
+	                            what the interval did not need */
+	struct iop_chunk *partial; /* this domain's chunks with free objects */
+	uint64_t nchunks;
+	/* The worker: after a failed chunk request, no refill before
+	 * retry_ns; backoff_ms doubles per failure up to the period. */
+	int64_t retry_ns;
+	uint32_t backoff_ms;
+	int64_t next_decay_ns;
+	/* Wake-ups: none before this (CLOCK_MONOTONIC_COARSE) time; racy by
+	 * design, so a storm of failures costs one clock read each. */
+	_Atomic int64_t wake_at;
+};
+
+/* Domains in this process (>= 1) and the caller's. */
+IOP_HIDDEN extern unsigned _iop_ndomains;
+IOP_HIDDEN void _iop_domains_init(void);
+IOP_HIDDEN unsigned _iop_domain_cpu(void);
+/* The caller's domain: 0 with one domain, a worker's own, else from the CPU
+ * it runs on (getcpu, a vDSO call; slow paths only). */
+static inline unsigned _iop_domain_here(void)
+{
+	return _iop_ndomains == 1 ? 0 : _iop_domain_cpu();
+}
+/* Bind [base, base+len) to domain d's memory (libnuma; nothing otherwise). */
+IOP_HIDDEN void _iop_domain_bind(void *base, size_t len, unsigned d);
+/* The worker of domain d runs on its CPUs (libnuma) and calls itself d. */
+IOP_HIDDEN void _iop_domain_enter(unsigned d);
+
 /* ---- the pool ----------------------------------------------------------- */
 
 struct iop_pool {
@@ -192,12 +239,10 @@ struct iop_pool {
 
 	/* Depot and slab, under lock. */
 	pthread_mutex_t lock;
-	struct iop_mag *full;   /* magazines holding objects (count > 0) */
 	struct iop_mag *empty;
-	uint64_t nfull, nempty;
-	uint64_t depot_objs;    /* objects in the full list */
+	uint64_t nfull, nempty; /* nfull: all domains' */
+	uint64_t depot_objs;    /* objects in all domains' full lists */
 	struct iop_chunk *chunks;
-	struct iop_chunk *partial;
 	uint64_t nchunks;
 	uint64_t slab_free;     /* sum of chunk->nfree */
 
@@ -212,6 +257,23 @@ struct iop_pool {
 
 	/* NULL for an unbounded pool. */
 	struct iop_bound *bound;
+
+	/* Reserve and decay (worker.c); fixed at creation. */
+	uint64_t reserve_low, reserve_high; /* objects per domain */
+	int64_t decay_ns;     /* 0: no decay */
+	uint32_t decay_pct;
+	bool uses_worker;     /* a reserve or decay */
+	uint32_t wref;        /* worker passes and reclaims under way on the
+	                         pool (worker.c's lock); destroy waits for 0 */
+	uint64_t activity;    /* worker 0: slow-path counters at the last
+	                         decay pass, to tell an idle pool */
+	uint8_t page_kind;    /* IOP_PAGES_* of the latest chunk */
+	_Atomic uint64_t wake_low, wake_empty, wake_fail;
+	_Atomic uint64_t refill_passes, refill_objs, refill_fail;
+	_Atomic uint64_t decay_passes, decay_objs, trims, sent_home;
+	_Atomic uint64_t chunks_hugetlb, chunks_thp;
+
+	struct iop_dom dom[IOP_MAX_DOMAINS];
 };
 _Static_assert(IOP__GRANULE_SHIFT == IOP_GRANULE_SHIFT && IOP__MAP_ENTRIES == IOP_MAP_ENTRIES,
 	       "the inline owner check and the library agree on the map");
@@ -239,7 +301,10 @@ IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void
 /* ---- backing.c: the OS and the map -------------------------------------- */
 
 IOP_HIDDEN int _iop_map_init(void);
-IOP_HIDDEN void *_iop_os_map(size_t size, size_t tail, uint32_t flags);
+/* Map a chunk in domain d: hugetlbfs pages, else THP, else 4 KiB pages
+ * (*kind says which); fault injection first (iop_fault.h). NULL with errno
+ * ENOMEM on failure. */
+IOP_HIDDEN void *_iop_os_map(size_t size, size_t tail, uint32_t flags, unsigned d, uint8_t *kind);
 IOP_HIDDEN void _iop_os_unmap(void *p, size_t size);
 /* Fault [base, base+len) in without changing its contents. */
 IOP_HIDDEN void _iop_os_prefault(char *base, size_t len);
@@ -252,17 +317,24 @@ IOP_HIDDEN struct iop_chunk *_iop_map_chunk_of(const void *p);
 
 /* ---- slab.c: chunks carved into objects (pool lock held unless noted) ---- */
 
-/* Map a chunk and describe it; no lock needed. NULL on failure (errno). */
-IOP_HIDDEN struct iop_chunk *_iop_chunk_new(struct iop_pool *pool);
+/* Map a chunk in domain d and describe it; no lock needed. NULL on failure
+ * (errno). IOP_F_PREFAULT in `more` faults it in. */
+IOP_HIDDEN struct iop_chunk *_iop_chunk_new(struct iop_pool *pool, unsigned d, uint32_t more);
 /* Add a new chunk to the pool. */
 IOP_HIDDEN void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c);
-/* Unmap a chunk that holds no live object and free its descriptor. */
+/* Take a wholly free chunk off the pool's lists and the map (lock held);
+ * then _iop_chunk_free() it with the lock dropped. */
+IOP_HIDDEN void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c);
+/* Unmap an unlinked chunk (the unmap hook first) and free its descriptor;
+ * no lock held. */
 IOP_HIDDEN void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c);
-/* Take up to n free objects from the slab. */
-IOP_HIDDEN unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n);
-/* The same, mapping a chunk when the slab is empty; drops the lock around
- * the mmap (and the map hook). 0 with errno when no chunk could be had. */
-IOP_HIDDEN unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n);
+/* Take up to n free objects from domain d's slab. */
+IOP_HIDDEN unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned n);
+/* The same, mapping a chunk in d when its slab is empty (other domains'
+ * slabs when that fails or a bounded pool may carve no more); drops the
+ * lock around the mmap (and the map hook). 0 with errno when no chunk
+ * could be had. */
+IOP_HIDDEN unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n);
 /* Objects the slab may still hand out before a bounded pool reaches its
  * limit (it never carves more, which caps its memory); UINT64_MAX for an
  * unbounded pool. */
@@ -273,13 +345,18 @@ IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned
 /* ---- depot.c: magazine exchange (pool lock held) ------------------------- */
 
 IOP_HIDDEN struct iop_mag *_iop_mag_new(struct iop_pool *pool);
-IOP_HIDDEN struct iop_mag *_iop_depot_take_full(struct iop_pool *pool);
+/* A full magazine from domain d's depot, else (any) from another domain's.
+ * Callers that may grow ask d's depot, then d's slab and new chunks, and
+ * only then other domains': local memory first. */
+IOP_HIDDEN struct iop_mag *_iop_depot_take_full(struct iop_pool *pool, unsigned d, bool any);
 IOP_HIDDEN struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool);
-/* Put a magazine back: onto the full list if it holds objects, else empty. */
+/* Put a magazine back: onto the full list of its objects' domain if it
+ * holds objects (objects of other domains go home to their chunks), else
+ * onto the empty list. */
 IOP_HIDDEN void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m);
-/* Fill a magazine from the slab (_iop_slab_get_or_grow). Called and
+/* Fill a magazine from domain d's slab (_iop_slab_get_or_grow). Called and
  * returns with the lock held; drops it around the mmap. */
-IOP_HIDDEN unsigned _iop_depot_fill(struct iop_pool *pool, struct iop_mag *m);
+IOP_HIDDEN unsigned _iop_depot_fill(struct iop_pool *pool, unsigned d, struct iop_mag *m);
 /* Free every magazine of the depot (destroy). */
 IOP_HIDDEN void _iop_depot_free_all(struct iop_pool *pool);
 
@@ -384,6 +461,32 @@ IOP_HIDDEN void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s
 /* In checked mode: refuse an iop_free() of a refcounted buffer that still has
  * references (it must be released with iop_buf_put()). */
 IOP_HIDDEN void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, uint32_t idx, void *p);
+
+/* ---- worker.c: refill workers, decay, shrink ----------------------------- */
+
+/* Why a slow path woke the worker (statistics). */
+enum { IOP_WAKE_LOW, IOP_WAKE_EMPTY, IOP_WAKE_FAIL };
+IOP_HIDDEN void _iop_worker_kick(struct iop_pool *pool, unsigned d, int why);
+/* Ask domain d's worker to refill the pool's reserve: cheap and racy, rate
+ * limited, never blocks; a lost wake-up costs at most one worker period. */
+static inline void _iop_worker_wake(struct iop_pool *pool, unsigned d, int why)
+{
+	if (pool->reserve_low)
+		_iop_worker_kick(pool, d, why);
+}
+/* A pool with a reserve or decay starts using the workers (starting them)
+ * and stops (waiting for a pass on it to end; the last pool stops and joins
+ * them). */
+IOP_HIDDEN void _iop_worker_attach(struct iop_pool *pool);
+IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
+/* A slot the worker asked to trim (tc->pad, unbounded pools): its owner
+ * gives back its previous magazine on its next slow-path call. */
+#define TC_TRIM(tc) ((tc)->pad)
+IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop__tcache *tc);
+/* Bytes of the pool's chunks in memory now (mincore); pool unlocked. */
+IOP_HIDDEN uint64_t _iop_resident(struct iop_pool *pool);
+/* The registered pool with this id, or NULL; registry locked. */
+IOP_HIDDEN struct iop_pool *_iop_pool_by_id(uint32_t id);
 
 /* ---- pool.c -------------------------------------------------------------- */
 

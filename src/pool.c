@@ -128,10 +128,11 @@ static uint64_t inverse_odd(uint64_t m)
 /* Fill the depot with `want` objects, faulted in. Pool not yet shared. */
 static int populate(struct iop_pool *pool, size_t want)
 {
+	unsigned d = _iop_domain_here();
 	pthread_mutex_lock(&pool->lock);
 	while (pool->depot_objs < want) {
 		struct iop_mag *m = _iop_mag_new(pool);
-		if (!m || _iop_depot_fill(pool, m) == 0) {
+		if (!m || _iop_depot_fill(pool, d, m) == 0) {
 			int err = m ? errno : ENOMEM;
 			free(m);
 			pthread_mutex_unlock(&pool->lock);
@@ -153,6 +154,7 @@ static void pool_free_memory(struct iop_pool *pool)
 		/* Whatever the depot held is free too. */
 		pool->slab_free += c->nobj - c->nfree;
 		c->nfree = c->nobj;
+		_iop_chunk_unlink(pool, c);
 		_iop_chunk_free(pool, c);
 	}
 	_iop_bound_free_memory(pool);
@@ -222,6 +224,18 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	}
 	if (limit && p.populate > limit)
 		return einval("populate %zu is above the limit %llu", p.populate, (unsigned long long)limit);
+	if (p.reserve_high && p.reserve_high < p.reserve_low)
+		return einval("reserve_high %llu is below reserve_low %llu", (unsigned long long)p.reserve_high,
+			      (unsigned long long)p.reserve_low);
+	if (limit && p.reserve_low > limit)
+		return einval("reserve_low %llu is above the limit %llu", (unsigned long long)p.reserve_low,
+			      (unsigned long long)limit);
+	if (p.reserve_low > IOP_LIMIT_MAX || p.reserve_high > IOP_LIMIT_MAX)
+		return einval("a reserve watermark is above %llu", (unsigned long long)IOP_LIMIT_MAX);
+	if (p.decay_pct > 100)
+		return einval("decay_pct %u is above 100", p.decay_pct);
+	if (p.decay_pct && !p.decay_ms)
+		return einval("decay_pct without decay_ms");
 
 	size_t stride = (p.obj_size + p.align - 1) & ~(p.align - 1);
 	size_t chunk = p.chunk_size;
@@ -279,6 +293,13 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		if (limit && pool->mag_cap > limit / IOP_BOUND_MAG_DIV)
 			pool->mag_cap = limit / IOP_BOUND_MAG_DIV ? (uint32_t)(limit / IOP_BOUND_MAG_DIV) : 1;
 	}
+	pool->reserve_low = p.reserve_low;
+	pool->reserve_high = p.reserve_high ? p.reserve_high : p.reserve_low ? p.reserve_low + 2 * pool->mag_cap : 0;
+	if (limit && pool->reserve_high > limit)
+		pool->reserve_high = limit;
+	pool->decay_ns = (int64_t)p.decay_ms * 1000000;
+	pool->decay_pct = p.decay_pct ? p.decay_pct : IOP_DECAY_PCT_DEFAULT;
+	pool->uses_worker = pool->reserve_low || pool->decay_ns;
 	pthread_mutex_init(&pool->lock, NULL);
 	if (limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) {
 		pthread_mutex_destroy(&pool->lock);
@@ -304,10 +325,13 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		return NULL;
 	}
 
+	if (pool->uses_worker)
+		_iop_worker_attach(pool);
 	if (p.populate && (err = populate(pool, p.populate)) != 0) {
 		_iop_registry_lock();
 		_iop_pool_unregister(pool);
 		_iop_registry_unlock();
+		_iop_worker_detach(pool);
 		pool_free_memory(pool);
 		errno = -err;
 		return NULL;
@@ -354,6 +378,9 @@ int iop_pool_destroy(iop_pool_t *pool)
 	}
 	_iop_pool_unregister(pool);
 	_iop_registry_unlock();
+	/* Unregistered: no worker pass (or iop_reclaim()) starts on it; wait
+	 * for one under way. */
+	_iop_worker_detach(pool);
 #if IOP_DEBUG >= 3
 	/* Unregistered, so no thread slot refers to it: audit the depot and
 	 * slab alone. */

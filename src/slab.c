@@ -18,14 +18,14 @@ static size_t bitmap_words(uint64_t nobj)
 	return (size_t)((nobj + 63) / 64);
 }
 
-struct iop_chunk *_iop_chunk_new(struct iop_pool *pool)
+struct iop_chunk *_iop_chunk_new(struct iop_pool *pool, unsigned d, uint32_t more)
 {
 	size_t words = bitmap_words(pool->hot.objs_per_chunk);
 	size_t maps = pool->checked ? 2 : 1;
 	struct iop_chunk *c = calloc(1, sizeof(*c) + maps * words * sizeof(uint64_t));
 	if (!c)
 		return NULL;
-	c->base = _iop_os_map(pool->chunk_size, pool->refs_tail, pool->flags);
+	c->base = _iop_os_map(pool->chunk_size, pool->refs_tail, pool->flags | more, d, &c->kind);
 	if (!c->base) {
 		int e = errno;
 		free(c);
@@ -45,6 +45,7 @@ struct iop_chunk *_iop_chunk_new(struct iop_pool *pool)
 		}
 	}
 	c->pool = pool;
+	c->domain = (uint8_t)d;
 	c->nobj = (uint32_t)pool->hot.objs_per_chunk;
 	c->nfree = c->nobj;
 	c->freemap = (uint64_t *)(c + 1);
@@ -59,22 +60,30 @@ struct iop_chunk *_iop_chunk_new(struct iop_pool *pool)
 
 void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c)
 {
+	struct iop_dom *dom = &pool->dom[c->domain];
 	_iop_map_set(c->base, pool->chunk_size, pool, c);
 	c->next = pool->chunks;
 	c->prev = NULL;
 	if (pool->chunks)
 		pool->chunks->prev = c;
 	pool->chunks = c;
-	c->next_partial = pool->partial;
+	c->next_partial = dom->partial;
 	c->on_partial = true;
-	pool->partial = c;
+	dom->partial = c;
 	pool->nchunks++;
+	dom->nchunks++;
 	pool->slab_free += c->nfree;
+	pool->page_kind = c->kind;
 	COUNT(&pool->chunk_acquire, 1);
+	if (c->kind == IOP_PAGES_HUGETLB)
+		COUNT(&pool->chunks_hugetlb, 1);
+	else if (c->kind == IOP_PAGES_THP)
+		COUNT(&pool->chunks_thp, 1);
 }
 
-void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
+void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 {
+	struct iop_dom *dom = &pool->dom[c->domain];
 	IOP_ASSERT(pool, c->nfree == c->nobj);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -82,16 +91,31 @@ void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 		pool->chunks = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (c->on_partial) {
+		struct iop_chunk **pp = &dom->partial;
+		while (*pp != c)
+			pp = &(*pp)->next_partial;
+		*pp = c->next_partial;
+		c->on_partial = false;
+	}
 	pool->nchunks--;
+	dom->nchunks--;
 	pool->slab_free -= c->nfree;
+	/* Nothing of it is in flight or cached, so no lookup can want it. */
 	_iop_map_set(c->base, pool->chunk_size, NULL, NULL);
+	/* Counted here, with nchunks, so statistics always see
+	 * chunks == chunk_acquire - chunk_release. */
+	COUNT(&pool->chunk_release, 1);
+}
+
+void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
+{
 	if (pool->unmap) {
 		COUNT(&pool->unmap_calls, 1);
 		pool->unmap(pool->hook_arg, c->base, pool->chunk_size, c->handle);
 	}
 	_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 	free(c);
-	COUNT(&pool->chunk_release, 1);
 }
 
 /* Objects a bounded pool may still carve: it never carves more than its
@@ -104,13 +128,14 @@ uint64_t _iop_carve_room(const struct iop_pool *pool)
 	return carved < pool->bound->limit ? pool->bound->limit - carved : 0;
 }
 
-unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n)
+unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
 {
+	struct iop_dom *dom = &pool->dom[d];
 	unsigned got = 0;
 	if (n > _iop_carve_room(pool))
 		n = (unsigned)_iop_carve_room(pool);
-	while (got < n && pool->partial) {
-		struct iop_chunk *c = pool->partial;
+	while (got < n && dom->partial) {
+		struct iop_chunk *c = dom->partial;
 		/* Reuse returned objects first: their pages are already
 		 * resident. */
 		size_t words = c->nfree > c->nobj - c->bump ? bitmap_words(c->bump) : 0;
@@ -130,7 +155,7 @@ unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n)
 			c->nfree--;
 		}
 		if (c->nfree == 0) {
-			pool->partial = c->next_partial;
+			dom->partial = c->next_partial;
 			c->next_partial = NULL;
 			c->on_partial = false;
 		}
@@ -139,22 +164,34 @@ unsigned _iop_slab_get(struct iop_pool *pool, void **objs, unsigned n)
 	return got;
 }
 
-unsigned _iop_slab_get_or_grow(struct iop_pool *pool, void **objs, unsigned n)
+/* Any domain's slab, d's first: memory of another domain is better than
+ * none. */
+static unsigned slab_get_any(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
 {
-	unsigned got = _iop_slab_get(pool, objs, n);
+	unsigned got = _iop_slab_get(pool, d, objs, n);
+	for (unsigned i = 1; i < _iop_ndomains && got < n; i++)
+		got += _iop_slab_get(pool, (d + i) % _iop_ndomains, objs + got, n - got);
+	return got;
+}
+
+unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
+{
+	unsigned got = _iop_slab_get(pool, d, objs, n);
 	if (got == 0 && n && _iop_carve_room(pool) == 0) {
-		errno = ENOBUFS; /* a bounded pool at its limit (bound.c) */
+		got = slab_get_any(pool, d, objs, n);
+		if (got == 0)
+			errno = ENOBUFS; /* a bounded pool at its limit (bound.c) */
 	} else if (got == 0) {
 		/* mmap and page-table work happen outside the lock so other
 		 * threads keep trading magazines meanwhile. Two threads may
 		 * both map a chunk; the spare one serves the next fill. */
 		pthread_mutex_unlock(&pool->lock);
-		struct iop_chunk *c = _iop_chunk_new(pool);
+		struct iop_chunk *c = _iop_chunk_new(pool, d, 0);
 		int err = errno;
 		pthread_mutex_lock(&pool->lock);
 		if (c)
 			_iop_chunk_add(pool, c);
-		got = _iop_slab_get(pool, objs, n);
+		got = slab_get_any(pool, d, objs, n);
 		if (got == 0)
 			errno = c ? ENOMEM : err;
 	}
@@ -171,9 +208,9 @@ void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n)
 		c->freemap[idx >> 6] |= bit;
 		c->nfree++;
 		if (!c->on_partial) {
-			c->next_partial = pool->partial;
+			c->next_partial = pool->dom[c->domain].partial;
 			c->on_partial = true;
-			pool->partial = c;
+			pool->dom[c->domain].partial = c;
 		}
 	}
 	pool->slab_free += n;

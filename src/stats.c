@@ -32,7 +32,27 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 	s.chunks = pool->nchunks;
 	s.depot = pool->depot_objs;
 	s.slab_free = pool->slab_free;
+	for (unsigned d = 0; d < _iop_ndomains; d++)
+		s.reserve_short += pool->reserve_low && pool->dom[d].depot_objs < pool->reserve_low;
+	s.page_kind = pool->page_kind;
 	pthread_mutex_unlock(&pool->lock);
+	s.bytes_resident = _iop_resident(pool);
+
+	s.reserve_low = pool->reserve_low;
+	s.reserve_high = pool->reserve_high;
+	s.wake_low = LOAD(&pool->wake_low);
+	s.wake_empty = LOAD(&pool->wake_empty);
+	s.wake_fail = LOAD(&pool->wake_fail);
+	s.refill_passes = LOAD(&pool->refill_passes);
+	s.refill_objs = LOAD(&pool->refill_objs);
+	s.refill_fail = LOAD(&pool->refill_fail);
+	s.decay_passes = LOAD(&pool->decay_passes);
+	s.decay_objs = LOAD(&pool->decay_objs);
+	s.trims = LOAD(&pool->trims);
+	s.chunks_hugetlb = LOAD(&pool->chunks_hugetlb);
+	s.chunks_thp = LOAD(&pool->chunks_thp);
+	s.domains = _iop_ndomains;
+	s.sent_home = LOAD(&pool->sent_home);
 
 	s.cache_size = pool->mag_cap;
 	s.obj_size = pool->obj_size;
@@ -98,8 +118,30 @@ static const struct {
 	FIELD(high_water), FIELD(waiters),       FIELD(limit_hits),    FIELD(waits),
 	FIELD(throttled),  FIELD(throttled_ns),  FIELD(wait_ns),       FIELD(wait_p50_ns),
 	FIELD(wait_p99_ns), FIELD(wait_max_ns),  FIELD(timeouts),      FIELD(fail_nowait),
-	FIELD(fail_default), FIELD(fail_wait),
+	FIELD(fail_default), FIELD(fail_wait),  FIELD(reserve_low),   FIELD(reserve_high),
+	FIELD(reserve_short), FIELD(wake_low),   FIELD(wake_empty),   FIELD(wake_fail),
+	FIELD(refill_passes), FIELD(refill_objs), FIELD(refill_fail), FIELD(decay_passes),
+	FIELD(decay_objs), FIELD(trims),         FIELD(bytes_resident), FIELD(page_kind),
+	FIELD(chunks_hugetlb), FIELD(chunks_thp), FIELD(domains),     FIELD(sent_home),
 };
+
+int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_stats *out)
+{
+	if (!pool || !out || !out->struct_size || domain >= _iop_ndomains)
+		return -EINVAL;
+	struct iop_domain_stats s = { .struct_size = sizeof(s), .domain = domain };
+	pthread_mutex_lock(&pool->lock);
+	struct iop_dom *dom = &pool->dom[domain];
+	s.depot = dom->depot_objs;
+	s.chunks = dom->nchunks;
+	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+		s.slab_free += c->nfree;
+	pthread_mutex_unlock(&pool->lock);
+	uint32_t keep = out->struct_size;
+	memcpy(out, &s, keep < sizeof(s) ? keep : sizeof(s));
+	out->struct_size = keep;
+	return 0;
+}
 
 static uint64_t field(const struct iop_pool_stats *s, size_t i)
 {
@@ -275,8 +317,14 @@ static void audit_locked(struct audit *a)
 				marked += (uint64_t)__builtin_popcountll(LOAD(&c->inuse[w]));
 		}
 	}
-	for (struct iop_chunk *c = pool->partial; c && npartial <= nchunks; c = c->next_partial)
-		npartial++;
+	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
+		for (struct iop_chunk *c = pool->dom[d].partial; c && npartial <= nchunks; c = c->next_partial) {
+			npartial++;
+			if (c->domain != d)
+				fault(a, "chunk %p of domain %u is on domain %u's partial list", (void *)c->base,
+				      c->domain, d);
+		}
+	}
 	if (nchunks != pool->nchunks)
 		fault(a, "%llu chunks are listed, %llu counted", (unsigned long long)nchunks,
 		      (unsigned long long)pool->nchunks);
@@ -290,12 +338,26 @@ static void audit_locked(struct audit *a)
 	uint64_t in_caches = a->seen;
 
 	uint64_t depot = 0, nfull = 0, nempty = 0;
-	for (struct iop_mag *m = pool->full; m; m = m->next) {
-		if (m->count == 0)
-			fault(a, "an empty magazine is on the depot's full list");
-		visit_mag(a, m, m->count, "the depot");
-		depot += m->count;
-		nfull++;
+	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
+		uint64_t here = 0, n = 0;
+		for (struct iop_mag *m = pool->dom[d].full; m; m = m->next) {
+			if (m->count == 0)
+				fault(a, "an empty magazine is on the depot's full list");
+			visit_mag(a, m, m->count, "the depot");
+			for (uint32_t i = 0; i < m->count && i < m->cap; i++) {
+				struct iop_chunk *c = _iop_map_chunk_of(m->obj[i]);
+				if (c && c->domain != d)
+					fault(a, "%p of domain %u is in domain %u's depot", m->obj[i], c->domain, d);
+			}
+			here += m->count;
+			n++;
+		}
+		if (here != pool->dom[d].depot_objs || n != pool->dom[d].nfull)
+			fault(a, "domain %u's depot holds %llu objects in %llu magazines, it counts %llu in %llu", d,
+			      (unsigned long long)here, (unsigned long long)n,
+			      (unsigned long long)pool->dom[d].depot_objs, (unsigned long long)pool->dom[d].nfull);
+		depot += here;
+		nfull += n;
 	}
 	for (struct iop_mag *m = pool->empty; m; m = m->next)
 		nempty++;

@@ -153,7 +153,7 @@ TEST(pool_create_rejects_bad_params)
 	pp.chunk_size = 1 * MiB;
 	expect_einval(&pp, "chunk_size 1 MiB for 1 MiB objects");
 
-	static const uint32_t bad_flags[] = { IOP_F_ALL + 1, 1u << 4, 1u << 16,
+	static const uint32_t bad_flags[] = { IOP_F_ALL + 1, 1u << 5, 1u << 16,
 					      1u << 31, ~IOP_F_ALL, UINT32_MAX };
 	for (size_t i = 0; i < sizeof bad_flags / sizeof *bad_flags; i++) {
 		pp = good_params();

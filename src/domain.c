@@ -1,0 +1,142 @@
+/*
+ * Memory domains: which NUMA node a CPU belongs to, binding chunk memory to
+ * a node, and IOPOOL_FAKE_NUMA, which pretends there are several so the
+ * per-domain paths run (and are tested) on a one-node machine.
+ *
+ * Domains are numbered 0..n-1 over the nodes that have memory (a node with
+ * CPUs and no memory lends its CPUs to domain 0). Without libnuma, or on
+ * one node, there is one domain and nothing is bound.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#ifdef IOP_HAVE_NUMA
+#include <numa.h>
+#endif
+
+/* CPUs beyond this share the domain of cpu % IOP_DOMAIN_CPUS. */
+#define IOP_DOMAIN_CPUS 4096
+
+unsigned _iop_ndomains = 1;
+static uint8_t cpu_domain[IOP_DOMAIN_CPUS];
+static int domain_node[IOP_MAX_DOMAINS]; /* NUMA node; -1: fake, no binding */
+static pthread_once_t domains_once = PTHREAD_ONCE_INIT;
+/* A worker's own domain, plus one (0: not a worker). */
+static __thread unsigned tls_worker_domain;
+
+static void fake(unsigned n)
+{
+	_iop_ndomains = n;
+	for (unsigned c = 0; c < IOP_DOMAIN_CPUS; c++)
+		cpu_domain[c] = (uint8_t)(c % n);
+	for (unsigned d = 0; d < n; d++)
+		domain_node[d] = -1;
+}
+
+#ifdef IOP_HAVE_NUMA
+static void real(void)
+{
+	if (numa_available() < 0)
+		return;
+	int maxnode = numa_max_node();
+	if (maxnode < 1)
+		return;
+	int node_dom[IOP_DOMAIN_CPUS];
+	unsigned n = 0;
+	for (int node = 0; node <= maxnode && node < IOP_DOMAIN_CPUS; node++) {
+		long long freemem;
+		node_dom[node] = -1;
+		if (numa_node_size64(node, &freemem) <= 0)
+			continue; /* no memory: no domain, no worker */
+		if (n < IOP_MAX_DOMAINS) {
+			domain_node[n] = node;
+			node_dom[node] = (int)n++;
+		} else {
+			node_dom[node] = (int)(n % IOP_MAX_DOMAINS); /* folded */
+		}
+	}
+	if (n < 2)
+		return;
+	for (unsigned c = 0; c < IOP_DOMAIN_CPUS; c++) {
+		int node = numa_node_of_cpu((int)c);
+		cpu_domain[c] = (uint8_t)(node >= 0 && node <= maxnode && node_dom[node] >= 0 ? node_dom[node] : 0);
+	}
+	_iop_ndomains = n;
+}
+#endif
+
+static void domains_init(void)
+{
+	const char *v = getenv("IOPOOL_FAKE_NUMA");
+	if (v && *v) {
+		char *end;
+		long n = strtol(v, &end, 10);
+		if (*end || n < 1 || n > IOP_MAX_DOMAINS) {
+			_iop_warn("IOPOOL_FAKE_NUMA='%s' is not 1..%d: ignored", v, IOP_MAX_DOMAINS);
+		} else {
+			fake((unsigned)n);
+			return;
+		}
+	}
+#ifdef IOP_HAVE_NUMA
+	real();
+#endif
+}
+
+void _iop_domains_init(void)
+{
+	pthread_once(&domains_once, domains_init);
+}
+
+unsigned _iop_domain_cpu(void)
+{
+	if (tls_worker_domain)
+		return tls_worker_domain - 1;
+	int cpu = sched_getcpu();
+	return cpu < 0 ? 0 : cpu_domain[(unsigned)cpu % IOP_DOMAIN_CPUS];
+}
+
+void _iop_domain_bind(void *base, size_t len, unsigned d)
+{
+#ifdef IOP_HAVE_NUMA
+	if (_iop_ndomains > 1 && domain_node[d] >= 0)
+		numa_tonode_memory(base, len, domain_node[d]);
+#else
+	(void)base;
+	(void)len;
+	(void)d;
+#endif
+}
+
+void _iop_domain_enter(unsigned d)
+{
+	tls_worker_domain = d + 1;
+#ifdef IOP_HAVE_NUMA
+	if (_iop_ndomains > 1 && domain_node[d] >= 0)
+		numa_run_on_node(domain_node[d]);
+#endif
+}
+
+/* ---- public queries ---------------------------------------------------------- */
+
+unsigned iop_domain_count(void)
+{
+	_iop_domains_init();
+	return _iop_ndomains;
+}
+
+unsigned iop_domain_current(void)
+{
+	_iop_domains_init();
+	return _iop_domain_here();
+}
+
+int iop_domain_of(const void *p)
+{
+	struct iop_chunk *c = _iop_map_chunk_of(p);
+	return c ? c->domain : -EINVAL;
+}

@@ -1,0 +1,614 @@
+/*
+ * Refill workers, decay, shrink and reclaim.
+ *
+ * One worker thread per memory domain, shared by every pool with a reserve
+ * or decay, started with the first such pool and joined with the last (or
+ * at exit). Its pass over the pools does, for its domain:
+ *
+ *   refill  a depot below the pool's low watermark is filled to the high
+ *           one with whole magazines, carved from the domain's chunks or
+ *           from new ones that the worker maps, binds and faults in (the
+ *           slow work the FreeBSD KTLS thread does for its zone), so that
+ *           IOP_NOWAIT callers, which take only from caches and depots,
+ *           find objects. A failed chunk request backs it off (1 ms,
+ *           doubling up to the period) and it retries.
+ *   decay   every decay interval, the depot objects the interval did not
+ *           need (its lowest depot level above reserve_high) shrink by
+ *           decay_pct, back into their chunks; wholly free chunks are
+ *           unmapped (the vmap series' lazy drain).
+ *
+ * and the domain-0 worker asks idle pools' thread caches to take part.
+ * Slow paths wake a worker with _iop_worker_wake(): a racy, rate-limited
+ * store and a signal when the worker's mutex is free, so no caller ever
+ * waits; a wake-up lost in that race is made up by the next period.
+ *
+ * Pools and workers: a pass holds a reference on the pool it works on
+ * (pool->wref, under wk_lock), taken while the pool is registered, and
+ * iop_pool_destroy() waits for it after unregistering the pool. Lock
+ * order: wk_ctl (start and stop) before the registry lock before wk_lock
+ * and a pool's lock; a worker's own mutex is taken with nothing else held
+ * (or tried, by wake-ups).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct worker {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;    /* CLOCK_MONOTONIC */
+	_Atomic int kick;     /* a slow path wants a pass */
+	bool stop;            /* under mu */
+	bool started;         /* under wk_ctl */
+};
+
+static struct worker workers[IOP_MAX_DOMAINS];
+static pthread_once_t wk_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t wk_ctl = PTHREAD_MUTEX_INITIALIZER;  /* start/stop */
+static pthread_mutex_t wk_lock = PTHREAD_MUTEX_INITIALIZER; /* wref, users */
+static pthread_cond_t wk_released = PTHREAD_COND_INITIALIZER;
+static unsigned wk_users;   /* pools using the workers; under wk_ctl */
+static bool wk_running;     /* under wk_ctl */
+static bool wk_exiting;     /* under wk_ctl: no start after exit began */
+static int64_t wk_period_ns = (int64_t)IOP_WORKER_PERIOD_MS * 1000000;
+/* Memory pressure (PSI): when IOPOOL_PSI_RECLAIM sets a threshold, the
+ * domain-0 worker reads the "some avg10" figure of psi_path once a period
+ * and shrinks every pool (iop_reclaim()) while it is at or above it. */
+static double psi_threshold;
+static const char *psi_path = "/proc/pressure/memory";
+static int64_t psi_next; /* the domain-0 worker's only */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- wake-ups -------------------------------------------------------------- */
+
+void _iop_worker_kick(struct iop_pool *pool, unsigned d, int why)
+{
+	struct iop_dom *dom = &pool->dom[d];
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int64_t at = LOAD(&dom->wake_at);
+	/* One caller per gap wins; the others return after a load. */
+	if (now < at || !atomic_compare_exchange_strong_explicit(&dom->wake_at, &at, now + IOP_WAKE_GAP_NS,
+								 memory_order_relaxed, memory_order_relaxed))
+		return;
+	COUNT(why == IOP_WAKE_LOW ? &pool->wake_low : why == IOP_WAKE_EMPTY ? &pool->wake_empty : &pool->wake_fail, 1);
+	struct worker *w = &workers[d];
+	atomic_store_explicit(&w->kick, 1, memory_order_relaxed);
+	/* Never wait here: if the worker holds its mutex it is awake, or
+	 * about to sleep and wake again within a period. */
+	if (pthread_mutex_trylock(&w->mu) == 0) {
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+}
+
+/* ---- holding pools ------------------------------------------------------------ */
+
+/* The registered pool with this id, held against destruction; NULL when
+ * there is none (or, with workers_only, it does not use the workers). */
+static struct iop_pool *hold(uint32_t id, bool workers_only)
+{
+	_iop_registry_lock();
+	struct iop_pool *pool = _iop_pool_by_id(id);
+	if (pool && (pool->uses_worker || !workers_only)) {
+		pthread_mutex_lock(&wk_lock);
+		pool->wref++;
+		pthread_mutex_unlock(&wk_lock);
+	} else {
+		pool = NULL;
+	}
+	_iop_registry_unlock();
+	return pool;
+}
+
+static void unhold(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&wk_lock);
+	if (--pool->wref == 0)
+		pthread_cond_broadcast(&wk_released);
+	pthread_mutex_unlock(&wk_lock);
+}
+
+/* ---- returning memory (pool lock held unless said) -------------------------- */
+
+/* Move up to n objects from domain d's depot back into their chunks,
+ * freeing the magazines they empty. Returns how many moved. */
+static uint64_t depot_release(struct iop_pool *pool, struct iop_dom *dom, uint64_t n)
+{
+	uint64_t moved = 0;
+	while (moved < n && dom->full) {
+		struct iop_mag *m = dom->full;
+		unsigned k = n - moved < m->count ? (unsigned)(n - moved) : m->count;
+		_iop_slab_put(pool, m->obj + m->count - k, k);
+		m->count -= k;
+		dom->depot_objs -= k;
+		pool->depot_objs -= k;
+		moved += k;
+		if (m->count == 0) {
+			dom->full = m->next;
+			dom->nfull--;
+			pool->nfull--;
+			free(m);
+		}
+	}
+	if (dom->depot_min > dom->depot_objs)
+		dom->depot_min = dom->depot_objs;
+	return moved;
+}
+
+static int by_nfree(const void *a, const void *b)
+{
+	const struct iop_chunk *x = *(struct iop_chunk *const *)a, *y = *(struct iop_chunk *const *)b;
+	return x->nfree < y->nfree ? -1 : x->nfree > y->nfree;
+}
+
+/*
+ * Keep `keep` objects in domain d's depot and return the rest to their
+ * chunks, keeping the objects of the fullest chunks: all of them go back,
+ * the partial list is sorted by free objects (fewest first), and the depot
+ * is refilled from its head. Otherwise the objects decay keeps would be
+ * spread over every chunk and no chunk would ever be wholly free. Returns
+ * how many objects stayed out of the depot.
+ */
+static uint64_t depot_compact(struct iop_pool *pool, unsigned d, uint64_t keep)
+{
+	struct iop_dom *dom = &pool->dom[d];
+	uint64_t had = dom->depot_objs;
+	if (had <= keep)
+		return 0;
+	depot_release(pool, dom, had);
+	size_t n = 0;
+	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+		n++;
+	struct iop_chunk **v = n > 1 ? malloc(n * sizeof(*v)) : NULL;
+	if (v) {
+		n = 0;
+		for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+			v[n++] = c;
+		qsort(v, n, sizeof(*v), by_nfree);
+		for (size_t i = 0; i < n; i++)
+			v[i]->next_partial = i + 1 < n ? v[i + 1] : NULL;
+		dom->partial = v[0];
+		free(v);
+	}
+	uint64_t kept = 0;
+	while (kept < keep) {
+		struct iop_mag *m = _iop_depot_take_empty(pool);
+		if (!m)
+			break;
+		uint64_t want = keep - kept < m->cap ? keep - kept : m->cap;
+		m->count = _iop_slab_get(pool, d, m->obj, (unsigned)want);
+		kept += m->count;
+		_iop_depot_put(pool, m);
+		if (m->count < want)
+			break;
+	}
+	return had - kept;
+}
+
+/* Unlink wholly free chunks of domain d (every domain when d is
+ * IOP_MAX_DOMAINS) while the pool maps more than target bytes; returns
+ * them linked through ->next, for free_chunks() once the lock is dropped
+ * (the unmap hook runs with no lock held). */
+static struct iop_chunk *unlink_free_chunks(struct iop_pool *pool, unsigned d, uint64_t target)
+{
+	struct iop_chunk *gone = NULL, *c = pool->chunks;
+	while (c && pool->nchunks * pool->chunk_size > target) {
+		struct iop_chunk *next = c->next;
+		if (c->nfree == c->nobj && (d == IOP_MAX_DOMAINS || c->domain == d)) {
+			_iop_chunk_unlink(pool, c);
+			c->next = gone;
+			gone = c;
+		}
+		c = next;
+	}
+	return gone;
+}
+
+/* No lock held. Returns the bytes unmapped. */
+static uint64_t free_chunks(struct iop_pool *pool, struct iop_chunk *gone)
+{
+	uint64_t bytes = 0;
+	while (gone) {
+		struct iop_chunk *next = gone->next;
+		_iop_chunk_free(pool, gone);
+		bytes += pool->chunk_size;
+		gone = next;
+	}
+	return bytes;
+}
+
+/* ---- the worker's work on one pool ---------------------------------------------- */
+
+static void back_off(struct iop_dom *dom, int64_t now)
+{
+	uint32_t cap = (uint32_t)(wk_period_ns / 1000000);
+	dom->backoff_ms = dom->backoff_ms ? dom->backoff_ms * 2 : IOP_BACKOFF_MIN_MS;
+	if (dom->backoff_ms > cap)
+		dom->backoff_ms = cap;
+	dom->retry_ns = now + (int64_t)dom->backoff_ms * 1000000;
+}
+
+/* Fill domain d's depot to reserve_high once it is below reserve_low. */
+static void refill(struct iop_pool *pool, unsigned d, int64_t now)
+{
+	struct iop_dom *dom = &pool->dom[d];
+	pthread_mutex_lock(&pool->lock);
+	if (dom->depot_objs < pool->reserve_low)
+		COUNT(&pool->refill_passes, 1);
+	else
+		goto out;
+	while (dom->depot_objs < pool->reserve_high) {
+		struct iop_mag *m = _iop_depot_take_empty(pool);
+		if (!m)
+			break;
+		/* Whole magazines, of this domain's objects only. */
+		m->count = _iop_slab_get(pool, d, m->obj, m->cap);
+		if (m->count) {
+			COUNT(&pool->refill_objs, m->count);
+			_iop_depot_put(pool, m);
+			continue;
+		}
+		_iop_depot_put(pool, m);
+		if (_iop_carve_room(pool) == 0)
+			break; /* a bounded pool never carves past its limit */
+		pthread_mutex_unlock(&pool->lock);
+		struct iop_chunk *c = _iop_chunk_new(pool, d, IOP_F_PREFAULT);
+		pthread_mutex_lock(&pool->lock);
+		if (!c) {
+			COUNT(&pool->refill_fail, 1);
+			back_off(dom, now);
+			break;
+		}
+		_iop_chunk_add(pool, c);
+		dom->backoff_ms = 0;
+	}
+out:
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* A bounded pool's idle threads' caches are taken; an unbounded pool's
+ * threads are asked to give back their previous magazine on their next
+ * slow-path call (their slot is the inline path's, which another thread
+ * must not touch). Only when nothing used the pool since the last pass. */
+static void mark(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
+{
+	(void)pool;
+	if (arg)
+		*(uint64_t *)arg += ALOAD(&tc->alloc_fast);
+	else if (ALOAD(&tc->prev_count))
+		ASTORE(&TC_TRIM(tc), 1);
+}
+
+static uint64_t activity(struct iop_pool *pool)
+{
+	uint64_t a = LOAD(&pool->alloc_slow) + LOAD(&pool->free_slow) + LOAD(&pool->depot_get) +
+		     LOAD(&pool->depot_put);
+	_iop_for_each_tcache(pool, mark, &a);
+	return a;
+}
+
+static void trim_caches(struct iop_pool *pool)
+{
+	_iop_registry_lock();
+	uint64_t a = activity(pool);
+	bool idle = a == pool->activity;
+	if (idle && !pool->bound)
+		_iop_for_each_tcache(pool, mark, NULL);
+	_iop_registry_unlock();
+	if (idle && pool->bound && _iop_scavenge(pool))
+		COUNT(&pool->trims, 1);
+	_iop_registry_lock();
+	pool->activity = activity(pool);
+	_iop_registry_unlock();
+}
+
+static void decay(struct iop_pool *pool, unsigned d)
+{
+	struct iop_dom *dom = &pool->dom[d];
+	pthread_mutex_lock(&pool->lock);
+	uint64_t idle = dom->depot_min > pool->reserve_high ? dom->depot_min - pool->reserve_high : 0;
+	uint64_t n = (idle * pool->decay_pct + 99) / 100, moved = 0;
+	if (n)
+		moved = depot_compact(pool, d, dom->depot_objs - n);
+	dom->depot_min = dom->depot_objs;
+	struct iop_chunk *gone = unlink_free_chunks(pool, d, 0);
+	COUNT(&pool->decay_passes, 1);
+	COUNT(&pool->decay_objs, moved);
+	pthread_mutex_unlock(&pool->lock);
+	free_chunks(pool, gone);
+}
+
+/* Returns when this pool next wants the worker. */
+static int64_t work(struct iop_pool *pool, unsigned d, int64_t now)
+{
+	struct iop_dom *dom = &pool->dom[d];
+	int64_t due = INT64_MAX;
+	if (pool->reserve_low) {
+		if (now >= dom->retry_ns)
+			refill(pool, d, now);
+		if (dom->retry_ns > now)
+			due = dom->retry_ns;
+	}
+	if (pool->decay_ns) {
+		if (dom->next_decay_ns && now >= dom->next_decay_ns) {
+			if (d == 0)
+				trim_caches(pool);
+			decay(pool, d);
+		}
+		if (now >= dom->next_decay_ns)
+			dom->next_decay_ns = now + pool->decay_ns;
+		if (dom->next_decay_ns < due)
+			due = dom->next_decay_ns;
+	}
+	return due;
+}
+
+/* The share of the last 10 s in which some task stalled on memory, in
+ * percent; -1 when the kernel has no PSI (or the file cannot be read). */
+static double psi_avg10(void)
+{
+	char buf[256];
+	double v = -1;
+	FILE *f = fopen(psi_path, "re");
+	if (!f)
+		return -1;
+	if (fgets(buf, sizeof(buf), f) && sscanf(buf, "some avg10=%lf", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+static void *worker_main(void *arg)
+{
+	unsigned d = (unsigned)(uintptr_t)arg;
+	struct worker *w = &workers[d];
+	_iop_domain_enter(d);
+	int64_t next = 0;
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (!w->stop && !atomic_load_explicit(&w->kick, memory_order_relaxed) && now_ns() < next) {
+			struct timespec ts = { next / 1000000000, next % 1000000000 };
+			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+		}
+		bool stop = w->stop;
+		pthread_mutex_unlock(&w->mu);
+		if (stop)
+			break;
+		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
+		int64_t now = now_ns();
+		next = now + wk_period_ns;
+		if (d == 0 && psi_threshold > 0 && now >= psi_next) {
+			psi_next = now + wk_period_ns;
+			if (psi_avg10() >= psi_threshold)
+				iop_reclaim();
+		}
+		for (uint32_t id = 0; id < IOP_MAX_POOLS; id++) {
+			struct iop_pool *pool = hold(id, true);
+			if (!pool)
+				continue;
+			int64_t due = work(pool, d, now);
+			unhold(pool);
+			if (due < next)
+				next = due;
+		}
+	}
+	return NULL;
+}
+
+/* ---- starting and stopping (wk_ctl held) -------------------------------------------- */
+
+static void stop_all(void)
+{
+	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
+		struct worker *w = &workers[d];
+		if (!w->started)
+			continue;
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
+		struct worker *w = &workers[d];
+		if (!w->started)
+			continue;
+		/* exit() or a pool's destroy called from a hook the worker
+		 * runs: it ends after this pass by itself. */
+		if (pthread_equal(w->thread, pthread_self()))
+			pthread_detach(w->thread);
+		else
+			pthread_join(w->thread, NULL);
+		w->started = false;
+	}
+	wk_running = false;
+}
+
+static void start_all(void)
+{
+	/* Workers take no signals: the application's handlers run on its
+	 * own threads. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (unsigned d = 0; d < _iop_ndomains; d++) {
+		struct worker *w = &workers[d];
+		w->stop = false;
+		atomic_store(&w->kick, 0);
+		int rc = pthread_create(&w->thread, NULL, worker_main, (void *)(uintptr_t)d);
+		if (rc == 0) {
+			char name[16] = "iop-refill/0"; /* d < IOP_MAX_DOMAINS */
+			name[11] = (char)('0' + d % 10);
+			pthread_setname_np(w->thread, name); /* for top and gdb */
+			w->started = true;
+		}
+		else
+			_iop_warn("cannot start the refill worker of domain %u (%s); "
+				  "reserves will not be refilled, nor memory decay",
+				  d, strerror(rc));
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	wk_running = true;
+}
+
+static void stop_at_exit(void)
+{
+	pthread_mutex_lock(&wk_ctl);
+	wk_exiting = true;
+	if (wk_running)
+		stop_all();
+	pthread_mutex_unlock(&wk_ctl);
+}
+
+static void wk_init(void)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
+		pthread_mutex_init(&workers[d].mu, NULL);
+		pthread_cond_init(&workers[d].cv, &ca);
+	}
+	pthread_condattr_destroy(&ca);
+	const char *v = getenv("IOPOOL_WORKER_PERIOD_MS");
+	if (v && *v) {
+		char *end;
+		long ms = strtol(v, &end, 10);
+		if (*end || ms < 1 || ms > 3600000)
+			_iop_warn("IOPOOL_WORKER_PERIOD_MS='%s' is not 1..3600000: ignored", v);
+		else
+			wk_period_ns = (int64_t)ms * 1000000;
+	}
+	v = getenv("IOPOOL_PSI_RECLAIM");
+	if (v && *v) {
+		char *end;
+		double t = strtod(v, &end);
+		if (*end || !(t > 0 && t <= 100))
+			_iop_warn("IOPOOL_PSI_RECLAIM='%s' is not a percentage in (0, 100]: ignored", v);
+		else
+			psi_threshold = t;
+		const char *path = getenv("IOPOOL_PSI_FILE");
+		if (path && *path)
+			psi_path = path;
+	}
+	atexit(stop_at_exit);
+}
+
+void _iop_worker_attach(struct iop_pool *pool)
+{
+	(void)pool;
+	pthread_once(&wk_once, wk_init);
+	pthread_mutex_lock(&wk_ctl);
+	wk_users++;
+	if (!wk_running && !wk_exiting)
+		start_all();
+	pthread_mutex_unlock(&wk_ctl);
+}
+
+void _iop_worker_detach(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&wk_lock);
+	while (pool->wref)
+		pthread_cond_wait(&wk_released, &wk_lock);
+	pthread_mutex_unlock(&wk_lock);
+	if (!pool->uses_worker)
+		return;
+	pthread_mutex_lock(&wk_ctl);
+	if (--wk_users == 0 && wk_running)
+		stop_all();
+	pthread_mutex_unlock(&wk_ctl);
+}
+
+/* ---- shrink and reclaim ------------------------------------------------------------- */
+
+static void drain_own(struct iop_pool *pool, struct iop__tcache *tc, void *me)
+{
+	if (tc == me)
+		_iop_tcache_drain(pool, tc, NULL);
+	else if (ALOAD(&tc->prev_count))
+		ASTORE(&TC_TRIM(tc), 1);
+}
+
+static int64_t shrink(struct iop_pool *pool, uint64_t target)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool above = pool->nchunks * pool->chunk_size > target;
+	pthread_mutex_unlock(&pool->lock);
+	if (!above)
+		return 0;
+	if (pool->bound) {
+		_iop_scavenge(pool);
+	} else {
+		_iop_registry_lock();
+		_iop_for_each_tcache(pool, drain_own, iop__my_tcache(pool));
+		_iop_registry_unlock();
+	}
+	pthread_mutex_lock(&pool->lock);
+	for (unsigned d = 0; d < _iop_ndomains; d++)
+		depot_compact(pool, d, pool->reserve_low);
+	struct iop_chunk *gone = unlink_free_chunks(pool, IOP_MAX_DOMAINS, target);
+	pthread_mutex_unlock(&pool->lock);
+	return (int64_t)free_chunks(pool, gone);
+}
+
+int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes)
+{
+	if (!pool)
+		return -EINVAL;
+	return shrink(pool, target_bytes);
+}
+
+int64_t iop_reclaim(void)
+{
+	int64_t bytes = 0;
+	for (uint32_t id = 0; id < IOP_MAX_POOLS; id++) {
+		struct iop_pool *pool = hold(id, false);
+		if (pool) {
+			bytes += shrink(pool, 0);
+			unhold(pool);
+		}
+	}
+	return bytes;
+}
+
+/* ---- statistics -------------------------------------------------------------------- */
+
+/* Bytes of the pool's chunks in memory now. The chunks' addresses are
+ * copied under the lock and mincore() runs without it, so a pool of many
+ * chunks does not hold its lock for as many system calls; a chunk unmapped
+ * meanwhile makes mincore() fail (ENOMEM) and counts nothing. */
+uint64_t _iop_resident(struct iop_pool *pool)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t pages = pool->chunk_size / (size_t)page, n = 0;
+	pthread_mutex_lock(&pool->lock);
+	size_t nchunks = pool->nchunks;
+	char **bases = nchunks ? malloc(nchunks * sizeof(char *)) : NULL;
+	for (struct iop_chunk *c = pool->chunks; bases && c; c = c->next)
+		bases[n++] = c->base;
+	pthread_mutex_unlock(&pool->lock);
+	unsigned char *vec = n ? malloc(pages) : NULL;
+	uint64_t resident = 0;
+	for (size_t i = 0; vec && i < n; i++) {
+		if (mincore(bases[i], pool->chunk_size, vec) != 0)
+			continue;
+		for (size_t j = 0; j < pages; j++)
+			resident += vec[j] & 1;
+	}
+	free(vec);
+	free(bases);
+	return resident * (uint64_t)page;
+}
