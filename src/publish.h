@@ -70,7 +70,11 @@
 	X(limit) X(throttle_on) X(throttle_off) X(high_water) X(waiters)         \
 	X(limit_hits) X(waits) X(throttled) X(throttled_ns) X(wait_ns)           \
 	X(wait_p50_ns) X(wait_p99_ns) X(wait_max_ns) X(timeouts) X(fail_nowait)  \
-	X(fail_default) X(fail_wait)
+	X(fail_default) X(fail_wait) X(reserve_low) X(reserve_high)              \
+	X(reserve_short) X(wake_low) X(wake_empty) X(wake_fail) X(refill_passes) \
+	X(refill_objs) X(refill_fail) X(decay_passes) X(decay_objs) X(trims)     \
+	X(bytes_resident) X(page_kind) X(chunks_hugetlb) X(chunks_thp)           \
+	X(domains) X(sent_home)
 
 #define IOP_SHM_NAME_MAX 32u /* NUL included, as IOP_NAME_MAX */
 
@@ -110,7 +114,7 @@ struct iop_shm_record {
 
 _Static_assert(sizeof(struct iop_shm_header) == 512, "the header's size is part of the format");
 _Static_assert(sizeof(struct iop_shm_record) % 8 == 0, "records are copied in 8-byte words");
-_Static_assert(sizeof(struct iop_shm_record) == 456, "the record's size is part of the format");
+_Static_assert(sizeof(struct iop_shm_record) == 600, "the record's size is part of the format");
 
 /*
  * The seqlock's copies, word by word (what the kernel's seqlocks do with
