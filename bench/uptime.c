@@ -31,6 +31,7 @@
  *                      [--working W] [--size S] [--decay-ms D]
  *                      [--reserve-low R] [--reserve-high H] [--delay-us U]
  *                      [--fail-pct P] [--sample-ms M] [--variants a,b,c]
+ *                      [--cache N (objects per magazine; 0: automatic)]
  *                      [--quick] [--json FILE] [--data FILE]
  *
  * The JSON holds each variant's samples [t_s, resident_mib, nowait_failures]
@@ -88,7 +89,7 @@ struct result {
 };
 
 struct opts {
-	unsigned cycles, load_ms, quiet_ms, gap_us, working, decay_ms, delay_us, fail_pct, sample_ms;
+	unsigned cycles, load_ms, quiet_ms, gap_us, working, decay_ms, delay_us, fail_pct, sample_ms, cache;
 	size_t size;
 	uint64_t reserve_low, reserve_high;
 	bool variants[V_COUNT];
@@ -210,6 +211,7 @@ static void run_variant(const struct opts *o, enum variant v, struct result *r)
 		pp.name = vnames[v];
 		pp.obj_size = o->size;
 		pp.decay_ms = o->decay_ms;
+		pp.cache_size = o->cache;
 		if (v == V_WORKER) {
 			pp.reserve_low = o->reserve_low;
 			pp.reserve_high = o->reserve_high;
@@ -475,6 +477,8 @@ int main(int argc, char **argv)
 			o.delay_us = num(v, a, 0, 10000000);
 		else if (!strcmp(a, "--fail-pct"))
 			o.fail_pct = num(v, a, 0, 99);
+		else if (!strcmp(a, "--cache"))
+			o.cache = num(v, a, 0, 1024);
 		else if (!strcmp(a, "--sample-ms"))
 			o.sample_ms = num(v, a, 1, 10000);
 		else if (!strcmp(a, "--json") && v)
