@@ -115,7 +115,7 @@ static void usage(FILE *f)
 	      "  --callgrind-loop-dpdk N   the same for rte_mempool, in "
 	      "cg_dpdk_loop\n"
 	      "  --callgrind-loop-bounded N  the same for a bounded pool "
-	      "(limit 1024), in cg_bounded_loop\n"
+	      "(limit 1024), in cg_fastpath_loop\n"
 	      "  --help\n", f);
 }
 

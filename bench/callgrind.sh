@@ -76,7 +76,7 @@ if ! report iopool --callgrind-loop-buf cg_buf_loop "iop_buf_alloc+iop_buf_put p
 fi
 
 # DPDK: only when the bench was built with it (exit 77 says it was not).
-if ! report iopool --callgrind-loop-bounded cg_bounded_loop "pair on a bounded pool"; then
+if ! report iopool --callgrind-loop-bounded cg_fastpath_loop "pair on a bounded pool"; then
 	echo "callgrind.sh: iopool (bounded pool): failed:" >&2
 	tail -n 20 "$tmp/log" >&2
 	status=1
