@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define IOP_VERSION_MAJOR 0
-#define IOP_VERSION_MINOR 1
+#define IOP_VERSION_MINOR 4
 #define IOP_VERSION_PATCH 0
 
 /** A pool of fixed-size objects. Opaque. */
