@@ -117,6 +117,14 @@ static void note_high(struct iop_bound *b, int64_t v)
 		;
 }
 
+/* Enter the throttled state (IOP_WAIT callers wait until a grant pass
+ * finds the count below wait_off); no store when it is set already. */
+static void throttle(struct iop_bound *b)
+{
+	if (!LOAD(&b->throttled))
+		atomic_store(&b->throttled, true);
+}
+
 static void count_fail(struct iop_pool *pool, unsigned how)
 {
 	COUNT((how & IOP_NOWAIT) ? &pool->fail_nowait : (how & IOP_WAIT) ? &pool->fail_wait : &pool->fail_default, 1);
@@ -175,7 +183,7 @@ static void *grant_pass(struct iop_bound *b, void *obj)
 		}
 		note_high(b, v);
 		if ((uint64_t)v >= b->wait_max)
-			atomic_store(&b->throttled, true);
+			throttle(b);
 		struct iop_waiter *w = b->head;
 		dequeue(b, w);
 		w->obj = obj;
@@ -261,10 +269,7 @@ static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
  * slot, by its owner, as the inline path counts; frees are derived). */
 static int hand_out(struct iop_pool *pool, struct iop__tcache *tc, void *p, void **objp)
 {
-	if (pool->checked)
-		_iop_checked_on_alloc(pool, p);
-	else
-		ASAN_UNPOISON(p, pool->hot.stride);
+	_iop_on_alloc(pool, p);
 	if (tc)
 		ASTORE(&tc->alloc_fast, tc->alloc_fast + 1);
 	else
@@ -286,13 +291,13 @@ static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned
 	} else {
 		p = take(pool, tc, !(how & IOP_NOWAIT));
 	}
-	int err = errno;
 	if (tc)
 		_iop_slot_lower(tc);
 	if (!p) {
+		int err = errno; /* take() set it */
 		unreserve(pool->bound, how & IOP_NOWAIT);
 		count_fail(pool, how);
-		return -(err ? err : ENOMEM);
+		return -err;
 	}
 	return hand_out(pool, tc, p, objp);
 }
@@ -453,16 +458,15 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 		if (at_limit)
 			COUNT(&b->limit_hits, 1);
 		if (wait) {
-			if (!LOAD(&b->throttled))
-				atomic_store(&b->throttled, true);
+			throttle(b);
 			return wait_for(pool, objp, how, deadline, at_limit);
 		}
 		count_fail(pool, how);
 		return -ENOMEM;
 	}
 	note_high(b, v);
-	if ((uint64_t)v >= b->wait_max && !LOAD(&b->throttled))
-		atomic_store(&b->throttled, true);
+	if ((uint64_t)v >= b->wait_max)
+		throttle(b);
 	settle(tc);
 	return take_reserved(pool, tc, how, objp);
 }
@@ -471,29 +475,14 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 void _iop_bounded_free(struct iop_pool *pool, void *obj)
 {
 	struct iop_bound *b = pool->bound;
-	if (pool->checked)
-		_iop_checked_on_free(pool, obj);
-	else
-		ASAN_POISON(obj, pool->hot.stride);
+	_iop_on_free(pool, obj);
 	struct iop__tcache *tc = raise_slot(pool, false);
 	if (!tc)
 		COUNT(&pool->free_slow, 1); /* the others are derived */
 	atomic_fetch_sub(&b->in_flight, 1);
 	IOP_FENCE_AFTER_RMW();
 	settle(tc);
-	if (!LOAD(&b->nwaiters)) {
-		if (tc) {
-			uint32_t n = tc->ccount;
-			if (tc->objs && n < pool->mag_cap) {
-				tc->objs[n] = obj;
-				ASTORE(&tc->ccount, n + 1);
-			} else {
-				_iop_slot_push(pool, tc, obj);
-			}
-			_iop_slot_lower(tc);
-			return;
-		}
-	} else {
+	if (LOAD(&b->nwaiters)) {
 		/* Somebody waits: the object goes to the oldest waiter. */
 		if (tc)
 			_iop_slot_lower(tc);
@@ -502,7 +491,19 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 		wunlock(b);
 		if (!obj)
 			return;
+	} else if (tc) {
+		/* The common case: the slot's loaded magazine (hidden count). */
+		uint32_t n = tc->ccount;
+		if (tc->objs && n < pool->mag_cap) {
+			tc->objs[n] = obj;
+			ASTORE(&tc->ccount, n + 1);
+		} else {
+			_iop_slot_push(pool, tc, obj);
+		}
+		_iop_slot_lower(tc);
+		return;
 	}
+	/* Not taken by a waiter (throttled), or a thread without a cache. */
 	pthread_mutex_lock(&pool->lock);
 	_iop_slab_put(pool, &obj, 1);
 	pthread_mutex_unlock(&pool->lock);

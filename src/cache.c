@@ -222,10 +222,14 @@ static void hide(struct iop__tcache *tc)
 	tc->cap = 0;
 }
 
-/* The pool lock without waiting for it: a few tries, then give up (a
- * contended mutex would sleep in the kernel). */
-static bool lock_nowait(struct iop_pool *pool)
+/* The pool lock. Without grow, never wait for it: a few tries, then give
+ * up (a contended mutex would sleep in the kernel). */
+static bool lock_pool(struct iop_pool *pool, bool grow)
 {
+	if (grow) {
+		pthread_mutex_lock(&pool->lock);
+		return true;
+	}
 	for (int i = 0; i < 64; i++) {
 		if (pthread_mutex_trylock(&pool->lock) == 0)
 			return true;
@@ -234,6 +238,17 @@ static bool lock_nowait(struct iop_pool *pool)
 #endif
 	}
 	return false;
+}
+
+/* A full magazine of domain d (without grow, of any domain rather than
+ * none), waking d's worker when the depot is below its reserve. Pool
+ * locked. */
+static struct iop_mag *take_full(struct iop_pool *pool, unsigned d, bool grow)
+{
+	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
+	if (pool->dom[d].depot_objs < pool->reserve_low)
+		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
+	return m;
 }
 
 /* The loaded magazine is empty: make it hold objects. Returns how many it
@@ -250,15 +265,9 @@ static unsigned refill(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 		return ALOAD(&tc->count);
 	}
 	unsigned d = _iop_domain_here();
-	if (!grow) {
-		if (!lock_nowait(pool))
-			return 0;
-	} else {
-		pthread_mutex_lock(&pool->lock);
-	}
-	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
-	if (pool->dom[d].depot_objs < pool->reserve_low)
-		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
+	if (!lock_pool(pool, grow))
+		return 0;
+	struct iop_mag *m = take_full(pool, d, grow);
 	if (m) {
 		/* prev and loaded (if any) are both empty: loaded becomes
 		 * prev, and the old prev goes back to the depot. */
@@ -363,15 +372,9 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 {
 	void *p = NULL;
 	unsigned d = _iop_domain_here();
-	if (!grow) {
-		if (!lock_nowait(pool))
-			return NULL;
-	} else {
-		pthread_mutex_lock(&pool->lock);
-	}
-	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
-	if (pool->dom[d].depot_objs < pool->reserve_low)
-		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
+	if (!lock_pool(pool, grow))
+		return NULL;
+	struct iop_mag *m = take_full(pool, d, grow);
 	if (!m && grow && _iop_slab_get_or_grow(pool, d, &p, 1) == 0) {
 		int err = errno;
 		m = _iop_depot_take_full(pool, d, true);
@@ -385,27 +388,9 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 	return p;
 }
 
-static void *uncached_alloc(struct iop_pool *pool, bool grow)
-{
-	void *p = _iop_depot_or_slab_get(pool, grow);
-	if (!p) {
-		COUNT(&pool->alloc_fail, 1);
-		return NULL;
-	}
-	COUNT(&pool->alloc_slow, 1);
-	if (pool->checked)
-		_iop_checked_on_alloc(pool, p);
-	else
-		ASAN_UNPOISON(p, pool->hot.stride);
-	return p;
-}
-
 static void uncached_free(struct iop_pool *pool, void *obj)
 {
-	if (pool->checked)
-		_iop_checked_on_free(pool, obj);
-	else
-		ASAN_POISON(obj, pool->hot.stride);
+	_iop_on_free(pool, obj);
 	pthread_mutex_lock(&pool->lock);
 	_iop_slab_put(pool, &obj, 1);
 	pthread_mutex_unlock(&pool->lock);
@@ -520,10 +505,7 @@ uint64_t _iop_scavenge(struct iop_pool *pool)
 static void *count_alloc(struct iop_pool *pool, void *p)
 {
 	if (p) {
-		if (pool->checked)
-			_iop_checked_on_alloc(pool, p);
-		else
-			ASAN_UNPOISON(p, pool->hot.stride);
+		_iop_on_alloc(pool, p);
 		/* Counted once it is known: the fast frees are derived from
 		 * it. */
 		COUNT(&pool->alloc_slow, 1);
@@ -539,9 +521,7 @@ static void *count_alloc(struct iop_pool *pool, void *p)
 static void *cached_alloc(struct iop_pool *pool, bool grow)
 {
 	struct iop__tcache *tc = _iop_my_slot(pool);
-	if (!tc)
-		return uncached_alloc(pool, grow);
-	return count_alloc(pool, _iop_slot_pop(pool, tc, grow));
+	return count_alloc(pool, tc ? _iop_slot_pop(pool, tc, grow) : _iop_depot_or_slab_get(pool, grow));
 }
 
 void *iop__alloc_slow(iop_pool_t *pool)
@@ -604,27 +584,19 @@ void iop__free_slow(iop_pool_t *pool, void *obj)
 		return;
 	}
 	COUNT(&pool->free_slow, 1);
-	if (pool->checked)
-		_iop_checked_on_free(pool, obj);
-	else
-		ASAN_POISON(obj, pool->hot.stride);
+	_iop_on_free(pool, obj);
 	_iop_slot_push(pool, tc, obj);
 }
 
 unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 {
-	struct iop__tcache *tc = iop__my_tcache(pool);
 	if (n == 0)
 		return 0;
-	if (pool->bound) {
+	struct iop__tcache *tc = pool->bound ? NULL : _iop_my_slot(pool);
+	if (!tc) {
+		/* A bounded pool, or a thread without a cache: one by one. */
 		unsigned i = 0;
 		while (i < n && (objs[i] = iop__alloc_slow(pool)) != NULL)
-			i++;
-		return i;
-	}
-	if (!tc->ready && !tcache_setup(tc)) {
-		unsigned i = 0;
-		while (i < n && (objs[i] = uncached_alloc(pool, true)) != NULL)
 			i++;
 		return i;
 	}
@@ -642,15 +614,12 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 		got += take;
 	}
 	COUNT(&pool->alloc_slow, got);
-	if (pool->checked) {
+	if (pool->checked)
 		hide(tc);
-		for (unsigned i = 0; i < got; i++)
-			_iop_checked_on_alloc(pool, objs[i]);
-	} else {
+	else
 		open_fast(pool, tc);
-		for (unsigned i = 0; i < got; i++)
-			ASAN_UNPOISON(objs[i], pool->hot.stride);
-	}
+	for (unsigned i = 0; i < got; i++)
+		_iop_on_alloc(pool, objs[i]);
 	if (got < n)
 		COUNT(&pool->alloc_fail, 1); /* errno: ENOMEM, or the map hook's */
 	return got;
@@ -663,31 +632,25 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
-	if (pool->bound) {
+	struct iop__tcache *tc = pool->bound ? NULL : _iop_my_slot(pool);
+	if (!tc) {
+		/* A bounded pool, or a thread without a cache: one by one. */
 		for (unsigned i = 0; i < n; i++)
 			if (objs[i])
-				_iop_bounded_free(pool, objs[i]);
+				iop__free_slow(pool, objs[i]);
 		return;
 	}
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	if (!tc->ready && !tcache_setup(tc)) {
-		for (unsigned i = 0; i < n; i++)
-			if (objs[i])
-				uncached_free(pool, objs[i]);
-		return;
-	}
-	if (pool->checked) {
-		for (unsigned i = 0; i < n; i++)
-			if (objs[i])
-				_iop_checked_on_free(pool, objs[i]);
+	/* Checked mode checks every object (double frees inside the array
+	 * too) before any is freed. */
+	for (unsigned i = 0; i < n; i++)
+		if (objs[i])
+			_iop_on_free(pool, objs[i]);
+	if (pool->checked)
 		unhide(pool, tc);
-	}
 	unsigned freed = 0;
 	for (unsigned i = 0; i < n; i++) {
 		if (!objs[i])
 			continue;
-		if (!pool->checked)
-			ASAN_POISON(objs[i], pool->hot.stride);
 		push_or_spill(pool, tc, objs[i]);
 		freed++;
 	}

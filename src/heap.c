@@ -54,12 +54,7 @@ struct gran {
 };
 
 iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];  /* NULL until first used (iopool.h) */
-static iop_pool_t *by_id[IOP_MAX_POOLS];        /* our pools, by pool id */
 static struct gran *gran;
-/* iop__map, published here (release) once a class pool exists, so that a
- * free on a thread that never created a pool reads the map's address in
- * order; before that no block can be a class block. */
-static iop_pool_t **map;
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t gran_once = PTHREAD_ONCE_INIT;
 static size_t page_size;
@@ -76,16 +71,9 @@ int iop__heap_profiling;
 
 /* ---- size classes ---------------------------------------------------------- */
 
-/* The class of a size in [1, IOP_HEAP_CLASS_MAX]. */
-static inline unsigned class_of(size_t s)
-{
-	if (s <= 64)
-		return (unsigned)((s + 15) >> 4) - 1;
-	/* 2^k < s <= 2^(k+1), k >= 6; the three bits below the top one of
-	 * s - 1 pick one of eight steps of 2^(k-3). */
-	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
-	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
-}
+/* The class of a size in [1, IOP_HEAP_CLASS_MAX]: iop__heap_class_of()
+ * (iopool.h), shared with the inline fast path. */
+#define class_of(s) iop__heap_class_of(s)
 
 static inline size_t class_bytes(unsigned c)
 {
@@ -104,15 +92,15 @@ static inline size_t lowest_bit(size_t x)
 
 bool _iop_heap_owns(const struct iop_pool *pool)
 {
-	return pool && ALOAD(&by_id[pool->id]) == pool;
+	return pool && pool->hot.heap;
 }
 
-/* One of our pools owns p (pool from the map)? The id comes from the slot
- * offset in the pool's first cache line, which the free path reads anyway. */
+/* One of our pools (a pool from the map)? The flag is in the pool's first
+ * cache line, which the free path reads anyway; it is set before any
+ * block of the pool is handed out. */
 static inline bool ours(iop_pool_t *pool)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	return ALOAD(&by_id[h->tc_off / sizeof(struct iop__tcache)]) == pool;
+	return ((const struct iop__pool_hot *)(const void *)pool)->heap;
 }
 
 /* ---- the granule table ------------------------------------------------------ */
@@ -139,12 +127,12 @@ static inline struct gran *gran_of(const void *p)
 	return t && g < IOP_MAP_ENTRIES ? &t[g] : NULL;
 }
 
-/* The pool that owns the granule of p, NULL when none (or no class pool
- * yet: then bad_pointer() asks the map itself). */
+/* The pool that owns the granule of p, NULL when none (or no pool yet:
+ * the map is published with release when the first pool is made). */
 static inline iop_pool_t *map_owner(const void *p)
 {
 	uintptr_t g = (uintptr_t)p >> IOP_GRANULE_SHIFT;
-	iop_pool_t **m = __atomic_load_n(&map, __ATOMIC_ACQUIRE);
+	iop_pool_t **m = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
 	return m && g < IOP_MAP_ENTRIES ? ALOAD(&m[g]) : NULL;
 }
 
@@ -167,12 +155,10 @@ static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 		pp.align = lowest_bit(bytes) < 16 ? lowest_bit(bytes) : 16;
 		pool = iop_pool_create(&pp);
 		if (pool) {
-			pool->hot.heap = 1; /* before any block is seen */
-			/* By id first: a free may see the pool in the map as
-			 * soon as a block of it is handed out, which is after
-			 * the class entry is published. */
-			ASTORE(&by_id[pool->id], pool);
-			__atomic_store_n(&map, iop__map, __ATOMIC_RELEASE);
+			/* Before the class is published: a free sees the
+			 * pool in the map only once a block of it was handed
+			 * out, which is after. */
+			pool->hot.heap = 1;
 			__atomic_store_n(&iop__heap_class[c], pool, __ATOMIC_RELEASE);
 		}
 	}

@@ -365,6 +365,24 @@ IOP_HIDDEN void _iop_depot_free_all(struct iop_pool *pool);
 IOP_HIDDEN void _iop_checked_on_alloc(struct iop_pool *pool, void *p);
 IOP_HIDDEN void _iop_checked_on_free(struct iop_pool *pool, void *p);
 IOP_HIDDEN void _iop_poison_fill(const struct iop_pool *pool, void *p);
+
+/* The bookkeeping of every object handed out, and of every object given
+ * back, off the inline path: the checked-mode checks, or under ASan the
+ * poison of free objects. */
+static inline void _iop_on_alloc(struct iop_pool *pool, void *p)
+{
+	if (pool->checked)
+		_iop_checked_on_alloc(pool, p);
+	else
+		ASAN_UNPOISON(p, pool->hot.stride);
+}
+static inline void _iop_on_free(struct iop_pool *pool, void *p)
+{
+	if (pool->checked)
+		_iop_checked_on_free(pool, p);
+	else
+		ASAN_POISON(p, pool->hot.stride);
+}
 /* Offset of the first byte of p that does not hold the poison, or -1. */
 IOP_HIDDEN long _iop_poison_check(const struct iop_pool *pool, const void *p);
 
