@@ -1248,6 +1248,9 @@ static inline void iop__free_bulk_inline(iop_pool_t *pool, void *const *objs, un
  * else (a first use of a class, sizes above 1 MiB, profiling, a bad
  * pointer) calls the library.
  */
+/* The class of a size in [1, IOP_HEAP_CLASS_MAX]: 16-byte steps to 64 B;
+ * above, for 2^k < s <= 2^(k+1) (k >= 6), the three bits below the top one
+ * of s - 1 pick one of eight steps of 2^(k-3). */
 static inline unsigned iop__heap_class_of(size_t s)
 {
 	if (s <= 64)
@@ -1272,8 +1275,9 @@ static inline void iop__heap_free_inline(void *p)
 	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
 	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
 		iop_pool_t *pool = IOP__LD(&map[g]);
-		if (__builtin_expect(pool && ((const struct iop__pool_hot *)(const void *)pool)->heap &&
-				     iop__owned(pool, p), 1)) {
+		const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+		/* The map named the pool already: only the division test. */
+		if (__builtin_expect(pool && h->heap && iop__obj_number(pool, p) < h->objs_per_chunk, 1)) {
 			iop__cache_push(pool, p);
 			return;
 		}

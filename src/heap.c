@@ -4,8 +4,8 @@
  *
  *   iop_heap_alloc(size)                    iop_heap_free(p)
  *        |                                       |
- *   class = class_of(size)               pool = iop__map[p >> 21]
- *   pool = classes[class] ---------+     one of ours? -- no --> large[p >> 21]
+ *   class = iop__heap_class_of(size)     pool = iop__map[p >> 21]
+ *   pool = iop__heap_class[class] --+     hot.heap set? -- no --> large[p >> 21]
  *        |  (created lazily)       |          |                  |
  *   iop__alloc_inline(pool)        +----> iop__free_inline()   munmap, or abort:
  *   (the thread's magazine)              (owner and interior    "not from the heap",
@@ -36,7 +36,10 @@ _Static_assert(IOP_HEAP_CLASS_MAX == IOP_OBJ_SIZE_MAX, "the largest class is the
 /* A block above IOP_HEAP_CLASS_MAX, mapped on its own. */
 struct large {
 	char *base;
-	size_t len;             /* bytes mapped (a multiple of the page) */
+	size_t len;             /* usable bytes: the request rounded up to
+	                           the page (what iop_heap_size() says) */
+	size_t mapped;          /* bytes mapped, >= len (a reused block may
+	                           be up to len/8 larger) */
 	struct iop__site *site; /* profiled: its call site */
 	struct large *next;     /* in the cache of freed blocks */
 };
@@ -71,10 +74,6 @@ int iop__heap_profiling;
 
 /* ---- size classes ---------------------------------------------------------- */
 
-/* The class of a size in [1, IOP_HEAP_CLASS_MAX]: iop__heap_class_of()
- * (iopool.h), shared with the inline fast path. */
-#define class_of(s) iop__heap_class_of(s)
-
 static inline size_t class_bytes(unsigned c)
 {
 	if (c < 4)
@@ -90,18 +89,6 @@ static inline size_t lowest_bit(size_t x)
 	return x & -x;
 }
 
-bool _iop_heap_owns(const struct iop_pool *pool)
-{
-	return pool && pool->hot.heap;
-}
-
-/* One of our pools (a pool from the map)? The flag is in the pool's first
- * cache line, which the free path reads anyway; it is set before any
- * block of the pool is handed out. */
-static inline bool ours(iop_pool_t *pool)
-{
-	return ((const struct iop__pool_hot *)(const void *)pool)->heap;
-}
 
 /* ---- the granule table ------------------------------------------------------ */
 
@@ -179,7 +166,7 @@ static inline iop_pool_t *class_pool(unsigned c)
 static void large_set(struct large *b, struct large *v)
 {
 	uintptr_t g = (uintptr_t)b->base >> IOP_GRANULE_SHIFT;
-	uintptr_t last = ((uintptr_t)b->base + b->len - 1) >> IOP_GRANULE_SHIFT;
+	uintptr_t last = ((uintptr_t)b->base + b->mapped - 1) >> IOP_GRANULE_SHIFT;
 	for (; g <= last; g++)
 		__atomic_store_n(&gran[g].large, v, __ATOMIC_RELEASE);
 }
@@ -194,9 +181,9 @@ static struct large *cache_take(size_t len, size_t align)
 	pthread_mutex_lock(&cache_lock);
 	for (struct large **pp = &cache; *pp; pp = &(*pp)->next) {
 		struct large *c = *pp;
-		if (c->len >= len && c->len - len <= len / 8 && !((uintptr_t)c->base & (align - 1))) {
+		if (c->mapped >= len && c->mapped - len <= len / 8 && !((uintptr_t)c->base & (align - 1))) {
 			ASTORE(pp, c->next);
-			cache_bytes -= c->len;
+			cache_bytes -= c->mapped;
 			cache_blocks--;
 			b = c;
 			break;
@@ -210,13 +197,13 @@ static struct large *cache_take(size_t len, size_t align)
 static bool cache_put(struct large *b)
 {
 	bool kept = false;
-	if (b->len > IOP_HEAP_LARGE_CACHE_BLOCK)
+	if (b->mapped > IOP_HEAP_LARGE_CACHE_BLOCK)
 		return false;
 	pthread_mutex_lock(&cache_lock);
-	if (cache_bytes + b->len <= IOP_HEAP_LARGE_CACHE_BYTES && cache_blocks < IOP_HEAP_LARGE_CACHE_BLOCKS) {
+	if (cache_bytes + b->mapped <= IOP_HEAP_LARGE_CACHE_BYTES && cache_blocks < IOP_HEAP_LARGE_CACHE_BLOCKS) {
 		b->next = cache;
 		ASTORE(&cache, b);
-		cache_bytes += b->len;
+		cache_bytes += b->mapped;
 		cache_blocks++;
 		kept = true;
 	}
@@ -233,7 +220,7 @@ static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__sit
 	/* A granule at least: each granule then holds at most one block. */
 	size_t a = align > IOP_GRANULE ? align : IOP_GRANULE;
 	size_t len = (size + page_size - 1) & ~(page_size - 1);
-	if (size > SIZE_MAX / 2 || len + a < len) {
+	if (size > SIZE_MAX / 2) { /* len + a cannot wrap then (a <= 1 GiB) */
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -255,8 +242,9 @@ static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__sit
 	if (base + len < raw + span)
 		munmap(base + len, (size_t)(raw + span - (base + len)));
 	b->base = base;
-	b->len = len;
+	b->mapped = len;
 found:
+	b->len = len;
 	b->site = site;
 	if (site)
 		_iop_profile_count(site, (int64_t)b->len);
@@ -269,7 +257,7 @@ static struct large *large_of(const void *p)
 {
 	struct gran *e = gran_of(p);
 	struct large *b = e ? __atomic_load_n(&e->large, __ATOMIC_ACQUIRE) : NULL;
-	if (b && ((const char *)p < b->base || (const char *)p >= b->base + b->len))
+	if (b && ((const char *)p < b->base || (const char *)p >= b->base + b->mapped))
 		return NULL; /* the granule's other part: not the block */
 	return b;
 }
@@ -280,8 +268,8 @@ static struct large *large_of(const void *p)
  * say what it is, and abort. */
 static IOP_COLD _Noreturn void bad_pointer(const char *what, const void *p)
 {
-	iop_pool_t *owner = _iop_map_init() == 0 ? _iop_map_pool(p) : NULL;
-	if (owner && ours(owner)) {
+	iop_pool_t *owner = map_owner(p);
+	if (owner && owner->hot.heap) {
 		/* Inside a class chunk: inside a block, or past the last. */
 		uint64_t off = (uint64_t)((uintptr_t)p & owner->hot.chunk_mask);
 		uint64_t idx = off / owner->hot.stride;
@@ -373,7 +361,7 @@ static unsigned class_aligned(size_t size, size_t align)
 	size_t need = size > align ? size : align;
 	if (need > IOP_HEAP_CLASS_MAX)
 		return IOP_HEAP_CLASSES;
-	unsigned c = class_of(need ? need : 1);
+	unsigned c = iop__heap_class_of(need ? need : 1);
 	/* At most eight steps: the next power of two is a class, and its
 	 * blocks fall on multiples of itself. */
 	while (c < IOP_HEAP_CLASSES && lowest_bit(class_bytes(c)) < align)
@@ -395,7 +383,7 @@ static inline void *class_alloc(unsigned c, struct iop__site *site)
 static void *heap_alloc(size_t size, struct iop__site *site)
 {
 	if (likely(size - 1 < IOP_HEAP_CLASS_MAX))
-		return class_alloc(class_of(size), site);
+		return class_alloc(iop__heap_class_of(size), site);
 	if (size == 0)
 		return class_alloc(0, site);
 	return large_alloc(size, 0, site);
@@ -454,14 +442,14 @@ static IOP_NOINLINE void large_free(void *p)
 		_iop_profile_count(b->site, -(int64_t)b->len);
 	if (cache_put(b))
 		return;
-	munmap(b->base, b->len);
+	munmap(b->base, b->mapped);
 	free(b);
 }
 
 void iop_heap_free(void *p)
 {
 	iop_pool_t *pool = map_owner(p);
-	if (likely(pool != NULL && ours(pool))) {
+	if (likely(pool != NULL && pool->hot.heap)) {
 		/* The map said whose chunk it is: only the division test. */
 		if (unlikely(iop__obj_number(pool, p) >= pool->hot.objs_per_chunk))
 			bad_pointer("invalid free", p);
@@ -482,7 +470,7 @@ size_t iop_heap_size(const void *p)
 	if (!p)
 		return 0;
 	iop_pool_t *pool = map_owner(p);
-	if (pool && ours(pool) && iop__owned(pool, p))
+	if (pool && pool->hot.heap && iop__obj_number(pool, p) < pool->hot.objs_per_chunk)
 		return pool->hot.stride;
 	struct large *b = pool ? NULL : large_of(p);
 	if (!b || b->base != p)
@@ -493,7 +481,7 @@ size_t iop_heap_size(const void *p)
 size_t iop_heap_class_size(size_t size)
 {
 	if (size <= IOP_HEAP_CLASS_MAX)
-		return class_bytes(class_of(size ? size : 1));
+		return class_bytes(iop__heap_class_of(size ? size : 1));
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	if (size > SIZE_MAX / 2)
 		return 0;

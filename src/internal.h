@@ -518,8 +518,6 @@ IOP_HIDDEN void _iop_complain(const char *who, const char *fmt, ...)
 
 /* ---- heap.c and profile.c -------------------------------------------------- */
 
-/* Is this pool one of the heap's size classes (never destroyed)? */
-IOP_HIDDEN bool _iop_heap_owns(const struct iop_pool *pool);
 /* iop__heap_profiling (iopool.h) is set once the first profiled block is
  * handed out: from then on every heap free looks for the block's site. */
 /* A profiling thread's counters of one site (profile.c). */

@@ -353,7 +353,7 @@ int iop_pool_destroy(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
-	if (_iop_heap_owns(pool)) {
+	if (pool->hot.heap) {
 		_iop_warn("pool '%s': not destroyed: it is one of the heap's size classes", pool->name);
 		return -EPERM;
 	}

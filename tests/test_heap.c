@@ -201,6 +201,23 @@ TEST(heap_large_blocks_come_from_the_os_and_are_tracked)
 	return TH_PASS;
 }
 
+TEST(heap_reused_large_block_reports_the_size_asked_for)
+{
+	/* A freed block is kept and reused for a request up to 1/8 smaller:
+	 * the size reported is the new request's, not the old block's. */
+	char *a = iop_heap_alloc(5 * MiB + 3 * 4096);
+	REQUIRE(a);
+	iop_heap_free(a);
+	char *b = iop_heap_alloc(5 * MiB);
+	REQUIRE(b);
+	CHECK_PTR_EQ(b, a); /* the cached block */
+	CHECK_EQ(iop_heap_size(b), iop_heap_class_size(5 * MiB));
+	CHECK_EQ(iop_heap_size(b), 5 * MiB);
+	b[5 * MiB - 1] = 1;
+	iop_heap_free(b);
+	return TH_PASS;
+}
+
 TEST(heap_size_zero_gives_distinct_smallest_blocks_and_free_null_is_a_no_op)
 {
 	void *a = iop_heap_alloc(0), *b = iop_heap_alloc(0);
@@ -398,6 +415,17 @@ static void do_heap_size(void *p)
 	(void)iop_heap_size(p);
 }
 
+struct app_free {
+	iop_pool_t *pool;
+	void *p;
+};
+
+static void do_app_free(void *arg)
+{
+	struct app_free *af = arg;
+	iop_free(af->pool, af->p);
+}
+
 static const char *addr(const void *p, char buf[32])
 {
 	snprintf(buf, 32, "%p", p);
@@ -435,6 +463,9 @@ TEST(heap_free_of_an_application_pool_object_aborts_naming_the_pool)
 	void *h = iop_heap_alloc(2048);
 	REQUIRE(h);
 	CHECK(iop_pool_of(h) != pool);
+	struct app_free af = { pool, h };
+	EXPECT_DEATH(do_app_free, &af, SIGABRT, "iopool: pool 'app-rx': ", addr(h, a),
+		     "it belongs to pool 'heap-2048'");
 	iop_heap_free(h);
 	iop_free(pool, o);
 	CHECK_DESTROY(pool);
