@@ -46,18 +46,15 @@ static void real(void)
 	if (maxnode < 1)
 		return;
 	int node_dom[IOP_DOMAIN_CPUS];
-	unsigned n = 0;
+	unsigned n = 0, k = 0; /* domains; nodes with memory */
 	for (int node = 0; node <= maxnode && node < IOP_DOMAIN_CPUS; node++) {
 		long long freemem;
 		node_dom[node] = -1;
 		if (numa_node_size64(node, &freemem) <= 0)
 			continue; /* no memory: no domain, no worker */
-		if (n < IOP_MAX_DOMAINS) {
-			domain_node[n] = node;
-			node_dom[node] = (int)n++;
-		} else {
-			node_dom[node] = (int)(n % IOP_MAX_DOMAINS); /* folded */
-		}
+		if (n < IOP_MAX_DOMAINS)
+			domain_node[n++] = node;
+		node_dom[node] = (int)(k++ % IOP_MAX_DOMAINS); /* past 8: folded */
 	}
 	if (n < 2)
 		return;

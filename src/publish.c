@@ -166,7 +166,6 @@ static int segment_open(const struct iop_publish_params *p)
 	}
 
 	struct iop_shm_header *h = m;
-	memcpy(h->magic, IOP_SHM_MAGIC, sizeof(h->magic));
 	h->version = IOP_SHM_VERSION;
 	h->header_size = sizeof(*h);
 	h->record_size = sizeof(struct iop_shm_record);
@@ -176,6 +175,12 @@ static int segment_open(const struct iop_publish_params *p)
 	h->published_ns = now_ns(CLOCK_REALTIME);
 	h->interval_ms = p->interval_ms;
 	snprintf(h->name, sizeof(h->name), "%s", p->name ? p->name : program_invocation_short_name);
+	/* The magic last, with release: a reader loads it first (acquire)
+	 * and takes a zero magic for "not set up yet", so it never sees the
+	 * magic with the sizes still zero. */
+	uint64_t magic;
+	memcpy(&magic, IOP_SHM_MAGIC, sizeof(magic));
+	__atomic_store_n((uint64_t *)(void *)h->magic, magic, __ATOMIC_RELEASE);
 	pub.seg = h;
 	pub.seg_size = size;
 	return 0;

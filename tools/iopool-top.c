@@ -111,13 +111,16 @@ static void proc_read(int pid, struct proc *p)
 	snprintf(name, sizeof(name), "%s%d", IOP_SHM_PREFIX, pid);
 
 	uint64_t st = start_time_of(pid);
+	/* Alive until the header says the segment is an older process's:
+	 * every early return below must keep a live process's segment safe
+	 * from --clean. */
+	p->alive = st != 0;
 	int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
 	struct stat sb;
 	if (fd < 0 || fstat(fd, &sb) != 0) {
 		snprintf(p->why, sizeof(p->why), "%s%s: %s", IOP_SHM_DIR, name, strerror(errno));
 		if (fd >= 0)
 			close(fd);
-		p->alive = st != 0;
 		return;
 	}
 	size_t size = (size_t)sb.st_size;
@@ -125,7 +128,6 @@ static void proc_read(int pid, struct proc *p)
 	close(fd);
 	if (map == MAP_FAILED) {
 		snprintf(p->why, sizeof(p->why), "%zu bytes: not a segment of this format", size);
-		p->alive = st != 0;
 		return;
 	}
 	unsigned char *copy = malloc(size);
