@@ -132,8 +132,9 @@ unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned 
 {
 	struct iop_dom *dom = &pool->dom[d];
 	unsigned got = 0;
-	if (n > _iop_carve_room(pool))
-		n = (unsigned)_iop_carve_room(pool);
+	uint64_t room = _iop_carve_room(pool);
+	if (n > room)
+		n = (unsigned)room;
 	while (got < n && dom->partial) {
 		struct iop_chunk *c = dom->partial;
 		/* Reuse returned objects first: their pages are already
@@ -177,11 +178,12 @@ static unsigned slab_get_any(struct iop_pool *pool, unsigned d, void **objs, uns
 unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
 {
 	unsigned got = _iop_slab_get(pool, d, objs, n);
-	if (got == 0 && n && _iop_carve_room(pool) == 0) {
-		got = slab_get_any(pool, d, objs, n);
-		if (got == 0)
-			errno = ENOBUFS; /* a bounded pool at its limit (bound.c) */
-	} else if (got == 0) {
+	if (got || !n)
+		return got;
+	if (_iop_carve_room(pool) == 0) {
+		/* A bounded pool at its limit: no slab may hand out more. */
+		errno = ENOBUFS; /* bound.c */
+	} else {
 		/* mmap and page-table work happen outside the lock so other
 		 * threads keep trading magazines meanwhile. Two threads may
 		 * both map a chunk; the spare one serves the next fill. */

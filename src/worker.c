@@ -247,10 +247,11 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 {
 	struct iop_dom *dom = &pool->dom[d];
 	pthread_mutex_lock(&pool->lock);
-	if (dom->depot_objs < pool->reserve_low)
-		COUNT(&pool->refill_passes, 1);
-	else
-		goto out;
+	if (dom->depot_objs >= pool->reserve_low) {
+		pthread_mutex_unlock(&pool->lock);
+		return;
+	}
+	COUNT(&pool->refill_passes, 1);
 	while (dom->depot_objs < pool->reserve_high) {
 		struct iop_mag *m = _iop_depot_take_empty(pool);
 		if (!m)
@@ -260,11 +261,16 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 		if (m->count) {
 			COUNT(&pool->refill_objs, m->count);
 			_iop_depot_put(pool, m);
+			dom->backoff_ms = 0;
 			continue;
 		}
 		_iop_depot_put(pool, m);
-		if (_iop_carve_room(pool) == 0)
-			break; /* a bounded pool never carves past its limit */
+		if (_iop_carve_room(pool) == 0) {
+			/* A bounded pool never carves past its limit: try
+			 * again later, not at every wake-up. */
+			back_off(dom, now);
+			break;
+		}
 		pthread_mutex_unlock(&pool->lock);
 		struct iop_chunk *c = _iop_chunk_new(pool, d, IOP_F_PREFAULT);
 		pthread_mutex_lock(&pool->lock);
@@ -276,7 +282,6 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 		_iop_chunk_add(pool, c);
 		dom->backoff_ms = 0;
 	}
-out:
 	pthread_mutex_unlock(&pool->lock);
 }
 
