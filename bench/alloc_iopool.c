@@ -179,3 +179,52 @@ int callgrind_iopool_bounded(unsigned long n)
 	return callgrind_run("cg_fastpath_loop (bounded)", 1024, 0, cg_fastpath_loop, n,
 			     "iop_alloc+iop_free (limit 1024)");
 }
+
+/* The heap's inline pair and a malloc pair of the same size (3 pages, as
+ * test_vmalloc's fix_size_alloc_test), for bench/callgrind.sh. */
+#define CG_HEAP_SIZE 12288u
+
+void cg_heap_loop(unsigned long n);
+void cg_malloc_loop(unsigned long n);
+
+CG_LOOP
+void cg_heap_loop(unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = iop_heap_alloc(CG_HEAP_SIZE);
+
+		if (p == NULL)
+			die("iop_heap_alloc failed");
+		escape_reg(p);
+		iop_heap_free(p);
+	}
+}
+
+CG_LOOP
+void cg_malloc_loop(unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = malloc(CG_HEAP_SIZE);
+
+		if (p == NULL)
+			die("malloc failed");
+		escape_reg(p);
+		free(p);
+	}
+}
+
+int callgrind_heap(unsigned long n)
+{
+	iop_heap_free(iop_heap_alloc(CG_HEAP_SIZE)); /* the class pool exists */
+	cg_heap_loop(n);
+	printf("cg_heap_loop: %lu iop_heap_alloc+iop_heap_free pairs of %u B\n", n, CG_HEAP_SIZE);
+	return 0;
+}
+
+int callgrind_malloc(unsigned long n)
+{
+	free(malloc(CG_HEAP_SIZE));
+	cg_malloc_loop(n);
+	printf("cg_malloc_loop: %lu malloc+free pairs of %u B\n", n, CG_HEAP_SIZE);
+	return 0;
+}

@@ -116,7 +116,31 @@ static void usage(FILE *f)
 	      "cg_dpdk_loop\n"
 	      "  --callgrind-loop-bounded N  the same for a bounded pool "
 	      "(limit 1024), in cg_fastpath_loop\n"
+	      "  --callgrind-loop-heap N   iop_heap_alloc(12288)+iop_heap_free "
+	      "pairs, in cg_heap_loop\n"
+	      "  --callgrind-loop-malloc N malloc(12288)+free pairs (preload a "
+	      "peer to count it), in cg_malloc_loop\n"
 	      "  --help\n", f);
+}
+
+/* --callgrind-loop* N: run exactly N pairs of one loop (bench/callgrind.sh). */
+static int (*callgrind_loop(const char *opt))(unsigned long)
+{
+	static const struct {
+		const char *opt;
+		int (*fn)(unsigned long);
+	} loops[] = {
+		{ "--callgrind-loop", callgrind_iopool },
+		{ "--callgrind-loop-dpdk", callgrind_dpdk },
+		{ "--callgrind-loop-buf", callgrind_iopool_buf },
+		{ "--callgrind-loop-bounded", callgrind_iopool_bounded },
+		{ "--callgrind-loop-heap", callgrind_heap },
+		{ "--callgrind-loop-malloc", callgrind_malloc },
+	};
+	for (size_t i = 0; i < sizeof(loops) / sizeof(loops[0]); i++)
+		if (strcmp(opt, loops[i].opt) == 0)
+			return loops[i].fn;
+	return NULL;
 }
 
 static int parse_list(const char *list, int cases, unsigned *mask)
@@ -463,7 +487,8 @@ int main(int argc, char **argv)
 	struct run *r = &run;
 	const char *child = NULL, *val;
 	unsigned long n = 0;
-	int reps_given = 0, cg = 0, status = 0;
+	int reps_given = 0, status = 0;
+	int (*cg)(unsigned long) = NULL, (*cg_run)(unsigned long) = NULL;
 
 	r->case_mask = (1u << CASE_COUNT) - 1;
 	r->alloc_mask = (1u << ALLOC_COUNT) - 1;
@@ -520,17 +545,12 @@ int main(int argc, char **argv)
 			if (parse_ulong(val, &n) || n < 1 || n > MAX_REPS)
 				return 2;
 			r->copts.rep = (unsigned)n;
-		} else if (strcmp(name, "--callgrind-loop") == 0 ||
-			   strcmp(name, "--callgrind-loop-dpdk") == 0 ||
-			   strcmp(name, "--callgrind-loop-buf") == 0 ||
-			   strcmp(name, "--callgrind-loop-bounded") == 0) {
+		} else if ((cg = callgrind_loop(name)) != NULL) {
 			if (parse_ulong(val, &n)) {
 				fprintf(stderr, "iopool-bench: %s N\n", name);
 				return 2;
 			}
-			cg = strcmp(name, "--callgrind-loop") == 0 ? 1 :
-			     strcmp(name, "--callgrind-loop-dpdk") == 0 ? 2 :
-			     strcmp(name, "--callgrind-loop-buf") == 0 ? 3 : 4;
+			cg_run = cg;
 		} else {
 			fprintf(stderr, "iopool-bench: unknown option %s\n",
 				opt);
@@ -538,14 +558,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (cg == 1)
-		return callgrind_iopool(n);
-	if (cg == 2)
-		return callgrind_dpdk(n);
-	if (cg == 3)
-		return callgrind_iopool_buf(n);
-	if (cg == 4)
-		return callgrind_iopool_bounded(n);
+	if (cg_run)
+		return cg_run(n);
 
 	if (!reps_given)
 		r->reps = r->quick ? QUICK_REPS : DEFAULT_REPS;

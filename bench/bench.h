@@ -117,6 +117,8 @@ void verify_preload(const struct alloc_desc *d);
 int callgrind_iopool(unsigned long n);
 int callgrind_iopool_buf(unsigned long n);
 int callgrind_iopool_bounded(unsigned long n);
+int callgrind_heap(unsigned long n);
+int callgrind_malloc(unsigned long n);
 int callgrind_dpdk(unsigned long n);
 
 /* The callgrind loops must stay one function under their own name, which

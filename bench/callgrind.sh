@@ -37,7 +37,7 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 # total_ir MODE FUNCTION N: the Ir callgrind counted inside FUNCTION.
 total_ir() {
 	out="$tmp/callgrind.$2.$3"
-	if ! valgrind --tool=callgrind --collect-atstart=no \
+	if ! env ${CG_PRELOAD:+LD_PRELOAD="$CG_PRELOAD"} valgrind --tool=callgrind --collect-atstart=no \
 		--toggle-collect="$2" --callgrind-out-file="$out" \
 		"$bench" "$1" "$3" >"$tmp/log" 2>&1; then
 		return 1
@@ -80,6 +80,27 @@ if ! report iopool --callgrind-loop-bounded cg_fastpath_loop "pair on a bounded 
 	echo "callgrind.sh: iopool (bounded pool): failed:" >&2
 	tail -n 20 "$tmp/log" >&2
 	status=1
+fi
+
+# The heap's pair against malloc's for 12 KiB (glibc, and tcmalloc preloaded
+# when it is installed).
+if ! report iopool --callgrind-loop-heap cg_heap_loop "iop_heap_alloc+iop_heap_free pair (12 KiB)"; then
+	echo "callgrind.sh: iopool (heap): failed:" >&2
+	tail -n 20 "$tmp/log" >&2
+	status=1
+fi
+report glibc --callgrind-loop-malloc cg_malloc_loop "malloc+free pair (12 KiB)" || {
+	echo "glibc: skipped: $(tail -n 1 "$tmp/log")"
+}
+tc=$(ldconfig -p 2>/dev/null | sed -n 's/.*libtcmalloc_minimal\.so\.4 .*=> //p' | head -n 1)
+if [ -n "$tc" ]; then
+	CG_PRELOAD=$tc
+	report tcmalloc --callgrind-loop-malloc cg_malloc_loop "malloc+free pair (12 KiB)" || {
+		echo "tcmalloc: skipped: $(tail -n 1 "$tmp/log")"
+	}
+	CG_PRELOAD=
+else
+	echo "tcmalloc: not installed"
 fi
 
 if "$bench" --callgrind-loop-dpdk 0 >"$tmp/probe" 2>&1; then

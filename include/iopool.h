@@ -1104,8 +1104,9 @@ static inline void iop__copy_ptrs(void **dst, void *const *src, unsigned n)
 /*
  * Budget: the slot address (TLS-relative), one test of its count, a pop or a
  * push, on alloc a counter bump, on free the owner check: 10 instructions
- * for an alloc and 23 for a free, 14 of them the owner check (gcc 12 -O2,
- * inlined into bench/alloc_iopool.c's cg_fastpath_loop), no lock, no atomic
+ * for an alloc and 23 for a free, 14 of them the owner check (gcc 12,
+ * the Release build, inlined into bench/alloc_iopool.c's
+ * cg_fastpath_loop), no lock, no atomic
  * read-modify-write, no call. The caller guarantees that `pool` is live.
  */
 static inline void *iop__alloc_inline(iop_pool_t *pool)
