@@ -34,6 +34,21 @@ extern "C" {
 #define IOP_API __attribute__((visibility("default")))
 #endif
 
+/*
+ * The calls with inline fast paths (iop_alloc(), iop_free(), the bulk calls,
+ * iop_buf_alloc(), iop_buf_put(), iop_heap_alloc(), iop_heap_free()) are
+ * declared with IOPINLINE: static inline bodies in iopool/inline.h, or, with
+ * IOP_NO_INLINE defined before this header, calls of the library's exported
+ * functions of the same names (same behaviour, same checks).
+ */
+#ifndef IOPINLINE
+#ifdef IOP_NO_INLINE
+#define IOPINLINE IOP_API
+#else
+#define IOPINLINE static inline
+#endif
+#endif
+
 #define IOP_VERSION_MAJOR 0
 #define IOP_VERSION_MINOR 4
 #define IOP_VERSION_PATCH 0
@@ -195,8 +210,6 @@ struct iop_pool_params {
  *           reserved0 not zero; name too long; a release hook without
  *           IOP_F_REFCOUNT. A message on stderr says which.
  *   other   the negative errno the map hook returned for a `populate` chunk.
- *   ENOSPC  the process already has the most pools it may have (IOP_MAX_POOLS
- *           in config.h, 256).
  *   ENOMEM  memory for the pool or for `populate` objects could not be had.
  * Nothing is leaked on failure.
  */
@@ -231,7 +244,7 @@ IOP_API int iop_pool_destroy(iop_pool_t *pool);
  * destroyed, or the errno the map hook returned for the chunk this needed.
  * iop_alloc_ex() chooses a mode (never block, or wait at the limit).
  */
-IOP_API void *iop_alloc(iop_pool_t *pool);
+IOPINLINE void *(iop_alloc)(iop_pool_t *pool);
 
 /**
  * Free one object to its pool. Any thread may free any object of the pool.
@@ -241,24 +254,24 @@ IOP_API void *iop_alloc(iop_pool_t *pool);
  * by this pool: an address of no pool, of another pool, an interior or
  * misaligned address. In checked mode also on a double free.
  */
-IOP_API void iop_free(iop_pool_t *pool, void *obj);
+IOPINLINE void (iop_free)(iop_pool_t *pool, void *obj);
 
 /**
- * Allocate up to n objects into objs[0..n). The primitive under iop_alloc().
+ * Allocate up to n objects into objs[0..n).
  *
  * Returns how many were stored: n, or fewer (possibly 0) with errno = ENOMEM
  * when memory ran out (or the map hook's errno, as for iop_alloc());
  * objs[0..returned) are valid either way. Returns 0 and
  * leaves errno alone when n is 0.
  */
-IOP_API unsigned iop_alloc_bulk(iop_pool_t *pool, void **objs, unsigned n);
+IOPINLINE unsigned (iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n);
 
 /**
- * Free n objects. The primitive under iop_free(). Each object is checked as
+ * Free n objects. Each object is checked as
  * iop_free() checks it, and a bad one aborts before any object is freed.
  * NULL entries are skipped.
  */
-IOP_API void iop_free_bulk(iop_pool_t *pool, void *const *objs, unsigned n);
+IOPINLINE void (iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n);
 
 /* ------------------------------------------------------------------------ */
 /* Queries and maintenance                                                   */
@@ -275,11 +288,39 @@ IOP_API const char *iop_pool_name(const iop_pool_t *pool);
 IOP_API size_t iop_pool_obj_size(const iop_pool_t *pool);
 
 /**
- * Return the calling thread's cached objects of every pool to the pools'
- * depots. A thread that exits does this by itself; call it before a thread
- * goes idle for a long time so its objects can serve others.
+ * Return the calling thread's per-thread cached objects of every pool to the
+ * pools' depots (checked and bounded pools, and every pool in the per-thread
+ * mode; see iop_cache_mode()). A thread that exits does this by itself.
+ * Per-CPU caches belong to no thread: iop_pool_shrink(), iop_reclaim() and
+ * decay drain them.
  */
 IOP_API void iop_thread_flush(void);
+
+/**
+ * Move every cached object of the pool to its depot: every CPU's slot
+ * (each CPU is fenced first, so no thread on it is inside a sequence) and
+ * the calling thread's own slot; other threads' per-thread slots stay
+ * (they empty at thread exit or with iop_thread_flush() in that thread).
+ * Nothing is unmapped (iop_pool_shrink() does that). Returns the number of
+ * objects moved (>= 0), or -EINVAL when pool is NULL.
+ */
+IOP_API int64_t iop_pool_flush(iop_pool_t *pool);
+
+/** iop_cache_mode(): caches per thread (IOPOOL_CACHE=thread, or where
+ *  restartable sequences are not registered: valgrind,
+ *  GLIBC_TUNABLES=glibc.pthread.rseq=0, seccomp, ThreadSanitizer builds). */
+#define IOP_CACHE_MODE_THREAD 1
+/** iop_cache_mode(): caches per CPU, on restartable sequences. */
+#define IOP_CACHE_MODE_CPU 2
+
+/**
+ * Which caches the process uses: IOP_CACHE_MODE_CPU (the default where rseq
+ * is registered for the process and membarrier's RSEQ fence works) or
+ * IOP_CACHE_MODE_THREAD. Chosen once, at the first pool creation (or this
+ * call), from IOPOOL_CACHE=cpu|thread when set. Checked and bounded pools
+ * use per-thread caches in either mode.
+ */
+IOP_API int iop_cache_mode(void);
 
 /* ------------------------------------------------------------------------ */
 /* Bounded pools and allocation modes                                        */
@@ -464,6 +505,14 @@ struct iop_pool_stats {
 	uint64_t domains;       /**< memory domains of the process */
 	uint64_t sent_home;     /**< objects freed on another domain and sent
 	                             back to their own */
+
+	/* Since 0.5: per-CPU caches. */
+	uint64_t cache_mode;    /**< IOP_CACHE_MODE_CPU: this pool's objects are
+	                             cached per CPU (cached counts the CPUs'
+	                             slots and any per-thread ones);
+	                             IOP_CACHE_MODE_THREAD: per thread only */
+	uint64_t cpu_drains;    /**< CPU slots drained by other threads (after
+	                             a fence): shrink, reclaim, decay, flush */
 };
 
 /** What backs a pool's chunks (iop_pool_stats.page_kind). */
@@ -478,6 +527,8 @@ struct iop_pool_stats {
 #define IOP_POOL_STATS_SIZE_V2 offsetof(struct iop_pool_stats, limit)
 /** struct iop_pool_stats of 0.3 (without reserve, decay, domains). */
 #define IOP_POOL_STATS_SIZE_V3 offsetof(struct iop_pool_stats, reserve_low)
+/** struct iop_pool_stats of 0.4 (without the per-CPU caches). */
+#define IOP_POOL_STATS_SIZE_V4 offsetof(struct iop_pool_stats, cache_mode)
 
 /**
  * Fill *out (set out->struct_size first; fields past it are not written).
@@ -534,7 +585,7 @@ IOP_API int iop_pool_audit(iop_pool_t *pool);
  * memory), the map hook's errno, or EINVAL (the pool is not
  * IOP_F_REFCOUNT).
  */
-IOP_API void *iop_buf_alloc(iop_pool_t *pool);
+IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool);
 
 /**
  * Allocate up to n buffers, each with one reference, into bufs[0..n).
@@ -561,7 +612,7 @@ IOP_API void iop_buf_get(iop_pool_t *pool, void *p);
  * naming the pool and the address on a put below zero ("refcount
  * underflow"), or when p is not inside a buffer of this IOP_F_REFCOUNT pool.
  */
-IOP_API void iop_buf_put(iop_pool_t *pool, void *p);
+IOPINLINE void (iop_buf_put)(iop_pool_t *pool, void *p);
 
 /** References to the buffer holding p now (0 once released); a snapshot.
  *  Aborts as iop_buf_get() does on a bad p. */
@@ -630,8 +681,7 @@ IOP_API void iop_frag_destroy(iop_frag_t *fc);
  *                     64 KiB at 512 KiB)
  *
  * so internal waste stays under 12.5% for every size above 64 B, with 116
- * classes at most (IOP_MAX_POOLS is 256; only the classes a program uses
- * become pools). Blocks are aligned to 16 bytes, except blocks of the four
+ * classes at most (only the classes a program uses become pools). Blocks are aligned to 16 bytes, except blocks of the four
  * classes 72, 88, 104 and 120 B, which are aligned to 8: no C object of 65
  * to 72 B (81-88, ...) can need 16 (its size would be a multiple of 16).
  *
@@ -652,12 +702,11 @@ IOP_API void iop_frag_destroy(iop_frag_t *fc);
  * Allocate size bytes (0 is taken as 1), aligned to 16 bytes (8 for the
  * classes noted above), contents undefined. Any thread; free from any thread.
  *
- * Returns the block, or NULL with errno:
- *   ENOMEM  no memory from the OS, or size too large to map;
- *   ENOSPC  the pool of the size's class did not exist yet and could not
- *           be created: the process has IOP_MAX_POOLS pools already.
+ * Returns the block, or NULL with errno ENOMEM: no memory from the OS (also
+ * for the pool of the size's class, the first time it is used), or size
+ * too large to map.
  */
-IOP_API void *iop_heap_alloc(size_t size);
+IOPINLINE void *(iop_heap_alloc)(size_t size);
 
 /**
  * Allocate size bytes aligned to align, a power of two from 1 to
@@ -665,8 +714,7 @@ IOP_API void *iop_heap_alloc(size_t size);
  * blocks fall on multiples of align (a class of size c places its blocks at
  * multiples of c's lowest set bit), else mapped from the OS.
  *
- * Returns the block, or NULL with errno ENOMEM or ENOSPC (as
- * iop_heap_alloc()), or EINVAL (align is not a power of two or is above
+ * Returns the block, or NULL with errno ENOMEM (as iop_heap_alloc()), or EINVAL (align is not a power of two or is above
  * IOP_HEAP_ALIGN_MAX; a message on stderr says which).
  */
 IOP_API void *iop_heap_alloc_aligned(size_t size, size_t align);
@@ -681,7 +729,7 @@ IOP_API void *iop_heap_alloc_aligned(size_t size, size_t align);
  * '<name>', not to the heap"), an address inside a block ("interior pointer,
  * N bytes into ...").
  */
-IOP_API void iop_heap_free(void *p);
+IOPINLINE void (iop_heap_free)(void *p);
 
 /**
  * The usable size of a live block: its class's size, or for a large block
@@ -713,20 +761,6 @@ IOP_API size_t iop_heap_class_size(size_t size);
  * Unprofiled programs pay one load of a flag per free.
  */
 
-/** The record of one call site (internal ABI: made by the macros below). */
-struct iop__site {
-	const char *file;
-	const char *func;
-	uint32_t line;
-	uint32_t id;              /* library-private from here on */
-	struct iop__site *next;
-	int64_t bytes, calls;     /* of exited threads and sites past the
-	                             per-thread table */
-};
-
-IOP_API void *iop__heap_alloc_site(size_t size, struct iop__site *site);
-IOP_API void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site);
-
 /**
  * Print one line per call site seen so far, sorted by live bytes, largest
  * first, after a header line starting with '#':
@@ -739,18 +773,7 @@ IOP_API void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop
  */
 IOP_API int iop_profile_dump(FILE *f);
 
-#if defined(IOP_PROFILE) && !defined(IOP_BUILDING_LIBRARY)
-/* One static record per call site, made where the call is written. */
-#define IOP__SITE_HERE()                                                     \
-	__extension__({                                                      \
-		static struct iop__site iop__site_ = { __FILE__, __func__,  \
-						       __LINE__, 0, 0, 0, 0 }; \
-		&iop__site_;                                                 \
-	})
-#define iop_heap_alloc(size) iop__heap_alloc_site((size), IOP__SITE_HERE())
-#define iop_heap_alloc_aligned(size, align) \
-	iop__heap_alloc_aligned_site((size), (align), IOP__SITE_HERE())
-#endif
+/* With IOP_PROFILE, the macros are in iopool/inline.h. */
 
 /* ------------------------------------------------------------------------ */
 /* Live statistics outside the process                                       */
@@ -897,407 +920,9 @@ IOP_API int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes);
  *  bytes unmapped in all. Safe while other threads destroy pools. */
 IOP_API int64_t iop_reclaim(void);
 
-/* ------------------------------------------------------------------------ */
-/* Inline fast paths                                                         */
-/* ------------------------------------------------------------------------ */
-/*
- * iop_alloc(), iop_free() and the bulk calls are inlined into the caller
- * (as DPDK's rte_mempool_get/put are): through a call, the thread cache's
- * count makes a round trip through memory between an alloc and a free, which
- * measured 4.1 ns per pair on the reference machine against 1.1 ns inlined
- * (docs/BENCHMARKS.md). The inline code only pops or pushes the calling
- * thread's magazine and checks the owner of a freed pointer; every other case
- * calls the library. Define IOP_NO_INLINE before including this header to
- * call the exported functions instead (same behaviour, same checks).
- *
- * Everything named iop__* below is the internal ABI that the inline code
- * relies on: it may change with the library's major version. Do not use it.
- */
-
-/* A thread's cache slot for one pool (one cache line). */
-struct iop__tcache {
-	uintptr_t count;     /* objects in the loaded magazine; word-sized so
-	                        it indexes objs without a zero-extension */
-	uintptr_t cap;       /* 0: inline path disabled for this slot */
-	void **objs;         /* the loaded magazine's objects */
-	void *prev;          /* the previous magazine (library-private) */
-	uint32_t prev_count, ccount;
-	uint64_t alloc_fast; /* the only per-operation counter (see free_fast in
-	                        struct iop_pool_stats) */
-	uint32_t busy;       /* bounded pools: the owner is in a call on this
-	                        slot (depth); another thread may take the
-	                        slot's objects only while it is 0 */
-	uint32_t steal;      /* bounded pools: another thread wants them */
-	uint32_t ready, pad;
-};
-
-/* The first bytes of every pool: what the inline code reads. */
-struct iop__pool_hot {
-	uint32_t tc_off;        /* byte offset of the pool's slot in iop__tls */
-	uint32_t div_shift;     /* trailing zero bits of the stride */
-	uintptr_t chunk_mask;   /* chunk size - 1 */
-	uint64_t div_mul;       /* inverse of the stride's odd part mod 2^64 */
-	uint64_t objs_per_chunk;
-	uint64_t stride;        /* bytes between objects */
-	uint32_t put_slow;      /* iop_buf_put() always takes the library path:
-	                           not IOP_F_REFCOUNT, a release hook, checked */
-	uint32_t heap;          /* one of the heap's size classes */
-};
-
-
-#define IOP__GRANULE_SHIFT 21
-#if defined(__aarch64__)
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (48 - IOP__GRANULE_SHIFT))
-#else
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (47 - IOP__GRANULE_SHIFT))
-#endif
-
-IOP_API extern __thread struct iop__tcache iop__tls[]
-	__attribute__((tls_model("initial-exec")));
-/* One entry per 2 MiB of address space: the pool that owns it, or NULL. */
-IOP_API extern iop_pool_t **iop__map;
-
-IOP_API void *iop__alloc_slow(iop_pool_t *pool);
-IOP_API void iop__free_slow(iop_pool_t *pool, void *obj);
-IOP_API unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n);
-IOP_API void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n);
-IOP_API void iop__buf_put_slow(iop_pool_t *pool, void *p);
-IOP_API void *iop__buf_alloc_slow(iop_pool_t *pool);
-IOP_API void iop__bad_free(iop_pool_t *pool, const void *obj) __attribute__((cold, noreturn));
-/* The heap's class pools (NULL until a class is first used), and whether a
- * profiled block was ever handed out (then every free takes the library
- * path, which finds the block's call site). */
-IOP_API extern iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];
-IOP_API extern int iop__heap_profiling;
-
-/* Plain accesses let the compiler keep the count in a register between an
- * inlined alloc and free. Statistics read slots of other threads racily (a
- * snapshot); under ThreadSanitizer every access is a relaxed atomic so the
- * sanitizer sees no race. */
-#if defined(__SANITIZE_THREAD__)
-#define IOP__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IOP__TSAN 1
-#endif
-#endif
-#if defined(IOP__TSAN)
-#define IOP__LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define IOP__ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#else
-#define IOP__LD(p) (*(p))
-#define IOP__ST(p, v) (*(p) = (v))
-#endif
-
-/* Single-writer counter: one add to memory on x86-64 (no lock prefix, never
- * torn for a reader); a relaxed load and store elsewhere and under TSan. */
-#if defined(__x86_64__) && !defined(IOP__TSAN)
-#define IOP__BUMP(p, n) __asm__ volatile("addq %1, %0" : "+m"(*(p)) : "er"((uint64_t)(n)))
-#else
-#define IOP__BUMP(p, n) __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
-#endif
-
-#if defined(__SANITIZE_ADDRESS__)
-#define IOP__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define IOP__ASAN 1
-#endif
-#endif
-#if defined(IOP__ASAN)
-#include <sanitizer/asan_interface.h>
-#define IOP__POISON(p, n) __asan_poison_memory_region((p), (n))
-#define IOP__UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
-#else
-#define IOP__POISON(p, n) ((void)0)
-#define IOP__UNPOISON(p, n) ((void)0)
-#endif
-
-static inline struct iop__tcache *iop__my_tcache(const iop_pool_t *pool)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	return (struct iop__tcache *)(void *)((char *)iop__tls + h->tc_off);
-}
-
-/*
- * Does `pool` own an object that starts at p? One map load, then the offset
- * in the chunk divided by the stride as a multiply and a rotate: an offset
- * q * 2^k * m (m odd) times m's inverse, rotated right by k, gives q; any
- * offset that is not a multiple of the stride gives a number above every
- * valid index.
- */
-static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	uintptr_t a = (uintptr_t)p;
-	uintptr_t g = a >> IOP__GRANULE_SHIFT;
-	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || IOP__LD(&iop__map[g]) != pool)
-		return UINT64_MAX;
-	uint64_t x = (uint64_t)(a & h->chunk_mask) * h->div_mul;
-	unsigned k = h->div_shift;
-	return (x >> k) | (x << ((64 - k) & 63));
-}
-
-/* The object's number in its chunk is iop__obj_index(); it is valid (p is
- * an object of this pool) when below objs_per_chunk. */
-static inline int iop__owned(const iop_pool_t *pool, const void *p)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	return iop__obj_index(pool, p) < h->objs_per_chunk;
-}
-
-/*
- * The owner check of iop__owned() over an array. Objects of one bulk mostly
- * share a chunk, so the map is read only when the 2 MiB granule changes
- * (saving a load and a compare per object); the division test is done for
- * every object.
- */
-static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsigned n)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	const uintptr_t mask = h->chunk_mask;
-	const uint64_t mul = h->div_mul, lim = h->objs_per_chunk;
-	const unsigned k = h->div_shift;
-	uintptr_t known = ~(uintptr_t)0; /* a granule already found to be ours */
-	for (unsigned i = 0; i < n; i++) {
-		uintptr_t a = (uintptr_t)objs[i];
-		uintptr_t g = a >> IOP__GRANULE_SHIFT;
-		if (__builtin_expect(g != known, 0)) {
-			if (g >= IOP__MAP_ENTRIES || IOP__LD(&iop__map[g]) != pool)
-				return 0;
-			known = g;
-		}
-		uint64_t x = (uint64_t)(a & mask) * mul;
-		x = (x >> k) | (x << ((64 - k) & 63));
-		if (__builtin_expect(x >= lim, 0))
-			return 0;
-	}
-	return 1;
-}
-
-/* Copy n object pointers: a plain loop for the few a ring burst usually
- * holds, memcpy (vectorised by libc) past that. gcc cannot see that n fits
- * the caller's array in the memcpy branch (iop_free_bulk(pool, a, k) with
- * `void *a[3]` and k from a call) and warns -Warray-bounds in the caller's
- * build; the branch is only taken for n > 16, so the warning is silenced
- * here rather than in every caller. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpragmas"
-#pragma GCC diagnostic ignored "-Warray-bounds"
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
-#pragma GCC diagnostic ignored "-Wstringop-overread"
-#endif
-static inline void iop__copy_ptrs(void **dst, void *const *src, unsigned n)
-{
-	if (n <= 16) {
-		for (unsigned i = 0; i < n; i++)
-			dst[i] = src[i];
-	} else {
-		__builtin_memcpy(dst, src, n * sizeof(void *));
-	}
-}
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-
-/*
- * Budget: the slot address (TLS-relative), one test of its count, a pop or a
- * push, on alloc a counter bump, on free the owner check: 10 instructions
- * for an alloc and 23 for a free, 14 of them the owner check (gcc 12,
- * the Release build, inlined into bench/alloc_iopool.c's
- * cg_fastpath_loop), no lock, no atomic
- * read-modify-write, no call. The caller guarantees that `pool` is live.
- */
-static inline void *iop__alloc_inline(iop_pool_t *pool)
-{
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	uintptr_t n = IOP__LD(&tc->count);
-	if (__builtin_expect(n != 0, 1)) {
-		void *p = tc->objs[--n];
-		IOP__ST(&tc->count, n);
-		IOP__BUMP(&tc->alloc_fast, 1);
-		IOP__UNPOISON(p, ((const struct iop__pool_hot *)(const void *)pool)->stride);
-		return p;
-	}
-	return iop__alloc_slow(pool);
-}
-
-/* Push an object that passed the owner check onto the thread's magazine. */
-static inline void iop__cache_push(iop_pool_t *pool, void *obj)
-{
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	uintptr_t n = IOP__LD(&tc->count);
-	if (__builtin_expect(n < tc->cap, 1)) {
-		IOP__POISON(obj, ((const struct iop__pool_hot *)(const void *)pool)->stride);
-		tc->objs[n] = obj;
-		IOP__ST(&tc->count, n + 1);
-		return;
-	}
-	iop__free_slow(pool, obj);
-}
-
-static inline void iop__free_inline(iop_pool_t *pool, void *obj)
-{
-	if (__builtin_expect(!iop__owned(pool, obj), 0)) {
-		if (obj)
-			iop__bad_free(pool, obj);
-		return;
-	}
-	iop__cache_push(pool, obj);
-}
-
-/* The number of an object p of this pool in its chunk (p already known to
- * be one: no map check). */
-static inline uint64_t iop__obj_number(const iop_pool_t *pool, const void *p)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	uint64_t x = (uint64_t)((uintptr_t)p & h->chunk_mask) * h->div_mul;
-	unsigned k = h->div_shift;
-	return (x >> k) | (x << ((64 - k) & 63));
-}
-
-/*
- * The reference count of object number x of the chunk holding p. An
- * IOP_F_REFCOUNT chunk is mapped with a tail right after its last byte that
- * holds one count per object, outside every buffer and outside the range
- * the map hook registers; so the count's address needs no load (a load in
- * that chain cost 1.5 ns per alloc+put pair on the reference machine).
- */
-static inline uint32_t *iop__refs(const iop_pool_t *pool, const void *p, uint64_t x)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	return (uint32_t *)(((uintptr_t)p | h->chunk_mask) + 1) + x;
-}
-
-/* A buffer with one reference: the inline pop, then the count, which is
- * ours alone until the buffer is handed out. */
-static inline void *iop__buf_alloc_inline(iop_pool_t *pool)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	if (__builtin_expect(h->put_slow, 0))
-		return iop__buf_alloc_slow(pool);
-	void *p = iop__alloc_inline(pool);
-	if (__builtin_expect(p != 0, 1))
-		__atomic_store_n(iop__refs(pool, p, iop__obj_number(pool, p)), 1u, __ATOMIC_RELAXED);
-	return p;
-}
-
-/*
- * The last put of a buffer its caller holds alone: no other thread can hold
- * a reference to take, so the count is read and cleared without an atomic
- * read-modify-write (the acquire load pairs with the release decrements of
- * earlier puts on other threads, so their writes to the buffer are seen
- * before it is reused). Everything else (shared buffers, fragments, hooks,
- * checked pools, bad addresses) is the library's.
- */
-static inline void iop__buf_put_inline(iop_pool_t *pool, void *p)
-{
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	uint64_t x = iop__obj_index(pool, p);
-	if (__builtin_expect(x < h->objs_per_chunk && !h->put_slow, 1)) {
-		uint32_t *r = iop__refs(pool, p, x);
-		if (__builtin_expect(__atomic_load_n(r, __ATOMIC_ACQUIRE) == 1, 1)) {
-			__atomic_store_n(r, 0, __ATOMIC_RELAXED);
-			iop__cache_push(pool, p);
-			return;
-		}
-	}
-	iop__buf_put_slow(pool, p);
-}
-
-static inline unsigned iop__alloc_bulk_inline(iop_pool_t *pool, void **objs, unsigned n)
-{
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	uintptr_t c = IOP__LD(&tc->count);
-	if (__builtin_expect(n <= c && n != 0, 1)) {
-		c -= n;
-		iop__copy_ptrs(objs, tc->objs + c, n);
-#if defined(IOP__ASAN)
-		for (unsigned i = 0; i < n; i++)
-			IOP__UNPOISON(objs[i], ((const struct iop__pool_hot *)(const void *)pool)->stride);
-#endif
-		IOP__ST(&tc->count, c);
-		IOP__BUMP(&tc->alloc_fast, n);
-		return n;
-	}
-	return iop__alloc_bulk_slow(pool, objs, n);
-}
-
-static inline void iop__free_bulk_inline(iop_pool_t *pool, void *const *objs, unsigned n)
-{
-	int all_owned = iop__owned_all(pool, objs, n);
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	uintptr_t c = IOP__LD(&tc->count);
-	if (__builtin_expect(all_owned && n <= tc->cap - c && n != 0, 1)) {
-#if defined(IOP__ASAN)
-		for (unsigned i = 0; i < n; i++)
-			IOP__POISON(objs[i], ((const struct iop__pool_hot *)(const void *)pool)->stride);
-#endif
-		iop__copy_ptrs(tc->objs + c, objs, n);
-		IOP__ST(&tc->count, c + n);
-		return;
-	}
-	/* Bad pointers, NULL entries, a full magazine, or a checked pool. */
-	iop__free_bulk_slow(pool, objs, n);
-}
-
-/*
- * The heap's fast paths: the class of the size (a few shifts), the class
- * pool's inline pop; on free the owner from the address map, a flag saying
- * the pool is one of the heap's, the owner check, the inline push. Anything
- * else (a first use of a class, sizes above 1 MiB, profiling, a bad
- * pointer) calls the library.
- */
-/* The class of a size in [1, IOP_HEAP_CLASS_MAX]: 16-byte steps to 64 B;
- * above, for 2^k < s <= 2^(k+1) (k >= 6), the three bits below the top one
- * of s - 1 pick one of eight steps of 2^(k-3). */
-static inline unsigned iop__heap_class_of(size_t s)
-{
-	if (s <= 64)
-		return (unsigned)((s + 15) >> 4) - 1;
-	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
-	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
-}
-
-static inline void *iop__heap_alloc_inline(size_t size)
-{
-	if (__builtin_expect(size - 1 < IOP_HEAP_CLASS_MAX, 1)) {
-		iop_pool_t *pool = __atomic_load_n(&iop__heap_class[iop__heap_class_of(size)], __ATOMIC_ACQUIRE);
-		if (__builtin_expect(pool != NULL, 1))
-			return iop__alloc_inline(pool);
-	}
-	return (iop_heap_alloc)(size);
-}
-
-static inline void iop__heap_free_inline(void *p)
-{
-	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
-	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
-	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
-		iop_pool_t *pool = IOP__LD(&map[g]);
-		const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-		/* The map named the pool already: only the division test. */
-		if (__builtin_expect(pool && h->heap && iop__obj_number(pool, p) < h->objs_per_chunk, 1)) {
-			iop__cache_push(pool, p);
-			return;
-		}
-	}
-	(iop_heap_free)(p);
-}
-
-#if !defined(IOP_NO_INLINE) && !defined(IOP_BUILDING_LIBRARY)
-#if !defined(IOP_PROFILE)
-#define iop_heap_alloc(size) iop__heap_alloc_inline(size)
-#endif
-#define iop_heap_free(p) iop__heap_free_inline(p)
-#define iop_alloc(pool) iop__alloc_inline(pool)
-#define iop_free(pool, obj) iop__free_inline((pool), (obj))
-#define iop_alloc_bulk(pool, objs, n) iop__alloc_bulk_inline((pool), (objs), (n))
-#define iop_free_bulk(pool, objs, n) iop__free_bulk_inline((pool), (objs), (n))
-#define iop_buf_put(pool, p) iop__buf_put_inline((pool), (p))
-#define iop_buf_alloc(pool) iop__buf_alloc_inline(pool)
-#endif
+/* The inline fast paths (iop_alloc() and friends, above) and the internal
+ * ABI they use. */
+#include <iopool/inline.h>
 
 #ifdef __cplusplus
 }

@@ -234,7 +234,7 @@ static void unreserve(struct iop_bound *b, bool nowait)
 /* tc (raised and settled) or NULL for a thread without a cache. NULL with
  * errno when the OS or the map hook failed; without grow (IOP_NOWAIT) only
  * the thread's cache and the depot are tried. */
-static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
+static void *take(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 {
 	for (int tries = 0;; tries++) {
 		void *p = tc ? _iop_slot_pop(pool, tc, grow) : _iop_depot_or_slab_get(pool, grow);
@@ -267,7 +267,7 @@ static void *take(struct iop_pool *pool, struct iop__tcache *tc, bool grow)
 
 /* Hand out p: checked-mode and ASan bookkeeping and the counters (in the
  * slot, by its owner, as the inline path counts; frees are derived). */
-static int hand_out(struct iop_pool *pool, struct iop__tcache *tc, void *p, void **objp)
+static int hand_out(struct iop_pool *pool, struct iop_tcache *tc, void *p, void **objp)
 {
 	_iop_on_alloc(pool, p);
 	if (tc)
@@ -280,14 +280,14 @@ static int hand_out(struct iop_pool *pool, struct iop__tcache *tc, void *p, void
 
 /* Take an object for a reservation the caller holds (tc raised and
  * settled, or NULL); on failure give the reservation back. */
-static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned how, void **objp)
+static int take_reserved(struct iop_pool *pool, struct iop_tcache *tc, unsigned how, void **objp)
 {
 	void *p = NULL;
-	/* The common case: the slot's loaded magazine (hidden count). */
-	if (tc && tc->ccount) {
-		uint32_t n = tc->ccount - 1;
+	/* The common case: the slot's loaded magazine. */
+	if (tc && ALOAD(&tc->count)) {
+		uint32_t n = ALOAD(&tc->count) - 1;
 		p = tc->objs[n];
-		ASTORE(&tc->ccount, n);
+		ASTORE(&tc->count, n);
 	} else {
 		p = take(pool, tc, !(how & IOP_NOWAIT));
 	}
@@ -304,10 +304,10 @@ static int take_reserved(struct iop_pool *pool, struct iop__tcache *tc, unsigned
 
 /* The slot of the calling thread, raised; NULL for a thread past its exit
  * flush. The caller passes the fence, then settles. */
-static inline struct iop__tcache *raise_slot(struct iop_pool *pool, bool fenced)
+static inline struct iop_tcache *raise_slot(struct iop_pool *pool, bool fenced)
 {
-	struct iop__tcache *tc = iop__my_tcache(pool);
-	if (!tc->ready && !(tc = _iop_my_slot(pool)))
+	struct iop_tcache *tc = _iop_my_slot(pool);
+	if (!tc)
 		return NULL;
 	if (fenced)
 		_iop_slot_raise_fenced(tc);
@@ -316,7 +316,7 @@ static inline struct iop__tcache *raise_slot(struct iop_pool *pool, bool fenced)
 	return tc;
 }
 
-static inline void settle(struct iop__tcache *tc)
+static inline void settle(struct iop_tcache *tc)
 {
 	if (tc && __atomic_load_n(&tc->steal, __ATOMIC_SEQ_CST))
 		_iop_slot_settle(tc);
@@ -416,7 +416,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 		if (w.obj) {
 			rc = hand_out(pool, NULL, w.obj, objp);
 		} else {
-			struct iop__tcache *tc = raise_slot(pool, true);
+			struct iop_tcache *tc = raise_slot(pool, true);
 			settle(tc);
 			rc = take_reserved(pool, tc, how, objp);
 		}
@@ -447,7 +447,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
 		return wait_for(pool, objp, how, deadline, false);
 
-	struct iop__tcache *tc = raise_slot(pool, false);
+	struct iop_tcache *tc = raise_slot(pool, false);
 	int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
 	IOP_FENCE_AFTER_RMW();
 	if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
@@ -476,7 +476,7 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 {
 	struct iop_bound *b = pool->bound;
 	_iop_on_free(pool, obj);
-	struct iop__tcache *tc = raise_slot(pool, false);
+	struct iop_tcache *tc = raise_slot(pool, false);
 	if (!tc)
 		COUNT(&pool->free_slow, 1); /* the others are derived */
 	atomic_fetch_sub(&b->in_flight, 1);
@@ -492,11 +492,11 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 		if (!obj)
 			return;
 	} else if (tc) {
-		/* The common case: the slot's loaded magazine (hidden count). */
-		uint32_t n = tc->ccount;
+		/* The common case: the slot's loaded magazine. */
+		uint32_t n = ALOAD(&tc->count);
 		if (tc->objs && n < pool->mag_cap) {
 			tc->objs[n] = obj;
-			ASTORE(&tc->ccount, n + 1);
+			ASTORE(&tc->count, n + 1);
 		} else {
 			_iop_slot_push(pool, tc, obj);
 		}

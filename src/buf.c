@@ -82,15 +82,10 @@ void *iop__buf_alloc_slow(iop_pool_t *pool)
 		errno = EINVAL;
 		return NULL;
 	}
-	void *p = iop__alloc_inline(pool);
+	void *p = iop_alloc(pool);
 	if (p)
 		arm(pool, p, 1);
 	return p;
-}
-
-void *iop_buf_alloc(iop_pool_t *pool)
-{
-	return iop__buf_alloc_inline(pool);
 }
 
 unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n)
@@ -99,7 +94,7 @@ unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n)
 		errno = EINVAL;
 		return 0;
 	}
-	unsigned got = iop__alloc_bulk_inline(pool, bufs, n);
+	unsigned got = iop_alloc_bulk(pool, bufs, n);
 	for (unsigned i = 0; i < got; i++)
 		arm(pool, bufs[i], 1);
 	return got;
@@ -136,7 +131,7 @@ static void release(struct iop_pool *pool, uint32_t *r, void *base)
 			return;
 		}
 	}
-	iop__cache_push(pool, base);
+	_iop_push(pool, base);
 }
 
 static _Noreturn void underflow(struct iop_pool *pool, const void *p, const void *base)
@@ -162,11 +157,6 @@ void iop__buf_put_slow(iop_pool_t *pool, void *p)
 			return;
 	}
 	release(pool, r, base);
-}
-
-void iop_buf_put(iop_pool_t *pool, void *p)
-{
-	iop__buf_put_inline(pool, p);
 }
 
 unsigned iop_buf_refcount(iop_pool_t *pool, const void *p)

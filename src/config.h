@@ -19,11 +19,11 @@
 #endif
 
 /*
- * Most pools alive at once. Each thread carries one 64-byte cache slot per
- * possible pool in static TLS, so this costs 16 KiB per thread. 256 leaves
- * room for a heap's size classes (about 40 pools) and many application pools.
+ * Pools whose statistics the publisher writes to the shared-memory segment
+ * (publish.c): the segment is sized once, so the first this many pools (by
+ * id) are shown; 1024 records are well under a megabyte.
  */
-#define IOP_MAX_POOLS 256
+#define IOP_PUBLISH_MAX_POOLS 1024
 
 /*
  * Granule of the address map: the smallest chunk and the unit in which the
@@ -60,9 +60,11 @@
 #define IOP_ALIGN_DEFAULT 16
 
 /*
- * Automatic magazine size: about this many bytes per magazine. A thread holds
- * two magazines per pool, so this bounds what a thread can strand (512 KiB)
- * while keeping the depot lock to one acquisition per 128 objects of 2 KiB.
+ * Automatic magazine size: about this many bytes per magazine. A CPU's slot
+ * holds one magazine's worth (a thread's, in the per-thread mode, two), so
+ * this bounds what a cache can hold (256 KiB per CPU and pool) while
+ * keeping the depot lock to one acquisition per 64 objects of 2 KiB (the
+ * slow paths move half a magazine).
  */
 #define IOP_MAG_BYTES (256u << 10)
 /* Bounds of the automatic size: below 4, the depot lock is taken every few

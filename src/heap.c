@@ -374,7 +374,7 @@ static inline void *class_alloc(unsigned c, struct iop__site *site)
 	iop_pool_t *pool = class_pool(c);
 	if (unlikely(!pool))
 		return NULL;
-	void *p = iop__alloc_inline(pool);
+	void *p = iop_alloc(pool);
 	if (unlikely(site != NULL) && p)
 		profile_alloc(pool, p, site);
 	return p;
@@ -403,7 +403,7 @@ static void *heap_alloc_aligned(size_t size, size_t align, struct iop__site *sit
 	return large_alloc(size ? size : 1, align, site);
 }
 
-void *iop_heap_alloc(size_t size)
+void *iop__heap_alloc_slow(size_t size)
 {
 	return heap_alloc(size, NULL);
 }
@@ -446,7 +446,7 @@ static IOP_NOINLINE void large_free(void *p)
 	free(b);
 }
 
-void iop_heap_free(void *p)
+void iop__heap_free_slow(void *p)
 {
 	iop_pool_t *pool = map_owner(p);
 	if (likely(pool != NULL && pool->hot.heap)) {
@@ -455,7 +455,7 @@ void iop_heap_free(void *p)
 			bad_pointer("invalid free", p);
 		if (unlikely(ALOAD(&iop__heap_profiling)))
 			profile_free(pool, p);
-		iop__cache_push(pool, p);
+		_iop_push(pool, p);
 		return;
 	}
 	if (!p)

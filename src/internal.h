@@ -62,9 +62,9 @@
 
 /* ---- sanitizer support and relaxed atomics -------------------------------- */
 
-/* IOP__ASAN / IOP__TSAN and the poison macros come from iopool.h, whose
- * inline code needs them too. Under ASan every object that is not in flight
- * is poisoned, so a use after free is reported. */
+/* The poison macros come from iopool/inline.h and follow the library's
+ * build (buildconf.h). Under ASan every object that is not in flight is
+ * poisoned, so a use after free is reported. */
 #define ASAN_POISON(p, n) IOP__POISON((p), (n))
 #define ASAN_UNPOISON(p, n) IOP__UNPOISON((p), (n))
 
@@ -86,23 +86,32 @@ struct iop_mag {
 	void *obj[];
 };
 
-/* ---- thread cache: one per (thread, pool) -------------------------------- */
+/* ---- per-thread cache slots: one per (thread, pool) (tcache.c) ------------ */
 
 /*
- * struct iop__tcache (iopool.h): the inline fast path reads count, cap and
- * objs. A checked pool keeps count and cap at zero so every call falls into
- * the slow path, which moves the real count in and out of `ccount` around the
- * same magazine code (see cache.c). objs is the loaded magazine's array (TC_LOADED gives the magazine), prev a
- * struct iop_mag;
- * prev is always full or empty, never in between. count, prev_count and
- * ccount are read by other threads (statistics) with ALOAD, so every thread
- * writes them with ASTORE or, in the inline path, plain stores (see IOP__ST).
+ * A thread's slot of one pool: a loaded magazine it pops from and pushes
+ * to, and a previous one that is always full or empty. Only library calls
+ * use it (nothing inline reads it). count, prev_count and alloc_fast are
+ * read by other threads (statistics) under the registry lock, so they are
+ * written with ASTORE. objs is the loaded magazine's array (TC_LOADED
+ * gives the magazine), prev a struct iop_mag.
  */
+struct iop_tcache {
+	uint32_t count;      /* objects in the loaded magazine */
+	uint32_t prev_count; /* objects in prev */
+	void **objs;
+	void *prev;
+	uint64_t alloc_fast; /* allocations the loaded magazine served */
+	uint32_t busy;       /* bounded pools: the owner is in a call on this
+	                        slot (depth); another thread may take the
+	                        slot's objects only while it is 0 */
+	uint32_t steal;      /* bounded pools: another thread wants them */
+	uint32_t ready;      /* set up (registry.c) */
+	uint32_t trim;       /* the worker asked for the previous magazine */
+} __attribute__((aligned(64)));
 #define TC_LOADED(tc) ((tc)->objs ? (struct iop_mag *)((char *)(tc)->objs - offsetof(struct iop_mag, obj)) : NULL)
 #define TC_PREV(tc) ((struct iop_mag *)(tc)->prev)
-_Static_assert(sizeof(struct iop__tcache) == 64, "one cache line per slot");
-_Static_assert(offsetof(struct iop__tcache, objs) == 16,
-	       "count, cap and objs share the fast path's first 24 bytes");
+_Static_assert(sizeof(struct iop_tcache) == 64, "one cache line per slot");
 
 /* ---- chunks and the address map ----------------------------------------- */
 
@@ -220,6 +229,10 @@ struct iop_pool {
 	/* Read by the inline fast paths (iopool.h); must come first. */
 	struct iop__pool_hot hot;
 	uint32_t mag_cap;
+	bool cpu_mode;        /* served by per-CPU slots (ccache.c) */
+	bool cpu_closing;     /* destroy closed the slots for good */
+	pthread_mutex_t cpu_lock; /* opening, draining, closing slots */
+	void *cpu_mem;        /* the slots' allocation (hot.cpu - 2) */
 	bool checked;
 	bool refcount;        /* IOP_F_REFCOUNT */
 	size_t refs_tail;     /* bytes mapped after each chunk for the counts */
@@ -230,7 +243,7 @@ struct iop_pool {
 	int (*release)(void *arg, iop_pool_t *pool, void *buf);
 	void *hook_arg;
 
-	uint32_t id;          /* slot in every thread's cache array */
+	uint32_t id;          /* registry.c: index of its thread slots */
 	char name[IOP_NAME_MAX];
 	size_t obj_size;
 	size_t align;
@@ -272,6 +285,7 @@ struct iop_pool {
 	_Atomic uint64_t refill_passes, refill_objs, refill_fail;
 	_Atomic uint64_t decay_passes, decay_objs, trims, sent_home;
 	_Atomic uint64_t chunks_hugetlb, chunks_thp;
+	_Atomic uint64_t cpu_drains;
 
 	struct iop_dom dom[IOP_MAX_DOMAINS];
 };
@@ -383,10 +397,18 @@ static inline void _iop_on_free(struct iop_pool *pool, void *p)
 	else
 		ASAN_POISON(p, pool->hot.stride);
 }
+/* Give an object that passed the owner check back to this CPU's slot, or
+ * through the slow path (bookkeeping included) when that cannot be done. */
+static inline void _iop_push(struct iop_pool *pool, void *p)
+{
+	IOP__POISON(p, pool->hot.stride);
+	if (!iop__seq_push(&pool->hot, p))
+		iop__free_slow(pool, p);
+}
 /* Offset of the first byte of p that does not hold the poison, or -1. */
 IOP_HIDDEN long _iop_poison_check(const struct iop_pool *pool, const void *p);
 
-/* ---- cache.c: threads ---------------------------------------------------- */
+/* ---- registry.c: pools and threads --------------------------------------- */
 
 /* The registry lock guards the pool table and the list of threads. */
 IOP_HIDDEN void _iop_registry_lock(void);
@@ -395,18 +417,79 @@ IOP_HIDDEN int _iop_pool_register(struct iop_pool *pool); /* registry locked */
 IOP_HIDDEN void _iop_pool_unregister(struct iop_pool *pool); /* registry locked */
 /* Call fn(pool, arg) for every registered pool, by id; registry locked. */
 IOP_HIDDEN void _iop_for_each_pool(void (*fn)(struct iop_pool *, void *), void *arg);
+/* The registered pool with this id, or NULL; registry locked. Ids run
+ * below _iop_pool_ids(). */
+IOP_HIDDEN struct iop_pool *_iop_pool_by_id(uint32_t id);
+IOP_HIDDEN uint32_t _iop_pool_ids(void);
 /* Call fn(pool, tc, arg) for every thread's slot of this pool that is set
  * up; registry locked. */
 IOP_HIDDEN void _iop_for_each_tcache(struct iop_pool *pool,
-				     void (*fn)(struct iop_pool *, struct iop__tcache *, void *), void *arg);
+				     void (*fn)(struct iop_pool *, struct iop_tcache *, void *), void *arg);
+/* The calling thread's slot of the pool, set up; NULL when the thread is
+ * past its exit hook (no cache) or no memory could be had. */
+IOP_HIDDEN struct iop_tcache *_iop_my_slot(struct iop_pool *pool);
+/* The same, or NULL when it has none yet (never sets one up). */
+IOP_HIDDEN struct iop_tcache *_iop_my_slot_if_any(struct iop_pool *pool);
+/* Mark a slot set up again after a hook's flush reset it. */
+IOP_HIDDEN void _iop_slot_reready(struct iop_tcache *tc);
+
+/* ---- tcache.c: per-thread caches ---------------------------------------------- */
+
 /* Return a thread cache's magazines to the depot and reset the slot, folding
  * its counters into the pool; registry locked, pool unlocked. */
-IOP_HIDDEN void _iop_tcache_drain(struct iop_pool *pool, struct iop__tcache *tc, void *unused);
+IOP_HIDDEN void _iop_tcache_drain(struct iop_pool *pool, struct iop_tcache *tc, void *unused);
 /* Objects a slot holds. */
-static inline uint64_t _iop_tcache_objs(struct iop__tcache *tc)
+static inline uint64_t _iop_tcache_objs(struct iop_tcache *tc)
 {
-	return (uint64_t)ALOAD(&tc->count) + ALOAD(&tc->ccount) + ALOAD(&tc->prev_count);
+	return (uint64_t)ALOAD(&tc->count) + ALOAD(&tc->prev_count);
 }
+/* The pool lock; without grow only a few tries (never sleeps in the
+ * kernel). */
+IOP_HIDDEN bool _iop_pool_lock(struct iop_pool *pool, bool grow);
+/* A full magazine of domain d (without grow, of any domain rather than
+ * none), waking d's worker when the depot is below its reserve. Pool
+ * locked. */
+IOP_HIDDEN struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow);
+/* The per-thread calls: objects already checked and accounted for on
+ * free; allocations return unaccounted objects (cache.c does that). */
+IOP_HIDDEN void *_iop_thread_alloc(struct iop_pool *pool, bool grow);
+IOP_HIDDEN void _iop_thread_free(struct iop_pool *pool, void *obj);
+IOP_HIDDEN unsigned _iop_thread_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n);
+IOP_HIDDEN void _iop_thread_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n);
+
+/* ---- ccache.c: per-CPU caches ------------------------------------------------- */
+
+enum { IOP_CACHE_THREAD = IOP_CACHE_MODE_THREAD, IOP_CACHE_CPU = IOP_CACHE_MODE_CPU };
+/* The process's mode, decided once (_iop_cache_init), and the number of
+ * possible CPUs (slots per pool). */
+IOP_HIDDEN extern int _iop_cache_mode;
+IOP_HIDDEN extern unsigned _iop_ncpu;
+IOP_HIDDEN void _iop_cache_init(void);
+/* IOPOOL_CACHE: IOP_CACHE_CPU, IOP_CACHE_THREAD, or -1 (unset: choose). */
+IOP_HIDDEN int _iop_opt_cache(void);
+/* A pool's slots (all closed), and whether it uses them. */
+IOP_HIDDEN int _iop_cpu_pool_init(struct iop_pool *pool);
+IOP_HIDDEN void _iop_cpu_pool_fini(struct iop_pool *pool);
+/* The slow paths of the per-CPU mode. Each returns 1 when the caller must
+ * use the per-thread path instead (no rseq on this thread, no memory for a
+ * slot, the pool closing), else 0; an allocation stores NULL with errno
+ * when no memory could be had. Objects are not accounted for. */
+IOP_HIDDEN int _iop_cpu_alloc(struct iop_pool *pool, bool grow, void **objp);
+IOP_HIDDEN int _iop_cpu_free(struct iop_pool *pool, void *obj);
+IOP_HIDDEN int _iop_cpu_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n, unsigned *got);
+IOP_HIDDEN int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n);
+/* Drain every CPU's slot of the pool into the depot (fencing the CPUs),
+ * or only the slots that served no allocation since the last such pass
+ * (decay), or close them for good (destroy). Returns the objects moved. */
+IOP_HIDDEN uint64_t _iop_cpu_drain(struct iop_pool *pool);
+IOP_HIDDEN uint64_t _iop_cpu_drain_idle(struct iop_pool *pool);
+IOP_HIDDEN void _iop_cpu_close(struct iop_pool *pool);
+/* Objects cached in the pool's CPU slots and the allocations they served
+ * (added to *cached and *allocs); a snapshot. */
+IOP_HIDDEN void _iop_cpu_sum(struct iop_pool *pool, uint64_t *cached, uint64_t *allocs);
+/* fn(pool, obj, arg) for every object in a CPU slot (audits). */
+IOP_HIDDEN void _iop_cpu_for_each_obj(struct iop_pool *pool, void (*fn)(struct iop_pool *, void *, void *),
+				      void *arg);
 
 /* Threads that hold a slot of a bounded pool (never the inline path: the
  * slot is hidden) and other threads that take its objects meet in a
@@ -416,19 +499,19 @@ static inline uint64_t _iop_tcache_objs(struct iop__tcache *tc)
  * tc->steal, fences, and takes the slot's objects only once tc->busy is 0.
  * busy counts nesting (a hook may call the pool again on the same thread).
  * The owner's side: */
-static inline void _iop_slot_raise(struct iop__tcache *tc)
+static inline void _iop_slot_raise(struct iop_tcache *tc)
 {
 	ASTORE(&tc->busy, tc->busy + 1);
 }
 /* The same, and a full fence (a seq_cst read-modify-write: ThreadSanitizer
  * does not model atomic_thread_fence). */
-static inline void _iop_slot_raise_fenced(struct iop__tcache *tc)
+static inline void _iop_slot_raise_fenced(struct iop_tcache *tc)
 {
 	__atomic_fetch_add(&tc->busy, 1u, __ATOMIC_SEQ_CST);
 }
 /* After the fence: wait while a thief holds the slot. */
-IOP_HIDDEN void _iop_slot_settle(struct iop__tcache *tc);
-static inline void _iop_slot_lower(struct iop__tcache *tc)
+IOP_HIDDEN void _iop_slot_settle(struct iop_tcache *tc);
+static inline void _iop_slot_lower(struct iop_tcache *tc)
 {
 	__atomic_store_n(&tc->busy, tc->busy - 1, __ATOMIC_RELEASE);
 }
@@ -441,16 +524,13 @@ static inline void _iop_slot_lower(struct iop__tcache *tc)
 #define IOP_FENCE_AFTER_RMW() atomic_thread_fence(memory_order_seq_cst)
 #endif
 
-/* The calling thread's slot of the pool, set up; NULL when the thread is
- * past its exit flush (no cache). */
-IOP_HIDDEN struct iop__tcache *_iop_my_slot(struct iop_pool *pool);
 /* Pop one object from the slot, refilling it from the depot and (when grow)
  * from the slab; NULL when there is none (errno from the slab). No
  * statistics, no checked-mode or ASan bookkeeping. Without grow nothing
  * waits for a lock or enters the kernel. */
-IOP_HIDDEN void *_iop_slot_pop(struct iop_pool *pool, struct iop__tcache *tc, bool grow);
+IOP_HIDDEN void *_iop_slot_pop(struct iop_pool *pool, struct iop_tcache *tc, bool grow);
 /* Push one object (already accounted for) onto the slot. */
-IOP_HIDDEN void _iop_slot_push(struct iop_pool *pool, struct iop__tcache *tc, void *obj);
+IOP_HIDDEN void _iop_slot_push(struct iop_pool *pool, struct iop_tcache *tc, void *obj);
 /* One object from the depot or the slab, for a thread without a slot. */
 IOP_HIDDEN void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow);
 /* Move the objects cached by every thread (the caller included) into the
@@ -458,7 +538,7 @@ IOP_HIDDEN void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow);
  * are skipped. Returns the objects moved. Takes the registry lock. */
 IOP_HIDDEN uint64_t _iop_scavenge(struct iop_pool *pool);
 /* The same for one slot (registry locked): false if its owner stayed busy. */
-IOP_HIDDEN bool _iop_slot_steal(struct iop_pool *pool, struct iop__tcache *tc);
+IOP_HIDDEN bool _iop_slot_steal(struct iop_pool *pool, struct iop_tcache *tc);
 
 /* bound.c: the bounded slow paths (every call of a bounded pool lands here). */
 /* limit and the throttle thresholds already checked by iop_pool_create(). */
@@ -497,14 +577,12 @@ static inline void _iop_worker_wake(struct iop_pool *pool, unsigned d, int why)
  * them). */
 IOP_HIDDEN void _iop_worker_attach(struct iop_pool *pool);
 IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
-/* A slot the worker asked to trim (tc->pad, unbounded pools): its owner
- * gives back its previous magazine on its next slow-path call. */
-#define TC_TRIM(tc) ((tc)->pad)
-IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop__tcache *tc);
+/* A slot the worker asked to trim (tc->trim, unbounded pools in the
+ * per-thread mode): its owner gives back its previous magazine on its
+ * next call. */
+IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop_tcache *tc);
 /* Bytes of the pool's chunks in memory now (mincore); pool unlocked. */
 IOP_HIDDEN uint64_t _iop_resident(struct iop_pool *pool);
-/* The registered pool with this id, or NULL; registry locked. */
-IOP_HIDDEN struct iop_pool *_iop_pool_by_id(uint32_t id);
 
 /* ---- pool.c -------------------------------------------------------------- */
 

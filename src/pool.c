@@ -157,6 +157,7 @@ static void pool_free_memory(struct iop_pool *pool)
 		_iop_chunk_unlink(pool, c);
 		_iop_chunk_free(pool, c);
 	}
+	_iop_cpu_pool_fini(pool);
 	_iop_bound_free_memory(pool);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
@@ -301,7 +302,8 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->decay_pct = p.decay_pct ? p.decay_pct : IOP_DECAY_PCT_DEFAULT;
 	pool->uses_worker = pool->reserve_low || pool->decay_ns;
 	pthread_mutex_init(&pool->lock, NULL);
-	if (limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) {
+	if ((limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) || (err = _iop_cpu_pool_init(pool)) != 0) {
+		_iop_bound_free_memory(pool);
 		pthread_mutex_destroy(&pool->lock);
 		free(pool);
 		errno = -err;
@@ -318,6 +320,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		snprintf(pool->name, sizeof(pool->name), "pool%u", pool->id);
 	_iop_registry_unlock();
 	if (err) {
+		_iop_cpu_pool_fini(pool);
 		_iop_bound_free_memory(pool);
 		pthread_mutex_destroy(&pool->lock);
 		free(pool);
@@ -342,7 +345,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 
 /* ---- destruction -------------------------------------------------------- */
 
-static void steal_slot(struct iop_pool *pool, struct iop__tcache *tc, void *unused)
+static void steal_slot(struct iop_pool *pool, struct iop_tcache *tc, void *unused)
 {
 	(void)unused;
 	while (!_iop_slot_steal(pool, tc))
@@ -361,6 +364,9 @@ int iop_pool_destroy(iop_pool_t *pool)
 	 * allocation; they have all left the pool when this returns. */
 	if (pool->bound)
 		_iop_bound_shutdown(pool);
+	/* Every CPU's slot closes for good (no thread may use the pool any
+	 * more) and gives its objects to the depot. */
+	_iop_cpu_close(pool);
 	_iop_registry_lock();
 	/* A bounded pool's slots are taken by the handshake: a thread that
 	 * was just refused may still be on its way out of a call. */

@@ -70,6 +70,8 @@ static void fill_record(struct iop_pool *pool, void *arg)
 {
 	struct fill *f = arg;
 	struct iop_pool_stats s;
+	if (f->n >= IOP_PUBLISH_MAX_POOLS)
+		return; /* the segment's size (config.h) */
 	struct iop_shm_record *r = &f->rec[f->n++];
 
 	_iop_pool_stats_locked(pool, &s);
@@ -141,7 +143,7 @@ static void *publisher(void *arg)
 /* Create, size and map the segment, and fill its header; pub.ctl held. */
 static int segment_open(const struct iop_publish_params *p)
 {
-	size_t size = sizeof(struct iop_shm_header) + (size_t)IOP_MAX_POOLS * sizeof(struct iop_shm_record);
+	size_t size = sizeof(struct iop_shm_header) + (size_t)IOP_PUBLISH_MAX_POOLS * sizeof(struct iop_shm_record);
 	snprintf(pub.shm_name, sizeof(pub.shm_name), "%s%d", IOP_SHM_PREFIX, (int)getpid());
 
 	int fd = shm_open(pub.shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -169,7 +171,7 @@ static int segment_open(const struct iop_publish_params *p)
 	h->version = IOP_SHM_VERSION;
 	h->header_size = sizeof(*h);
 	h->record_size = sizeof(struct iop_shm_record);
-	h->max_records = IOP_MAX_POOLS;
+	h->max_records = IOP_PUBLISH_MAX_POOLS;
 	h->pid = (int32_t)getpid();
 	h->start_time = iop_shm_read_start_time("/proc/self/stat");
 	h->published_ns = now_ns(CLOCK_REALTIME);
@@ -280,7 +282,7 @@ int iop_stats_publish(const struct iop_publish_params *params)
 	}
 	if (pub.active) /* inherited from the parent: not ours to write */
 		segment_close(false);
-	pub.scratch = calloc(IOP_MAX_POOLS, sizeof(*pub.scratch));
+	pub.scratch = calloc(IOP_PUBLISH_MAX_POOLS, sizeof(*pub.scratch));
 	if (!pub.scratch) {
 		pthread_mutex_unlock(&pub.ctl);
 		return -ENOMEM;

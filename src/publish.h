@@ -74,7 +74,7 @@
 	X(reserve_short) X(wake_low) X(wake_empty) X(wake_fail) X(refill_passes) \
 	X(refill_objs) X(refill_fail) X(decay_passes) X(decay_objs) X(trims)     \
 	X(bytes_resident) X(page_kind) X(chunks_hugetlb) X(chunks_thp)           \
-	X(domains) X(sent_home)
+	X(domains) X(sent_home) X(cache_mode) X(cpu_drains)
 
 #define IOP_SHM_NAME_MAX 32u /* NUL included, as IOP_NAME_MAX */
 
@@ -109,7 +109,7 @@ struct iop_shm_record {
 #define IOP_SHM_FIELD(n) uint64_t n;
 	IOP_SHM_STATS(IOP_SHM_FIELD)
 #undef IOP_SHM_FIELD
-	uint64_t reserved[9];   /* zero; room for counters a pool gains */
+	uint64_t reserved[7];   /* zero; room for counters a pool gains */
 };
 
 _Static_assert(sizeof(struct iop_shm_header) == 512, "the header's size is part of the format");

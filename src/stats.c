@@ -14,7 +14,7 @@ struct tc_sum {
 	uint64_t cached, alloc_fast;
 };
 
-static void sum_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
+static void sum_tcache(struct iop_pool *pool, struct iop_tcache *tc, void *arg)
 {
 	(void)pool;
 	struct tc_sum *s = arg;
@@ -28,6 +28,7 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 	struct tc_sum t = { 0 };
 
 	_iop_for_each_tcache(pool, sum_tcache, &t);
+	_iop_cpu_sum(pool, &t.cached, &t.alloc_fast);
 	pthread_mutex_lock(&pool->lock);
 	s.chunks = pool->nchunks;
 	s.depot = pool->depot_objs;
@@ -53,6 +54,8 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 	s.chunks_thp = LOAD(&pool->chunks_thp);
 	s.domains = _iop_ndomains;
 	s.sent_home = LOAD(&pool->sent_home);
+	s.cache_mode = pool->cpu_mode ? IOP_CACHE_MODE_CPU : IOP_CACHE_MODE_THREAD;
+	s.cpu_drains = LOAD(&pool->cpu_drains);
 
 	s.cache_size = pool->mag_cap;
 	s.obj_size = pool->obj_size;
@@ -123,6 +126,7 @@ static const struct {
 	FIELD(refill_passes), FIELD(refill_objs), FIELD(refill_fail), FIELD(decay_passes),
 	FIELD(decay_objs), FIELD(trims),         FIELD(bytes_resident), FIELD(page_kind),
 	FIELD(chunks_hugetlb), FIELD(chunks_thp), FIELD(domains),     FIELD(sent_home),
+	FIELD(cache_mode),     FIELD(cpu_drains),
 };
 
 int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_stats *out)
@@ -260,14 +264,14 @@ static void visit_mag(struct audit *a, struct iop_mag *m, uint32_t count, const 
 		visit(a, m->obj[i], where);
 }
 
-static void visit_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
+static void visit_tcache(struct iop_pool *pool, struct iop_tcache *tc, void *arg)
 {
 	struct audit *a = arg;
 	uint32_t prev = ALOAD(&tc->prev_count);
 	if (tc->objs)
-		visit_mag(a, TC_LOADED(tc), ALOAD(&tc->count) + ALOAD(&tc->ccount), "a thread's loaded magazine");
-	else if (ALOAD(&tc->count) || ALOAD(&tc->ccount) || tc->cap)
-		fault(a, "a thread cache counts objects (or takes frees) without a magazine");
+		visit_mag(a, TC_LOADED(tc), ALOAD(&tc->count), "a thread's loaded magazine");
+	else if (ALOAD(&tc->count))
+		fault(a, "a thread cache counts objects without a magazine");
 	if (tc->prev) {
 		if (prev != 0 && prev != pool->mag_cap)
 			fault(a, "a thread's previous magazine holds %u of %u: neither full nor empty", prev,
@@ -276,6 +280,12 @@ static void visit_tcache(struct iop_pool *pool, struct iop__tcache *tc, void *ar
 	} else if (prev) {
 		fault(a, "a thread cache counts a previous magazine it does not have");
 	}
+}
+
+static void visit_cpu_obj(struct iop_pool *pool, void *obj, void *arg)
+{
+	(void)pool;
+	visit(arg, obj, "a CPU's cache");
 }
 
 static uint64_t popcount_words(const uint64_t *w, size_t n)
@@ -335,6 +345,7 @@ static void audit_locked(struct audit *a)
 		      (unsigned long long)pool->slab_free);
 
 	_iop_for_each_tcache(pool, visit_tcache, a);
+	_iop_cpu_for_each_obj(pool, visit_cpu_obj, a);
 	uint64_t in_caches = a->seen;
 
 	uint64_t depot = 0, nfull = 0, nempty = 0;

@@ -289,13 +289,13 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
  * threads are asked to give back their previous magazine on their next
  * slow-path call (their slot is the inline path's, which another thread
  * must not touch). Only when nothing used the pool since the last pass. */
-static void mark(struct iop_pool *pool, struct iop__tcache *tc, void *arg)
+static void mark(struct iop_pool *pool, struct iop_tcache *tc, void *arg)
 {
 	(void)pool;
 	if (arg)
 		*(uint64_t *)arg += ALOAD(&tc->alloc_fast);
 	else if (ALOAD(&tc->prev_count))
-		ASTORE(&TC_TRIM(tc), 1);
+		ASTORE(&tc->trim, 1);
 }
 
 static uint64_t activity(struct iop_pool *pool)
@@ -308,6 +308,10 @@ static uint64_t activity(struct iop_pool *pool)
 
 static void trim_caches(struct iop_pool *pool)
 {
+	/* Per-CPU slots that served nothing since the last pass are drained
+	 * from here, whatever the pool's other activity. */
+	if (_iop_cpu_drain_idle(pool))
+		COUNT(&pool->trims, 1);
 	_iop_registry_lock();
 	uint64_t a = activity(pool);
 	bool idle = a == pool->activity;
@@ -401,7 +405,10 @@ static void *worker_main(void *arg)
 			if (psi_avg10() >= psi_threshold)
 				iop_reclaim();
 		}
-		for (uint32_t id = 0; id < IOP_MAX_POOLS; id++) {
+		_iop_registry_lock();
+		uint32_t ids = _iop_pool_ids();
+		_iop_registry_unlock();
+		for (uint32_t id = 0; id < ids; id++) {
 			struct iop_pool *pool = hold(id, true);
 			if (!pool)
 				continue;
@@ -539,12 +546,12 @@ void _iop_worker_detach(struct iop_pool *pool)
 
 /* ---- shrink and reclaim ------------------------------------------------------------- */
 
-static void drain_own(struct iop_pool *pool, struct iop__tcache *tc, void *me)
+static void drain_own(struct iop_pool *pool, struct iop_tcache *tc, void *me)
 {
 	if (tc == me)
 		_iop_tcache_drain(pool, tc, NULL);
 	else if (ALOAD(&tc->prev_count))
-		ASTORE(&TC_TRIM(tc), 1);
+		ASTORE(&tc->trim, 1);
 }
 
 static int64_t shrink(struct iop_pool *pool, uint64_t target)
@@ -557,8 +564,9 @@ static int64_t shrink(struct iop_pool *pool, uint64_t target)
 	if (pool->bound) {
 		_iop_scavenge(pool);
 	} else {
+		_iop_cpu_drain(pool);
 		_iop_registry_lock();
-		_iop_for_each_tcache(pool, drain_own, iop__my_tcache(pool));
+		_iop_for_each_tcache(pool, drain_own, _iop_my_slot_if_any(pool));
 		_iop_registry_unlock();
 	}
 	pthread_mutex_lock(&pool->lock);
@@ -579,7 +587,10 @@ int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes)
 int64_t iop_reclaim(void)
 {
 	int64_t bytes = 0;
-	for (uint32_t id = 0; id < IOP_MAX_POOLS; id++) {
+	_iop_registry_lock();
+	uint32_t ids = _iop_pool_ids();
+	_iop_registry_unlock();
+	for (uint32_t id = 0; id < ids; id++) {
 		struct iop_pool *pool = hold(id, false);
 		if (pool) {
 			bytes += shrink(pool, 0);

@@ -102,6 +102,27 @@ TH_UNUSED static void th_check_conserved_at(const char *file, int line,
 			   (unsigned long long)st->chunk_release);
 }
 
+/*
+ * Caches that belong to no live thread. With per-thread caches a thread's
+ * exit empties its slots, so none may hold anything; per-CPU slots belong
+ * to no thread and keep up to a magazine per CPU until they are drained
+ * (iop_pool_flush(), shrink, decay). th_unowned_max() is that bound for the
+ * pool the statistics describe.
+ */
+#include <unistd.h>
+TH_UNUSED static uint64_t th_unowned_max(const struct iop_pool_stats *st)
+{
+	if (st->cache_mode != IOP_CACHE_MODE_CPU)
+		return 0;
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+	return (uint64_t)(n > 0 ? n : 1) * st->cache_size;
+}
+#define CHECK_CACHED_BY_NO_THREAD(st) CHECK_LE((st).cached, th_unowned_max(&(st)))
+
+/* The calling thread's caches and every CPU's cache of pool: empty them
+ * (iop_thread_flush() alone leaves the CPUs' slots). */
+#define FLUSH_ALL(pool) (iop_thread_flush(), (void)iop_pool_flush(pool))
+
 /* Audit, free of every pool test's end. */
 #define CHECK_AUDIT(pool) CHECK_EQ(iop_pool_audit(pool), 0)
 #define CHECK_DESTROY(pool) CHECK_EQ(iop_pool_destroy(pool), 0)

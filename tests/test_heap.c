@@ -259,34 +259,6 @@ TEST(heap_class_pools_are_ordinary_pools_and_cannot_be_destroyed)
 	return TH_PASS;
 }
 
-TEST(heap_reports_enospc_when_the_pool_table_is_full)
-{
-	/* Fill the table with empty application pools (no memory mapped). */
-	static iop_pool_t *mine[256];
-	unsigned n = 0;
-	for (;;) {
-		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
-		pp.obj_size = 64;
-		errno = 0;
-		iop_pool_t *p = iop_pool_create(&pp);
-		if (!p)
-			break;
-		REQUIRE(n < 256);
-		mine[n++] = p;
-	}
-	CHECK_EQ(errno, ENOSPC);
-	errno = 0;
-	CHECK(iop_heap_alloc(3000) == NULL);
-	CHECK_EQ(errno, ENOSPC);
-	CHECK_DESTROY(mine[--n]);
-	void *b = iop_heap_alloc(3000);
-	CHECK(b != NULL);
-	iop_heap_free(b);
-	while (n)
-		CHECK_DESTROY(mine[--n]);
-	return TH_PASS;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Threads                                                                   */
 /* ------------------------------------------------------------------------ */

@@ -1,0 +1,572 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iopool's inline fast paths and the internal ABI they rely on. Included by
+ * iopool.h; never include it on its own.
+ *
+ * iop_alloc(), iop_free(), the bulk calls, iop_buf_alloc()/iop_buf_put()
+ * and the heap's alloc/free are defined here, inline in the caller (as
+ * DPDK's rte_mempool_get/put are): through a call, the cache's count makes
+ * a round trip through memory between an alloc and a free. src/ffi.c
+ * compiles the same bodies once more as the exported functions (liburing's
+ * IOURINGINLINE pattern), for IOP_NO_INLINE callers, other languages and
+ * dlsym().
+ *
+ * Everything named iop__* / IOP__* is internal ABI: it changes with
+ * IOP__INLINE_ABI, which the library's symbol versions carry
+ * (IOPOOL_INLINE_<n>), so a program built against another inline ABI fails
+ * to load rather than misread the library's structures.
+ *
+ * Per-CPU caches (DESIGN.md, layer 1). Every pool has one slot per possible
+ * CPU: an array of free objects and a count. The inline code pops and
+ * pushes the slot of the CPU it runs on inside a restartable sequence
+ * (rseq, registered for every thread by glibc): the kernel restarts the
+ * sequence if the thread is preempted, migrated or signalled before its one
+ * committing store, so no lock and no atomic read-modify-write is needed.
+ * Another thread drains a CPU's slot by closing it (cap = 0, which every
+ * sequence tests) and then fencing that CPU
+ * (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)): after the fence no
+ * sequence that saw the slot open can still commit.
+ *
+ *   pool (first cache line: struct iop__pool_hot)
+ *   +-------------+      slot[-2], slot[-1]: always closed (a thread without
+ *   | cpu --------+--->  rseq reads cpu_id -1 or -2 and lands there)
+ *   | rseq_off    |      slot[0]  | head | cap | objs -+--> [o o o . . .]
+ *   | owner check |      slot[1]  | head | cap | objs -+--> [o . . . . .]
+ *   +-------------+      ...         head = count | fast allocs << 16
+ *
+ * Whenever the inline code cannot finish (empty, full or closed slot, no
+ * rseq, a checked or bounded pool, a bad pointer) it calls the library,
+ * which also keeps per-thread caches for threads and pools the per-CPU
+ * caches do not serve.
+ */
+#ifndef IOPOOL_INLINE_H
+#define IOPOOL_INLINE_H
+
+#ifndef IOPOOL_H
+#error "include <iopool.h>, not <iopool/inline.h>"
+#endif
+
+#include <iopool/buildconf.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The layout of the inline ABI; the library's symbol versions carry it. */
+#define IOP__INLINE_ABI 2
+
+/* One per (CPU, pool): 64 bytes, one cache line. */
+struct iop__cslot {
+	/* The word every sequence commits: the objects in objs (low 16
+	 * bits; at most IOP_CACHE_SIZE_MAX) and, above them, the
+	 * allocations served by this slot (mod 2^48), so the fast path's
+	 * counter needs no store of its own. */
+	uint64_t head;
+	uint32_t cap;     /* objects objs can hold; 0: closed */
+	uint32_t unused_; /* library-private from here on */
+	void **objs;
+	uint64_t priv_[5];
+};
+
+/* The first bytes of every pool: what the inline code reads. */
+struct iop__pool_hot {
+	struct iop__cslot *cpu; /* slot 0; slots -2 and -1 are never open */
+	int64_t rseq_off;       /* glibc's __rseq_offset, copied */
+	uintptr_t chunk_mask;   /* chunk size - 1 */
+	uint64_t div_mul;       /* inverse of the stride's odd part mod 2^64 */
+	uint64_t objs_per_chunk;
+	uint64_t stride;        /* bytes between objects */
+	uint32_t div_shift;     /* trailing zero bits of the stride */
+	uint8_t put_slow;       /* iop_buf_put() always takes the library path:
+	                           not IOP_F_REFCOUNT, a release hook, checked */
+	uint8_t heap;           /* one of the heap's size classes */
+	uint16_t unused_;
+};
+
+#define IOP__GRANULE_SHIFT 21
+#if defined(__aarch64__)
+#define IOP__MAP_ENTRIES ((uintptr_t)1 << (48 - IOP__GRANULE_SHIFT))
+#else
+#define IOP__MAP_ENTRIES ((uintptr_t)1 << (47 - IOP__GRANULE_SHIFT))
+#endif
+
+/* One entry per 2 MiB of address space: the pool that owns it, or NULL. */
+IOP_API extern iop_pool_t **iop__map;
+
+IOP_API void *iop__alloc_slow(iop_pool_t *pool);
+IOP_API void iop__free_slow(iop_pool_t *pool, void *obj);
+IOP_API unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n);
+IOP_API void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n);
+IOP_API void iop__buf_put_slow(iop_pool_t *pool, void *p);
+IOP_API void *iop__buf_alloc_slow(iop_pool_t *pool);
+IOP_API void *iop__heap_alloc_slow(size_t size);
+IOP_API void iop__heap_free_slow(void *p);
+IOP_API void iop__bad_free(iop_pool_t *pool, const void *obj) __attribute__((cold, noreturn));
+/* The heap's class pools (NULL until a class is first used), and whether a
+ * profiled block was ever handed out (then every free takes the library
+ * path, which finds the block's call site). */
+IOP_API extern iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];
+IOP_API extern int iop__heap_profiling;
+
+/* The library's build decides (buildconf.h), never the caller's flags: a
+ * program built with -fsanitize=address and linked to a Release library
+ * must not poison objects that the library's slow paths hand out unpoisoned,
+ * and the reverse. */
+#if IOP__LIB_ASAN
+void __asan_poison_memory_region(void const volatile *addr, size_t size);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#define IOP__POISON(p, n) __asan_poison_memory_region((p), (n))
+#define IOP__UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define IOP__POISON(p, n) ((void)0)
+#define IOP__UNPOISON(p, n) ((void)0)
+#endif
+
+/* Relaxed loads of words other threads write (the map); plain loads let
+ * the compiler schedule them freely. A ThreadSanitizer library runs every
+ * call through the library (no sequences, which it cannot see into). */
+#if IOP__LIB_TSAN
+#define IOP__LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#else
+#define IOP__LD(p) (*(p))
+#endif
+
+/* The inline sequences: x86-64 with rseq, in a library that uses them. */
+#if defined(__x86_64__) && IOP__LIB_RSEQ && !IOP__LIB_TSAN
+#define IOP__SEQ 1
+#else
+#define IOP__SEQ 0
+#endif
+
+#define IOP__HOT(pool) ((const struct iop__pool_hot *)(const void *)(pool))
+
+/*
+ * Does `pool` own an object that starts at p? One map load, then the offset
+ * in the chunk divided by the stride as a multiply and a rotate: an offset
+ * q * 2^k * m (m odd) times m's inverse, rotated right by k, gives q; any
+ * offset that is not a multiple of the stride gives a number above every
+ * valid index.
+ */
+static inline uint64_t iop__obj_number(const iop_pool_t *pool, const void *p)
+{
+	const struct iop__pool_hot *h = IOP__HOT(pool);
+	uint64_t x = (uint64_t)((uintptr_t)p & h->chunk_mask) * h->div_mul;
+	unsigned k = h->div_shift;
+	return (x >> k) | (x << ((64 - k) & 63));
+}
+
+static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
+{
+	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
+	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || IOP__LD(&iop__map[g]) != pool)
+		return UINT64_MAX;
+	return iop__obj_number(pool, p);
+}
+
+static inline int iop__owned(const iop_pool_t *pool, const void *p)
+{
+	return iop__obj_index(pool, p) < IOP__HOT(pool)->objs_per_chunk;
+}
+
+/*
+ * The owner check of iop__owned() over an array. Objects of one bulk mostly
+ * share a chunk, so the map is read only when the 2 MiB granule changes;
+ * the division test is done for every object.
+ */
+static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsigned n)
+{
+	const struct iop__pool_hot *h = IOP__HOT(pool);
+	const uintptr_t mask = h->chunk_mask;
+	const uint64_t mul = h->div_mul, lim = h->objs_per_chunk;
+	const unsigned k = h->div_shift;
+	uintptr_t known = ~(uintptr_t)0; /* a granule already found to be ours */
+	for (unsigned i = 0; i < n; i++) {
+		uintptr_t a = (uintptr_t)objs[i];
+		uintptr_t g = a >> IOP__GRANULE_SHIFT;
+		if (__builtin_expect(g != known, 0)) {
+			if (g >= IOP__MAP_ENTRIES || IOP__LD(&iop__map[g]) != pool)
+				return 0;
+			known = g;
+		}
+		uint64_t x = (uint64_t)(a & mask) * mul;
+		x = (x >> k) | (x << ((64 - k) & 63));
+		if (__builtin_expect(x >= lim, 0))
+			return 0;
+	}
+	return 1;
+}
+
+/* ---- per-call-site profiling (IOP_PROFILE) ---- */
+
+/** The record of one call site (internal ABI: made by the macros below). */
+struct iop__site {
+	const char *file;
+	const char *func;
+	uint32_t line;
+	uint32_t id;              /* library-private from here on */
+	struct iop__site *next;
+	int64_t bytes, calls;     /* of exited threads and sites past the
+	                             per-thread table */
+};
+
+IOP_API void *iop__heap_alloc_site(size_t size, struct iop__site *site);
+IOP_API void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site);
+
+#if defined(IOP_PROFILE) && !defined(IOP_BUILDING_LIBRARY)
+/* One static record per call site, made where the call is written. */
+#define IOP__SITE_HERE()                                                     \
+	__extension__({                                                      \
+		static struct iop__site iop__site_ = { __FILE__, __func__,  \
+						       __LINE__, 0, 0, 0, 0 }; \
+		&iop__site_;                                                 \
+	})
+#define iop_heap_alloc(size) iop__heap_alloc_site((size), IOP__SITE_HERE())
+#define iop_heap_alloc_aligned(size, align) \
+	iop__heap_alloc_aligned_site((size), (align), IOP__SITE_HERE())
+#endif
+
+#if IOP__SEQ
+/*
+ * The restartable sequences. Each one:
+ *   6: arm      store the address of its descriptor (3:) in the thread's
+ *               rseq area (rseq_cs, at offset 8);
+ *   1: start    read cpu_id (offset 4; -1 or -2 without rseq, which index
+ *               the two closed slots before slot 0), find the slot, test
+ *               count and cap;
+ *      commit   one store of the slot's head word;
+ *   2: end
+ *   4: abort    (in section __rseq_failure, after the 4-byte signature the
+ *               kernel checks) jump back to 6: the kernel cleared rseq_cs
+ *               and the sequence starts again from the top; its inputs are
+ *               never written, so a restart sees them unchanged.
+ * A slot whose test fails (empty, full, closed) leaves through %l[slow]
+ * before the commit, having stored nothing the slot's readers use.
+ */
+#define IOP__RSEQ_SIG "0x53053053"
+#define IOP__RSEQ_DESC                                 \
+	".pushsection __rseq_cs, \"aw\"\n\t"           \
+	".balign 32\n\t"                               \
+	"3:\n\t"                                       \
+	".long 0, 0\n\t"                               \
+	".quad 1f, 2f - 1f, 4f\n\t"                    \
+	".popsection\n\t"
+#define IOP__RSEQ_ARM                                  \
+	"6: leaq 3b(%%rip), %[t]\n\t"                  \
+	"movq %[t], %%fs:8(%[off])\n\t"                \
+	"1: movslq %%fs:4(%[off]), %[t]\n\t"           \
+	"shlq $6, %[t]\n\t"                            \
+	"addq %[base], %[t]\n\t"
+#define IOP__RSEQ_ABORT                                \
+	"2:\n\t"                                       \
+	".pushsection __rseq_failure, \"ax\"\n\t"      \
+	".byte 0x0f, 0xb9, 0x3d\n\t"                   \
+	".long " IOP__RSEQ_SIG "\n\t"                  \
+	"4: jmp 6b\n\t"                                \
+	".popsection\n\t"
+
+/* Pop one object from this CPU's slot, counting an allocation; NULL when
+ * the slot is empty or closed. */
+static inline void *iop__seq_pop(const struct iop__pool_hot *h)
+{
+	uint64_t t, w, n;
+	void *p;
+	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     "movq (%[t]), %[w]\n\t"
+		     "movzwl %w[w], %k[n]\n\t"
+		     "subl $1, %k[n]\n\t"
+		     "cmpl 8(%[t]), %k[n]\n\t"
+		     "jae %l[slow]\n\t"
+		     "movq 16(%[t]), %[p]\n\t"
+		     "movq (%[p],%[n],8), %[p]\n\t"
+		     "addq $0xffff, %[w]\n\t"
+		     "movq %[w], (%[t])\n\t"
+		     IOP__RSEQ_ABORT
+		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [p] "=&r"(p)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu)
+		     : "cc"
+		     : slow);
+	return p;
+slow:
+	return 0;
+}
+
+/* Push one object onto this CPU's slot; 0 when it is full or closed. */
+static inline int iop__seq_push(const struct iop__pool_hot *h, void *obj)
+{
+	uint64_t t, w, n, a;
+	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     "movq (%[t]), %[w]\n\t"
+		     "movzwl %w[w], %k[n]\n\t"
+		     "cmpl 8(%[t]), %k[n]\n\t"
+		     "jae %l[slow]\n\t"
+		     "movq 16(%[t]), %[a]\n\t"
+		     "movq %[obj], (%[a],%[n],8)\n\t"
+		     "addq $1, %[w]\n\t"
+		     "movq %[w], (%[t])\n\t"
+		     IOP__RSEQ_ABORT
+		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [a] "=&r"(a)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [obj] "r"(obj)
+		     : "cc", "memory"
+		     : slow);
+	return 1;
+slow:
+	return 0;
+}
+
+/* Pop k >= 1 objects into out[0..k) (the slot's top k, in order); the
+ * head moves by dw (-k, plus k << 16 when they count as allocations).
+ * 0 when the slot holds fewer or is closed. */
+static inline int iop__seq_pop_bulk(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+{
+	uint64_t t, w, n, s, x;
+	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     "movq (%[t]), %[w]\n\t"
+		     "movzwl %w[w], %k[n]\n\t"
+		     "cmpl %[k], %k[n]\n\t"
+		     "jb %l[slow]\n\t"
+		     "cmpl 8(%[t]), %k[n]\n\t"
+		     "ja %l[slow]\n\t"
+		     "subl %[k], %k[n]\n\t"
+		     "movq 16(%[t]), %[s]\n\t"
+		     "leaq (%[s],%[n],8), %[s]\n\t"
+		     "xorl %k[n], %k[n]\n\t"
+		     "5: movq (%[s],%[n],8), %[x]\n\t"
+		     "movq %[x], (%[out],%[n],8)\n\t"
+		     "addl $1, %k[n]\n\t"
+		     "cmpl %[k], %k[n]\n\t"
+		     "jb 5b\n\t"
+		     "addq %[dw], %[w]\n\t"
+		     "movq %[w], (%[t])\n\t"
+		     IOP__RSEQ_ABORT
+		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out), [k] "r"(k), [dw] "r"(dw)
+		     : "cc", "memory"
+		     : slow);
+	return 1;
+slow:
+	return 0;
+}
+
+/* Push k >= 1 objects from in[0..k); 0 when they do not all fit or the
+ * slot is closed. */
+static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const *in, unsigned k)
+{
+	uint64_t t, w, n, d, x;
+	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     "movq (%[t]), %[w]\n\t"
+		     "movzwl %w[w], %k[n]\n\t"
+		     "leal (%q[n],%q[k]), %k[x]\n\t"
+		     "cmpl 8(%[t]), %k[x]\n\t"
+		     "ja %l[slow]\n\t"
+		     "movq 16(%[t]), %[d]\n\t"
+		     "leaq (%[d],%[n],8), %[d]\n\t"
+		     "xorl %k[n], %k[n]\n\t"
+		     "5: movq (%[in],%[n],8), %[x]\n\t"
+		     "movq %[x], (%[d],%[n],8)\n\t"
+		     "addl $1, %k[n]\n\t"
+		     "cmpl %k[k], %k[n]\n\t"
+		     "jb 5b\n\t"
+		     "addq %q[k], %[w]\n\t"
+		     "movq %[w], (%[t])\n\t"
+		     IOP__RSEQ_ABORT
+		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), [k] "r"((uint64_t)k)
+		     : "cc", "memory"
+		     : slow);
+	return 1;
+slow:
+	return 0;
+}
+#else
+static inline void *iop__seq_pop(const struct iop__pool_hot *h)
+{
+	(void)h;
+	return 0;
+}
+static inline int iop__seq_push(const struct iop__pool_hot *h, void *obj)
+{
+	(void)h;
+	(void)obj;
+	return 0;
+}
+static inline int iop__seq_pop_bulk(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+{
+	(void)h;
+	(void)out;
+	(void)k;
+	(void)dw;
+	return 0;
+}
+static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const *in, unsigned k)
+{
+	(void)h;
+	(void)in;
+	(void)k;
+	return 0;
+}
+#endif /* IOP__SEQ */
+
+#if !defined(IOP_NO_INLINE) || defined(IOP__EMIT_INLINE)
+
+/*
+ * Budget (gcc 12, Release, x86-64): a pop is the sequence's 15
+ * instructions; a free is the owner check (about 14: the map load, then
+ * the division as a multiply and a rotate) and the push's 14. No lock, no
+ * atomic read-modify-write, no call, no system call. The caller guarantees
+ * that `pool` is live.
+ */
+IOPINLINE void *(iop_alloc)(iop_pool_t *pool)
+{
+	void *p = iop__seq_pop(IOP__HOT(pool));
+	if (__builtin_expect(p != 0, 1)) {
+		IOP__UNPOISON(p, IOP__HOT(pool)->stride);
+		return p;
+	}
+	return iop__alloc_slow(pool);
+}
+
+IOPINLINE void(iop_free)(iop_pool_t *pool, void *obj)
+{
+	if (__builtin_expect(!iop__owned(pool, obj), 0)) {
+		if (obj)
+			iop__bad_free(pool, obj);
+		return;
+	}
+	IOP__POISON(obj, IOP__HOT(pool)->stride);
+	if (__builtin_expect(iop__seq_push(IOP__HOT(pool), obj), 1))
+		return;
+	iop__free_slow(pool, obj);
+}
+
+IOPINLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n)
+{
+	/* Each object moves the head by -1 and counts one allocation. */
+	if (__builtin_expect(n != 0, 1) &&
+	    __builtin_expect(iop__seq_pop_bulk(IOP__HOT(pool), objs, n, (uint64_t)n * 0xffffu), 1)) {
+#if IOP__LIB_ASAN
+		for (unsigned i = 0; i < n; i++)
+			IOP__UNPOISON(objs[i], IOP__HOT(pool)->stride);
+#endif
+		return n;
+	}
+	return iop__alloc_bulk_slow(pool, objs, n);
+}
+
+IOPINLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n)
+{
+	if (__builtin_expect(n != 0 && iop__owned_all(pool, objs, n), 1)) {
+#if IOP__LIB_ASAN
+		for (unsigned i = 0; i < n; i++)
+			IOP__POISON(objs[i], IOP__HOT(pool)->stride);
+#endif
+		if (__builtin_expect(iop__seq_push_bulk(IOP__HOT(pool), objs, n), 1))
+			return;
+	}
+	/* Bad pointers, NULL entries, a full or closed slot. */
+	iop__free_bulk_slow(pool, objs, n);
+}
+
+/*
+ * The reference count of object number x of the chunk holding p. An
+ * IOP_F_REFCOUNT chunk is mapped with a tail right after its last byte that
+ * holds one count per object, outside every buffer and outside the range
+ * the map hook registers; so the count's address needs no load.
+ */
+static inline uint32_t *iop__refs(const iop_pool_t *pool, const void *p, uint64_t x)
+{
+	return (uint32_t *)(((uintptr_t)p | IOP__HOT(pool)->chunk_mask) + 1) + x;
+}
+
+/* A buffer with one reference: the inline pop, then the count, which is
+ * ours alone until the buffer is handed out. */
+IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool)
+{
+	if (__builtin_expect(IOP__HOT(pool)->put_slow, 0))
+		return iop__buf_alloc_slow(pool);
+	void *p = iop_alloc(pool);
+	if (__builtin_expect(p != 0, 1))
+		__atomic_store_n(iop__refs(pool, p, iop__obj_number(pool, p)), 1u, __ATOMIC_RELAXED);
+	return p;
+}
+
+/*
+ * The last put of a buffer its caller holds alone: no other thread can hold
+ * a reference to take, so the count is read and cleared without an atomic
+ * read-modify-write (the acquire load pairs with the release decrements of
+ * earlier puts on other threads, so their writes to the buffer are seen
+ * before it is reused). Everything else (shared buffers, fragments, hooks,
+ * checked pools, bad addresses) is the library's.
+ */
+IOPINLINE void(iop_buf_put)(iop_pool_t *pool, void *p)
+{
+	const struct iop__pool_hot *h = IOP__HOT(pool);
+	uint64_t x = iop__obj_index(pool, p);
+	if (__builtin_expect(x < h->objs_per_chunk && !h->put_slow, 1)) {
+		uint32_t *r = iop__refs(pool, p, x);
+		if (__builtin_expect(__atomic_load_n(r, __ATOMIC_ACQUIRE) == 1, 1)) {
+			__atomic_store_n(r, 0, __ATOMIC_RELAXED);
+			IOP__POISON(p, h->stride);
+			if (__builtin_expect(iop__seq_push(h, p), 1))
+				return;
+			iop__free_slow(pool, p);
+			return;
+		}
+	}
+	iop__buf_put_slow(pool, p);
+}
+
+/*
+ * The heap's fast paths: the class of the size (a few shifts), the class
+ * pool's inline pop; on free the owner from the address map, a flag saying
+ * the pool is one of the heap's, the division test, the inline push.
+ * Anything else (a first use of a class, sizes above 1 MiB, profiling, a
+ * bad pointer) calls the library.
+ */
+/* The class of a size in [1, IOP_HEAP_CLASS_MAX]: 16-byte steps to 64 B;
+ * above, for 2^k < s <= 2^(k+1) (k >= 6), the three bits below the top one
+ * of s - 1 pick one of eight steps of 2^(k-3). */
+static inline unsigned iop__heap_class_of(size_t s)
+{
+	if (s <= 64)
+		return (unsigned)((s + 15) >> 4) - 1;
+	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
+	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
+}
+
+IOPINLINE void *(iop_heap_alloc)(size_t size)
+{
+	if (__builtin_expect(size - 1 < IOP_HEAP_CLASS_MAX, 1)) {
+		iop_pool_t *pool = __atomic_load_n(&iop__heap_class[iop__heap_class_of(size)], __ATOMIC_ACQUIRE);
+		if (__builtin_expect(pool != 0, 1))
+			return iop_alloc(pool);
+	}
+	return iop__heap_alloc_slow(size);
+}
+
+IOPINLINE void(iop_heap_free)(void *p)
+{
+	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
+	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
+	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
+		iop_pool_t *pool = IOP__LD(&map[g]);
+		/* The map named the pool already: only the division test. */
+		if (__builtin_expect(pool && IOP__HOT(pool)->heap &&
+					     iop__obj_number(pool, p) < IOP__HOT(pool)->objs_per_chunk,
+				     1)) {
+			IOP__POISON(p, IOP__HOT(pool)->stride);
+			if (__builtin_expect(iop__seq_push(IOP__HOT(pool), p), 1))
+				return;
+			iop__free_slow(pool, p);
+			return;
+		}
+	}
+	iop__heap_free_slow(p);
+}
+
+#endif /* !IOP_NO_INLINE || IOP__EMIT_INLINE */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IOPOOL_INLINE_H */

@@ -1,0 +1,541 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-CPU caches (layer 1): one slot per (CPU, pool), popped and pushed by
+ * the restartable sequences of include/iopool/inline.h, refilled from and
+ * spilled to the depot here, and drained by any thread after a fence.
+ *
+ * A slot is open (cap = the pool's magazine size) or closed (cap = 0).
+ * Sequences commit only to open slots. Everything that changes a slot
+ * other than its sequences (opening it, draining it, closing it for good)
+ * holds the pool's cpu_lock, and a slot it found open is first closed and
+ * then fenced: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) on that
+ * CPU restarts any sequence running there, and the restarted one sees
+ * cap = 0. After the fence the slot's head and array are the drainer's
+ * alone until it reopens the slot (tcmalloc's "fence", docs/rseq.md).
+ *
+ * The slow paths move whole batches with the same sequences: an empty slot
+ * gets a magazine's worth of objects pushed into it (whatever fits), a
+ * full one has half its objects popped into an empty magazine for the
+ * depot, so at least half a magazine of calls pass between depot visits.
+ *
+ * The mode is chosen once per process (_iop_cache_init): per-CPU where rseq
+ * is registered and the membarrier command works, unless IOPOOL_CACHE says
+ * otherwise; per-thread (tcache.c) elsewhere. Checked and bounded pools use
+ * per-thread caches in either mode: their slots stay closed.
+ */
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#if IOP__LIB_RSEQ
+#include <sys/rseq.h>
+#endif
+
+int _iop_cache_mode = IOP_CACHE_THREAD;
+unsigned _iop_ncpu = 1;
+static pthread_once_t mode_once = PTHREAD_ONCE_INIT;
+
+/* The head word: objects in the low bits, fast allocations above. */
+#define HEAD_COUNT(h) ((uint32_t)((h) & 0xffffu))
+#define HEAD_ALLOCS(h) ((h) >> 16)
+
+/* Library-private words of a slot: the allocations it had served at the
+ * last decay pass (an idle slot's count has not moved). */
+#define SLOT_SEEN(s) ((s)->priv_[0])
+/* Set while a drain has closed the slot and will reopen it. */
+#define SLOT_CLOSED_HERE(s) ((s)->priv_[1])
+
+_Static_assert(sizeof(struct iop__cslot) == 64, "one cache line per slot");
+_Static_assert(IOP_CACHE_SIZE_MAX < 0x10000, "the count fits the head's low 16 bits");
+
+static int membarrier(int cmd, unsigned flags, int cpu)
+{
+	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
+}
+
+/* Possible CPUs: what the kernel may ever report in cpu_id. */
+static unsigned possible_cpus(void)
+{
+	unsigned n = 0;
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	if (f) {
+		/* "0-3" or "0,2-5": the last number is the highest id. */
+		char buf[256];
+		if (fgets(buf, sizeof(buf), f)) {
+			char *p = buf + strlen(buf);
+			while (p > buf && (p[-1] < '0' || p[-1] > '9'))
+				p--;
+			while (p > buf && p[-1] >= '0' && p[-1] <= '9')
+				p--;
+			n = (unsigned)strtoul(p, NULL, 10) + 1;
+		}
+		fclose(f);
+	}
+	long conf = sysconf(_SC_NPROCESSORS_CONF);
+	if (conf > 0 && (unsigned)conf > n)
+		n = (unsigned)conf;
+	return n ? n : 1;
+}
+
+/* The CPU the caller runs on according to its rseq area; -1 without rseq. */
+static int cpu_now(void)
+{
+#if IOP__LIB_RSEQ
+	const struct rseq *rs = (const struct rseq *)(const void *)((char *)__builtin_thread_pointer() + __rseq_offset);
+	return (int)(int32_t)__atomic_load_n(&rs->cpu_id, __ATOMIC_RELAXED);
+#else
+	return -1;
+#endif
+}
+
+int _iop_opt_cache(void)
+{
+	const char *v = getenv("IOPOOL_CACHE");
+	if (!v || !*v)
+		return -1;
+	if (!strcmp(v, "cpu"))
+		return IOP_CACHE_CPU;
+	if (!strcmp(v, "thread"))
+		return IOP_CACHE_THREAD;
+	_iop_warn("IOPOOL_CACHE='%s' is not 'cpu' or 'thread'; ignored", v);
+	return -1;
+}
+
+static void decide(void)
+{
+	_iop_ncpu = possible_cpus();
+	const char *why = NULL;
+	int want = _iop_opt_cache();
+#if !IOP__LIB_RSEQ
+	why = "this build has no rseq support";
+#elif IOP__LIB_TSAN
+	why = "ThreadSanitizer cannot see into the sequences";
+#else
+	if (want == IOP_CACHE_THREAD)
+		why = "IOPOOL_CACHE=thread";
+	else if (__rseq_size < 20 || cpu_now() < 0)
+		why = "rseq is not registered (valgrind, GLIBC_TUNABLES=glibc.pthread.rseq=0, seccomp or an old kernel)";
+	else if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
+		why = "membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) failed";
+#endif
+	if (!why) {
+		_iop_cache_mode = IOP_CACHE_CPU;
+		return;
+	}
+	_iop_cache_mode = IOP_CACHE_THREAD;
+	if (want == IOP_CACHE_CPU)
+		_iop_warn("IOPOOL_CACHE=cpu: per-CPU caches are not available (%s); using per-thread caches", why);
+}
+
+void _iop_cache_init(void)
+{
+	pthread_once(&mode_once, decide);
+}
+
+int iop_cache_mode(void)
+{
+	_iop_cache_init();
+	return _iop_cache_mode;
+}
+
+/* ---- set-up --------------------------------------------------------------- */
+
+int _iop_cpu_pool_init(struct iop_pool *pool)
+{
+	_iop_cache_init();
+	/* Two closed slots before slot 0: cpu_id is -1 before and -2 after a
+	 * failed registration, and the sequences index with it unchecked. */
+	size_t bytes = (size_t)(_iop_ncpu + 2) * sizeof(struct iop__cslot);
+	struct iop__cslot *s = aligned_alloc(64, bytes);
+	if (!s)
+		return -ENOMEM;
+	memset(s, 0, bytes);
+	pool->cpu_mem = s;
+	pool->hot.cpu = s + 2;
+#if IOP__LIB_RSEQ
+	pool->hot.rseq_off = (int64_t)__rseq_offset;
+#endif
+	pool->cpu_mode = _iop_cache_mode == IOP_CACHE_CPU && !pool->checked && !pool->bound;
+	pthread_mutex_init(&pool->cpu_lock, NULL);
+	return 0;
+}
+
+void _iop_cpu_pool_fini(struct iop_pool *pool)
+{
+	if (!pool->cpu_mem)
+		return;
+	for (unsigned c = 0; c < _iop_ncpu; c++)
+		free(pool->hot.cpu[c].objs);
+	free(pool->cpu_mem);
+	pool->cpu_mem = NULL;
+	pthread_mutex_destroy(&pool->cpu_lock);
+}
+
+/* ---- opening, closing, draining (cpu_lock held) ------------------------------ */
+
+static void fence(struct iop_pool *pool, int cpu)
+{
+	int rc = cpu < 0 ? membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0)
+			 : membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu);
+	/* Registered at start; without the fence a drain could lose objects,
+	 * so there is nothing safe to go on with. */
+	if (rc != 0)
+		_iop_die(pool, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) failed: %s", strerror(errno));
+}
+
+/* Open slot c for the sequences: an array of mag_cap objects, made on the
+ * CPU's first use. False without memory or while the pool is closing. */
+static bool open_slot(struct iop_pool *pool, unsigned c)
+{
+	struct iop__cslot *s = &pool->hot.cpu[c];
+	bool ok = true;
+	pthread_mutex_lock(&pool->cpu_lock);
+	if (pool->cpu_closing) {
+		ok = false;
+	} else if (!ALOAD(&s->cap)) {
+		if (!s->objs)
+			s->objs = malloc(pool->mag_cap * sizeof(void *));
+		if (s->objs)
+			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
+		else
+			ok = false;
+	}
+	pthread_mutex_unlock(&pool->cpu_lock);
+	return ok;
+}
+
+/* Give objs[0..n) to the depot, in magazines (or to the slab when no
+ * magazine can be had). Pool lock held. */
+static void to_depot(struct iop_pool *pool, void **objs, uint32_t n)
+{
+	while (n) {
+		struct iop_mag *m = _iop_depot_take_empty(pool);
+		if (!m) {
+			_iop_slab_put(pool, objs, n);
+			return;
+		}
+		uint32_t k = n < m->cap ? n : m->cap;
+		memcpy(m->obj, objs + n - k, k * sizeof(void *));
+		m->count = k;
+		_iop_depot_put(pool, m);
+		n -= k;
+	}
+}
+
+/* Move a closed and fenced slot's objects to the depot, folding its count
+ * of allocations into the pool's. Returns how many moved. */
+static uint32_t empty_slot(struct iop_pool *pool, struct iop__cslot *s)
+{
+	uint64_t h = ALOAD(&s->head);
+	uint32_t n = HEAD_COUNT(h);
+	if (n) {
+		pthread_mutex_lock(&pool->lock);
+		to_depot(pool, s->objs, n);
+		pthread_mutex_unlock(&pool->lock);
+	}
+	ASTORE(&s->head, h - n);
+	if (n)
+		COUNT(&pool->cpu_drains, 1);
+	return n;
+}
+
+/* The slots of `pool` that drain() may empty. */
+enum { DRAIN_ALL, DRAIN_IDLE, DRAIN_CLOSE };
+
+/*
+ * Empty the pool's CPU slots: every slot (shrink, reclaim), the slots that
+ * served no allocation since the last DRAIN_IDLE pass (decay), or every
+ * slot for good (destroy: they stay closed). Returns the objects moved to
+ * the depot.
+ */
+static uint64_t drain(struct iop_pool *pool, int how)
+{
+	uint64_t moved = 0;
+	unsigned closed = 0;
+	int last = -1;
+	pthread_mutex_lock(&pool->cpu_lock);
+	if (how == DRAIN_CLOSE)
+		pool->cpu_closing = true;
+	/* Close first, fence once for all of them, then empty. */
+	for (unsigned c = 0; c < _iop_ncpu; c++) {
+		struct iop__cslot *s = &pool->hot.cpu[c];
+		uint64_t h = ALOAD(&s->head);
+		bool take = HEAD_COUNT(h) != 0 || how == DRAIN_CLOSE;
+		if (how == DRAIN_IDLE) {
+			take = HEAD_COUNT(h) && HEAD_ALLOCS(h) == SLOT_SEEN(s);
+			SLOT_SEEN(s) = HEAD_ALLOCS(h);
+		}
+		if (take && ALOAD(&s->cap)) {
+			__atomic_store_n(&s->cap, 0u, __ATOMIC_SEQ_CST);
+			SLOT_CLOSED_HERE(s) = 1;
+			closed++;
+			last = (int)c;
+		}
+	}
+	/* One CPU: fence just it; several: every CPU of the process. */
+	if (closed)
+		fence(pool, closed == 1 ? last : -1);
+	for (unsigned c = 0; c < _iop_ncpu; c++) {
+		struct iop__cslot *s = &pool->hot.cpu[c];
+		if (!SLOT_CLOSED_HERE(s) && !(how == DRAIN_CLOSE && HEAD_COUNT(ALOAD(&s->head))))
+			continue;
+		moved += empty_slot(pool, s);
+		if (SLOT_CLOSED_HERE(s) && how != DRAIN_CLOSE)
+			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
+		SLOT_CLOSED_HERE(s) = 0;
+	}
+	pthread_mutex_unlock(&pool->cpu_lock);
+	return moved;
+}
+
+uint64_t _iop_cpu_drain(struct iop_pool *pool)
+{
+	return pool->cpu_mode ? drain(pool, DRAIN_ALL) : 0;
+}
+
+uint64_t _iop_cpu_drain_idle(struct iop_pool *pool)
+{
+	return pool->cpu_mode ? drain(pool, DRAIN_IDLE) : 0;
+}
+
+void _iop_cpu_close(struct iop_pool *pool)
+{
+	if (pool->cpu_mode)
+		drain(pool, DRAIN_CLOSE);
+}
+
+/* ---- the slow paths ------------------------------------------------------------ */
+
+/* A magazine of objects for this caller: from domain d's depot, else (with
+ * grow) filled from the slab. NULL with errno when there is none. */
+static struct iop_mag *take_batch(struct iop_pool *pool, bool grow)
+{
+	unsigned d = _iop_domain_here();
+	if (!_iop_pool_lock(pool, grow)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	struct iop_mag *m = _iop_take_full(pool, d, grow);
+	if (!m && grow && (m = _iop_depot_take_empty(pool)) != NULL) {
+		m->count = 0;
+		if (_iop_depot_fill(pool, d, m) == 0) {
+			int err = errno;
+			struct iop_mag *o = _iop_depot_take_full(pool, d, true);
+			_iop_depot_put(pool, m);
+			m = o;
+			errno = err;
+		}
+	} else if (!m) {
+		errno = ENOMEM;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return m;
+}
+
+static void put_back(struct iop_pool *pool, struct iop_mag *m)
+{
+	pthread_mutex_lock(&pool->lock);
+	_iop_depot_put(pool, m);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+/* The slot of the CPU the caller runs on, open; NULL when the caller has
+ * no rseq or the slot cannot open: use the per-thread path. */
+static struct iop__cslot *my_open_slot(struct iop_pool *pool)
+{
+	int c = cpu_now();
+	if (c < 0 || (unsigned)c >= _iop_ncpu)
+		return NULL;
+	struct iop__cslot *s = &pool->hot.cpu[c];
+	if (!ALOAD(&s->cap) && !open_slot(pool, (unsigned)c))
+		return NULL;
+	return s;
+}
+
+/* Push what fits of m's top objects into this CPU's slot. */
+static void stock(struct iop_pool *pool, struct iop_mag *m)
+{
+	for (int tries = 0; m->count && tries < 4; tries++) {
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s)
+			return;
+		uint32_t n = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
+		uint32_t k = cap > n ? cap - n : 0;
+		if (k > m->count)
+			k = m->count;
+		if (k == 0)
+			return;
+		if (iop__seq_push_bulk(&pool->hot, m->obj + m->count - k, k))
+			m->count -= k;
+	}
+}
+
+int _iop_cpu_alloc(struct iop_pool *pool, bool grow, void **objp)
+{
+	for (;;) {
+		void *p = iop__seq_pop(&pool->hot);
+		if (p) {
+			*objp = p; /* counted in the slot's head */
+			return 0;
+		}
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s)
+			return 1; /* per-thread */
+		if (HEAD_COUNT(ALOAD(&s->head)))
+			continue; /* another thread on this CPU refilled it */
+		struct iop_mag *m = take_batch(pool, grow);
+		if (!m) {
+			*objp = NULL;
+			return 0;
+		}
+		p = m->obj[--m->count];
+		stock(pool, m);
+		put_back(pool, m);
+		COUNT(&pool->alloc_slow, 1);
+		*objp = p;
+		return 0;
+	}
+}
+
+int _iop_cpu_free(struct iop_pool *pool, void *obj)
+{
+	for (;;) {
+		if (iop__seq_push(&pool->hot, obj))
+			return 0;
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s)
+			return 1;
+		uint32_t cap = ALOAD(&s->cap), n = HEAD_COUNT(ALOAD(&s->head));
+		if (n < cap)
+			continue;
+		/* Full: half of it goes to the depot. */
+		pthread_mutex_lock(&pool->lock);
+		struct iop_mag *m = _iop_depot_take_empty(pool);
+		pthread_mutex_unlock(&pool->lock);
+		uint32_t k = cap / 2 ? cap / 2 : 1;
+		if (!m || !iop__seq_pop_bulk(&pool->hot, m->obj, k, (uint64_t)-(int64_t)k)) {
+			pthread_mutex_lock(&pool->lock);
+			if (m) {
+				m->count = 0;
+				_iop_depot_put(pool, m);
+			} else {
+				/* No magazine to be had: straight to the slab. */
+				_iop_slab_put(pool, &obj, 1);
+				pthread_mutex_unlock(&pool->lock);
+				COUNT(&pool->free_slow, 1);
+				return 0;
+			}
+			pthread_mutex_unlock(&pool->lock);
+			continue;
+		}
+		m->count = k;
+		put_back(pool, m);
+		COUNT(&pool->free_slow, 1);
+	}
+}
+
+int _iop_cpu_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n, unsigned *got)
+{
+	unsigned have = 0;
+	while (have < n) {
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s) {
+			if (have == 0)
+				return 1;
+			break;
+		}
+		uint32_t c = HEAD_COUNT(ALOAD(&s->head));
+		uint32_t k = c < n - have ? c : n - have;
+		if (k && iop__seq_pop_bulk(&pool->hot, objs + have, k, (uint64_t)k * 0xffffu)) {
+			have += k;
+			continue;
+		}
+		if (k)
+			continue; /* the slot moved under us: look again */
+		/* The slot is empty: whole magazines straight from the depot,
+		 * the rest of the last one into the slot. */
+		struct iop_mag *m = take_batch(pool, true);
+		if (!m)
+			break;
+		uint32_t t = m->count < n - have ? m->count : n - have;
+		memcpy(objs + have, m->obj + m->count - t, t * sizeof(void *));
+		m->count -= t;
+		have += t;
+		COUNT(&pool->alloc_slow, t);
+		stock(pool, m);
+		put_back(pool, m);
+	}
+	*got = have;
+	return 0;
+}
+
+int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n)
+{
+	unsigned done = 0;
+	while (done < n) {
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s) {
+			if (done == 0)
+				return 1;
+			_iop_thread_free_bulk(pool, objs + done, n - done);
+			return 0;
+		}
+		uint32_t c = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
+		uint32_t k = cap > c ? cap - c : 0;
+		if (k > n - done)
+			k = n - done;
+		if (k && iop__seq_push_bulk(&pool->hot, objs + done, k)) {
+			done += k;
+			continue;
+		}
+		if (k)
+			continue;
+		/* Full: the rest goes to the depot in whole magazines. */
+		pthread_mutex_lock(&pool->lock);
+		while (done < n) {
+			struct iop_mag *m = _iop_depot_take_empty(pool);
+			uint32_t t = n - done;
+			if (!m) {
+				_iop_slab_put(pool, objs + done, t);
+			} else {
+				if (t > m->cap)
+					t = m->cap;
+				memcpy(m->obj, objs + done, t * sizeof(void *));
+				m->count = t;
+				_iop_depot_put(pool, m);
+			}
+			COUNT(&pool->free_slow, t);
+			done += t;
+		}
+		pthread_mutex_unlock(&pool->lock);
+	}
+	return 0;
+}
+
+/* ---- statistics and audits ------------------------------------------------------ */
+
+void _iop_cpu_sum(struct iop_pool *pool, uint64_t *cached, uint64_t *allocs)
+{
+	for (unsigned c = 0; c < _iop_ncpu; c++) {
+		uint64_t h = ALOAD(&pool->hot.cpu[c].head);
+		*cached += HEAD_COUNT(h);
+		*allocs += HEAD_ALLOCS(h);
+	}
+}
+
+void _iop_cpu_for_each_obj(struct iop_pool *pool, void (*fn)(struct iop_pool *, void *, void *), void *arg)
+{
+	for (unsigned c = 0; c < _iop_ncpu; c++) {
+		struct iop__cslot *s = &pool->hot.cpu[c];
+		uint32_t n = HEAD_COUNT(ALOAD(&s->head));
+		for (uint32_t i = 0; i < n && s->objs; i++)
+			fn(pool, ALOAD(&s->objs[i]), arg);
+	}
+}
