@@ -120,7 +120,7 @@ static void decide(void)
 #else
 	if (want == IOP_CACHE_THREAD)
 		why = "IOPOOL_CACHE=thread";
-	else if (__rseq_size < 20 || cpu_now() < 0)
+	else if (cpu_now() < 0)
 		why = "rseq is not registered (valgrind, GLIBC_TUNABLES=glibc.pthread.rseq=0, seccomp or an old kernel)";
 	else if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
 		why = "membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) failed";

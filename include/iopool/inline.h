@@ -264,27 +264,33 @@ IOP_API void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop
 	"4: jmp 6b\n\t"                                \
 	".popsection\n\t"
 
-/* Pop one object from this CPU's slot, counting an allocation; NULL when
- * the slot is empty or closed. */
+/* Pop one object from this CPU's slot into p (a void * lvalue), counting
+ * an allocation; jump to `slow` when the slot is empty or closed. A macro so
+ * that the jump lands in the caller (no test of the result after it). */
+#define IOP__SEQ_POP(h, p, slow)                                                   \
+	do {                                                                       \
+		uint64_t t_, w_, n_;                                               \
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM             \
+					  "movq (%[t]), %[w]\n\t"                  \
+					  "movzwl %w[w], %k[n]\n\t"                \
+					  "subl $1, %k[n]\n\t"                     \
+					  "cmpl 8(%[t]), %k[n]\n\t"                \
+					  "jae %l[" #slow "]\n\t"                  \
+					  "movq 16(%[t]), %[p]\n\t"                \
+					  "movq (%[p],%[n],8), %[p]\n\t"           \
+					  "addq $0xffff, %[w]\n\t"                 \
+					  "movq %[w], (%[t])\n\t" IOP__RSEQ_ABORT  \
+					  : [t] "=&r"(t_), [w] "=&r"(w_), [n] "=&r"(n_), \
+					    [p] "=&r"(p)                             \
+					  : [off] "r"((h)->rseq_off), [base] "r"((h)->cpu) \
+					  : "cc"                                     \
+					  : slow);                                   \
+	} while (0)
+
 static inline void *iop__seq_pop(const struct iop__pool_hot *h)
 {
-	uint64_t t, w, n;
 	void *p;
-	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
-		     "movq (%[t]), %[w]\n\t"
-		     "movzwl %w[w], %k[n]\n\t"
-		     "subl $1, %k[n]\n\t"
-		     "cmpl 8(%[t]), %k[n]\n\t"
-		     "jae %l[slow]\n\t"
-		     "movq 16(%[t]), %[p]\n\t"
-		     "movq (%[p],%[n],8), %[p]\n\t"
-		     "addq $0xffff, %[w]\n\t"
-		     "movq %[w], (%[t])\n\t"
-		     IOP__RSEQ_ABORT
-		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [p] "=&r"(p)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu)
-		     : "cc"
-		     : slow);
+	IOP__SEQ_POP(h, p, slow);
 	return p;
 slow:
 	return 0;
@@ -378,6 +384,12 @@ slow:
 	return 0;
 }
 #else
+#define IOP__SEQ_POP(h, p, slow)         \
+	do {                             \
+		(void)(h);               \
+		(p) = 0;                 \
+		goto slow;               \
+	} while (0)
 static inline void *iop__seq_pop(const struct iop__pool_hot *h)
 {
 	(void)h;
@@ -417,11 +429,11 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
  */
 IOPINLINE void *(iop_alloc)(iop_pool_t *pool)
 {
-	void *p = iop__seq_pop(IOP__HOT(pool));
-	if (__builtin_expect(p != 0, 1)) {
-		IOP__UNPOISON(p, IOP__HOT(pool)->stride);
-		return p;
-	}
+	void *p;
+	IOP__SEQ_POP(IOP__HOT(pool), p, slow);
+	IOP__UNPOISON(p, IOP__HOT(pool)->stride);
+	return p;
+slow:
 	return iop__alloc_slow(pool);
 }
 
