@@ -1384,6 +1384,8 @@ static void run_mode(int m, const struct opts *o, const struct xdp_prog *x, stru
 		refill(&r, res);
 		if (n) {
 			last_rx = mono_ns();
+			if (g_stop)
+				break; /* SIGINT/SIGTERM mid-flood: clean up now */
 			/* Overflow on purpose: stop reading for stall_ms in the
 			 * middle of the flood; the rings fill and the kernel
 			 * drops and counts. */
