@@ -1638,7 +1638,7 @@ static void usage(FILE *f)
 		"  --send-limit N    the send pool's limit in buffers (default 64)\n"
 		"  --on-full wait|shed  what the server does at the limit (default wait)\n"
 		"  --stall-ms N      add a client that pipelines requests and does not read for N ms\n"
-		"                    (default 0; --quick 300)\n"
+		"                    (default 0; --quick 300, with --send-limit 16)\n"
 		"  --quick           the short test form: also a malformed request and a reset peer\n"
 		"  --json PATH       append one JSON object per mode to PATH (JSON lines)\n"
 		"  -v, --verbose     pool statistics, per-run details\n"
@@ -1664,7 +1664,7 @@ static bool in_range(uint64_t n, uint64_t lo, uint64_t hi)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	bool dur_set = false, reps_set = false, stall_set = false;
+	bool dur_set = false, reps_set = false, stall_set = false, limit_set = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1700,6 +1700,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		} else if (!strcmp(a, "--send-limit")) {
 			NEED_NUM(4, 100000);
 			o->send_limit = (unsigned)n;
+			limit_set = true;
 		} else if (!strcmp(a, "--stall-ms")) {
 			NEED_NUM(0, 60000);
 			o->stall_ms = (unsigned)n;
@@ -1754,6 +1755,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->reps = 1;
 		if (!stall_set)
 			o->stall_ms = 300;
+		/* A limit far below what one socket's buffers hold, so that the
+		 * stalled client surely brings the pool to it at any speed. */
+		if (!limit_set)
+			o->send_limit = 16;
 	}
 	return 0;
 }

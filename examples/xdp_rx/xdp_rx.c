@@ -1465,11 +1465,16 @@ static void check_result(int m, const struct opts *o, struct result *x)
 	if (x->good == x->sent && x->rx_csum != x->sent_csum)
 		note_fail(x, "%s: checksum sum %" PRIx64 " received, %" PRIx64 " sent", name, x->rx_csum,
 			  x->sent_csum);
-	if (x->good * 2 < x->sent && !x->stalled)
-		note_fail(x, "%s: %" PRIu64 " of %" PRIu64 " frames arrived (under 50%%)", name, x->good, x->sent);
-	if (x->stalled && x->xs.rx_ring_full + x->xs.rx_dropped + x->xs.rx_fill_ring_empty_descs == 0 &&
-	    x->good < x->sent)
-		note_fail(x, "%s: frames were lost during the stall but the kernel counted no drop", name);
+	if (x->good == 0)
+		note_fail(x, "%s: no good frame arrived", name);
+	/* Loss depends on speed (a sanitizer build loses more); what must hold
+	 * at any speed is that every frame sent arrived or was counted dropped
+	 * by the kernel: rx ring full, or no fill-ring frame (rx_dropped). */
+	uint64_t counted = x->xs.rx_ring_full + x->xs.rx_dropped;
+	if (!x->deadline_hit && x->good + counted != x->sent)
+		note_fail(x, "%s: %" PRIu64 " sent, %" PRIu64 " good + %" PRIu64 " counted drops (ring full %" PRIu64
+			  ", no fill frame %" PRIu64 "): frames went missing", name, x->sent, x->good, counted,
+			  (uint64_t)x->xs.rx_ring_full, (uint64_t)x->xs.rx_dropped);
 	if (mode_fwd(m)) {
 		if (x->tx_done != x->forwarded)
 			note_fail(x, "%s: %" PRIu64 " frames forwarded, %" PRIu64 " completed", name, x->forwarded,
