@@ -122,6 +122,17 @@ bench: deps-bench build
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \
 		$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl || [ $$? -eq 77 ]; \
 	else echo "iop-udp-rx not built (liburing-dev missing): skipping the UDP receive run"; fi
+	@rm -f $(BUILD)/xdp-rx-results.jsonl $(BUILD)/tcp-zc-results.jsonl
+	@if [ -x $(BUILD)/examples/xdp_rx/iop-xdp-rx ]; then \
+		echo "$(BUILD)/examples/xdp_rx/iop-xdp-rx --packets 300000 --json $(BUILD)/xdp-rx-results.jsonl"; \
+		$(BUILD)/examples/xdp_rx/iop-xdp-rx --packets 300000 --json $(BUILD)/xdp-rx-results.jsonl || [ $$? -eq 77 ]; \
+	else echo "iop-xdp-rx not built (libxdp-dev, libbpf-dev or clang missing): skipping the AF_XDP run"; fi
+	@if [ -x $(BUILD)/examples/tcp_zc/iop-tcp-zc ]; then \
+		for sz in 4096 65536; do \
+		echo "$(BUILD)/examples/tcp_zc/iop-tcp-zc --resp-size $$sz --json $(BUILD)/tcp-zc-results.jsonl"; \
+		$(BUILD)/examples/tcp_zc/iop-tcp-zc --resp-size $$sz --json $(BUILD)/tcp-zc-results.jsonl || [ $$? -eq 77 ] || exit 1; \
+		done; \
+	else echo "iop-tcp-zc not built (liburing-dev missing): skipping the zero-copy TCP run"; fi
 	@if command -v valgrind >/dev/null 2>&1; then \
 		echo "sh bench/callgrind.sh $(BENCH_BIN)"; sh bench/callgrind.sh $(BENCH_BIN); \
 	else \

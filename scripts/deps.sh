@@ -101,6 +101,12 @@ have_pkg liburing-dev || required+=(liburing-dev)
 # libnuma: NUMA topology and binding (optional for the build, which then has
 # one memory domain; CMake says so); installed so CI builds the NUMA code.
 have_pkg libnuma-dev || required+=(libnuma-dev)
+# libxdp, libbpf, clang and iproute2: the AF_XDP example and its test
+# (examples/xdp_rx: XDP program compiled by clang, veth in a namespace made
+# with `ip`). liburing above also serves examples/tcp_zc.
+for p in libxdp-dev libbpf-dev clang iproute2; do
+	have_pkg "$p" || required+=("$p")
+done
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {
