@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iopool internal ABI: the owner check of a whole array of freed pointers
+ * (iop_free_bulk). Not an API: everything here is named iop__* and may
+ * change with the inline ABI. Self-contained: the caller passes the pool's
+ * hot fields (struct iop__pool_hot in iopool.h) and the address map.
+ *
+ * The guarantee is iop__owned()'s, for every pointer: its 2 MiB granule is
+ * in the map and names this pool, and its offset in the chunk is
+ * q * stride with q < objs_per_chunk. NULL, a foreign, interior or
+ * past-the-end pointer makes the answer 0; the caller then finds which one
+ * with the scalar check, to name it.
+ *
+ * How it is fast (the offsets of a chunk are below 1 GiB, IOP_CHUNK_MAX):
+ *
+ *  - One chunk, one map load. Chunks are naturally aligned and the map
+ *    names their every granule, so when the first pointer's granule names
+ *    this pool, every address of its chunk [base, base + chunk) is this
+ *    pool's. d = p ^ base is then p's offset for a pointer of that chunk,
+ *    and is >= chunk for any other: the OR of all d, masked with
+ *    ~chunk_mask, is zero exactly when every pointer is in the chunk.
+ *  - The stride's power of two for free. stride = 2^k * m (m odd); the same
+ *    OR masked with 2^k - 1 is zero exactly when every offset is a
+ *    multiple of 2^k. A power-of-two stride (m = 1) fills its chunk, so
+ *    for it the OR is the whole check: one XOR and one OR per pointer.
+ *  - The odd part in 32 bits, no rotate. For an offset d = 2^k * d'
+ *    (d < 2^32), t = d * inv(m) mod 2^32 = 2^k * (d' * inv(m) mod 2^(32-k)),
+ *    and multiplication by inv(m) maps the multiples q * m below 2^(32-k)
+ *    exactly onto 0..(2^(32-k) - 1) / m; so t < objs_per_chunk * 2^k iff d'
+ *    is q * m with q < objs_per_chunk (objs_per_chunk * stride <= chunk
+ *    keeps the bound in range). The low 32 bits of the 64-bit inverse are
+ *    the 32-bit inverse. One multiply and one unsigned max per pointer,
+ *    one compare per array.
+ *  - In vector lanes: AVX2 does 8 pointers with 2 XORs (loads folded), 2
+ *    ORs, a shuffle to the 8 low halves, a vpmulld and a vpmaxud: about 1
+ *    instruction per pointer. SSE2 (the x86-64 baseline) has no 32-bit
+ *    multiply-low or unsigned max; it uses pmuludq on 2 lanes and a
+ *    subtraction's sign. AVX2 is taken when the compiler targets it, or
+ *    when the CPU has it (checked per call: one load and a test; the
+ *    AVX2 kernel is then a call, not inlined). Elsewhere: scalar.
+ *  - Pointers of several chunks: a scalar loop that loads the map only when
+ *    the granule changes, with the 32-bit test; exact, a few instructions
+ *    per pointer more.
+ */
+#ifndef IOPOOL_OWNER_H
+#define IOPOOL_OWNER_H
+
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define IOP__OWNER_X86 1
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct iop_pool;
+
+/* The same values as iopool.h (which may be included before or after). */
+#ifndef IOP__GRANULE_SHIFT
+#define IOP__GRANULE_SHIFT 21
+#endif
+#ifndef IOP__MAP_ENTRIES
+#if defined(__aarch64__)
+#define IOP__MAP_ENTRIES ((uintptr_t)1 << (48 - IOP__GRANULE_SHIFT))
+#else
+#define IOP__MAP_ENTRIES ((uintptr_t)1 << (47 - IOP__GRANULE_SHIFT))
+#endif
+#endif
+
+/* What the one-chunk kernels need: derived once per call. */
+struct iop__owner_args {
+	uintptr_t base;  /* the first pointer's chunk */
+	uintptr_t bad;   /* bits no offset may have: ~chunk_mask | (2^k - 1) */
+	uint32_t mul;    /* inverse of the stride's odd part mod 2^32 */
+	uint32_t lim;    /* objs_per_chunk << k: every t is below it */
+};
+
+/*
+ * Scalar: pointers of several chunks, and the exact answer whatever the
+ * chunks (the reference for the others' fallbacks). The map is read with
+ * a relaxed atomic load: chunks are mapped concurrently by other threads.
+ */
+static inline int iop__owned_array_scalar(const struct iop_pool *pool, struct iop_pool *const *map,
+					  uintptr_t chunk_mask, uint64_t div_mul, unsigned div_shift,
+					  uint64_t objs_per_chunk, void *const *objs, unsigned n)
+{
+	const uint32_t mul = (uint32_t)div_mul, lim = (uint32_t)(objs_per_chunk << div_shift);
+	const uintptr_t low = ((uintptr_t)1 << div_shift) - 1;
+	uintptr_t known = ~(uintptr_t)0, bits = 0;
+	uint32_t max = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		uintptr_t a = (uintptr_t)objs[i], g = a >> IOP__GRANULE_SHIFT;
+		if (__builtin_expect(g != known, 0)) {
+			if (g >= IOP__MAP_ENTRIES || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+				return 0;
+			known = g;
+		}
+		uint32_t t = (uint32_t)(a & chunk_mask) * mul;
+		bits |= a;
+		max = t > max ? t : max;
+	}
+	return (bits & low) == 0 && (n == 0 || max < lim);
+}
+
+/* The one-chunk test over objs[i..n), scalar, after a vector kernel. */
+static inline int iop__owner_tail(const struct iop__owner_args *o, void *const *objs, unsigned i, unsigned n,
+				  uintptr_t bits, uint32_t max)
+{
+	for (; i < n; i++) {
+		uintptr_t d = (uintptr_t)objs[i] ^ o->base;
+		uint32_t t = (uint32_t)d * o->mul;
+		bits |= d;
+		max = t > max ? t : max;
+	}
+	return (bits & o->bad) == 0 && max < o->lim;
+}
+
+#if defined(IOP__OWNER_X86)
+/* SSE2: two pointers per register. pmuludq multiplies the low halves into
+ * 64-bit products; t (the low 32 bits) - lim is negative in 64 bits
+ * exactly when t < lim, so the AND of all differences keeps bit 63 set
+ * when every t passed. */
+static inline int iop__owner_sse2(const struct iop__owner_args *o, void *const *objs, unsigned n)
+{
+	const __m128i base = _mm_set1_epi64x((long long)o->base), mul = _mm_set1_epi64x(o->mul);
+	const __m128i lim = _mm_set1_epi64x(o->lim), lo32 = _mm_set1_epi64x(0xffffffffll);
+	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
+	unsigned i = 0;
+
+	for (; i + 4 <= n; i += 4) {
+		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i)), base);
+		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i + 2)), base);
+		bits = _mm_or_si128(bits, _mm_or_si128(a, b));
+		__m128i ta = _mm_and_si128(_mm_mul_epu32(a, mul), lo32);
+		__m128i tb = _mm_and_si128(_mm_mul_epu32(b, mul), lo32);
+		neg = _mm_and_si128(neg, _mm_and_si128(_mm_sub_epi64(ta, lim), _mm_sub_epi64(tb, lim)));
+	}
+	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
+	/* Both lanes' bit 63 set: every t so far was below lim. */
+	if ((_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) != 3)
+		return 0;
+	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(bits), 0);
+}
+
+/* AVX2: eight pointers per step; the max of the 8 lanes of t is compared
+ * once, at the end. */
+__attribute__((target("avx2"))) static inline int iop__owner_avx2(const struct iop__owner_args *o,
+								  void *const *objs, unsigned n)
+{
+	const __m256i base = _mm256_set1_epi64x((long long)o->base), mul = _mm256_set1_epi32((int)o->mul);
+	__m256i bits = _mm256_setzero_si256(), max = _mm256_setzero_si256();
+	unsigned i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256i a = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i)), base);
+		__m256i b = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i + 4)), base);
+		bits = _mm256_or_si256(bits, _mm256_or_si256(a, b));
+		/* The low halves of the 8 offsets, in some order (the max does
+		 * not care which). */
+		__m256i d = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), 0x88));
+		max = _mm256_max_epu32(max, _mm256_mullo_epi32(d, mul));
+	}
+	__m128i b2 = _mm_or_si128(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+	__m128i m2 = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
+	b2 = _mm_or_si128(b2, _mm_unpackhi_epi64(b2, b2));
+	m2 = _mm_max_epu32(m2, _mm_shuffle_epi32(m2, 0x4e));
+	m2 = _mm_max_epu32(m2, _mm_shuffle_epi32(m2, 0xb1));
+	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(b2), (uint32_t)_mm_cvtsi128_si32(m2));
+}
+
+/* A power-of-two stride: only the OR (the multiply is by 1). */
+__attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(const struct iop__owner_args *o,
+								       void *const *objs, unsigned n)
+{
+	const __m256i base = _mm256_set1_epi64x((long long)o->base);
+	__m256i bits = _mm256_setzero_si256();
+	unsigned i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256i a = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i)), base);
+		__m256i b = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i + 4)), base);
+		bits = _mm256_or_si256(bits, _mm256_or_si256(a, b));
+	}
+	__m128i b2 = _mm_or_si128(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+	b2 = _mm_or_si128(b2, _mm_unpackhi_epi64(b2, b2));
+	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(b2), 0);
+}
+
+static inline int iop__owner_sse2_pow2(const struct iop__owner_args *o, void *const *objs, unsigned n)
+{
+	const __m128i base = _mm_set1_epi64x((long long)o->base);
+	__m128i bits = _mm_setzero_si128();
+	unsigned i = 0;
+
+	for (; i + 4 <= n; i += 4) {
+		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i)), base);
+		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i + 2)), base);
+		bits = _mm_or_si128(bits, _mm_or_si128(a, b));
+	}
+	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
+	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(bits), 0);
+}
+#endif /* IOP__OWNER_X86 */
+
+/* Kernels, for tests and measurements: which one iop__owned_array() uses. */
+#define IOP__OWNER_SCALAR 0
+#define IOP__OWNER_SSE2 1
+#define IOP__OWNER_AVX2 2
+
+static inline unsigned iop__owner_kernel(void)
+{
+#if defined(IOP__OWNER_X86) && defined(__AVX2__)
+	return IOP__OWNER_AVX2;
+#elif defined(IOP__OWNER_X86)
+	return __builtin_cpu_supports("avx2") ? IOP__OWNER_AVX2 : IOP__OWNER_SSE2;
+#else
+	return IOP__OWNER_SCALAR;
+#endif
+}
+
+/*
+ * The check with a chosen kernel (the kernel must run on this CPU): 1 when
+ * every objs[i] is an object of pool, else 0. pool, map and the hot fields
+ * as in struct iop__pool_hot; chunk_mask below 4 GiB.
+ */
+static inline int iop__owned_array_with(unsigned kernel, const struct iop_pool *pool, struct iop_pool *const *map,
+					uintptr_t chunk_mask, uint64_t div_mul, unsigned div_shift,
+					uint64_t objs_per_chunk, void *const *objs, unsigned n)
+{
+	if (n == 0)
+		return 1;
+	uintptr_t a0 = (uintptr_t)objs[0], g = a0 >> IOP__GRANULE_SHIFT;
+	if (g >= IOP__MAP_ENTRIES || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+		return 0;
+	struct iop__owner_args o = {
+		.base = a0 & ~chunk_mask,
+		.bad = ~chunk_mask | (((uintptr_t)1 << div_shift) - 1),
+		.mul = (uint32_t)div_mul,
+		.lim = (uint32_t)(objs_per_chunk << div_shift),
+	};
+	int one_chunk;
+	(void)kernel;
+	switch (kernel) {
+#if defined(IOP__OWNER_X86)
+	case IOP__OWNER_AVX2:
+		one_chunk = o.mul == 1 ? iop__owner_avx2_pow2(&o, objs, n) : iop__owner_avx2(&o, objs, n);
+		break;
+	case IOP__OWNER_SSE2:
+		one_chunk = o.mul == 1 ? iop__owner_sse2_pow2(&o, objs, n) : iop__owner_sse2(&o, objs, n);
+		break;
+#endif
+	default:
+		one_chunk = iop__owner_tail(&o, objs, 0, n, 0, 0);
+		break;
+	}
+	if (__builtin_expect(one_chunk, 1))
+		return 1;
+	/* Several chunks, or a bad pointer: the exact answer. */
+	return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
+}
+
+/*
+ * Is every objs[0..n) an object of pool? 1 if so (and for n = 0), else 0.
+ * Arguments are struct iop__pool_hot's fields and iop__map.
+ */
+static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool *const *map, uintptr_t chunk_mask,
+				   uint64_t div_mul, unsigned div_shift, uint64_t objs_per_chunk, void *const *objs,
+				   unsigned n)
+{
+	return iop__owned_array_with(iop__owner_kernel(), pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk,
+				     objs, n);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IOPOOL_OWNER_H */
