@@ -70,18 +70,10 @@ struct iop_pool;
 #endif
 #endif
 
-/* What the one-chunk kernels need: derived once per call. */
-struct iop__owner_args {
-	uintptr_t base;  /* the first pointer's chunk */
-	uintptr_t bad;   /* bits no offset may have: ~chunk_mask | (2^k - 1) */
-	uint32_t mul;    /* inverse of the stride's odd part mod 2^32 */
-	uint32_t lim;    /* objs_per_chunk << k: every t is below it */
-};
-
 /*
  * Scalar: pointers of several chunks, and the exact answer whatever the
- * chunks (the reference for the others' fallbacks). The map is read with
- * a relaxed atomic load: chunks are mapped concurrently by other threads.
+ * chunks (the fallback of the one-chunk kernels). The map is read with a
+ * relaxed atomic load: chunks are mapped concurrently by other threads.
  */
 static inline int iop__owned_array_scalar(const struct iop_pool *pool, struct iop_pool *const *map,
 					  uintptr_t chunk_mask, uint64_t div_mul, unsigned div_shift,
@@ -106,103 +98,122 @@ static inline int iop__owned_array_scalar(const struct iop_pool *pool, struct io
 	return (bits & low) == 0 && (n == 0 || max < lim);
 }
 
-/* The one-chunk test over objs[i..n), scalar, after a vector kernel. */
-static inline int iop__owner_tail(const struct iop__owner_args *o, void *const *objs, unsigned i, unsigned n,
-				  uintptr_t bits, uint32_t max)
+/*
+ * The one-chunk kernels: 1 when every objs[i] (i < n) is in the chunk at
+ * base with a valid offset; 0 otherwise (another chunk, or a bad pointer:
+ * the caller then asks iop__owned_array_scalar()). bad is ~chunk_mask |
+ * (2^k - 1), mul the 32-bit inverse, lim objs_per_chunk << k.
+ */
+static inline int iop__owner_one_chunk(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim,
+				       void *const *objs, unsigned n)
 {
-	for (; i < n; i++) {
-		uintptr_t d = (uintptr_t)objs[i] ^ o->base;
-		uint32_t t = (uint32_t)d * o->mul;
+	uintptr_t bits = 0;
+	uint32_t max = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		uintptr_t d = (uintptr_t)objs[i] ^ base;
+		uint32_t t = (uint32_t)d * mul;
 		bits |= d;
 		max = t > max ? t : max;
 	}
-	return (bits & o->bad) == 0 && max < o->lim;
+	return (bits & bad) == 0 && max < lim;
 }
 
 #if defined(IOP__OWNER_X86)
 /* SSE2: two pointers per register. pmuludq multiplies the low halves into
- * 64-bit products; t (the low 32 bits) - lim is negative in 64 bits
- * exactly when t < lim, so the AND of all differences keeps bit 63 set
- * when every t passed. */
-static inline int iop__owner_sse2(const struct iop__owner_args *o, void *const *objs, unsigned n)
+ * 64-bit products; t (their low 32 bits) - lim is negative in 64 bits
+ * exactly when t < lim, so the AND of all differences keeps bit 63 of both
+ * lanes set when every t passed. */
+static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, void *const *objs,
+				  unsigned n, const int pow2)
 {
-	const __m128i base = _mm_set1_epi64x((long long)o->base), mul = _mm_set1_epi64x(o->mul);
-	const __m128i lim = _mm_set1_epi64x(o->lim), lo32 = _mm_set1_epi64x(0xffffffffll);
+	const __m128i vbase = _mm_set1_epi64x((long long)base), vmul = _mm_set1_epi64x(mul);
+	const __m128i vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
 	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
 	unsigned i = 0;
 
 	for (; i + 4 <= n; i += 4) {
-		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i)), base);
-		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i + 2)), base);
+		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i)), vbase);
+		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i + 2)), vbase);
 		bits = _mm_or_si128(bits, _mm_or_si128(a, b));
-		__m128i ta = _mm_and_si128(_mm_mul_epu32(a, mul), lo32);
-		__m128i tb = _mm_and_si128(_mm_mul_epu32(b, mul), lo32);
-		neg = _mm_and_si128(neg, _mm_and_si128(_mm_sub_epi64(ta, lim), _mm_sub_epi64(tb, lim)));
+		if (!pow2) {
+			__m128i ta = _mm_and_si128(_mm_mul_epu32(a, vmul), lo32);
+			__m128i tb = _mm_and_si128(_mm_mul_epu32(b, vmul), lo32);
+			neg = _mm_and_si128(neg, _mm_and_si128(_mm_sub_epi64(ta, vlim), _mm_sub_epi64(tb, vlim)));
+		}
 	}
 	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
-	/* Both lanes' bit 63 set: every t so far was below lim. */
-	if ((_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) != 3)
+	if (((uintptr_t)_mm_cvtsi128_si64(bits) & bad) != 0 || (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) != 3)
 		return 0;
-	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(bits), 0);
+	return iop__owner_one_chunk(base, bad, mul, lim, objs + i, n - i);
 }
 
-/* AVX2: eight pointers per step; the max of the 8 lanes of t is compared
- * once, at the end. */
-__attribute__((target("avx2"))) static inline int iop__owner_avx2(const struct iop__owner_args *o,
-								  void *const *objs, unsigned n)
-{
-	const __m256i base = _mm256_set1_epi64x((long long)o->base), mul = _mm256_set1_epi32((int)o->mul);
-	__m256i bits = _mm256_setzero_si256(), max = _mm256_setzero_si256();
-	unsigned i = 0;
+/*
+ * AVX2: 16 pointers per step, in four registers: the XOR with the base (the
+ * load folded in), one test of their OR against bad (another chunk: stop
+ * at once, for the caller's exact pass), then the 8 low halves of each pair
+ * (in some order: the max does not care), vpmulld and vpmaxud. The last 8
+ * or 16 pointers overlap the ones before when n is not a multiple of 8:
+ * OR and max do not mind seeing a pointer twice. The max of the lanes is
+ * compared once.
+ */
+#define IOP__AVX2_D(p) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p)), vbase)
+#define IOP__AVX2_LO(a, b) \
+	_mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), 0x88))
 
-	for (; i + 8 <= n; i += 8) {
-		__m256i a = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i)), base);
-		__m256i b = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i + 4)), base);
-		bits = _mm256_or_si256(bits, _mm256_or_si256(a, b));
-		/* The low halves of the 8 offsets, in some order (the max does
-		 * not care which). */
-		__m256i d = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), 0x88));
-		max = _mm256_max_epu32(max, _mm256_mullo_epi32(d, mul));
+__attribute__((target("avx2"), always_inline)) static inline int
+iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, void *const *objs, unsigned n,
+		     const int pow2)
+{
+	if (n < 8)
+		return iop__owner_one_chunk(base, bad, mul, lim, objs, n);
+	const __m256i vbase = _mm256_set1_epi64x((long long)base), vbad = _mm256_set1_epi64x((long long)bad);
+	const __m256i vmul = _mm256_set1_epi32((int)mul);
+	__m256i max = _mm256_setzero_si256();
+	void *const *p = objs, *const *end = objs + n, *const *last16 = end - 16;
+
+	/* Pointers, not an unsigned index: no zero-extension per load, and
+	 * one compare per step (p <= last16 is only formed when n >= 16). */
+	for (; n >= 16 && p <= last16; p += 16) {
+		__m256i a = IOP__AVX2_D(p), b = IOP__AVX2_D(p + 4), c = IOP__AVX2_D(p + 8), d = IOP__AVX2_D(p + 12);
+		if (__builtin_expect(!_mm256_testz_si256(_mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d)), vbad), 0))
+			return 0;
+		if (!pow2) {
+			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
+			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(c, d), vmul));
+		}
 	}
-	__m128i b2 = _mm_or_si128(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
-	__m128i m2 = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
-	b2 = _mm_or_si128(b2, _mm_unpackhi_epi64(b2, b2));
-	m2 = _mm_max_epu32(m2, _mm_shuffle_epi32(m2, 0x4e));
-	m2 = _mm_max_epu32(m2, _mm_shuffle_epi32(m2, 0xb1));
-	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(b2), (uint32_t)_mm_cvtsi128_si32(m2));
+	for (; p < end; p += 8) {
+		if (end - p < 8)
+			p = end - 8;
+		__m256i a = IOP__AVX2_D(p), b = IOP__AVX2_D(p + 4);
+		if (!_mm256_testz_si256(_mm256_or_si256(a, b), vbad))
+			return 0;
+		if (!pow2)
+			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
+	}
+	if (pow2)
+		return 1;
+	__m128i m = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
+	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
+	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
+	return (uint32_t)_mm_cvtsi128_si32(m) < lim;
+}
+#undef IOP__AVX2_D
+#undef IOP__AVX2_LO
+
+/* A stride with an odd part, and a power-of-two stride (the OR is the
+ * whole check): separate functions, so each loop carries only its work. */
+__attribute__((target("avx2"))) static inline int iop__owner_avx2(uintptr_t base, uintptr_t bad, uint32_t mul,
+								  uint32_t lim, void *const *objs, unsigned n)
+{
+	return iop__owner_avx2_body(base, bad, mul, lim, objs, n, 0);
 }
 
-/* A power-of-two stride: only the OR (the multiply is by 1). */
-__attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(const struct iop__owner_args *o,
-								       void *const *objs, unsigned n)
+__attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(uintptr_t base, uintptr_t bad, uint32_t mul,
+								       uint32_t lim, void *const *objs, unsigned n)
 {
-	const __m256i base = _mm256_set1_epi64x((long long)o->base);
-	__m256i bits = _mm256_setzero_si256();
-	unsigned i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		__m256i a = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i)), base);
-		__m256i b = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(objs + i + 4)), base);
-		bits = _mm256_or_si256(bits, _mm256_or_si256(a, b));
-	}
-	__m128i b2 = _mm_or_si128(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
-	b2 = _mm_or_si128(b2, _mm_unpackhi_epi64(b2, b2));
-	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(b2), 0);
-}
-
-static inline int iop__owner_sse2_pow2(const struct iop__owner_args *o, void *const *objs, unsigned n)
-{
-	const __m128i base = _mm_set1_epi64x((long long)o->base);
-	__m128i bits = _mm_setzero_si128();
-	unsigned i = 0;
-
-	for (; i + 4 <= n; i += 4) {
-		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i)), base);
-		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i + 2)), base);
-		bits = _mm_or_si128(bits, _mm_or_si128(a, b));
-	}
-	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
-	return iop__owner_tail(o, objs, i, n, (uintptr_t)_mm_cvtsi128_si64(bits), 0);
+	return iop__owner_avx2_body(base, bad, mul, lim, objs, n, 1);
 }
 #endif /* IOP__OWNER_X86 */
 
@@ -236,25 +247,23 @@ static inline int iop__owned_array_with(unsigned kernel, const struct iop_pool *
 	uintptr_t a0 = (uintptr_t)objs[0], g = a0 >> IOP__GRANULE_SHIFT;
 	if (g >= IOP__MAP_ENTRIES || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
 		return 0;
-	struct iop__owner_args o = {
-		.base = a0 & ~chunk_mask,
-		.bad = ~chunk_mask | (((uintptr_t)1 << div_shift) - 1),
-		.mul = (uint32_t)div_mul,
-		.lim = (uint32_t)(objs_per_chunk << div_shift),
-	};
+	const uintptr_t base = a0 & ~chunk_mask, bad = ~chunk_mask | (((uintptr_t)1 << div_shift) - 1);
+	const uint32_t mul = (uint32_t)div_mul, lim = (uint32_t)(objs_per_chunk << div_shift);
 	int one_chunk;
 	(void)kernel;
 	switch (kernel) {
 #if defined(IOP__OWNER_X86)
 	case IOP__OWNER_AVX2:
-		one_chunk = o.mul == 1 ? iop__owner_avx2_pow2(&o, objs, n) : iop__owner_avx2(&o, objs, n);
+		one_chunk = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
+				     : iop__owner_avx2(base, bad, mul, lim, objs, n);
 		break;
 	case IOP__OWNER_SSE2:
-		one_chunk = o.mul == 1 ? iop__owner_sse2_pow2(&o, objs, n) : iop__owner_sse2(&o, objs, n);
+		one_chunk = mul == 1 ? iop__owner_sse2(base, bad, mul, lim, objs, n, 1)
+				     : iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
 		break;
 #endif
 	default:
-		one_chunk = iop__owner_tail(&o, objs, 0, n, 0, 0);
+		one_chunk = iop__owner_one_chunk(base, bad, mul, lim, objs, n);
 		break;
 	}
 	if (__builtin_expect(one_chunk, 1))
