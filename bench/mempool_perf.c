@@ -99,15 +99,20 @@ void mp_cell_get(unsigned i, struct mp_cell *c)
  */
 int __real_pthread_mutex_lock(pthread_mutex_t *m);
 int __wrap_pthread_mutex_lock(pthread_mutex_t *m);
-static __thread uint64_t tl_locks, tl_contended;
+static __thread uint64_t tl_locks, tl_contended, tl_wait_ns;
 
 int __wrap_pthread_mutex_lock(pthread_mutex_t *m)
 {
 	tl_locks++;
 	if (pthread_mutex_trylock(m) == 0)
 		return 0;
+	/* Contended: only these are timed (two clock reads would add
+	 * about 40 ns to every acquisition). */
+	uint64_t t0 = now_ns();
+	int err = __real_pthread_mutex_lock(m);
 	tl_contended++;
-	return __real_pthread_mutex_lock(m);
+	tl_wait_ns += now_ns() - t0;
+	return err;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -119,7 +124,7 @@ struct mp_worker {
 	unsigned idx;
 	int cpu;
 	struct mp_runner *r;
-	uint64_t done, ns, locks, contended;
+	uint64_t done, ns, locks, contended, wait_ns;
 	char why[160];
 	void *table[MP_KEEP_MAX];
 };
@@ -175,12 +180,13 @@ static void *worker_main(void *arg)
 		atomic_fetch_add(&r->ready, 1);
 		while (atomic_load(&r->ready) < r->cores)
 			cpu_relax();
-		uint64_t l0 = tl_locks, c0 = tl_contended, t0 = now_ns();
+		uint64_t l0 = tl_locks, c0 = tl_contended, w0 = tl_wait_ns, t0 = now_ns();
 		w->why[0] = 0;
 		w->done = r->fn(r->ctx, r->cell, w->table, t0 + r->dur_ns, w->why, sizeof(w->why));
 		w->ns = now_ns() - t0;
 		w->locks = tl_locks - l0;
 		w->contended = tl_contended - c0;
+		w->wait_ns = tl_wait_ns - w0;
 
 		pthread_mutex_lock(&r->mu);
 		r->finished++;
@@ -263,6 +269,7 @@ void mp_runner_run(struct mp_runner *r, unsigned cores, mp_loop_fn fn, void *ctx
 		out->rate += out->core_rate[i];
 		out->locks += w->locks;
 		out->contended += w->contended;
+		out->wait_ns += w->wait_ns;
 	}
 }
 
@@ -318,7 +325,7 @@ MP_DEFINE_LOOPS(iop_loop)
 
 /* What iop_pool_stats says changed over one cell, summed over repetitions. */
 struct iop_delta {
-	uint64_t objs, depot_get, depot_put, alloc_slow, free_slow, locks, contended;
+	uint64_t objs, depot_get, depot_put, alloc_slow, free_slow, locks, contended, wait_ns;
 };
 
 struct mp_cellres {
@@ -332,6 +339,8 @@ struct mp_cellres {
 struct mp_run {
 	double seconds;
 	unsigned reps, ncores, cores[MP_CORES_MAX], pool_objs;
+	unsigned keep_mask;      /* bit i: mp_keeps[i] is run */
+	unsigned cache;          /* iopool's params.cache_size; 0: default */
 	size_t obj_size;
 	int quick;
 	const char *json_path, *md_path;
@@ -348,6 +357,8 @@ static void usage(FILE *f)
 	      "  --reps R         repetitions, median reported (default 3; --quick: 1)\n"
 	      "  --cores LIST     core counts to run, from 1,2 (default 1,2)\n"
 	      "  --size BYTES     object size (default 2048)\n"
+	      "  --keep LIST      only these n_keep, from 32,128,512 (default all)\n"
+	      "  --cache N        iopool's params.cache_size (default 0: iopool's choice)\n"
 	      "  --quick          a smoke test\n"
 	      "  --json PATH      results as JSON (default " DEFAULT_JSON ")\n"
 	      "  --markdown PATH  the tables as markdown too\n"
@@ -366,6 +377,7 @@ static void parse_args(int argc, char **argv, struct mp_run *r)
 	r->cores[1] = 2;
 	r->obj_size = OBJ_SIZE_DEFAULT;
 	r->json_path = DEFAULT_JSON;
+	r->keep_mask = (1u << MP_NKEEP) - 1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end;
@@ -412,6 +424,26 @@ static void parse_args(int argc, char **argv, struct mp_run *r)
 			}
 			if (r->ncores == 0)
 				goto bad;
+		} else if (strcmp(a, "--keep") == 0) {
+			char buf[64], *save = NULL;
+			r->keep_mask = 0;
+			snprintf(buf, sizeof(buf), "%s", v);
+			for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+				unsigned long n = strtoul(t, &end, 10);
+				unsigned k = 0;
+				while (k < MP_NKEEP && mp_keeps[k] != n)
+					k++;
+				if (*end || k == MP_NKEEP)
+					goto bad;
+				r->keep_mask |= 1u << k;
+			}
+			if (r->keep_mask == 0)
+				goto bad;
+		} else if (strcmp(a, "--cache") == 0) {
+			unsigned long n = strtoul(v, &end, 10);
+			if (*end || errno || n > IOP_CACHE_SIZE_MAX)
+				goto bad;
+			r->cache = (unsigned)n;
 		} else if (strcmp(a, "--json") == 0) {
 			r->json_path = v;
 		} else if (strcmp(a, "--markdown") == 0) {
@@ -473,6 +505,7 @@ static void run_one(struct mp_run *r, unsigned a, unsigned k, unsigned ci, struc
 			d->free_slow += s1.free_slow - s0.free_slow;
 			d->locks += res.locks;
 			d->contended += res.contended;
+			d->wait_ns += res.wait_ns;
 		}
 	}
 	if (!keep)
@@ -487,6 +520,14 @@ static void run_one(struct mp_run *r, unsigned a, unsigned k, unsigned ci, struc
 	cr->rate[a][n] = res.rate;
 	for (unsigned i = 0; i < r->cores[k]; i++)
 		cr->core_rate[a][n][i] = res.core_rate[i];
+}
+
+static int cell_on(const struct mp_run *r, unsigned ci)
+{
+	struct mp_cell c;
+
+	mp_cell_get(ci, &c);
+	return (r->keep_mask >> c.keep_idx) & 1;
 }
 
 static double cell_median(const struct mp_cellres *cr, unsigned a)
@@ -548,6 +589,9 @@ static void report_cores(FILE *f, const struct mp_run *r, unsigned k, int md)
 		const struct mp_cellres *cr = &r->res[k][ci];
 		const struct iop_delta *d = &cr->st[A_IOPOOL];
 		double m[MP_ALLOCS];
+
+		if (!cell_on(r, ci))
+			continue;
 		struct mp_cell c;
 
 		mp_cell_get(ci, &c);
@@ -592,7 +636,7 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 		      "iopool |\n|---|---|---:|---:|---:|---:|---:|\n"
 		      : "\nSummary (geometric means of per-cell ratios)\n");
 	for (unsigned k = 0; k < r->ncores; k++) {
-		static const char *const slices[] = { "all 60", "get=put=1 var", "get=put=4 var", "get=put=8 var",
+		static const char *const slices[] = { "all cells", "get=put=1 var", "get=put=4 var", "get=put=8 var",
 						      "get=put=32 var", "const (12)", "n_keep 32", "n_keep 128",
 						      "n_keep 512" };
 		for (unsigned s = 0; s < sizeof(slices) / sizeof(slices[0]); s++) {
@@ -611,12 +655,14 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 					in = c.is_const;
 				else
 					in = c.keep == mp_keeps[s - 6];
-				if (!in)
+				if (!in || !cell_on(r, ci))
 					continue;
 				gm_add(&id, cell_median(cr, A_IOPOOL), cell_median(cr, A_DPDK), 1.0);
 				gm_add(&bd, cell_median(cr, A_BOUNDED), cell_median(cr, A_DPDK), 1.0);
 				gm_add(&bi, cell_median(cr, A_BOUNDED), cell_median(cr, A_IOPOOL), 0.9);
 			}
+			if (id.n == 0 && bd.n == 0 && bi.n == 0)
+				continue;
 			char a[16], b[16], c2[16];
 			fmt(a, sizeof(a), gm_val(&id), "%.2fx");
 			fmt(b, sizeof(b), gm_val(&bd), "%.2fx");
@@ -630,6 +676,22 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 					r->cores[k], r->cores[k] > 1 ? "s" : " ", slices[s], a, id.leads, id.n, b, c2,
 					bi.leads, bi.n);
 		}
+	}
+	/* Where iopool's time went: its depot, per 1000 objects. */
+	for (unsigned k = 0; k < r->ncores; k++) {
+		struct iop_delta t = { 0 };
+		for (unsigned ci = 0; ci < MP_CELLS; ci++) {
+			const struct iop_delta *d = &r->res[k][ci].st[A_IOPOOL];
+			t.objs += d->objs, t.depot_get += d->depot_get, t.depot_put += d->depot_put;
+			t.alloc_slow += d->alloc_slow, t.free_slow += d->free_slow, t.locks += d->locks;
+			t.contended += d->contended, t.wait_ns += d->wait_ns;
+		}
+		double ko = t.objs ? (double)t.objs / 1000 : NAN;
+		fprintf(f, "%siopool, %u core%s, per 1000 objects: %.2f magazines through the depot, %.1f objects "
+			   "on slow paths, %.2f mutex acquisitions, %.3f contended, %.0f ns waited on them\n",
+			md ? "\n" : (k ? "" : "\n"), r->cores[k], r->cores[k] > 1 ? "s" : "",
+			(double)(t.depot_get + t.depot_put) / ko, (double)(t.alloc_slow + t.free_slow) / ko,
+			(double)t.locks / ko, (double)t.contended / ko, (double)t.wait_ns / ko);
 	}
 	/* Per-core scaling: what a core does with two running against alone. */
 	unsigned k1 = MP_CORES_MAX, k2 = MP_CORES_MAX;
@@ -647,7 +709,8 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 		struct gm g = { 0 };
 		char v[16];
 		for (unsigned ci = 0; ci < MP_CELLS; ci++)
-			gm_add(&g, cell_median(&r->res[k2][ci], a) / 2, cell_median(&r->res[k1][ci], a), 1.0);
+			if (cell_on(r, ci))
+				gm_add(&g, cell_median(&r->res[k2][ci], a) / 2, cell_median(&r->res[k1][ci], a), 1.0);
 		fmt(v, sizeof(v), gm_val(&g), "%.2fx");
 		fprintf(f, " %s %s%s", alloc_names[a], v, a + 1 < MP_ALLOCS ? "," : "\n");
 	}
@@ -660,9 +723,9 @@ static void report(FILE *f, const struct mp_run *r, int md)
 		r->machine.cores, r->machine.kernel, r->machine.compiler,
 		mp_dpdk_version[0] ? mp_dpdk_version : "not built in");
 	fprintf(f, "%s%zu B objects, %.3f s per cell and allocator, %u repetition%s, pool %u objects (DPDK: "
-		   "cache 512; bounded iopool: limit %u)\n",
+		   "cache 512; bounded iopool: limit %u); iopool cache_size %u%s\n",
 		md ? "\n" : "", r->obj_size, r->seconds, r->reps, r->reps > 1 ? "s" : "", r->pool_objs,
-		r->pool_objs);
+		r->pool_objs, r->cache, r->cache ? "" : " (its default)");
 	for (unsigned a = 0; a < MP_ALLOCS; a++)
 		if (r->alloc_why[a][0])
 			fprintf(f, "%s%s: %s\n", md ? "\n" : "", alloc_names[a], r->alloc_why[a]);
@@ -690,19 +753,22 @@ static int write_json(const struct mp_run *r)
 	fprintf(f, "{\n  \"bench\": \"iopool-mempool-perf\",\n  \"machine\": ");
 	json_machine(f, &r->machine);
 	fprintf(f, ",\n  \"config\": {\"seconds\": %g, \"reps\": %u, \"quick\": %s, \"object_size\": %zu, "
-		   "\"pool_objs\": %u, \"dpdk_cache\": 512, \"bounded_limit\": %u, \"unit\": \"objects/s\"},\n"
+		   "\"pool_objs\": %u, \"dpdk_cache\": 512, \"bounded_limit\": %u, \"iopool_cache_size\": %u, "
+		   "\"unit\": \"objects/s\"},\n"
 		   "  \"allocators\": {",
-		r->seconds, r->reps, r->quick ? "true" : "false", r->obj_size, r->pool_objs, r->pool_objs);
+		r->seconds, r->reps, r->quick ? "true" : "false", r->obj_size, r->pool_objs, r->pool_objs, r->cache);
 	for (unsigned a = 0; a < MP_ALLOCS; a++) {
 		fprintf(f, "%s\"%s\": ", a ? ", " : "", alloc_names[a]);
 		json_str(f, r->alloc_why[a][0] ? r->alloc_why[a] : "ok");
 	}
 	fprintf(f, "},\n  \"cells\": [");
 	for (unsigned k = 0, first = 1; k < r->ncores; k++) {
-		for (unsigned ci = 0; ci < MP_CELLS; ci++, first = 0) {
+		for (unsigned ci = 0; ci < MP_CELLS; ci++) {
 			const struct mp_cellres *cr = &r->res[k][ci];
 			struct mp_cell c;
 
+			if (!cell_on(r, ci))
+				continue;
 			mp_cell_get(ci, &c);
 			fprintf(f, "%s\n    {\"cores\": %u, \"n_keep\": %u, \"n_get_bulk\": %u, \"n_put_bulk\": %u, "
 				   "\"const\": %s",
@@ -723,15 +789,16 @@ static int write_json(const struct mp_run *r)
 					const struct iop_delta *e = &cr->st[a];
 					fprintf(f, ", \"objs\": %llu, \"depot_get\": %llu, \"depot_put\": %llu, "
 						   "\"alloc_slow\": %llu, \"free_slow\": %llu, \"mutex_locks\": %llu, "
-						   "\"mutex_contended\": %llu",
+						   "\"mutex_contended\": %llu, \"mutex_wait_ns\": %llu",
 						(unsigned long long)e->objs, (unsigned long long)e->depot_get,
 						(unsigned long long)e->depot_put, (unsigned long long)e->alloc_slow,
 						(unsigned long long)e->free_slow, (unsigned long long)e->locks,
-						(unsigned long long)e->contended);
+						(unsigned long long)e->contended, (unsigned long long)e->wait_ns);
 				}
 				fputc('}', f);
 			}
 			fputc('}', f);
+			first = 0;
 		}
 	}
 	fprintf(f, "\n  ]\n}\n");
@@ -770,6 +837,7 @@ int main(int argc, char **argv)
 
 	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
 	p.obj_size = r->obj_size;
+	p.cache_size = r->cache;
 	p.name = "mempool_perf";
 	pools[A_IOPOOL] = iop_pool_create(&p);
 	p.name = "mempool_perf_bounded";
@@ -795,7 +863,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "\rrep %u/%u, %u core%s ...   ", rep + 1, r->reps, r->cores[k],
 				r->cores[k] > 1 ? "s" : "");
 			for (unsigned ci = 0; ci < MP_CELLS; ci++)
-				for (unsigned j = 0; j < MP_ALLOCS; j++)
+				for (unsigned j = 0; j < MP_ALLOCS && cell_on(r, ci); j++)
 					run_one(r, (ci + rep + j) % MP_ALLOCS, k, ci, dpdk, run, pools, 1);
 		}
 	}

@@ -134,6 +134,7 @@ struct mp_result {
 	double rate;                   /* objects/s, summed over the cores */
 	double core_rate[MP_CORES_MAX];
 	uint64_t locks, contended;     /* iopool's mutexes, all cores (mempool_perf.c) */
+	uint64_t wait_ns;              /* time the contended ones waited */
 	char why[160];                 /* non-empty: the cell failed */
 };
 /* Run one cell on the first `cores` workers at once, for `seconds`. */
