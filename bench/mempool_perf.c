@@ -99,20 +99,45 @@ void mp_cell_get(unsigned i, struct mp_cell *c)
  */
 int __real_pthread_mutex_lock(pthread_mutex_t *m);
 int __wrap_pthread_mutex_lock(pthread_mutex_t *m);
-static __thread uint64_t tl_locks, tl_contended, tl_wait_ns;
+int __real_pthread_mutex_unlock(pthread_mutex_t *m);
+int __wrap_pthread_mutex_unlock(pthread_mutex_t *m);
+static __thread uint64_t tl_locks, tl_contended, tl_wait_ns, tl_lock_ns, tl_hold_ns;
+/* --lock-timing: every acquisition and hold timed (two clock reads each,
+ * tens of ns per depot exchange: the rates of that run are not quoted). */
+static int lock_timing;
+#define HOLD_DEPTH 8
+static __thread uint64_t tl_held_at[HOLD_DEPTH];
+static __thread unsigned tl_depth;
 
 int __wrap_pthread_mutex_lock(pthread_mutex_t *m)
 {
+	uint64_t t0 = lock_timing ? now_ns() : 0;
+	int err = 0;
+
 	tl_locks++;
-	if (pthread_mutex_trylock(m) == 0)
-		return 0;
-	/* Contended: only these are timed (two clock reads would add
-	 * about 40 ns to every acquisition). */
-	uint64_t t0 = now_ns();
-	int err = __real_pthread_mutex_lock(m);
-	tl_contended++;
-	tl_wait_ns += now_ns() - t0;
+	if (pthread_mutex_trylock(m) != 0) {
+		/* Contended: timed (two clock reads would add about 40 ns to
+		 * every acquisition otherwise). */
+		uint64_t w0 = now_ns();
+		err = __real_pthread_mutex_lock(m);
+		tl_contended++;
+		tl_wait_ns += now_ns() - w0;
+	}
+	if (lock_timing) {
+		uint64_t t1 = now_ns();
+		tl_lock_ns += t1 - t0;
+		if (tl_depth < HOLD_DEPTH)
+			tl_held_at[tl_depth] = t1;
+		tl_depth++;
+	}
 	return err;
+}
+
+int __wrap_pthread_mutex_unlock(pthread_mutex_t *m)
+{
+	if (lock_timing && tl_depth > 0 && --tl_depth < HOLD_DEPTH)
+		tl_hold_ns += now_ns() - tl_held_at[tl_depth];
+	return __real_pthread_mutex_unlock(m);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -124,7 +149,7 @@ struct mp_worker {
 	unsigned idx;
 	int cpu;
 	struct mp_runner *r;
-	uint64_t done, ns, locks, contended, wait_ns;
+	uint64_t done, ns, locks, contended, wait_ns, lock_ns, hold_ns;
 	char why[160];
 	void *table[MP_KEEP_MAX];
 };
@@ -180,13 +205,16 @@ static void *worker_main(void *arg)
 		atomic_fetch_add(&r->ready, 1);
 		while (atomic_load(&r->ready) < r->cores)
 			cpu_relax();
-		uint64_t l0 = tl_locks, c0 = tl_contended, w0 = tl_wait_ns, t0 = now_ns();
+		uint64_t l0 = tl_locks, c0 = tl_contended, w0 = tl_wait_ns, k0 = tl_lock_ns, h0 = tl_hold_ns;
+		uint64_t t0 = now_ns();
 		w->why[0] = 0;
 		w->done = r->fn(r->ctx, r->cell, w->table, t0 + r->dur_ns, w->why, sizeof(w->why));
 		w->ns = now_ns() - t0;
 		w->locks = tl_locks - l0;
 		w->contended = tl_contended - c0;
 		w->wait_ns = tl_wait_ns - w0;
+		w->lock_ns = tl_lock_ns - k0;
+		w->hold_ns = tl_hold_ns - h0;
 
 		pthread_mutex_lock(&r->mu);
 		r->finished++;
@@ -270,6 +298,8 @@ void mp_runner_run(struct mp_runner *r, unsigned cores, mp_loop_fn fn, void *ctx
 		out->locks += w->locks;
 		out->contended += w->contended;
 		out->wait_ns += w->wait_ns;
+		out->lock_ns += w->lock_ns;
+		out->hold_ns += w->hold_ns;
 	}
 }
 
@@ -325,7 +355,7 @@ MP_DEFINE_LOOPS(iop_loop)
 
 /* What iop_pool_stats says changed over one cell, summed over repetitions. */
 struct iop_delta {
-	uint64_t objs, depot_get, depot_put, alloc_slow, free_slow, locks, contended, wait_ns;
+	uint64_t objs, depot_get, depot_put, alloc_slow, free_slow, locks, contended, wait_ns, lock_ns, hold_ns;
 };
 
 struct mp_cellres {
@@ -360,6 +390,7 @@ static void usage(FILE *f)
 	      "  --keep LIST      only these n_keep, from 32,128,512 (default all)\n"
 	      "  --cache N        iopool's params.cache_size (default 0: iopool's choice)\n"
 	      "  --quick          a smoke test\n"
+	      "  --lock-timing    time every mutex acquisition and hold (slows the depot)\n"
 	      "  --json PATH      results as JSON (default " DEFAULT_JSON ")\n"
 	      "  --markdown PATH  the tables as markdown too\n"
 	      "  --help\n",
@@ -387,6 +418,9 @@ static void parse_args(int argc, char **argv, struct mp_run *r)
 			exit(0);
 		} else if (strcmp(a, "--quick") == 0) {
 			r->quick = 1;
+			continue;
+		} else if (strcmp(a, "--lock-timing") == 0) {
+			lock_timing = 1;
 			continue;
 		}
 		if (v == NULL) {
@@ -506,6 +540,8 @@ static void run_one(struct mp_run *r, unsigned a, unsigned k, unsigned ci, struc
 			d->locks += res.locks;
 			d->contended += res.contended;
 			d->wait_ns += res.wait_ns;
+			d->lock_ns += res.lock_ns;
+			d->hold_ns += res.hold_ns;
 		}
 	}
 	if (!keep)
@@ -685,6 +721,7 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 			t.objs += d->objs, t.depot_get += d->depot_get, t.depot_put += d->depot_put;
 			t.alloc_slow += d->alloc_slow, t.free_slow += d->free_slow, t.locks += d->locks;
 			t.contended += d->contended, t.wait_ns += d->wait_ns;
+			t.lock_ns += d->lock_ns, t.hold_ns += d->hold_ns;
 		}
 		double ko = t.objs ? (double)t.objs / 1000 : NAN;
 		fprintf(f, "%siopool, %u core%s, per 1000 objects: %.2f magazines through the depot, %.1f objects "
@@ -692,6 +729,9 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 			md ? "\n" : (k ? "" : "\n"), r->cores[k], r->cores[k] > 1 ? "s" : "",
 			(double)(t.depot_get + t.depot_put) / ko, (double)(t.alloc_slow + t.free_slow) / ko,
 			(double)t.locks / ko, (double)t.contended / ko, (double)t.wait_ns / ko);
+		if (lock_timing && t.locks)
+			fprintf(f, "  per acquisition: %.0f ns to acquire, %.0f ns held (--lock-timing)\n",
+				(double)t.lock_ns / (double)t.locks, (double)t.hold_ns / (double)t.locks);
 	}
 	/* Per-core scaling: what a core does with two running against alone. */
 	unsigned k1 = MP_CORES_MAX, k2 = MP_CORES_MAX;
@@ -789,11 +829,13 @@ static int write_json(const struct mp_run *r)
 					const struct iop_delta *e = &cr->st[a];
 					fprintf(f, ", \"objs\": %llu, \"depot_get\": %llu, \"depot_put\": %llu, "
 						   "\"alloc_slow\": %llu, \"free_slow\": %llu, \"mutex_locks\": %llu, "
-						   "\"mutex_contended\": %llu, \"mutex_wait_ns\": %llu",
+						   "\"mutex_contended\": %llu, \"mutex_wait_ns\": %llu, \"mutex_lock_ns\": %llu, "
+						   "\"mutex_hold_ns\": %llu",
 						(unsigned long long)e->objs, (unsigned long long)e->depot_get,
 						(unsigned long long)e->depot_put, (unsigned long long)e->alloc_slow,
 						(unsigned long long)e->free_slow, (unsigned long long)e->locks,
-						(unsigned long long)e->contended, (unsigned long long)e->wait_ns);
+						(unsigned long long)e->contended, (unsigned long long)e->wait_ns,
+						(unsigned long long)e->lock_ns, (unsigned long long)e->hold_ns);
 				}
 				fputc('}', f);
 			}

@@ -135,6 +135,7 @@ struct mp_result {
 	double core_rate[MP_CORES_MAX];
 	uint64_t locks, contended;     /* iopool's mutexes, all cores (mempool_perf.c) */
 	uint64_t wait_ns;              /* time the contended ones waited */
+	uint64_t lock_ns, hold_ns;     /* --lock-timing: in lock calls, and held */
 	char why[160];                 /* non-empty: the cell failed */
 };
 /* Run one cell on the first `cores` workers at once, for `seconds`. */
