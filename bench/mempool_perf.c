@@ -615,11 +615,11 @@ static void report_cores(FILE *f, const struct mp_run *r, unsigned k, int md)
 		r->cores[k], r->cores[k] > 1 ? "s" : "", r->reps);
 	if (md)
 		fprintf(f, "| n_keep get put sizes | dpdk | iopool | bounded | iopool/dpdk | bounded/iopool | "
-			   "depot mags per kobj | slow calls per kobj | locks (contended) per kobj |\n"
+			   "depot mags per kobj | slow-path objects per kobj | locks (contended) per kobj |\n"
 			   "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	else
 		fprintf(f, "%-20s%s%8s%s%8s%s%8s%s%8s%s%8s%s%8s%s%8s%s%s\n", "keep get put sizes", sep, "dpdk", sep,
-			"iopool", sep, "bounded", sep, "iop/dpdk", sep, "bnd/iop", sep, "mag/ko", sep, "slow/ko", sep,
+			"iopool", sep, "bounded", sep, "iop/dpdk", sep, "bnd/iop", sep, "mag/ko", sep, "slowobj/ko", sep,
 			"locks(cont)/ko");
 	for (unsigned ci = 0; ci < MP_CELLS; ci++) {
 		const struct mp_cellres *cr = &r->res[k][ci];
