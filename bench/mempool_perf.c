@@ -859,9 +859,23 @@ int main(int argc, char **argv)
 	if (r == NULL)
 		die("out of memory");
 	parse_args(argc, argv, r);
-	for (unsigned k = 0; k < r->ncores; k++)
+	/* A core count above the CPUs this process may use cannot pin its
+	 * workers apart: left out, and said so (CI machines may have one). */
+	cpu_set_t cpus;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) != 0)
+		die("sched_getaffinity: %s", strerror(errno));
+	unsigned ncpu = (unsigned)CPU_COUNT(&cpus), kept = 0;
+	for (unsigned k = 0; k < r->ncores; k++) {
+		if (r->cores[k] > ncpu) {
+			fprintf(stderr, "iopool-mempool-perf: %u cores left out: this process may use %u CPU%s\n",
+				r->cores[k], ncpu, ncpu == 1 ? "" : "s");
+			continue;
+		}
+		r->cores[kept++] = r->cores[k];
 		if (r->cores[k] > cores_max)
 			cores_max = r->cores[k];
+	}
+	r->ncores = kept;
 	machine_probe(&r->machine);
 	read_loadavg(r->machine.load_start, sizeof(r->machine.load_start));
 	/* DPDK's pool: each of MP_CORES_MAX cores keeps up to 512 and caches up
