@@ -31,13 +31,16 @@
  *    keeps the bound in range). The low 32 bits of the 64-bit inverse are
  *    the 32-bit inverse. One multiply and one unsigned max per pointer,
  *    one compare per array.
- *  - In vector lanes: AVX2 does 8 pointers with 2 XORs (loads folded), 2
- *    ORs, a shuffle to the 8 low halves, a vpmulld and a vpmaxud: about 1
- *    instruction per pointer. SSE2 (the x86-64 baseline) has no 32-bit
- *    multiply-low or unsigned max; it uses pmuludq on 2 lanes and a
- *    subtraction's sign. AVX2 is taken when the compiler targets it, or
- *    when the CPU has it (checked per call: one load and a test; the
- *    AVX2 kernel is then a call, not inlined). Elsewhere: scalar.
+ *  - In vector lanes: AVX2 does 16 pointers a step with 4 XORs (loads
+ *    folded), 3 ORs and one test of the OR, then per 8 a shuffle to the
+ *    low halves, a vpmulld and a vpmaxud: 15 (power-of-two stride) to 22
+ *    instructions per 16 pointers (bench/owner_callgrind.sh). SSE2 (the
+ *    x86-64 baseline) has no 32-bit multiply-low or unsigned max; it uses
+ *    pmuludq on 2 lanes and a subtraction's sign. AVX2 is taken when the
+ *    compiler targets it, or when the CPU has it (checked per call: one
+ *    load and a test; the AVX2 kernel is then a call, not inlined).
+ *    Elsewhere: scalar. Under 16 pointers the set-up costs more than the
+ *    vectors save: the scalar loop below.
  *  - Pointers of several chunks: the AVX2 kernel stops at the first 16
  *    pointers that leave the first chunk; with AVX2, pointers of exactly
  *    two chunks (both in the map) take a second vector pass that compares
