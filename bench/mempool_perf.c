@@ -947,5 +947,7 @@ int main(int argc, char **argv)
 			printf("markdown: %s\n", r->md_path);
 		}
 	}
-	return r->failures ? 1 : 0;
+	int rc = r->failures ? 1 : 0;
+	free(r);
+	return rc;
 }

@@ -296,7 +296,8 @@ static void *spoil_interior(const struct tpool *t, const struct tpool *other, vo
 		off = stride / 2;
 		break;
 	}
-	return (char *)good + off;
+	/* Integer arithmetic: good may be a foreign address already. */
+	return (void *)((uintptr_t)good + off);
 }
 
 TEST(owner_check_refuses_interior_pointers_at_every_position)
