@@ -292,9 +292,11 @@ static inline unsigned iop__owner_kernel(void)
 /*
  * The check with a chosen kernel (the kernel must run on this CPU): 1 when
  * every objs[i] is an object of pool, else 0. pool, map and the hot fields
- * as in struct iop__pool_hot; chunk_mask below 4 GiB.
+ * as in struct iop__pool_hot; chunk_mask below 4 GiB. Not inlined: the
+ * caller's loop (an inlined iop_free_bulk) keeps its registers; the call
+ * is paid once per array of 16 or more.
  */
-static inline int iop__owned_array_with(unsigned kernel, const struct iop_pool *pool, struct iop_pool *const *map,
+__attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kernel, const struct iop_pool *pool, struct iop_pool *const *map,
 					uintptr_t chunk_mask, uint64_t div_mul, unsigned div_shift,
 					uint64_t objs_per_chunk, void *const *objs, unsigned n)
 {
@@ -349,6 +351,8 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 				   uint64_t div_mul, unsigned div_shift, uint64_t objs_per_chunk, void *const *objs,
 				   unsigned n)
 {
+	if (n < IOP__OWNER_VECTOR_MIN)
+		return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
 	return iop__owned_array_with(iop__owner_kernel(), pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk,
 				     objs, n);
 }
