@@ -117,6 +117,8 @@ bench: deps-bench build
 	$(BUILD)/bench/iopool-spike --json $(BUILD)/spike-results.json
 	$(BUILD)/bench/iopool-vmalloc-bench --json $(BUILD)/vmalloc-results.json --markdown $(BUILD)/vmalloc-results.md $(VMALLOC_ARGS)
 	$(BUILD)/bench/iopool-uptime --json $(BUILD)/uptime-results.json
+	$(BUILD)/bench/iopool-mempool-perf --json $(BUILD)/mempool-perf-results.json --markdown $(BUILD)/mempool-perf-results.md
+	$(BUILD)/bench/iopool-owner-bench --json $(BUILD)/owner-bench-results.json
 	@rm -f $(BUILD)/udp-rx-results.jsonl
 	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \

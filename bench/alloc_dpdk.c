@@ -114,7 +114,8 @@ static void a_thread_exit(void)
 
 static char runtime_dir[512];
 
-static void eal_up(void)
+/* Also iopool-mempool-perf's (bench.h). */
+void bench_eal_up(void)
 {
 	char prefix[64];
 	char *argv[] = {
@@ -140,7 +141,7 @@ static void eal_up(void)
 		die("pthread_setaffinity_np: %s", strerror(errno));
 }
 
-static void eal_down(void)
+void bench_eal_down(void)
 {
 	DIR *d;
 	struct dirent *e;
@@ -164,9 +165,9 @@ static void eal_down(void)
 
 int child_dpdk(const struct child_opts *o)
 {
-	eal_up();
+	bench_eal_up();
 	run_cases(o);
-	eal_down();
+	bench_eal_down();
 	return 0;
 }
 
@@ -192,12 +193,12 @@ int callgrind_dpdk(unsigned long n)
 	actx_t c;
 	char why[192];
 
-	eal_up();
+	bench_eal_up();
 	if (actx_open(&c, OBJ_SIZE_DEFAULT, why, sizeof(why)) != 0)
 		die("%s", why);
 	cg_dpdk_loop(c.mp, n);
 	actx_close(&c);
-	eal_down();
+	bench_eal_down();
 	printf("cg_dpdk_loop: %lu rte_mempool_get+put pairs of %u B\n", n,
 	       OBJ_SIZE_DEFAULT);
 	return 0;

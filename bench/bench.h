@@ -120,6 +120,10 @@ int callgrind_iopool_bounded(unsigned long n);
 int callgrind_heap(unsigned long n);
 int callgrind_malloc(unsigned long n);
 int callgrind_dpdk(unsigned long n);
+/* DPDK builds: EAL up in this process without hugepages or PCI, and down
+ * again, its runtime directory removed (alloc_dpdk.c); die() on failure. */
+void bench_eal_up(void);
+void bench_eal_down(void);
 
 /* The callgrind loops must stay one function under their own name, which
  * --toggle-collect matches: not inlined, and not cloned into a renamed copy
