@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # iopool: the front door. CMake does the building; this file picks the build
 # directory and options, installs what is missing, and runs things.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool: fast, bounded, recycling buffer pools for high-rate I/O.
  *

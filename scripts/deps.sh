@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Check for, and where possible install, what building and testing iopool needs.
 #
 #   scripts/deps.sh [test|bench]

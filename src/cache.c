@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Thread cache: two magazines per pool per thread, the fast paths, and the
  * registry of threads that hold caches.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Unit tests of every public call of iopool and every error path it
  * documents: creation and its parameter checks, allocation and free (single

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Live statistics outside the process: a child process creates pools, holds
  * known numbers of objects and publishes; tools/iopool-top reads them back
