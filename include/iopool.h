@@ -35,6 +35,19 @@ extern "C" {
 #define IOP_API __attribute__((visibility("default")))
 #endif
 
+/* Casts and the null pointer in code that C and C++ both compile (the
+ * inline fast paths, the macros): C++ builds with -Wold-style-cast and
+ * -Wzero-as-null-pointer-constant see the C++ forms. */
+#ifdef __cplusplus
+#define IOP__SCAST(T, x) static_cast<T>(x)
+#define IOP__RCAST(T, x) reinterpret_cast<T>(x)
+#define IOP__NULL nullptr
+#else
+#define IOP__SCAST(T, x) ((T)(x))
+#define IOP__RCAST(T, x) ((T)(x))
+#define IOP__NULL NULL
+#endif
+
 #define IOP_VERSION_MAJOR 0
 #define IOP_VERSION_MINOR 4
 #define IOP_VERSION_PATCH 0
@@ -643,11 +656,11 @@ IOP_API void iop_frag_destroy(iop_frag_t *fc);
  */
 
 /** The largest size served by a size class; larger go to the OS. */
-#define IOP_HEAP_CLASS_MAX ((size_t)1 << 20)
+#define IOP_HEAP_CLASS_MAX (IOP__SCAST(size_t, 1) << 20)
 /** The number of size classes (pools the heap may create). */
 #define IOP_HEAP_CLASSES 116u
 /** The largest alignment iop_heap_alloc_aligned() accepts (1 GiB). */
-#define IOP_HEAP_ALIGN_MAX ((size_t)1 << 30)
+#define IOP_HEAP_ALIGN_MAX (IOP__SCAST(size_t, 1) << 30)
 
 /**
  * Allocate size bytes (0 is taken as 1), aligned to 16 bytes (8 for the
@@ -948,9 +961,9 @@ struct iop__pool_hot {
 
 #define IOP__GRANULE_SHIFT 21
 #if defined(__aarch64__)
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (48 - IOP__GRANULE_SHIFT))
+#define IOP__MAP_ENTRIES (IOP__SCAST(uintptr_t, 1) << (48 - IOP__GRANULE_SHIFT))
 #else
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (47 - IOP__GRANULE_SHIFT))
+#define IOP__MAP_ENTRIES (IOP__SCAST(uintptr_t, 1) << (47 - IOP__GRANULE_SHIFT))
 #endif
 
 IOP_API extern __thread struct iop__tcache iop__tls[]
@@ -993,7 +1006,7 @@ IOP_API extern int iop__heap_profiling;
 /* Single-writer counter: one add to memory on x86-64 (no lock prefix, never
  * torn for a reader); a relaxed load and store elsewhere and under TSan. */
 #if defined(__x86_64__) && !defined(IOP__TSAN)
-#define IOP__BUMP(p, n) __asm__ volatile("addq %1, %0" : "+m"(*(p)) : "er"((uint64_t)(n)))
+#define IOP__BUMP(p, n) __asm__ volatile("addq %1, %0" : "+m"(*(p)) : "er"(IOP__SCAST(uint64_t, n)))
 #else
 #define IOP__BUMP(p, n) __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
 #endif
@@ -1016,8 +1029,8 @@ IOP_API extern int iop__heap_profiling;
 
 static inline struct iop__tcache *iop__my_tcache(const iop_pool_t *pool)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	return (struct iop__tcache *)(void *)((char *)iop__tls + h->tc_off);
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
+	return IOP__RCAST(struct iop__tcache *, IOP__RCAST(char *, iop__tls) + h->tc_off);
 }
 
 /*
@@ -1029,12 +1042,12 @@ static inline struct iop__tcache *iop__my_tcache(const iop_pool_t *pool)
  */
 static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	uintptr_t a = (uintptr_t)p;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
+	uintptr_t a = IOP__RCAST(uintptr_t, p);
 	uintptr_t g = a >> IOP__GRANULE_SHIFT;
 	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || IOP__LD(&iop__map[g]) != pool)
 		return UINT64_MAX;
-	uint64_t x = (uint64_t)(a & h->chunk_mask) * h->div_mul;
+	uint64_t x = IOP__SCAST(uint64_t, a & h->chunk_mask) * h->div_mul;
 	unsigned k = h->div_shift;
 	return (x >> k) | (x << ((64 - k) & 63));
 }
@@ -1043,7 +1056,7 @@ static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
  * an object of this pool) when below objs_per_chunk. */
 static inline int iop__owned(const iop_pool_t *pool, const void *p)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
 	return iop__obj_index(pool, p) < h->objs_per_chunk;
 }
 
@@ -1055,20 +1068,20 @@ static inline int iop__owned(const iop_pool_t *pool, const void *p)
  */
 static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsigned n)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
 	const uintptr_t mask = h->chunk_mask;
 	const uint64_t mul = h->div_mul, lim = h->objs_per_chunk;
 	const unsigned k = h->div_shift;
-	uintptr_t known = ~(uintptr_t)0; /* a granule already found to be ours */
+	uintptr_t known = ~IOP__SCAST(uintptr_t, 0); /* a granule already found to be ours */
 	for (unsigned i = 0; i < n; i++) {
-		uintptr_t a = (uintptr_t)objs[i];
+		uintptr_t a = IOP__RCAST(uintptr_t, objs[i]);
 		uintptr_t g = a >> IOP__GRANULE_SHIFT;
 		if (__builtin_expect(g != known, 0)) {
 			if (g >= IOP__MAP_ENTRIES || IOP__LD(&iop__map[g]) != pool)
 				return 0;
 			known = g;
 		}
-		uint64_t x = (uint64_t)(a & mask) * mul;
+		uint64_t x = IOP__SCAST(uint64_t, a & mask) * mul;
 		x = (x >> k) | (x << ((64 - k) & 63));
 		if (__builtin_expect(x >= lim, 0))
 			return 0;
@@ -1118,7 +1131,7 @@ static inline void *iop__alloc_inline(iop_pool_t *pool)
 		void *p = tc->objs[--n];
 		IOP__ST(&tc->count, n);
 		IOP__BUMP(&tc->alloc_fast, 1);
-		IOP__UNPOISON(p, ((const struct iop__pool_hot *)(const void *)pool)->stride);
+		IOP__UNPOISON(p, (IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool)))->stride);
 		return p;
 	}
 	return iop__alloc_slow(pool);
@@ -1130,7 +1143,7 @@ static inline void iop__cache_push(iop_pool_t *pool, void *obj)
 	struct iop__tcache *tc = iop__my_tcache(pool);
 	uintptr_t n = IOP__LD(&tc->count);
 	if (__builtin_expect(n < tc->cap, 1)) {
-		IOP__POISON(obj, ((const struct iop__pool_hot *)(const void *)pool)->stride);
+		IOP__POISON(obj, (IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool)))->stride);
 		tc->objs[n] = obj;
 		IOP__ST(&tc->count, n + 1);
 		return;
@@ -1152,8 +1165,8 @@ static inline void iop__free_inline(iop_pool_t *pool, void *obj)
  * be one: no map check). */
 static inline uint64_t iop__obj_number(const iop_pool_t *pool, const void *p)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	uint64_t x = (uint64_t)((uintptr_t)p & h->chunk_mask) * h->div_mul;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
+	uint64_t x = IOP__SCAST(uint64_t, IOP__RCAST(uintptr_t, p) & h->chunk_mask) * h->div_mul;
 	unsigned k = h->div_shift;
 	return (x >> k) | (x << ((64 - k) & 63));
 }
@@ -1167,19 +1180,19 @@ static inline uint64_t iop__obj_number(const iop_pool_t *pool, const void *p)
  */
 static inline uint32_t *iop__refs(const iop_pool_t *pool, const void *p, uint64_t x)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
-	return (uint32_t *)(((uintptr_t)p | h->chunk_mask) + 1) + x;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
+	return IOP__RCAST(uint32_t *, (IOP__RCAST(uintptr_t, p) | h->chunk_mask) + 1) + x;
 }
 
 /* A buffer with one reference: the inline pop, then the count, which is
  * ours alone until the buffer is handed out. */
 static inline void *iop__buf_alloc_inline(iop_pool_t *pool)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
 	if (__builtin_expect(h->put_slow, 0))
 		return iop__buf_alloc_slow(pool);
 	void *p = iop__alloc_inline(pool);
-	if (__builtin_expect(p != 0, 1))
+	if (__builtin_expect(p != IOP__NULL, 1))
 		__atomic_store_n(iop__refs(pool, p, iop__obj_number(pool, p)), 1u, __ATOMIC_RELAXED);
 	return p;
 }
@@ -1194,7 +1207,7 @@ static inline void *iop__buf_alloc_inline(iop_pool_t *pool)
  */
 static inline void iop__buf_put_inline(iop_pool_t *pool, void *p)
 {
-	const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+	const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
 	uint64_t x = iop__obj_index(pool, p);
 	if (__builtin_expect(x < h->objs_per_chunk && !h->put_slow, 1)) {
 		uint32_t *r = iop__refs(pool, p, x);
@@ -1216,7 +1229,7 @@ static inline unsigned iop__alloc_bulk_inline(iop_pool_t *pool, void **objs, uns
 		iop__copy_ptrs(objs, tc->objs + c, n);
 #if defined(IOP__ASAN)
 		for (unsigned i = 0; i < n; i++)
-			IOP__UNPOISON(objs[i], ((const struct iop__pool_hot *)(const void *)pool)->stride);
+			IOP__UNPOISON(objs[i], (IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool)))->stride);
 #endif
 		IOP__ST(&tc->count, c);
 		IOP__BUMP(&tc->alloc_fast, n);
@@ -1233,7 +1246,7 @@ static inline void iop__free_bulk_inline(iop_pool_t *pool, void *const *objs, un
 	if (__builtin_expect(all_owned && n <= tc->cap - c && n != 0, 1)) {
 #if defined(IOP__ASAN)
 		for (unsigned i = 0; i < n; i++)
-			IOP__POISON(objs[i], ((const struct iop__pool_hot *)(const void *)pool)->stride);
+			IOP__POISON(objs[i], (IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool)))->stride);
 #endif
 		iop__copy_ptrs(tc->objs + c, objs, n);
 		IOP__ST(&tc->count, c + n);
@@ -1256,16 +1269,16 @@ static inline void iop__free_bulk_inline(iop_pool_t *pool, void *const *objs, un
 static inline unsigned iop__heap_class_of(size_t s)
 {
 	if (s <= 64)
-		return (unsigned)((s + 15) >> 4) - 1;
-	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
-	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
+		return IOP__SCAST(unsigned, (s + 15) >> 4) - 1;
+	unsigned k = 63u - IOP__SCAST(unsigned, __builtin_clzll(IOP__SCAST(unsigned long long, s - 1)));
+	return 4 + (k - 6) * 8 + IOP__SCAST(unsigned, ((s - 1) >> (k - 3)) - 8);
 }
 
 static inline void *iop__heap_alloc_inline(size_t size)
 {
 	if (__builtin_expect(size - 1 < IOP_HEAP_CLASS_MAX, 1)) {
 		iop_pool_t *pool = __atomic_load_n(&iop__heap_class[iop__heap_class_of(size)], __ATOMIC_ACQUIRE);
-		if (__builtin_expect(pool != NULL, 1))
+		if (__builtin_expect(pool != IOP__NULL, 1))
 			return iop__alloc_inline(pool);
 	}
 	return (iop_heap_alloc)(size);
@@ -1273,11 +1286,11 @@ static inline void *iop__heap_alloc_inline(size_t size)
 
 static inline void iop__heap_free_inline(void *p)
 {
-	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
+	uintptr_t g = IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT;
 	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
 	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
 		iop_pool_t *pool = IOP__LD(&map[g]);
-		const struct iop__pool_hot *h = (const struct iop__pool_hot *)(const void *)pool;
+		const struct iop__pool_hot *h = IOP__SCAST(const struct iop__pool_hot *, IOP__SCAST(const void *, pool));
 		/* The map named the pool already: only the division test. */
 		if (__builtin_expect(pool && h->heap && iop__obj_number(pool, p) < h->objs_per_chunk, 1)) {
 			iop__cache_push(pool, p);
