@@ -97,8 +97,9 @@ typedef struct iop_pool iop_pool_t;
 /* ------------------------------------------------------------------------ */
 
 /**
- * Parameters of a pool. Initialise with IOP_POOL_PARAMS_INIT (or zero it and
- * set struct_size = sizeof(struct iop_pool_params)); fields a newer library
+ * Parameters of a pool. Initialise with IOP_POOL_PARAMS_INIT or
+ * iop_pool_params_init() (or zero it and set struct_size =
+ * sizeof(struct iop_pool_params)); fields a newer library
  * adds past struct_size take their defaults.
  */
 struct iop_pool_params {
@@ -198,6 +199,25 @@ struct iop_pool_params {
 #define IOP_POOL_PARAMS_SIZE_V3 offsetof(struct iop_pool_params, reserve_low)
 
 #define IOP_POOL_PARAMS_INIT { .struct_size = sizeof(struct iop_pool_params) }
+
+/**
+ * Initialise *params for iop_pool_create(): every field zero (its
+ * default), struct_size set. The same as IOP_POOL_PARAMS_INIT, for C++
+ * (which has no designated initializers before C++20 and warns about the
+ * macro's missing fields) and for C code that prefers a call. NULL does
+ * nothing.
+ *
+ * Inline on purpose: it runs in the caller's build, so struct_size is the
+ * size of the struct the caller was compiled with and the zeroing never
+ * writes past it, whichever library version runs.
+ */
+static inline void iop_pool_params_init(struct iop_pool_params *params)
+{
+	if (params) {
+		__builtin_memset(params, 0, sizeof(*params));
+		params->struct_size = sizeof(*params);
+	}
+}
 
 /**
  * Create a pool.
@@ -787,7 +807,8 @@ IOP_API int iop_profile_dump(FILE *f);
  */
 
 /** Parameters of iop_stats_publish(). Initialise with
- *  IOP_PUBLISH_PARAMS_INIT; unset fields take their defaults. */
+ *  IOP_PUBLISH_PARAMS_INIT or iop_publish_params_init(); unset fields take
+ *  their defaults. */
 struct iop_publish_params {
 	uint32_t struct_size;  /**< sizeof(struct iop_publish_params) */
 	uint32_t interval_ms;  /**< update period: 0 gives 1000; at least
@@ -801,6 +822,20 @@ struct iop_publish_params {
 };
 
 #define IOP_PUBLISH_PARAMS_INIT { .struct_size = sizeof(struct iop_publish_params) }
+
+/**
+ * Initialise *params for iop_stats_publish(): every field zero (its
+ * default), struct_size set; IOP_PUBLISH_PARAMS_INIT as a call, for C++
+ * and C alike. NULL does nothing. Inline for the reason given at
+ * iop_pool_params_init().
+ */
+static inline void iop_publish_params_init(struct iop_publish_params *params)
+{
+	if (params) {
+		__builtin_memset(params, 0, sizeof(*params));
+		params->struct_size = sizeof(*params);
+	}
+}
 #define IOP_PUBLISH_INTERVAL_MIN_MS 10u      /**< a reader cannot use more */
 #define IOP_PUBLISH_INTERVAL_MAX_MS 3600000u /**< one hour */
 

@@ -102,6 +102,11 @@ have_pkg liburing-dev || required+=(liburing-dev)
 # libnuma: NUMA topology and binding (optional for the build, which then has
 # one memory domain; CMake says so); installed so CI builds the NUMA code.
 have_pkg libnuma-dev || required+=(libnuma-dev)
+# C++ compilers for the consumer checks (tests/consumers): the header must
+# build cleanly in g++ and clang++ users' projects; the C consumer uses gcc.
+have_cmd g++ || required+=(g++)
+have_cmd clang++ || required+=(clang)
+have_cmd gcc || required+=(gcc)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {

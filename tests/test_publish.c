@@ -531,6 +531,25 @@ TEST(environment_variable_publishes_an_unchanged_program)
 
 /* ---- the calls themselves ---------------------------------------------------- */
 
+/* iop_publish_params_init() gives what IOP_PUBLISH_PARAMS_INIT gives, and
+ * the defaults it leaves publish. */
+TEST(publish_params_init_gives_the_defaults)
+{
+	struct iop_publish_params pp, macro = IOP_PUBLISH_PARAMS_INIT;
+	memset(&pp, 0xa5, sizeof(pp));
+	iop_publish_params_init(&pp);
+	CHECK_EQ(pp.struct_size, sizeof(struct iop_publish_params));
+	CHECK_EQ(pp.struct_size, macro.struct_size);
+	CHECK_EQ(pp.interval_ms, 0);
+	CHECK(pp.name == NULL);
+	CHECK_EQ(pp.flags, 0);
+	CHECK_EQ(pp.reserved0, 0);
+	iop_publish_params_init(NULL); /* does nothing, does not crash */
+	CHECK_EQ(iop_stats_publish(&pp), 0);
+	CHECK_EQ(iop_stats_unpublish(), 0);
+	return TH_PASS;
+}
+
 TEST(publish_refuses_bad_parameters_and_a_second_start)
 {
 	struct iop_publish_params pp = IOP_PUBLISH_PARAMS_INIT;
