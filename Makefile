@@ -143,8 +143,9 @@ callgrind:
 	sh bench/callgrind.sh $(BENCH_BIN)
 
 # Only the libraries and the tools need building to install (not the tests or
-# the bench).
-install: deps configure
+# the bench). Installing never installs system packages: no deps here (only
+# test and bench run scripts/deps.sh); a missing build tool fails the build.
+install: configure
 	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static iopool-top
 	DESTDIR='$(DESTDIR)' cmake --install $(BUILD)
 
