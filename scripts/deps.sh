@@ -107,6 +107,8 @@ have_pkg libnuma-dev || required+=(libnuma-dev)
 have_cmd g++ || required+=(g++)
 have_cmd clang++ || required+=(clang)
 have_cmd gcc || required+=(gcc)
+# tmux: the iopool-top screen tests (tests/test_top_tmux.sh) run the tool in it.
+have_cmd tmux || required+=(tmux)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {
