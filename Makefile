@@ -146,7 +146,7 @@ callgrind:
 # the bench). Installing never installs system packages: no deps here (only
 # test and bench run scripts/deps.sh); a missing build tool fails the build.
 install: configure
-	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static iopool-top
+	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static iopool-top man
 	DESTDIR='$(DESTDIR)' cmake --install $(BUILD)
 
 # The standard build directories, CI's logs, and BUILD when it is a CMake build

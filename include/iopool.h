@@ -915,13 +915,14 @@ struct iop_domain_stats {
 	uint64_t chunks;      /**< chunks of this domain */
 };
 
-/** Memory domains of this process (1 without NUMA, or IOPOOL_FAKE_NUMA). */
+/**
+ * Memory domains. iop_domain_count() returns how many domains this process
+ * has (1 without NUMA; N with IOPOOL_FAKE_NUMA=N); iop_domain_current() the
+ * domain of the calling thread's CPU now; iop_domain_of() the domain of the
+ * chunk holding p, or -EINVAL when p is in no pool.
+ */
 IOP_API unsigned iop_domain_count(void);
-
-/** The domain of the calling thread's CPU now. */
 IOP_API unsigned iop_domain_current(void);
-
-/** The domain of the chunk holding p, or -EINVAL when p is in no pool. */
 IOP_API int iop_domain_of(const void *p);
 
 /**

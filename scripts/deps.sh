@@ -109,6 +109,8 @@ have_cmd clang++ || required+=(clang)
 have_cmd gcc || required+=(gcc)
 # tmux: the iopool-top screen tests (tests/test_top_tmux.sh) run the tool in it.
 have_cmd tmux || required+=(tmux)
+# man-db (with groff-base): the man page test renders every generated page.
+have_cmd man || required+=(man-db)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {
