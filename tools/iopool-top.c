@@ -959,7 +959,7 @@ static bool on_input(struct view *v, const char *in, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)in[i];
-		if (ch == 27 && i + 2 < n + 0 && (in[i + 1] == '[' || in[i + 1] == 'O')) {
+		if (ch == 27 && i + 2 < n && (in[i + 1] == '[' || in[i + 1] == 'O')) {
 			/* ESC [ A, ESC O A, ESC [ 5 ~ ... */
 			size_t j = i + 2;
 			int num = 0;
