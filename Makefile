@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # iopool: the front door. CMake does the building; this file picks the build
 # directory and options, installs what is missing, and runs things.
 #
@@ -155,9 +156,10 @@ callgrind:
 	sh bench/callgrind.sh $(BENCH_BIN)
 
 # Only the libraries and the tools need building to install (not the tests or
-# the bench).
-install: deps configure
-	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static iopool-top
+# the bench). Installing never installs system packages: no deps here (only
+# test and bench run scripts/deps.sh); a missing build tool fails the build.
+install: configure
+	cmake --build $(BUILD) -j $(JOBS) --target iopool iopool_static iopool-top man
 	DESTDIR='$(DESTDIR)' cmake --install $(BUILD)
 
 # The standard build directories, CI's logs, and BUILD when it is a CMake build

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * DPDK's rte_mempool under the cases, in a child of its own (EAL state is
  * process-wide). EAL runs without hugepages or PCI, from anonymous memory:

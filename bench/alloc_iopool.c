@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool under the cases: one pool per case (per size in `size`), default
  * parameters (magazine size chosen from the object size), the public calls

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The malloc peers: glibc, jemalloc, mimalloc and tcmalloc, all through plain
  * malloc()/free(). This one translation unit serves them all: the driver runs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * "ring-only": the crossthread case with dummy pointers and no allocator, so
  * the ring's own share of the crossthread numbers can be subtracted.

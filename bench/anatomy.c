@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The anatomy of the inlined fast path: one alloc+free pair of a 2 KiB
  * object in a loop, as bench/cases.h's fastpath but without touching the

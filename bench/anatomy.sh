@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # What each part of the inlined fast path costs: bench/anatomy.c built
 # against the shipped iopool.h and against copies with parts removed, timed
 # in rounds so that drift on a noisy machine hits every variant alike.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-bench: iopool's paths against its peers, after Jesper Brouer's
  * page-allocator and page_pool microbenchmarks (prototype-kernel's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-bench internals shared by the driver (bench.c, report.c), the child
  * side (common.c) and the one translation unit per allocator (alloc_*.c, each

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Instructions per fast-path alloc+free pair, counted by callgrind (and per
 # iop_buf_alloc+iop_buf_put pair of a refcounted buffer).
 #

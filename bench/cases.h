@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The benchmark cases, written once and instantiated once per allocator so
  * that every timed loop calls its allocator directly, as an application

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What driver and children share: the matrix (cases, params, allocators),
  * the calibrated timer, and the child's result lines.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Plots from the benchmarks' JSON: one SVG per bench/plots/NAME.gp whose
 # input file exists.
 #

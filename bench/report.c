@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The driver's output: the matrix and the machine, the baselines, one table
  * per case (text or markdown), and the JSON file.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-spike: the swiotlb throttling experiment, with a simulated device.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-uptime: the FreeBSD KTLS buffer-zone story in one run.
  *

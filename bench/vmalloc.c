@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-vmalloc-bench: the shape of the kernel's test_vmalloc
  * (lib/test_vmalloc.c, tools/testing/selftests/mm/test_vmalloc.sh), whose

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-vmalloc-bench: the kernel's test_vmalloc (lib/test_vmalloc.c)
  * brought to user space, run against iopool's heap and the malloc family.

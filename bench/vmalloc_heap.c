@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The test_vmalloc bodies on iopool's heap, and the plain side of the
  * profiling cost (vmalloc_profiled.c has the other).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The test_vmalloc bodies on malloc: glibc's, or jemalloc's, mimalloc's or
  * tcmalloc's when the driver preloads them. Aligned blocks come from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * One timed loop of iop_heap_alloc + iop_heap_free pairs, compiled with and
  * without IOP_PROFILE (the includer decides) for the profiling cost. A

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The profiled side of the profiling cost: the same loop as
  * vmalloc_heap.c's, with IOP_PROFILE, so its iop_heap_alloc() records its

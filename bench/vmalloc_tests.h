@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The test bodies of lib/test_vmalloc.c, written once and instantiated per
  * allocator so that each calls its allocator directly (no function pointer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool: fast, bounded, recycling buffer pools for high-rate I/O.
  *
@@ -49,6 +50,19 @@ extern "C" {
 #endif
 #endif
 
+/* Casts and the null pointer in code that C and C++ both compile (the
+ * inline fast paths, the macros): C++ builds with -Wold-style-cast and
+ * -Wzero-as-null-pointer-constant see the C++ forms. */
+#ifdef __cplusplus
+#define IOP__SCAST(T, x) static_cast<T>(x)
+#define IOP__RCAST(T, x) reinterpret_cast<T>(x)
+#define IOP__NULL nullptr
+#else
+#define IOP__SCAST(T, x) ((T)(x))
+#define IOP__RCAST(T, x) ((T)(x))
+#define IOP__NULL NULL
+#endif
+
 #define IOP_VERSION_MAJOR 0
 #define IOP_VERSION_MINOR 4
 #define IOP_VERSION_PATCH 0
@@ -98,8 +112,9 @@ typedef struct iop_pool iop_pool_t;
 /* ------------------------------------------------------------------------ */
 
 /**
- * Parameters of a pool. Initialise with IOP_POOL_PARAMS_INIT (or zero it and
- * set struct_size = sizeof(struct iop_pool_params)); fields a newer library
+ * Parameters of a pool. Initialise with IOP_POOL_PARAMS_INIT or
+ * iop_pool_params_init() (or zero it and set struct_size =
+ * sizeof(struct iop_pool_params)); fields a newer library
  * adds past struct_size take their defaults.
  */
 struct iop_pool_params {
@@ -199,6 +214,25 @@ struct iop_pool_params {
 #define IOP_POOL_PARAMS_SIZE_V3 offsetof(struct iop_pool_params, reserve_low)
 
 #define IOP_POOL_PARAMS_INIT { .struct_size = sizeof(struct iop_pool_params) }
+
+/**
+ * Initialise *params for iop_pool_create(): every field zero (its
+ * default), struct_size set. The same as IOP_POOL_PARAMS_INIT, for C++
+ * (which has no designated initializers before C++20 and warns about the
+ * macro's missing fields) and for C code that prefers a call. NULL does
+ * nothing.
+ *
+ * Inline on purpose: it runs in the caller's build, so struct_size is the
+ * size of the struct the caller was compiled with and the zeroing never
+ * writes past it, whichever library version runs.
+ */
+static inline void iop_pool_params_init(struct iop_pool_params *params)
+{
+	if (params) {
+		__builtin_memset(params, 0, sizeof(*params));
+		params->struct_size = sizeof(*params);
+	}
+}
 
 /**
  * Create a pool.
@@ -692,11 +726,11 @@ IOP_API void iop_frag_destroy(iop_frag_t *fc);
  */
 
 /** The largest size served by a size class; larger go to the OS. */
-#define IOP_HEAP_CLASS_MAX ((size_t)1 << 20)
+#define IOP_HEAP_CLASS_MAX (IOP__SCAST(size_t, 1) << 20)
 /** The number of size classes (pools the heap may create). */
 #define IOP_HEAP_CLASSES 116u
 /** The largest alignment iop_heap_alloc_aligned() accepts (1 GiB). */
-#define IOP_HEAP_ALIGN_MAX ((size_t)1 << 30)
+#define IOP_HEAP_ALIGN_MAX (IOP__SCAST(size_t, 1) << 30)
 
 /**
  * Allocate size bytes (0 is taken as 1), aligned to 16 bytes (8 for the
@@ -796,7 +830,8 @@ IOP_API int iop_profile_dump(FILE *f);
  */
 
 /** Parameters of iop_stats_publish(). Initialise with
- *  IOP_PUBLISH_PARAMS_INIT; unset fields take their defaults. */
+ *  IOP_PUBLISH_PARAMS_INIT or iop_publish_params_init(); unset fields take
+ *  their defaults. */
 struct iop_publish_params {
 	uint32_t struct_size;  /**< sizeof(struct iop_publish_params) */
 	uint32_t interval_ms;  /**< update period: 0 gives 1000; at least
@@ -810,6 +845,20 @@ struct iop_publish_params {
 };
 
 #define IOP_PUBLISH_PARAMS_INIT { .struct_size = sizeof(struct iop_publish_params) }
+
+/**
+ * Initialise *params for iop_stats_publish(): every field zero (its
+ * default), struct_size set; IOP_PUBLISH_PARAMS_INIT as a call, for C++
+ * and C alike. NULL does nothing. Inline for the reason given at
+ * iop_pool_params_init().
+ */
+static inline void iop_publish_params_init(struct iop_publish_params *params)
+{
+	if (params) {
+		__builtin_memset(params, 0, sizeof(*params));
+		params->struct_size = sizeof(*params);
+	}
+}
 #define IOP_PUBLISH_INTERVAL_MIN_MS 10u      /**< a reader cannot use more */
 #define IOP_PUBLISH_INTERVAL_MAX_MS 3600000u /**< one hour */
 
@@ -889,13 +938,14 @@ struct iop_domain_stats {
 	uint64_t chunks;      /**< chunks of this domain */
 };
 
-/** Memory domains of this process (1 without NUMA, or IOPOOL_FAKE_NUMA). */
+/**
+ * Memory domains. iop_domain_count() returns how many domains this process
+ * has (1 without NUMA; N with IOPOOL_FAKE_NUMA=N); iop_domain_current() the
+ * domain of the calling thread's CPU now; iop_domain_of() the domain of the
+ * chunk holding p, or -EINVAL when p is in no pool.
+ */
 IOP_API unsigned iop_domain_count(void);
-
-/** The domain of the calling thread's CPU now. */
 IOP_API unsigned iop_domain_current(void);
-
-/** The domain of the chunk holding p, or -EINVAL when p is in no pool. */
 IOP_API int iop_domain_of(const void *p);
 
 /**

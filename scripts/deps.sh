@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Check for, and where possible install, what building and testing iopool needs.
 #
-#   scripts/deps.sh [test|bench]
+#   scripts/deps.sh [test|bench|deb]
 #
 #   test   cmake, make, a C compiler with the C library headers, pkg-config;
 #          with SANITIZE=address or SANITIZE=thread in the environment also the
@@ -9,6 +10,9 @@
 #   bench  all of the above, plus the peers the benchmark compares against
 #          (jemalloc, mimalloc, tcmalloc, DPDK), valgrind for callgrind, and
 #          gnuplot (gnuplot-nox) and jq for the plots (bench/plot.sh).
+#   deb    all of test, plus what building and checking the Debian package
+#          needs (debhelper, dpkg-dev, build-essential, lintian): CI's deb
+#          stage.
 #
 # Environment: CC (the compiler to check; default cc, else gcc), SANITIZE.
 #
@@ -25,13 +29,13 @@ set -euo pipefail
 
 mode=${1:-test}
 case $mode in
-test | bench) ;;
+test | bench | deb) ;;
 -h | --help)
-	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,25p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 *)
-	echo "usage: $0 [test|bench]" >&2
+	echo "usage: $0 [test|bench|deb]" >&2
 	exit 2
 	;;
 esac
@@ -108,6 +112,16 @@ for p in libxdp-dev libbpf-dev clang iproute2; do
 	have_pkg "$p" || required+=("$p")
 done
 
+# C++ compilers for the consumer checks (tests/consumers): the header must
+# build cleanly in g++ and clang++ users' projects; the C consumer uses gcc.
+have_cmd g++ || required+=(g++)
+have_cmd clang++ || required+=(clang)
+have_cmd gcc || required+=(gcc)
+# tmux: the iopool-top screen tests (tests/test_top_tmux.sh) run the tool in it.
+have_cmd tmux || required+=(tmux)
+# man-db (with groff-base): the man page test renders every generated page.
+have_cmd man || required+=(man-db)
+
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {
 	case $1 in
@@ -137,6 +151,12 @@ EOF
 }
 if [ -n "$sanitize" ] && ! check_sanitizer "$sanitize"; then
 	required+=("$(sanitizer_pkgs "$sanitize")")
+fi
+
+if [ "$mode" = deb ]; then
+	for p in debhelper dpkg-dev build-essential lintian pkgconf; do
+		have_pkg "$p" || required+=("$p")
+	done
 fi
 
 if [ "$mode" = bench ]; then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Run a command (ctest) whose children are sanitizer-instrumented programs,
 # working around the sanitizer runtimes' trouble with high ASLR entropy.
 #

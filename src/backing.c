@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Backing: chunks from the OS, and the address map that names their owners.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Bounded pools: the limit, the three allocation modes, first-come
  * first-served waits with throttling, and objects stranded in the caches of

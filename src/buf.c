@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Refcounted buffers (page_pool's recycling in user space), mapping handles
  * and fragments (page_frag).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Compile-time configuration. Every default lives here, with its reason.
  */

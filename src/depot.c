@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Depot: full and empty magazines per pool, traded with thread caches a
  * whole magazine at a time, so the lock is taken once per magazine rather

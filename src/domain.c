@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Memory domains: which NUMA node a CPU belongs to, binding chunk memory to
  * a node, and IOPOOL_FAKE_NUMA, which pretends there are several so the

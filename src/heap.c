@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Heap: any size from 1 byte to 1 MiB through size classes, each an
  * ordinary pool; larger blocks mapped from the OS and tracked.

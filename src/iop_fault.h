@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fault injection in iopool's OS layer, for tests and benchmarks: make
  * chunk requests slow (a delay per chunk, like page faulting and

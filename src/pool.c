@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Pools: creation with parameter checks, destruction, queries, and the
  * messages for misuse.

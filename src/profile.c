@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Per-call-site profiling of the heap, after the kernel's memory allocation
  * profiling (/proc/allocinfo): every profiled call site has a static record

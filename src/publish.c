@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Live statistics outside the process: a POSIX shared-memory segment
  * (format in publish.h) that a background thread rewrites every interval

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The shared-memory statistics segment: what a publishing process writes
  * (src/publish.c) and what tools/iopool-top reads. This header is shared by

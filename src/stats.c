@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Statistics, their text and JSON forms, and the conservation audit.
  */

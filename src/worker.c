@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Refill workers, decay, shrink and reclaim.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A tiny test harness for iopool's test programs (one program per area).
  *

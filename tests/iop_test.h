@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Helpers shared by the iopool test programs: making pools, reading and
  * checking statistics, and stamping objects so that a test can tell when the

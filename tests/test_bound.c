@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Bounded pools: the limit, the three allocation modes, FIFO waits,
  * throttling with hysteresis, timeouts, signals during waits, objects

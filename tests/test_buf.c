@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Refcounted buffers (IOP_F_REFCOUNT), the pool hooks (map, unmap,
  * release), mapping handles, buffer bases and fragments: every call of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Thread churn: waves of short-lived threads allocate, free, hand objects to
  * each other through shared slots and exit (most without calling

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Objects allocated on one thread and freed on another, handed over through
  * a single-producer single-consumer ring, the way a receive thread hands

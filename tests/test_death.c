@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Death tests: every misuse that iopool cannot report with an error code
  * must abort (SIGABRT) with a message on stderr of the form

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The size-class heap: every class boundary, the waste bound, alignment,
  * large blocks, the class pools as ordinary pools, frees from other

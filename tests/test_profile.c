@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Per-call-site profiling: built with IOP_PROFILE, so iop_heap_alloc() and
  * iop_heap_alloc_aligned() are the macros that record their call site. Each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Live statistics outside the process: a child process creates pools, holds
  * known numbers of objects and publishes; tools/iopool-top reads them back
@@ -496,6 +497,144 @@ TEST(tool_reports_and_cleans_the_segment_a_killed_child_leaves)
 	return TH_PASS;
 }
 
+/* ---- a zombie, a hung publisher, a stopped one ------------------------------ */
+
+/* The state letter of pid in /proc/<pid>/stat (Z: zombie, T: stopped). */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+static bool wait_state(pid_t pid, char want)
+{
+	for (uint64_t give_up = ms_now() + WAIT_MS; ms_now() < give_up; sleep_ms(5))
+		if (proc_state(pid) == want)
+			return true;
+	return false;
+}
+
+/* Killed and not reaped, the child keeps its pid and start time: only its
+ * state (Z) says that it will never publish again. */
+TEST(tool_shows_a_killed_unreaped_child_stale_and_cleans_it)
+{
+	struct child c = spawn(doomed_child);
+	free(child_ready(&c));
+	int pid = (int)c.pid;
+	char *out, text[160];
+
+	free(json_after_two_updates(c.pid));
+	kill(c.pid, SIGKILL);
+	REQUIRE(wait_state(c.pid, 'Z'));
+	REQUIRE(segment_exists(c.pid));
+
+	CHECK_EQ(tool(&out, "%s", ""), 0);
+	CHECK_STR_HAS(out, "stale: the process is a zombie (killed, not yet reaped)");
+	free(out);
+	CHECK_EQ(tool(&out, "--once %d", pid), 1);
+	CHECK_STR_HAS(out, "STALE: the process is a zombie");
+	CHECK_STR_HAS(out, "viz-dead");
+	free(out);
+	CHECK_EQ(tool(&out, "--clean %d", pid), 0);
+	snprintf(text, sizeof(text), "removed %s%s%d (pid %d, vizdoomed, the process is a zombie", IOP_SHM_DIR,
+		 IOP_SHM_PREFIX, pid, pid);
+	CHECK_STR_HAS(out, text);
+	free(out);
+	CHECK(!segment_exists(c.pid));
+
+	int st = child_end(&c, true); /* reaps it */
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	return TH_PASS;
+}
+
+/* A segment that a running process stopped updating (its publishing thread
+ * hung), written here for a child that only sleeps: last updated 10 s ago
+ * with a 100 ms interval. Stale and cleaned; while the process is stopped
+ * (SIGSTOP), stale but kept. */
+static void sleeping_child(FILE *report, int cmd)
+{
+	child_report(report, "ready\n");
+	child_wait_and_exit(cmd);
+}
+
+TEST(tool_calls_a_segment_not_updated_for_five_intervals_stale)
+{
+	struct child c = spawn(sleeping_child);
+	free(child_ready(&c));
+	int pid = (int)c.pid;
+	char name[64], path[64], *out;
+	snprintf(name, sizeof(name), "%s%d", IOP_SHM_PREFIX, pid);
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+
+	size_t size = sizeof(struct iop_shm_header) + sizeof(struct iop_shm_record);
+	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	REQUIRE(fd >= 0);
+	REQUIRE(ftruncate(fd, (off_t)size) == 0);
+	unsigned char *seg = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	REQUIRE(seg != MAP_FAILED);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	uint64_t now_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	struct iop_shm_header h = { .version = IOP_SHM_VERSION };
+	memcpy(h.magic, IOP_SHM_MAGIC, sizeof(h.magic));
+	h.header_size = sizeof(h);
+	h.record_size = sizeof(struct iop_shm_record);
+	h.max_records = 1;
+	h.nrecords = 1;
+	h.pid = pid;
+	h.start_time = iop_shm_read_start_time(path);
+	h.published_ns = now_ns - 20000000000ull;
+	h.updated_ns = now_ns - 10000000000ull;
+	h.updates = 100;
+	h.interval_ms = 100;
+	snprintf(h.name, sizeof(h.name), "vizhung");
+	struct iop_shm_record r = { .kind = IOP_SHM_KIND_POOL, .obj_size = 64 };
+	snprintf(r.name, sizeof(r.name), "viz-hung");
+	memcpy(seg, &h, sizeof(h));
+	memcpy(seg + sizeof(h), &r, sizeof(r));
+	munmap(seg, size);
+	CHECK(h.start_time != 0);
+
+	/* Stopped: stale, but --clean keeps the segment. */
+	kill(c.pid, SIGSTOP);
+	REQUIRE(wait_state(c.pid, 'T'));
+	CHECK_EQ(tool(&out, "--once %d", pid), 1);
+	CHECK_STR_HAS(out, "STALE: the process is stopped; not updated for 10.");
+	CHECK_STR_HAS(out, "of its 100 ms intervals)");
+	free(out);
+	CHECK_EQ(tool(&out, "--clean %d", pid), 1);
+	CHECK_STR_HAS(out, "runs: its segment stays");
+	free(out);
+	CHECK(segment_exists(c.pid));
+	kill(c.pid, SIGCONT);
+
+	/* Running but not publishing: stale, and cleaned. */
+	REQUIRE(wait_state(c.pid, 'S'));
+	CHECK_EQ(tool(&out, "--once %d", pid), 1);
+	CHECK_STR_HAS(out, "STALE: not updated for 10.");
+	CHECK_STR_HAS(out, "viz-hung");
+	free(out);
+	CHECK_EQ(tool(&out, "--clean %d", pid), 0);
+	CHECK_STR_HAS(out, "not updated for 10.");
+	free(out);
+	CHECK(!segment_exists(c.pid));
+	if (segment_exists(c.pid))
+		shm_unlink(name);
+
+	int st = child_end(&c, false);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return TH_PASS;
+}
+
 /* ---- IOPOOL_PUBLISH ------------------------------------------------------------ */
 
 static void env_child(FILE *report, int cmd)
@@ -529,6 +668,25 @@ TEST(environment_variable_publishes_an_unchanged_program)
 }
 
 /* ---- the calls themselves ---------------------------------------------------- */
+
+/* iop_publish_params_init() gives what IOP_PUBLISH_PARAMS_INIT gives, and
+ * the defaults it leaves publish. */
+TEST(publish_params_init_gives_the_defaults)
+{
+	struct iop_publish_params pp, macro = IOP_PUBLISH_PARAMS_INIT;
+	memset(&pp, 0xa5, sizeof(pp));
+	iop_publish_params_init(&pp);
+	CHECK_EQ(pp.struct_size, sizeof(struct iop_publish_params));
+	CHECK_EQ(pp.struct_size, macro.struct_size);
+	CHECK_EQ(pp.interval_ms, 0);
+	CHECK(pp.name == NULL);
+	CHECK_EQ(pp.flags, 0);
+	CHECK_EQ(pp.reserved0, 0);
+	iop_publish_params_init(NULL); /* does nothing, does not crash */
+	CHECK_EQ(iop_stats_publish(&pp), 0);
+	CHECK_EQ(iop_stats_unpublish(), 0);
+	return TH_PASS;
+}
 
 TEST(publish_refuses_bad_parameters_and_a_second_start)
 {

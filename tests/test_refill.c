@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Reserves, refill workers, decay, shrink, memory domains, hugepages and
  * fault injection.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Multi-threaded stress, after mimalloc's test-stress.c and DPDK's mempool
  * stress: threads allocate from several pools of different sizes (one of

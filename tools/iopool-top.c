@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iopool-top: the pools of a running process, like slabtop.
  *
@@ -47,6 +48,14 @@
  * calls the segment torn: an update copies at most 80 KiB, so 100 ms means
  * the writer stopped in the middle (it died). */
 #define SEQ_WAIT_NS 100000000ull
+/* A segment not updated for STALE_INTERVALS of its publisher's intervals,
+ * and for at least STALE_MIN_NS, is stale even though its process exists:
+ * the publishing thread stopped (a process killed but not yet reaped, a
+ * hung process). Five intervals tolerate a publisher delayed by a loaded
+ * machine; the floor keeps a 10 ms publisher from being called stale (and
+ * cleaned) over a scheduling hiccup. */
+#define STALE_INTERVALS 5u
+#define STALE_MIN_NS 2000000000ull
 
 /* ---- reading a segment ---------------------------------------------------- */
 
@@ -78,6 +87,25 @@ static uint64_t start_time_of(int pid)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
 	return iop_shm_read_start_time(path);
+}
+
+/* The state letter of process pid (field 3 of /proc/<pid>/stat: R, S, D,
+ * Z for a zombie, T for stopped, ...), or 0 when it cannot be read. Counted
+ * from the last ')', as the name in parentheses may hold anything. */
+static char state_of(int pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
 }
 
 /* Copy the segment between two equal even sequence numbers (publish.h);
@@ -177,6 +205,30 @@ static void proc_read(int pid, struct proc *p)
 	if (p->status != ST_BAD && !p->alive) {
 		p->status = ST_STALE;
 		snprintf(p->why, sizeof(p->why), "%s", st ? "the pid now runs another process" : "the process is gone");
+	} else if (p->status == ST_LIVE) {
+		/* The process exists; is it still publishing? A zombie (killed,
+		 * not yet reaped by its parent) keeps its pid and start time
+		 * but will never update again: stale, and --clean removes it.
+		 * So does a segment several intervals old. A stopped process
+		 * (SIGSTOP, a debugger) is shown stale but keeps its segment:
+		 * it resumes publishing when continued. */
+		char state = state_of(pid);
+		uint64_t now = clock_ns(CLOCK_REALTIME), age = now > h->updated_ns ? now - h->updated_ns : 0;
+		uint64_t limit = (uint64_t)STALE_INTERVALS * h->interval_ms * 1000000u;
+		if (limit < STALE_MIN_NS)
+			limit = STALE_MIN_NS;
+		if (state == 'Z' || state == 'X') {
+			p->status = ST_STALE;
+			p->alive = false;
+			snprintf(p->why, sizeof(p->why), "the process is a zombie (killed, not yet reaped)");
+		} else if (age > limit) {
+			p->status = ST_STALE;
+			bool stopped = state == 'T' || state == 't';
+			p->alive = stopped;
+			snprintf(p->why, sizeof(p->why), "%snot updated for %.1fs (%llu of its %u ms intervals)",
+				 stopped ? "the process is stopped; " : "", (double)age / 1e9,
+				 (unsigned long long)(age / ((uint64_t)h->interval_ms * 1000000u + 1)), h->interval_ms);
+		}
 	}
 }
 
@@ -402,11 +454,65 @@ static const struct {
 
 struct row {
 	struct iop_shm_record r;
-	double rate; /* < 0: not known */
+	double rate;     /* < 0: not known */
+	uint32_t folded; /* > 0: the heap's row, summing this many classes */
+	bool indent;     /* a heap class listed under the heap's row */
+};
+
+/* The columns left to right; NAME stays, the others scroll sideways when
+ * the terminal is too narrow for all of them. The order puts what a person
+ * looks for first (how much is in use, how much memory, how busy) so that
+ * an 80-column terminal shows it without scrolling. */
+static const enum col order[NCOLS] = {
+	C_NAME, C_SIZE, C_INFLIGHT, C_TOTAL, C_USE, C_MAPPED, C_RATE, C_ALLOCS,
+	C_SLOW, C_FAIL, C_CACHED, C_DEPOT, C_FREE, C_CHUNKS,
 };
 
 static enum col sort_col = C_MAPPED;
 static bool sort_rev; /* against the column's natural order */
+
+/* Names compared with their digit runs as numbers, so that heap-104 comes
+ * before heap-1024 and pool9 before pool10. */
+static int name_cmp(const char *a, const char *b)
+{
+	while (*a && *b) {
+		if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+			while (*a == '0' && isdigit((unsigned char)a[1]))
+				a++;
+			while (*b == '0' && isdigit((unsigned char)b[1]))
+				b++;
+			size_t la = 0, lb = 0;
+			while (isdigit((unsigned char)a[la]))
+				la++;
+			while (isdigit((unsigned char)b[lb]))
+				lb++;
+			if (la != lb)
+				return la < lb ? -1 : 1;
+			int d = memcmp(a, b, la);
+			if (d)
+				return d < 0 ? -1 : 1;
+			a += la;
+			b += lb;
+			continue;
+		}
+		if (*a != *b)
+			return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+		a++;
+		b++;
+	}
+	return (*a != 0) - (*b != 0);
+}
+
+/* One of the size-class heap's pools: "heap-" and digits. */
+static bool is_heap_class(const char *name)
+{
+	if (strncmp(name, "heap-", 5) != 0 || !name[5])
+		return false;
+	for (const char *c = name + 5; *c; c++)
+		if (!isdigit((unsigned char)*c))
+			return false;
+	return true;
+}
 
 static double value(const struct row *w, enum col c)
 {
@@ -435,7 +541,7 @@ static double value(const struct row *w, enum col c)
 static int cmp_rows(const void *a, const void *b)
 {
 	const struct row *x = a, *y = b;
-	int by_name = strcmp(x->r.name, y->r.name), d;
+	int by_name = name_cmp(x->r.name, y->r.name), d;
 	if (sort_col == C_NAME) {
 		d = by_name;
 	} else {
@@ -452,7 +558,13 @@ static void cell(char *buf, size_t len, const struct row *w, enum col c)
 	double v = value(w, c);
 	switch (c) {
 	case C_NAME:
-		snprintf(buf, len, "%s", w->r.name);
+		snprintf(buf, len, "%s%s", w->indent ? "  " : "", w->r.name);
+		break;
+	case C_SIZE:
+		if (w->folded)
+			snprintf(buf, len, "-"); /* classes of every size */
+		else
+			snprintf(buf, len, "%.0f", v);
 		break;
 	case C_MAPPED:
 		scaled(buf, len, v, 1024, "");
@@ -527,30 +639,166 @@ static void set_rates(struct row *rows, uint32_t n, const struct proc *prev, con
 	}
 }
 
-static void render(struct screen *s, const struct proc *p, struct row *rows, bool interactive)
+/* What the person at the terminal chose: scrolling, filter, the heap. */
+struct view {
+	int top;             /* first row shown */
+	int hoff;            /* columns scrolled off to the left (after NAME) */
+	int page;            /* rows that fit, from the last screen */
+	int shown_from, shown_to, ncols_shown; /* columns of the last screen */
+	bool heap_open;      /* the heap's classes listed under its row */
+	char filter[IOP_SHM_NAME_MAX]; /* pools whose name holds this */
+	bool editing;        /* typing a filter after '/' */
+	char edit[IOP_SHM_NAME_MAX];
+	double rate;         /* the process's allocations per second (all
+	                        pools, whatever the filter); < 0: not known */
+};
+
+/*
+ * The rows to show, in order: the pools whose name holds the filter (any
+ * case), with the heap's size classes folded into one row (their sums)
+ * that takes its place in the sort; when the view opens the heap, its
+ * classes follow that row, indented, in the same order. A program that
+ * uses the heap has up to 116 classes, which would push its own pools off
+ * the screen. Returns how many rows *out holds (malloc'd).
+ */
+static uint32_t build_rows(const struct proc *cur, const struct proc *prev, struct view *v,
+			   struct row **out)
+{
+	uint32_t n = cur->n, napp = 0, nheap = 0;
+	struct row *all = calloc(n + 1, sizeof(*all)), *rows = calloc(n + 1, sizeof(*rows));
+	if (!all || !rows) {
+		perror("iopool-top");
+		exit(1);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		all[i].r = cur->rec[i];
+	set_rates(all, n, prev, cur);
+	v->rate = -1;
+	for (uint32_t i = 0; i < n; i++)
+		if (all[i].rate >= 0)
+			v->rate = (v->rate < 0 ? 0 : v->rate) + all[i].rate;
+
+	/* Applications' pools first in `rows`, the heap's classes at its end. */
+	struct row sum = { .rate = -1 };
+	for (uint32_t i = 0; i < n; i++) {
+		if (v->filter[0] && !strcasestr(all[i].r.name, v->filter))
+			continue;
+		if (!is_heap_class(all[i].r.name)) {
+			rows[napp++] = all[i];
+			continue;
+		}
+		rows[n - nheap++] = all[i];
+		const struct iop_shm_record *r = &all[i].r;
+		sum.r.total += r->total;
+		sum.r.in_flight += r->in_flight;
+		sum.r.cached += r->cached;
+		sum.r.depot += r->depot;
+		sum.r.slab_free += r->slab_free;
+		sum.r.chunks += r->chunks;
+		sum.r.bytes_mapped += r->bytes_mapped;
+		sum.r.alloc_fast += r->alloc_fast;
+		sum.r.alloc_slow += r->alloc_slow;
+		sum.r.alloc_fail += r->alloc_fail;
+		if (all[i].rate >= 0)
+			sum.rate = (sum.rate < 0 ? 0 : sum.rate) + all[i].rate;
+	}
+	free(all);
+	struct row *classes = rows + n + 1 - nheap;
+	if (nheap) {
+		sum.folded = nheap;
+		snprintf(sum.r.name, sizeof(sum.r.name), "heap (%u class%s)", nheap, nheap == 1 ? "" : "es");
+		rows[napp++] = sum;
+	}
+	qsort(rows, napp, sizeof(*rows), cmp_rows);
+	if (!v->heap_open || !nheap) {
+		*out = rows;
+		return napp;
+	}
+	/* Open: the classes, sorted, right after the heap's row. */
+	struct row *tmp = malloc(nheap * sizeof(*tmp)), *res = calloc(napp + nheap, sizeof(*res));
+	if (!tmp || !res) {
+		perror("iopool-top");
+		exit(1);
+	}
+	memcpy(tmp, classes, nheap * sizeof(*tmp));
+	qsort(tmp, nheap, sizeof(*tmp), cmp_rows);
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < napp; i++) {
+		res[k++] = rows[i];
+		if (rows[i].folded) {
+			for (uint32_t j = 0; j < nheap; j++) {
+				res[k] = tmp[j];
+				res[k++].indent = true;
+			}
+		}
+	}
+	free(tmp);
+	free(rows);
+	*out = res;
+	return k;
+}
+
+/* Format one row (or the heading when w is NULL) into line with the
+ * columns `shown` (indexes into order[]), the name width name_w. */
+static void format_row(char *line, size_t len, const struct row *w, const int *shown, int nshown, int name_w)
+{
+	char c[64];
+	size_t at = 0;
+	for (int k = 0; k < nshown && at < len; k++) {
+		enum col col = order[shown[k]];
+		if (w)
+			cell(c, sizeof(c), w, col);
+		else
+			snprintf(c, sizeof(c), "%s", cols[col].head);
+		if (col == C_NAME) {
+			/* Names longer than the column end in '~'. */
+			if ((int)strlen(c) > name_w && name_w > 1) {
+				c[name_w - 1] = '~';
+				c[name_w] = '\0';
+			}
+			at += (size_t)snprintf(line + at, len - at, "%-*s", name_w, c);
+		} else {
+			at += (size_t)snprintf(line + at, len - at, " %*s", cols[col].width, c);
+		}
+	}
+}
+
+/* Which columns fit in width (0: all of them): NAME, then from the
+ * (hoff+1)th on, as many whole columns as fit. Returns how many. */
+static int fit_columns(int width, int name_w, int hoff, int *shown)
+{
+	int n = 0, used = name_w;
+	shown[n++] = 0;
+	for (int k = 1 + hoff; k < NCOLS; k++) {
+		int w = 1 + cols[order[k]].width;
+		if (width > 0 && used + w > width)
+			break;
+		shown[n++] = k;
+		used += w;
+	}
+	return n;
+}
+
+static void render(struct screen *s, const struct proc *p, const struct row *rows, uint32_t nrows,
+		   struct view *v, bool interactive)
 {
 	char up[32], age[32], mapped[32], rate[32];
 	uint64_t total = 0, inflight = 0, bytes = 0, allocs = 0, slow = 0, fails = 0;
-	double r = 0;
-	bool have_rate = false;
-
+	/* The totals are the process's, whatever the filter hides. */
 	for (uint32_t i = 0; i < p->n; i++) {
-		total += rows[i].r.total;
-		inflight += rows[i].r.in_flight;
-		bytes += rows[i].r.bytes_mapped;
-		allocs += rows[i].r.alloc_fast + rows[i].r.alloc_slow;
-		slow += rows[i].r.alloc_slow;
-		fails += rows[i].r.alloc_fail;
-		if (rows[i].rate >= 0) {
-			r += rows[i].rate;
-			have_rate = true;
-		}
+		const struct iop_shm_record *x = &p->rec[i];
+		total += x->total;
+		inflight += x->in_flight;
+		bytes += x->bytes_mapped;
+		allocs += x->alloc_fast + x->alloc_slow;
+		slow += x->alloc_slow;
+		fails += x->alloc_fail;
 	}
 	age_str(up, sizeof(up), p->h.published_ns);
 	age_str(age, sizeof(age), p->h.updated_ns);
 	scaled(mapped, sizeof(mapped), (double)bytes, 1024, "B");
-	if (have_rate)
-		scaled(rate, sizeof(rate), r, 1000, "");
+	if (v->rate >= 0)
+		scaled(rate, sizeof(rate), v->rate, 1000, "");
 	else
 		snprintf(rate, sizeof(rate), "-");
 
@@ -566,29 +814,64 @@ static void render(struct screen *s, const struct proc *p, struct row *rows, boo
 	put_line(s, " Allocations               : %llu (%s/s), slow path %.2f%%, failed %llu",
 		 (unsigned long long)allocs, rate, allocs ? 100.0 * (double)slow / (double)allocs : 0.0,
 		 (unsigned long long)fails);
+	const char *dir = (sort_col == C_NAME) != sort_rev ? "ascending" : "descending";
 	if (interactive)
-		put_line(s, " Sorted by %s (%s); keys: n s t i u c d f k m a r w x sort (again: reverse), q quit",
-			 cols[sort_col].head, (sort_col == C_NAME) != sort_rev ? "ascending" : "descending");
+		put_line(s, " Sorted by %s (%s); sort keys: n s t i u c d f k m a r w x (again: reverse)",
+			 cols[sort_col].head, dir);
 	else
-		put_line(s, " Sorted by %s (%s)", cols[sort_col].head,
-			 (sort_col == C_NAME) != sort_rev ? "ascending" : "descending");
+		put_line(s, " Sorted by %s (%s)", cols[sort_col].head, dir);
+	if (v->filter[0])
+		put_line(s, " Filter: '%s' (%u row%s)", v->filter, nrows, nrows == 1 ? "" : "s");
 	put_line(s, "%s", "");
 
-	char line[1024], c[64];
-	size_t at = 0;
-	for (int k = 0; k < NCOLS; k++) {
-		at += (size_t)snprintf(line + at, sizeof(line) - at, "%s%*s", k ? " " : "", cols[k].width,
-				       cols[k].head);
-	}
-	put_line(s, "%s", line);
-	for (uint32_t i = 0; i < p->n; i++) {
-		at = 0;
-		for (int k = 0; k < NCOLS; k++) {
-			cell(c, sizeof(c), &rows[i], (enum col)k);
-			at += (size_t)snprintf(line + at, sizeof(line) - at, "%s%*s", k ? " " : "", cols[k].width, c);
+	/* The name column: as wide as the longest name shown, 10 to 24. */
+	int name_w = 24, shown[NCOLS];
+	if (s->cols > 0) {
+		name_w = 10;
+		for (uint32_t i = 0; i < nrows; i++) {
+			int l = (int)strlen(rows[i].r.name) + (rows[i].indent ? 2 : 0);
+			name_w = l > name_w ? l : name_w;
 		}
+		name_w = name_w > 24 ? 24 : name_w;
+		if (name_w > s->cols)
+			name_w = s->cols;
+	}
+	if (v->hoff > NCOLS - 2)
+		v->hoff = NCOLS - 2;
+	int nshown = fit_columns(s->cols, name_w, v->hoff, shown);
+	v->shown_from = nshown > 1 ? shown[1] : 0;
+	v->shown_to = shown[nshown - 1];
+	v->ncols_shown = nshown;
+
+	char line[1024];
+	format_row(line, sizeof(line), NULL, shown, nshown, name_w);
+	put_line(s, "%s", line);
+
+	/* Rows: all of them, or (on a terminal) the page from v->top, and a
+	 * status line at the bottom. */
+	int area = s->rows > 0 ? s->rows - s->lines - (interactive ? 1 : 0) : (int)nrows;
+	if (area < 1)
+		area = 1;
+	v->page = area;
+	if (v->top > (int)nrows - area)
+		v->top = (int)nrows - area;
+	if (v->top < 0)
+		v->top = 0;
+	for (int i = v->top; i < (int)nrows && i < v->top + area; i++) {
+		format_row(line, sizeof(line), &rows[i], shown, nshown, name_w);
 		put_line(s, "%s", line);
 	}
+	if (!interactive)
+		return;
+	while (s->lines < s->rows - 1)
+		put_line(s, "%s", "");
+	int last = v->top + area < (int)nrows ? v->top + area : (int)nrows;
+	if (v->editing)
+		put_line(s, "/%s_   (filter by name: Enter applies, Esc cancels, empty clears)", v->edit);
+	else
+		put_line(s, " rows %d-%d of %u%s  cols %d-%d of %d%s  h heap  / filter  arrows  q quit",
+			 nrows ? v->top + 1 : 0, last, nrows, v->top + area < (int)nrows ? " v" : "", v->shown_from,
+			 v->shown_to, NCOLS - 1, v->shown_to < NCOLS - 1 ? " >" : "");
 }
 
 static void print_json(const struct proc *p, const struct row *rows)
@@ -658,17 +941,96 @@ static void term_size(int *rows, int *cols_)
 	}
 }
 
-/* A key: pick the column, or reverse it when it is already picked. Returns
- * false on q. */
-static bool on_key(int ch)
+/* A sort key: pick the column, or reverse it when it is already picked. */
+static void sort_key(int ch)
 {
-	if (ch == 'q' || ch == 'Q')
-		return false;
 	for (int k = 0; k < NCOLS; k++) {
 		if (cols[k].key != ch)
 			continue;
 		sort_rev = sort_col == (enum col)k && !sort_rev;
 		sort_col = (enum col)k;
+	}
+}
+
+/* Input as read from the terminal: keys, and the escape sequences of the
+ * arrows, PgUp/PgDn and Home/End (xterm's, which tmux and the Linux
+ * console send too). Returns false on q. */
+static bool on_input(struct view *v, const char *in, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)in[i];
+		if (ch == 27 && i + 2 < n && (in[i + 1] == '[' || in[i + 1] == 'O')) {
+			/* ESC [ A, ESC O A, ESC [ 5 ~ ... */
+			size_t j = i + 2;
+			int num = 0;
+			while (j < n && isdigit((unsigned char)in[j]))
+				num = num * 10 + (in[j++] - '0');
+			char fin = j < n ? in[j] : 0;
+			i = j;
+			if (v->editing)
+				continue;
+			switch (fin) {
+			case 'A': v->top--; break;
+			case 'B': v->top++; break;
+			case 'C': v->hoff += v->shown_to < NCOLS - 1; break;
+			case 'D': v->hoff -= v->hoff > 0; break;
+			case 'H': v->top = 0; break;
+			case 'F': v->top = INT32_MAX / 2; break;
+			case '~':
+				if (num == 5)
+					v->top -= v->page;
+				else if (num == 6)
+					v->top += v->page;
+				else if (num == 1 || num == 7)
+					v->top = 0;
+				else if (num == 4 || num == 8)
+					v->top = INT32_MAX / 2;
+				break;
+			default: break;
+			}
+			continue;
+		}
+		if (v->editing) {
+			size_t l = strlen(v->edit);
+			if (ch == 27) {
+				v->editing = false;
+			} else if (ch == '\r' || ch == '\n') {
+				snprintf(v->filter, sizeof(v->filter), "%s", v->edit);
+				v->editing = false;
+				v->top = 0;
+			} else if (ch == 127 || ch == 8) {
+				if (l)
+					v->edit[l - 1] = '\0';
+			} else if (isprint(ch) && l + 1 < sizeof(v->edit)) {
+				v->edit[l] = (char)ch;
+				v->edit[l + 1] = '\0';
+			}
+			continue;
+		}
+		switch (ch) {
+		case 'q':
+		case 'Q':
+			return false;
+		case '/':
+			v->editing = true;
+			snprintf(v->edit, sizeof(v->edit), "%s", v->filter);
+			break;
+		case 'h':
+			v->heap_open = !v->heap_open;
+			break;
+		case ' ':
+			v->top += v->page;
+			break;
+		case '<':
+			v->hoff -= v->hoff > 0;
+			break;
+		case '>':
+			v->hoff += v->shown_to < NCOLS - 1;
+			break;
+		default:
+			sort_key(ch);
+			break;
+		}
 	}
 	return true;
 }
@@ -717,17 +1079,27 @@ static void usage(FILE *f)
 	      "  -s, --sort COLUMN     sort by COLUMN (default mapped):\n", f);
 	for (int k = 0; k < NCOLS; k++)
 		fprintf(f, "                          %-9s (key %c) %s\n", cols[k].opt, cols[k].key, cols[k].what);
-	fputs("  -r, --reverse         reverse the order (names ascend, numbers descend by default)\n"
+	fputs("  -r, --reverse         reverse the order (names ascend, numbers descend by default;\n"
+	      "                        numbers inside names compare as numbers: heap-104 < heap-1024)\n"
+	      "  -f, --filter TEXT     show only the pools whose name holds TEXT (any case)\n"
+	      "  -H, --heap-classes    list the heap's size classes (heap-*) under its row, which\n"
+	      "                        otherwise sums them\n"
 	      "  -d, --delay SECONDS   refresh period of the view (default 1; fractions allowed)\n"
 	      "  -n, --iterations N    stop the view after N screens\n"
 	      "      --clean [PID]     remove the segments of processes that are gone (or only PID's)\n"
 	      "  -h, --help            this text\n"
-	      "Keys in the view: a column's key sorts by it (pressed again: reverses), q quits.\n"
+	      "Keys in the view: a column's key sorts by it (pressed again: reverses); h opens or\n"
+	      "folds the heap's row; / types a filter (Enter applies, Esc cancels, empty clears);\n"
+	      "Up, Down, PgUp, PgDn (or space), Home, End scroll the rows; Left, Right (or < >)\n"
+	      "scroll the columns that do not fit the terminal's width; q quits.\n"
+	      "A process is stale when it is gone, is a zombie (killed, not reaped), or has not\n"
+	      "updated its segment for 5 of its intervals (2 s at least); --clean removes those\n"
+	      "segments, except a stopped process's (it publishes again when continued).\n"
 	      "Exit status: 0; 1 when the process is not found, its segment cannot be read or it is\n"
 	      "stale (its last numbers are still shown); 2 on a usage error.\n", f);
 }
 
-static int show(int pid, bool once, bool json, double delay, long iterations)
+static int show(int pid, bool once, bool json, double delay, long iterations, struct view *v)
 {
 	struct proc prev = { 0 }, cur;
 	bool have_prev = false, interactive = false;
@@ -763,35 +1135,37 @@ static int show(int pid, bool once, bool json, double delay, long iterations)
 	}
 
 	for (long screen = 0;; screen++) {
-		struct row *rows = calloc(cur.n ? cur.n : 1, sizeof(*rows));
-		if (!rows) {
-			perror("iopool-top");
-			return 1;
-		}
-		for (uint32_t i = 0; i < cur.n; i++)
-			rows[i].r = cur.rec[i];
-		set_rates(rows, cur.n, have_prev ? &prev : NULL, &cur);
-		qsort(rows, cur.n, sizeof(*rows), cmp_rows);
 		if (cur.status != ST_LIVE)
 			rc = 1;
-
 		if (json) {
+			/* Every pool as published: no filter, no folding. */
+			struct row *rows = calloc(cur.n ? cur.n : 1, sizeof(*rows));
+			if (!rows) {
+				perror("iopool-top");
+				return 1;
+			}
+			for (uint32_t i = 0; i < cur.n; i++)
+				rows[i].r = cur.rec[i];
+			qsort(rows, cur.n, sizeof(*rows), cmp_rows);
 			print_json(&cur, rows);
+			free(rows);
 		} else {
+			struct row *rows;
+			uint32_t nrows = build_rows(&cur, have_prev ? &prev : NULL, v, &rows);
 			s.len = 0;
 			s.lines = 0;
 			term_size(&s.rows, &s.cols);
 			if (s.rows > 0)
 				s.rows--; /* the cursor's line */
-			render(&s, &cur, rows, interactive);
+			render(&s, &cur, rows, nrows, v, interactive);
 			if (!once)
 				fputs("\033[H", stdout);
 			fwrite(s.buf, 1, s.len, stdout);
 			if (!once)
 				fputs("\033[J", stdout);
+			free(rows);
 		}
 		fflush(stdout);
-		free(rows);
 		if (once || json || (iterations > 0 && screen + 1 >= iterations))
 			break;
 
@@ -808,9 +1182,11 @@ static int show(int pid, bool once, bool json, double delay, long iterations)
 			if (r < 0 && errno == EINTR) {
 				redraw = true; /* a resize */
 			} else if (r > 0) {
-				char ch;
-				if (read(STDIN_FILENO, &ch, 1) == 1) {
-					if (!on_key(ch))
+				/* A key, or a whole escape sequence (one read). */
+				char in[64];
+				ssize_t got = read(STDIN_FILENO, in, sizeof(in));
+				if (got > 0) {
+					if (!on_input(v, in, (size_t)got))
 						quit_signal = -1;
 					redraw = true;
 				}
@@ -819,7 +1195,7 @@ static int show(int pid, bool once, bool json, double delay, long iterations)
 		if (quit_signal)
 			break;
 		if (redraw)
-			continue; /* the same sample, sorted anew or resized */
+			continue; /* the same sample, sorted, scrolled or resized anew */
 		proc_free(&prev);
 		prev = cur;
 		have_prev = true;
@@ -850,6 +1226,8 @@ int main(int argc, char **argv)
 		{ "delay", required_argument, NULL, 'd' },
 		{ "iterations", required_argument, NULL, 'n' },
 		{ "clean", no_argument, NULL, 'C' },
+		{ "filter", required_argument, NULL, 'f' },
+		{ "heap-classes", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -858,7 +1236,8 @@ int main(int argc, char **argv)
 	long iterations = 0;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "ojs:rd:n:h", opts, NULL)) != -1) {
+	struct view view = { 0 };
+	while ((c = getopt_long(argc, argv, "ojs:rd:n:f:Hh", opts, NULL)) != -1) {
 		char *end;
 		switch (c) {
 		case 'o':
@@ -900,6 +1279,17 @@ int main(int argc, char **argv)
 		case 'C':
 			do_clean = true;
 			break;
+		case 'f':
+			if (strlen(optarg) >= sizeof(view.filter)) {
+				fprintf(stderr, "iopool-top: --filter wants at most %zu characters (a pool name's "
+						"length), not '%s'\n", sizeof(view.filter) - 1, optarg);
+				return 2;
+			}
+			snprintf(view.filter, sizeof(view.filter), "%s", optarg);
+			break;
+		case 'H':
+			view.heap_open = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -932,5 +1322,5 @@ int main(int argc, char **argv)
 	int pid = find_process(target);
 	if (pid < 0)
 		return 1;
-	return show(pid, once || json, json, delay, iterations);
+	return show(pid, once || json, json, delay, iterations, &view);
 }

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Settings every plot shares; each NAME.gp loads this first. plot.sh sets
 # the variables: data, out, machine, note, nseries, dir.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # input: bench-results.json
 # The outstanding-N curve (case "outstanding"): N objects allocated before
 # any is freed, as a receive burst does. Where a curve bends up, N has

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # input: bench-results.json
 # What an alloc+free pair costs as the object grows (case "size"): pools
 # cost the same at every size, general allocators change size classes and,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Case "size": one alloc+free pair by object size. Rows: allocator, bytes, ns.
 def bytes: if endswith("KiB") then (.[:-3] | tonumber) * 1024
 	elif endswith("MiB") then (.[:-3] | tonumber) * 1048576

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # input: spike-results.json
 # The swiotlb throttling experiment: every 2 ms all producers submit a burst
 # at once. malloc follows the burst; the pool that fails and the fixed array

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # input: bench-results.json
 # Thread scaling (case "threads"): the aggregate rate should grow with T up
 # to the number of cores and then stay flat; the CPU time per pair should

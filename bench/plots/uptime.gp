@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # input: uptime-results.json
 # The KTLS uptime story: load, a quiet phase in which decay trims, a sudden
 # return of load, three times, on an OS that is slow and fails a quarter of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A minimal iopool user. This is the usage example of README.md, line for
  * line from the #include down (CI checks that they match); CI builds it
  * against the installed library with pkg-config (Makefile) and with CMake's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * iop-udp-rx: a UDP receive path on iopool buffers, page_pool style.
  *

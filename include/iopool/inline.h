@@ -85,9 +85,9 @@ struct iop__pool_hot {
 
 #define IOP__GRANULE_SHIFT 21
 #if defined(__aarch64__)
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (48 - IOP__GRANULE_SHIFT))
+#define IOP__MAP_ENTRIES (IOP__SCAST(uintptr_t, 1) << (48 - IOP__GRANULE_SHIFT))
 #else
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (47 - IOP__GRANULE_SHIFT))
+#define IOP__MAP_ENTRIES (IOP__SCAST(uintptr_t, 1) << (47 - IOP__GRANULE_SHIFT))
 #endif
 
 /* One entry per 2 MiB of address space: the pool that owns it, or NULL. */
@@ -138,7 +138,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define IOP__SEQ 0
 #endif
 
-#define IOP__HOT(pool) ((const struct iop__pool_hot *)(const void *)(pool))
+#define IOP__HOT(pool) IOP__RCAST(const struct iop__pool_hot *, (pool))
 
 /*
  * Does `pool` own an object that starts at p? One map load, then the offset
@@ -150,14 +150,14 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 static inline uint64_t iop__obj_number(const iop_pool_t *pool, const void *p)
 {
 	const struct iop__pool_hot *h = IOP__HOT(pool);
-	uint64_t x = (uint64_t)((uintptr_t)p & h->chunk_mask) * h->div_mul;
+	uint64_t x = IOP__SCAST(uint64_t, IOP__RCAST(uintptr_t, p) & h->chunk_mask) * h->div_mul;
 	unsigned k = h->div_shift;
 	return (x >> k) | (x << ((64 - k) & 63));
 }
 
 static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
 {
-	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
+	uintptr_t g = IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT;
 	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || IOP__LD(&iop__map[g]) != pool)
 		return UINT64_MAX;
 	return iop__obj_number(pool, p);
@@ -179,16 +179,16 @@ static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsi
 	const uintptr_t mask = h->chunk_mask;
 	const uint64_t mul = h->div_mul, lim = h->objs_per_chunk;
 	const unsigned k = h->div_shift;
-	uintptr_t known = ~(uintptr_t)0; /* a granule already found to be ours */
+	uintptr_t known = ~IOP__SCAST(uintptr_t, 0); /* a granule already found to be ours */
 	for (unsigned i = 0; i < n; i++) {
-		uintptr_t a = (uintptr_t)objs[i];
+		uintptr_t a = IOP__RCAST(uintptr_t, objs[i]);
 		uintptr_t g = a >> IOP__GRANULE_SHIFT;
 		if (__builtin_expect(g != known, 0)) {
 			if (g >= IOP__MAP_ENTRIES || IOP__LD(&iop__map[g]) != pool)
 				return 0;
 			known = g;
 		}
-		uint64_t x = (uint64_t)(a & mask) * mul;
+		uint64_t x = IOP__SCAST(uint64_t, a & mask) * mul;
 		x = (x >> k) | (x << ((64 - k) & 63));
 		if (__builtin_expect(x >= lim, 0))
 			return 0;
@@ -293,7 +293,7 @@ static inline void *iop__seq_pop(const struct iop__pool_hot *h)
 	IOP__SEQ_POP(h, p, slow);
 	return p;
 slow:
-	return 0;
+	return IOP__NULL;
 }
 
 /* Push one object onto this CPU's slot; 0 when it is full or closed. */
@@ -376,7 +376,7 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 		     "movq %[w], (%[t])\n\t"
 		     IOP__RSEQ_ABORT
 		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), [k] "r"((uint64_t)k)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), [k] "r"(IOP__SCAST(uint64_t, k))
 		     : "cc", "memory"
 		     : slow);
 	return 1;
@@ -387,13 +387,13 @@ slow:
 #define IOP__SEQ_POP(h, p, slow)         \
 	do {                             \
 		(void)(h);               \
-		(p) = 0;                 \
+		(p) = IOP__NULL;         \
 		goto slow;               \
 	} while (0)
 static inline void *iop__seq_pop(const struct iop__pool_hot *h)
 {
 	(void)h;
-	return 0;
+	return IOP__NULL;
 }
 static inline int iop__seq_push(const struct iop__pool_hot *h, void *obj)
 {
@@ -454,7 +454,7 @@ IOPINLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n)
 {
 	/* Each object moves the head by -1 and counts one allocation. */
 	if (__builtin_expect(n != 0, 1) &&
-	    __builtin_expect(iop__seq_pop_bulk(IOP__HOT(pool), objs, n, (uint64_t)n * 0xffffu), 1)) {
+	    __builtin_expect(iop__seq_pop_bulk(IOP__HOT(pool), objs, n, IOP__SCAST(uint64_t, n) * 0xffffu), 1)) {
 #if IOP__LIB_ASAN
 		for (unsigned i = 0; i < n; i++)
 			IOP__UNPOISON(objs[i], IOP__HOT(pool)->stride);
@@ -486,7 +486,7 @@ IOPINLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n)
  */
 static inline uint32_t *iop__refs(const iop_pool_t *pool, const void *p, uint64_t x)
 {
-	return (uint32_t *)(((uintptr_t)p | IOP__HOT(pool)->chunk_mask) + 1) + x;
+	return IOP__RCAST(uint32_t *, (IOP__RCAST(uintptr_t, p) | IOP__HOT(pool)->chunk_mask) + 1) + x;
 }
 
 /* A buffer with one reference: the inline pop, then the count, which is
@@ -496,7 +496,7 @@ IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool)
 	if (__builtin_expect(IOP__HOT(pool)->put_slow, 0))
 		return iop__buf_alloc_slow(pool);
 	void *p = iop_alloc(pool);
-	if (__builtin_expect(p != 0, 1))
+	if (__builtin_expect(p != IOP__NULL, 1))
 		__atomic_store_n(iop__refs(pool, p, iop__obj_number(pool, p)), 1u, __ATOMIC_RELAXED);
 	return p;
 }
@@ -540,16 +540,16 @@ IOPINLINE void(iop_buf_put)(iop_pool_t *pool, void *p)
 static inline unsigned iop__heap_class_of(size_t s)
 {
 	if (s <= 64)
-		return (unsigned)((s + 15) >> 4) - 1;
-	unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(s - 1));
-	return 4 + (k - 6) * 8 + (unsigned)(((s - 1) >> (k - 3)) - 8);
+		return IOP__SCAST(unsigned, (s + 15) >> 4) - 1;
+	unsigned k = 63u - IOP__SCAST(unsigned, __builtin_clzll(IOP__SCAST(unsigned long long, s - 1)));
+	return 4 + (k - 6) * 8 + IOP__SCAST(unsigned, ((s - 1) >> (k - 3)) - 8);
 }
 
 IOPINLINE void *(iop_heap_alloc)(size_t size)
 {
 	if (__builtin_expect(size - 1 < IOP_HEAP_CLASS_MAX, 1)) {
 		iop_pool_t *pool = __atomic_load_n(&iop__heap_class[iop__heap_class_of(size)], __ATOMIC_ACQUIRE);
-		if (__builtin_expect(pool != 0, 1))
+		if (__builtin_expect(pool != IOP__NULL, 1))
 			return iop_alloc(pool);
 	}
 	return iop__heap_alloc_slow(size);
@@ -557,7 +557,7 @@ IOPINLINE void *(iop_heap_alloc)(size_t size)
 
 IOPINLINE void(iop_heap_free)(void *p)
 {
-	uintptr_t g = (uintptr_t)p >> IOP__GRANULE_SHIFT;
+	uintptr_t g = IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT;
 	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
 	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
 		iop_pool_t *pool = IOP__LD(&map[g]);
