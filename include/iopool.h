@@ -195,8 +195,8 @@ struct iop_pool_params {
  *           reserved0 not zero; name too long; a release hook without
  *           IOP_F_REFCOUNT. A message on stderr says which.
  *   other   the negative errno the map hook returned for a `populate` chunk.
- *   ENOSPC  the process already has the most pools it may have (IOP_MAX_POOLS
- *           in config.h, 256).
+ *   ENOSPC  the process already has the most pools it may have (256, a
+ *           build-time limit of the library).
  *   ENOMEM  memory for the pool or for `populate` objects could not be had.
  * Nothing is leaked on failure.
  */
@@ -370,6 +370,11 @@ IOP_API uint64_t iop_pool_reset_high_water(iop_pool_t *pool);
  * A pool's statistics. Object counts are a snapshot: exact when no thread is
  * using the pool, approximate (each read once, without stopping threads)
  * while threads run. Counters only grow.
+ *
+ * The fields after struct_size are also listed, in this order, by
+ * IOP_POOL_STATS_FIELDS in <iopool/shm.h>, which generates the printers and
+ * the shared-memory record; a new field is appended here and there (the
+ * library's build checks that both agree).
  */
 struct iop_pool_stats {
 	uint32_t struct_size;   /**< sizeof(struct iop_pool_stats), set by caller */
@@ -758,7 +763,7 @@ IOP_API int iop_profile_dump(FILE *f);
 /*
  * A process may publish the statistics of all its pools in a small POSIX
  * shared-memory segment, /dev/shm/iopool.<pid>, for tools/iopool-top (or any
- * reader of the format in src/publish.h) to show while it runs. A
+ * reader of the format in <iopool/shm.h>) to show while it runs. A
  * background thread rewrites the segment from iop_pool_stats() snapshots
  * every interval; the fast paths are not touched. Pools created later
  * appear at the next update, destroyed ones disappear. The segment is

@@ -1,6 +1,6 @@
 /*
  * Live statistics outside the process: a POSIX shared-memory segment
- * (format in publish.h) that a background thread rewrites every interval
+ * (format in include/iopool/shm.h) that a background thread rewrites every interval
  * from iop_pool_stats() snapshots, for tools/iopool-top to read.
  *
  * The fast paths are not touched: the thread reads what iop_pool_stats()
@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "publish.h"
+#include "iopool/shm.h"
 
 _Static_assert(IOP_SHM_NAME_MAX == IOP_NAME_MAX, "a pool's name fits a record's");
 
@@ -78,9 +78,8 @@ static void fill_record(struct iop_pool *pool, void *arg)
 	r->kind = IOP_SHM_KIND_POOL;
 	r->flags = pool->flags;
 	r->id = pool->id;
-	r->cache_size = s.cache_size;
-#define COPY(n) r->n = s.n;
-	IOP_SHM_STATS(COPY)
+#define COPY(t, n) r->n = s.n;
+	IOP_POOL_STATS_FIELDS(COPY)
 #undef COPY
 }
 
