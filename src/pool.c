@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 
 /* ---- messages ----------------------------------------------------------- */
 
@@ -100,12 +101,6 @@ void iop__bad_free(iop_pool_t *pool, const void *p)
 			 (unsigned long long)(off - idx * pool->hot.stride), (void *)(c->base + idx * pool->hot.stride));
 	_iop_die(pool, "invalid free of %p: not an object, %llu bytes past the last object of its chunk", p,
 		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
-}
-
-static bool env_checked(void)
-{
-	const char *v = getenv("IOPOOL_CHECKED");
-	return v && *v && strcmp(v, "0") != 0;
 }
 
 /* ---- creation ----------------------------------------------------------- */
@@ -269,7 +264,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->hot.div_shift = (uint32_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->flags = p.flags;
-	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || env_checked();
+	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_opt_uint(IOP_OPT_CHECKED);
 	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;
 	if (pool->refcount) {
 		size_t page = (size_t)sysconf(_SC_PAGESIZE);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 #include "iopool/shm.h"
 
 _Static_assert(IOP_SHM_NAME_MAX == IOP_NAME_MAX, "a pool's name fits a record's");
@@ -332,21 +333,11 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 
 static void env_publish(void)
 {
-	const char *v = getenv("IOPOOL_PUBLISH");
-	if (!v || !*v || strcmp(v, "0") == 0)
+	if (!_iop_opt_uint(IOP_OPT_PUBLISH))
 		return;
 	struct iop_publish_params p = IOP_PUBLISH_PARAMS_INIT;
-	const char *ms = getenv("IOPOOL_PUBLISH_INTERVAL_MS");
-	if (ms && *ms) {
-		char *end;
-		unsigned long x = strtoul(ms, &end, 10);
-		if (*end || x < IOP_PUBLISH_INTERVAL_MIN_MS || x > IOP_PUBLISH_INTERVAL_MAX_MS)
-			_iop_warn("IOPOOL_PUBLISH_INTERVAL_MS='%s' is not a number of ms in [%u, %u]; using %u", ms,
-				  IOP_PUBLISH_INTERVAL_MIN_MS, IOP_PUBLISH_INTERVAL_MAX_MS,
-				  IOP_PUBLISH_INTERVAL_DEFAULT_MS);
-		else
-			p.interval_ms = (uint32_t)x;
-	}
+	/* 0 when not given: iop_stats_publish()'s default */
+	p.interval_ms = (uint32_t)_iop_opt_uint(IOP_OPT_PUBLISH_INTERVAL_MS);
 	int err = iop_stats_publish(&p);
 	if (err && err != -EALREADY)
 		_iop_warn("IOPOOL_PUBLISH: cannot publish statistics: %s", strerror(-err));

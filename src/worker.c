@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 
 struct worker {
 	pthread_t thread;
@@ -488,27 +489,11 @@ static void wk_init(void)
 		pthread_cond_init(&workers[d].cv, &ca);
 	}
 	pthread_condattr_destroy(&ca);
-	const char *v = getenv("IOPOOL_WORKER_PERIOD_MS");
-	if (v && *v) {
-		char *end;
-		long ms = strtol(v, &end, 10);
-		if (*end || ms < 1 || ms > 3600000)
-			_iop_warn("IOPOOL_WORKER_PERIOD_MS='%s' is not 1..3600000: ignored", v);
-		else
-			wk_period_ns = (int64_t)ms * 1000000;
-	}
-	v = getenv("IOPOOL_PSI_RECLAIM");
-	if (v && *v) {
-		char *end;
-		double t = strtod(v, &end);
-		if (*end || !(t > 0 && t <= 100))
-			_iop_warn("IOPOOL_PSI_RECLAIM='%s' is not a percentage in (0, 100]: ignored", v);
-		else
-			psi_threshold = t;
-		const char *path = getenv("IOPOOL_PSI_FILE");
-		if (path && *path)
-			psi_path = path;
-	}
+	if (_iop_opt_given(IOP_OPT_WORKER_PERIOD_MS))
+		wk_period_ns = (int64_t)_iop_opt_uint(IOP_OPT_WORKER_PERIOD_MS) * 1000000;
+	psi_threshold = _iop_opt_percent(IOP_OPT_PSI_RECLAIM);
+	if (_iop_opt_given(IOP_OPT_PSI_FILE))
+		psi_path = _iop_opt_path(IOP_OPT_PSI_FILE);
 	atexit(stop_at_exit);
 }
 
