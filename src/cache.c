@@ -137,9 +137,8 @@ static void thread_exit(void *arg)
 static void make_exit_key(void)
 {
 	if (pthread_key_create(&exit_key, thread_exit) != 0) {
-		fprintf(stderr, "iopool: cannot create the thread-exit key; "
-				"exiting threads would strand their cached objects\n");
-		abort();
+		_iop_fatal("thread cache", "cannot create the thread-exit key; "
+					   "exiting threads would strand their cached objects");
 	}
 }
 

@@ -51,7 +51,7 @@ static void parse_one(enum iop_opt o, const char *v)
 	switch (table[o].type) {
 	case IOP_OPT_BOOL:
 		if (!parse_bool(v, &value[o].u)) {
-			_iop_complain(name, "'%s' is not 0 or 1: ignored", v);
+			_iop_msg(name, "'%s' is not 0 or 1: ignored", v);
 			return;
 		}
 		break;
@@ -59,7 +59,7 @@ static void parse_one(enum iop_opt o, const char *v)
 		errno = 0;
 		value[o].u = strtoull(v, &end, 10);
 		if (*v < '0' || *v > '9' || *end || errno || value[o].u < table[o].min || value[o].u > table[o].max) {
-			_iop_complain(name, "'%s' is not a number from %llu to %llu: ignored", v,
+			_iop_msg(name, "'%s' is not a number from %llu to %llu: ignored", v,
 				      (unsigned long long)table[o].min, (unsigned long long)table[o].max);
 			return;
 		}
@@ -67,7 +67,7 @@ static void parse_one(enum iop_opt o, const char *v)
 	case IOP_OPT_PERCENT:
 		value[o].pct = strtod(v, &end);
 		if (end == v || *end || !(value[o].pct > (double)table[o].min && value[o].pct <= (double)table[o].max)) {
-			_iop_complain(name, "'%s' is not a percentage above %llu, up to %llu: ignored", v,
+			_iop_msg(name, "'%s' is not a percentage above %llu, up to %llu: ignored", v,
 				      (unsigned long long)table[o].min, (unsigned long long)table[o].max);
 			return;
 		}

@@ -1,6 +1,6 @@
 /*
  * Pools: creation with parameter checks, destruction, queries, and the
- * messages for misuse.
+ * checks of a freed address.
  */
 #include <errno.h>
 #include <sched.h>
@@ -12,70 +12,12 @@
 #include "internal.h"
 #include "options.h"
 
-/* ---- messages ----------------------------------------------------------- */
-
-/* One write(2) per message, so messages from several threads never
- * interleave and nothing is lost in a stdio buffer before abort(). */
-static void emit(const char *prefix, const char *name, const char *fmt, va_list ap)
-{
-	char buf[512];
-	int n = name ? snprintf(buf, sizeof(buf), "iopool: %spool '%s': ", prefix, name)
-		     : snprintf(buf, sizeof(buf), "iopool: %s", prefix);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n < sizeof(buf))
-		n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
-	if ((size_t)n > sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
-	buf[n++] = '\n';
-	ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
-	(void)w;
-}
-
-void _iop_die(const struct iop_pool *pool, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	emit("", pool ? pool->name : "?", fmt, ap);
-	va_end(ap);
-	abort();
-}
-
-void _iop_warn(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	emit("warning: ", NULL, fmt, ap);
-	va_end(ap);
-}
-
-void _iop_complain(const char *who, const char *fmt, ...)
-{
-	char prefix[64];
-	va_list ap;
-	snprintf(prefix, sizeof(prefix), "%s: ", who);
-	va_start(ap, fmt);
-	emit(prefix, NULL, fmt, ap);
-	va_end(ap);
-}
-
-void _iop_fatal(const char *who, const char *fmt, ...)
-{
-	char msg[448];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	_iop_complain(who, "%s", msg);
-	abort();
-}
-
 static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void *einval(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	emit("iop_pool_create: ", NULL, fmt, ap);
+	_iop_vmsg(NULL, "iop_pool_create", fmt, ap);
 	va_end(ap);
 	errno = EINVAL;
 	return NULL;
@@ -349,7 +291,7 @@ int iop_pool_destroy(iop_pool_t *pool)
 	if (!pool)
 		return -EINVAL;
 	if (pool->hot.heap) {
-		_iop_warn("pool '%s': not destroyed: it is one of the heap's size classes", pool->name);
+		_iop_msg_pool(pool, "not destroyed: it is one of the heap's size classes");
 		return -EPERM;
 	}
 	/* Waiters of a bounded pool get -ESHUTDOWN, and so does every later
@@ -367,8 +309,8 @@ int iop_pool_destroy(iop_pool_t *pool)
 		in_flight = (uint64_t)LOAD(&pool->bound->in_flight);
 	if (in_flight) {
 		_iop_registry_unlock();
-		_iop_warn("pool '%s': not destroyed: %llu objects still in flight; free them and destroy again",
-			  pool->name, (unsigned long long)in_flight);
+		_iop_msg_pool(pool, "not destroyed: %llu objects still in flight; free them and destroy again",
+			      (unsigned long long)in_flight);
 		return -EBUSY;
 	}
 	_iop_pool_unregister(pool);

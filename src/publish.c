@@ -231,12 +231,10 @@ static void publish_at_exit(void)
 static int bad_param(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int bad_param(const char *fmt, ...)
 {
-	char msg[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	_iop_vmsg(NULL, "iop_stats_publish", fmt, ap);
 	va_end(ap);
-	_iop_warn("iop_stats_publish: %s", msg);
 	return -EINVAL;
 }
 
@@ -340,7 +338,7 @@ static void env_publish(void)
 	p.interval_ms = (uint32_t)_iop_opt_uint(IOP_OPT_PUBLISH_INTERVAL_MS);
 	int err = iop_stats_publish(&p);
 	if (err && err != -EALREADY)
-		_iop_warn("IOPOOL_PUBLISH: cannot publish statistics: %s", strerror(-err));
+		_iop_msg("IOPOOL_PUBLISH", "cannot publish statistics: %s", strerror(-err));
 }
 
 void _iop_publish_autostart(void)

@@ -422,7 +422,7 @@ int iop_pool_audit(iop_pool_t *pool)
 	if (a.nomem)
 		return -ENOMEM;
 	if (a.fault[0]) {
-		_iop_warn("pool '%s': audit failed: %s", pool->name, a.fault);
+		_iop_msg_pool(pool, "audit failed: %s", a.fault);
 		return -EUCLEAN;
 	}
 	return 0;

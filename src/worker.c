@@ -462,9 +462,9 @@ static void start_all(void)
 			w->started = true;
 		}
 		else
-			_iop_warn("cannot start the refill worker of domain %u (%s); "
-				  "reserves will not be refilled, nor memory decay",
-				  d, strerror(rc));
+			_iop_msg("worker", "cannot start the refill worker of domain %u (%s); "
+				 "reserves will not be refilled, nor memory decay",
+				 d, strerror(rc));
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	wk_running = true;
