@@ -51,13 +51,6 @@ static struct {
 	struct iop_shm_record *scratch; /* the next update's records */
 } pub = { .ctl = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static uint64_t now_ns(clockid_t clock)
-{
-	struct timespec t;
-	clock_gettime(clock, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 /* ---- one update ---------------------------------------------------------- */
 
 struct fill {
@@ -106,7 +99,7 @@ static void update(void)
 	__atomic_store_n(&h->seq, seq + 1, __ATOMIC_RELAXED);
 	iop_shm_store_words(rec, f.rec, (size_t)f.n * sizeof(*rec));
 	__atomic_store_n(&h->nrecords, f.n, __ATOMIC_RELEASE);
-	__atomic_store_n(&h->updated_ns, now_ns(CLOCK_REALTIME), __ATOMIC_RELEASE);
+	__atomic_store_n(&h->updated_ns, (uint64_t)_iop_wall_ns(), __ATOMIC_RELEASE);
 	__atomic_store_n(&h->updates, h->updates + 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&h->seq, seq + 2, __ATOMIC_RELEASE);
 }
@@ -116,14 +109,7 @@ static void *publisher(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&pub.lock);
 	while (!pub.stop) {
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += pub.interval_ms / 1000;
-		until.tv_nsec += (long)(pub.interval_ms % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
+		struct timespec until = _iop_timespec(_iop_now_ns() + (int64_t)pub.interval_ms * 1000000);
 		while (!pub.stop && pthread_cond_timedwait(&pub.wake, &pub.lock, &until) != ETIMEDOUT)
 			;
 		if (pub.stop)
@@ -172,7 +158,7 @@ static int segment_open(const struct iop_publish_params *p)
 	h->max_records = IOP_MAX_POOLS;
 	h->pid = (int32_t)getpid();
 	h->start_time = iop_shm_read_start_time("/proc/self/stat");
-	h->published_ns = now_ns(CLOCK_REALTIME);
+	h->published_ns = (uint64_t)_iop_wall_ns();
 	h->interval_ms = p->interval_ms;
 	snprintf(h->name, sizeof(h->name), "%s", p->name ? p->name : program_invocation_short_name);
 	/* The magic last, with release: a reader loads it first (acquire)

@@ -65,21 +65,12 @@ static double psi_threshold;
 static const char *psi_path = "/proc/pressure/memory";
 static int64_t psi_next; /* the domain-0 worker's only */
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- wake-ups -------------------------------------------------------------- */
 
 void _iop_worker_kick(struct iop_pool *pool, unsigned d, int why)
 {
 	struct iop_dom *dom = &pool->dom[d];
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int64_t now = _iop_now_coarse_ns();
 	int64_t at = LOAD(&dom->wake_at);
 	/* One caller per gap wins; the others return after a load. */
 	if (now < at || !atomic_compare_exchange_strong_explicit(&dom->wake_at, &at, now + IOP_WAKE_GAP_NS,
@@ -386,8 +377,8 @@ static void *worker_main(void *arg)
 	int64_t next = 0;
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
-		while (!w->stop && !atomic_load_explicit(&w->kick, memory_order_relaxed) && now_ns() < next) {
-			struct timespec ts = { next / 1000000000, next % 1000000000 };
+		while (!w->stop && !atomic_load_explicit(&w->kick, memory_order_relaxed) && _iop_now_ns() < next) {
+			struct timespec ts = _iop_timespec(next);
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 		}
 		bool stop = w->stop;
@@ -395,7 +386,7 @@ static void *worker_main(void *arg)
 		if (stop)
 			break;
 		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
-		int64_t now = now_ns();
+		int64_t now = _iop_now_ns();
 		next = now + wk_period_ns;
 		if (d == 0 && psi_threshold > 0 && now >= psi_next) {
 			psi_next = now + wk_period_ns;
