@@ -21,7 +21,8 @@
 /*
  * Most pools alive at once. Each thread carries one 64-byte cache slot per
  * possible pool in static TLS, so this costs 16 KiB per thread. 256 leaves
- * room for a heap's size classes (about 40 pools) and many application pools.
+ * room for a heap's size classes (IOP_HEAP_CLASSES, 116 pools at most, only
+ * those a program uses) and many application pools.
  */
 #define IOP_MAX_POOLS 256
 
