@@ -445,6 +445,11 @@ IOP_API uint64_t iop_pool_reset_high_water(iop_pool_t *pool);
  * A pool's statistics. Object counts are a snapshot: exact when no thread is
  * using the pool, approximate (each read once, without stopping threads)
  * while threads run. Counters only grow.
+ *
+ * The fields after struct_size are also listed, in this order, by
+ * IOP_POOL_STATS_FIELDS in <iopool/shm.h>, which generates the printers and
+ * the shared-memory record; a new field is appended here and there (the
+ * library's build checks that both agree).
  */
 struct iop_pool_stats {
 	uint32_t struct_size;   /**< sizeof(struct iop_pool_stats), set by caller */
@@ -815,7 +820,7 @@ IOP_API int iop_profile_dump(FILE *f);
 /*
  * A process may publish the statistics of all its pools in a small POSIX
  * shared-memory segment, /dev/shm/iopool.<pid>, for tools/iopool-top (or any
- * reader of the format in src/publish.h) to show while it runs. A
+ * reader of the format in <iopool/shm.h>) to show while it runs. A
  * background thread rewrites the segment from iop_pool_stats() snapshots
  * every interval; the fast paths are not touched. Pools created later
  * appear at the next update, destroyed ones disappear. The segment is

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 #include "iop_fault.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -97,26 +98,12 @@ void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chu
 static _Atomic unsigned f_every, f_nth, f_pct, f_delay_us;
 static _Atomic uint64_t f_requests, f_injected, f_base;
 
-static unsigned env_uint(const char *name)
-{
-	const char *v = getenv(name);
-	if (!v || !*v)
-		return 0;
-	char *end;
-	unsigned long n = strtoul(v, &end, 10);
-	if (*end || n > 100000000) {
-		_iop_warn("%s='%s' is not a number: ignored", name, v);
-		return 0;
-	}
-	return (unsigned)n;
-}
-
 static void fault_env(void)
 {
 	struct iop__fault f = {
-		.fail_every = env_uint("IOPOOL_FAULT_CHUNK_FAIL_EVERY"),
-		.fail_pct = env_uint("IOPOOL_FAULT_CHUNK_FAIL_PCT"),
-		.delay_us = env_uint("IOPOOL_FAULT_CHUNK_DELAY_US"),
+		.fail_every = (unsigned)_iop_opt_uint(IOP_OPT_FAULT_CHUNK_FAIL_EVERY),
+		.fail_pct = (unsigned)_iop_opt_uint(IOP_OPT_FAULT_CHUNK_FAIL_PCT),
+		.delay_us = (unsigned)_iop_opt_uint(IOP_OPT_FAULT_CHUNK_DELAY_US),
 	};
 	if (f.fail_every || f.fail_pct || f.delay_us)
 		iop__fault_set(&f);

@@ -54,20 +54,13 @@ struct iop_waiter {
  * Objects are only ever in transit for the length of a call. */
 #define TAKE_TRIES 10000
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int64_t _iop_deadline(int64_t timeout_ns)
 {
 	if (timeout_ns <= 0)
 		return 0; /* in the past: try once */
 	if (timeout_ns == IOP_FOREVER)
 		return INT64_MAX;
-	int64_t now = now_ns();
+	int64_t now = _iop_now_ns();
 	return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
 }
 
@@ -381,7 +374,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 		return -ESHUTDOWN;
 	}
 	b->inside++;
-	int64_t t0 = now_ns();
+	int64_t t0 = _iop_now_ns();
 	/* Buffers remain: this caller is held back by throttling or by the
 	 * waiters ahead of it, not by the limit (grant passes that stop at it
 	 * for throttling say so too). */
@@ -392,7 +385,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 	grant_pass(b, NULL);
 	bool waited = false;
 	while (w.state == W_WAITING) {
-		if (now_ns() >= deadline)
+		if (_iop_now_ns() >= deadline)
 			break;
 		waited = true;
 		if (deadline == INT64_MAX) {
@@ -407,7 +400,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 	if (w.state == W_WAITING)
 		dequeue(b, &w);
 	if (waited)
-		note_wait(b, now_ns() - t0, w.throttled);
+		note_wait(b, _iop_now_ns() - t0, w.throttled);
 	int state = w.state;
 	wunlock(b);
 	pthread_cond_destroy(&w.cv);

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 
 #if IOP__LIB_RSEQ
 #include <sys/rseq.h>
@@ -97,14 +98,14 @@ static int cpu_now(void)
 
 int _iop_opt_cache(void)
 {
-	const char *v = getenv("IOPOOL_CACHE");
+	const char *v = _iop_opt_path(IOP_OPT_CACHE);
 	if (!v || !*v)
 		return -1;
 	if (!strcmp(v, "cpu"))
 		return IOP_CACHE_CPU;
 	if (!strcmp(v, "thread"))
 		return IOP_CACHE_THREAD;
-	_iop_warn("IOPOOL_CACHE='%s' is not 'cpu' or 'thread'; ignored", v);
+	_iop_msg("IOPOOL_CACHE", "'%s' is not 'cpu' or 'thread': ignored", v);
 	return -1;
 }
 
@@ -131,7 +132,7 @@ static void decide(void)
 	}
 	_iop_cache_mode = IOP_CACHE_THREAD;
 	if (want == IOP_CACHE_CPU)
-		_iop_warn("IOPOOL_CACHE=cpu: per-CPU caches are not available (%s); using per-thread caches", why);
+		_iop_msg("IOPOOL_CACHE", "cpu: per-CPU caches are not available (%s); using per-thread caches", why);
 }
 
 void _iop_cache_init(void)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "options.h"
 
 #ifdef IOP_HAVE_NUMA
 #include <numa.h>
@@ -69,16 +70,9 @@ static void real(void)
 
 static void domains_init(void)
 {
-	const char *v = getenv("IOPOOL_FAKE_NUMA");
-	if (v && *v) {
-		char *end;
-		long n = strtol(v, &end, 10);
-		if (*end || n < 1 || n > IOP_MAX_DOMAINS) {
-			_iop_warn("IOPOOL_FAKE_NUMA='%s' is not 1..%d: ignored", v, IOP_MAX_DOMAINS);
-		} else {
-			fake((unsigned)n);
-			return;
-		}
+	if (_iop_opt_given(IOP_OPT_FAKE_NUMA)) {
+		fake((unsigned)_iop_opt_uint(IOP_OPT_FAKE_NUMA));
+		return;
 	}
 #ifdef IOP_HAVE_NUMA
 	real();

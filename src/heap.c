@@ -393,8 +393,8 @@ static void *heap_alloc(size_t size, struct iop__site *site)
 static void *heap_alloc_aligned(size_t size, size_t align, struct iop__site *site)
 {
 	if (!align || (align & (align - 1)) || align > IOP_HEAP_ALIGN_MAX) {
-		_iop_complain("iop_heap_alloc_aligned", "align %zu is not a power of two up to %zu", align,
-			      IOP_HEAP_ALIGN_MAX);
+		_iop_msg("iop_heap_alloc_aligned", "align %zu is not a power of two up to %zu", align,
+			 IOP_HEAP_ALIGN_MAX);
 		errno = EINVAL;
 		return NULL;
 	}

@@ -47,11 +47,13 @@
 #define IOP_INTERNAL_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "config.h"
 #include "iopool.h"
 
@@ -297,11 +299,21 @@ _Static_assert(sizeof(struct iop__pool_hot) <= 64, "the owner check reads one ca
 
 /* ---- errors ------------------------------------------------------------- */
 
-/* Print "iopool: pool '<name>': <message>" and abort. */
+/* Messages (msg.c): one line on stderr, "iopool: pool '<name>': <text>"
+ * about a pool, "iopool: <who>: <text>" otherwise (who: the public call,
+ * the IOPOOL_* variable or the part that speaks). _iop_msg and
+ * _iop_msg_pool return (a warning, or the reason for an -EINVAL);
+ * _iop_fatal and _iop_die abort. */
+IOP_HIDDEN void _iop_msg(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold));
+IOP_HIDDEN void _iop_msg_pool(const struct iop_pool *pool, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
+IOP_HIDDEN _Noreturn void _iop_fatal(const char *who, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), cold));
 IOP_HIDDEN _Noreturn void _iop_die(const struct iop_pool *pool, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), cold));
-/* Print "iopool: <message>" as a warning. */
-IOP_HIDDEN void _iop_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2), cold));
+/* The same with a va_list: about pool when it is not NULL, else who. */
+IOP_HIDDEN void _iop_vmsg(const struct iop_pool *pool, const char *who, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0), cold));
 /* The chunk of this pool that holds p; aborts with "<what> of <p>: not from
  * any pool" or "...: it belongs to pool '<name>'" when there is none. */
 IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what);
@@ -584,16 +596,6 @@ IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
 IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop_tcache *tc);
 /* Bytes of the pool's chunks in memory now (mincore); pool unlocked. */
 IOP_HIDDEN uint64_t _iop_resident(struct iop_pool *pool);
-
-/* ---- pool.c -------------------------------------------------------------- */
-
-/* "iopool: <who>: <message>", then abort (_iop_fatal) or return
- * (_iop_complain: the message that goes with an -EINVAL). For callers that
- * speak for no single pool (the heap). */
-IOP_HIDDEN _Noreturn void _iop_fatal(const char *who, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), cold));
-IOP_HIDDEN void _iop_complain(const char *who, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), cold));
 
 /* ---- heap.c and profile.c -------------------------------------------------- */
 

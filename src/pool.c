@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Pools: creation with parameter checks, destruction, queries, and the
- * messages for misuse.
+ * checks of a freed address.
  */
 #include <errno.h>
 #include <sched.h>
@@ -11,71 +11,14 @@
 #include <unistd.h>
 
 #include "internal.h"
-
-/* ---- messages ----------------------------------------------------------- */
-
-/* One write(2) per message, so messages from several threads never
- * interleave and nothing is lost in a stdio buffer before abort(). */
-static void emit(const char *prefix, const char *name, const char *fmt, va_list ap)
-{
-	char buf[512];
-	int n = name ? snprintf(buf, sizeof(buf), "iopool: %spool '%s': ", prefix, name)
-		     : snprintf(buf, sizeof(buf), "iopool: %s", prefix);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n < sizeof(buf))
-		n += vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
-	if ((size_t)n > sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
-	buf[n++] = '\n';
-	ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
-	(void)w;
-}
-
-void _iop_die(const struct iop_pool *pool, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	emit("", pool ? pool->name : "?", fmt, ap);
-	va_end(ap);
-	abort();
-}
-
-void _iop_warn(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	emit("warning: ", NULL, fmt, ap);
-	va_end(ap);
-}
-
-void _iop_complain(const char *who, const char *fmt, ...)
-{
-	char prefix[64];
-	va_list ap;
-	snprintf(prefix, sizeof(prefix), "%s: ", who);
-	va_start(ap, fmt);
-	emit(prefix, NULL, fmt, ap);
-	va_end(ap);
-}
-
-void _iop_fatal(const char *who, const char *fmt, ...)
-{
-	char msg[448];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	_iop_complain(who, "%s", msg);
-	abort();
-}
+#include "options.h"
 
 static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void *einval(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	emit("iop_pool_create: ", NULL, fmt, ap);
+	_iop_vmsg(NULL, "iop_pool_create", fmt, ap);
 	va_end(ap);
 	errno = EINVAL;
 	return NULL;
@@ -101,12 +44,6 @@ void iop__bad_free(iop_pool_t *pool, const void *p)
 			 (unsigned long long)(off - idx * pool->hot.stride), (void *)(c->base + idx * pool->hot.stride));
 	_iop_die(pool, "invalid free of %p: not an object, %llu bytes past the last object of its chunk", p,
 		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
-}
-
-static bool env_checked(void)
-{
-	const char *v = getenv("IOPOOL_CHECKED");
-	return v && *v && strcmp(v, "0") != 0;
 }
 
 /* ---- creation ----------------------------------------------------------- */
@@ -271,7 +208,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->hot.div_shift = (uint32_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->flags = p.flags;
-	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || env_checked();
+	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_opt_uint(IOP_OPT_CHECKED);
 	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;
 	if (pool->refcount) {
 		size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -358,7 +295,7 @@ int iop_pool_destroy(iop_pool_t *pool)
 	if (!pool)
 		return -EINVAL;
 	if (pool->hot.heap) {
-		_iop_warn("pool '%s': not destroyed: it is one of the heap's size classes", pool->name);
+		_iop_msg_pool(pool, "not destroyed: it is one of the heap's size classes");
 		return -EPERM;
 	}
 	/* Waiters of a bounded pool get -ESHUTDOWN, and so does every later
@@ -379,8 +316,8 @@ int iop_pool_destroy(iop_pool_t *pool)
 		in_flight = (uint64_t)LOAD(&pool->bound->in_flight);
 	if (in_flight) {
 		_iop_registry_unlock();
-		_iop_warn("pool '%s': not destroyed: %llu objects still in flight; free them and destroy again",
-			  pool->name, (unsigned long long)in_flight);
+		_iop_msg_pool(pool, "not destroyed: %llu objects still in flight; free them and destroy again",
+			      (unsigned long long)in_flight);
 		return -EBUSY;
 	}
 	_iop_pool_unregister(pool);

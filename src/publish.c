@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Live statistics outside the process: a POSIX shared-memory segment
- * (format in publish.h) that a background thread rewrites every interval
+ * (format in include/iopool/shm.h) that a background thread rewrites every interval
  * from iop_pool_stats() snapshots, for tools/iopool-top to read.
  *
  * The fast paths are not touched: the thread reads what iop_pool_stats()
@@ -28,7 +28,8 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "publish.h"
+#include "options.h"
+#include "iopool/shm.h"
 
 _Static_assert(IOP_SHM_NAME_MAX == IOP_NAME_MAX, "a pool's name fits a record's");
 
@@ -50,13 +51,6 @@ static struct {
 	uint32_t interval_ms;
 	struct iop_shm_record *scratch; /* the next update's records */
 } pub = { .ctl = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER };
-
-static uint64_t now_ns(clockid_t clock)
-{
-	struct timespec t;
-	clock_gettime(clock, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 /* ---- one update ---------------------------------------------------------- */
 
@@ -81,9 +75,8 @@ static void fill_record(struct iop_pool *pool, void *arg)
 	r->kind = IOP_SHM_KIND_POOL;
 	r->flags = pool->flags;
 	r->id = pool->id;
-	r->cache_size = s.cache_size;
-#define COPY(n) r->n = s.n;
-	IOP_SHM_STATS(COPY)
+#define COPY(t, n) r->n = s.n;
+	IOP_POOL_STATS_FIELDS(COPY)
 #undef COPY
 }
 
@@ -109,7 +102,7 @@ static void update(void)
 	__atomic_store_n(&h->seq, seq + 1, __ATOMIC_RELAXED);
 	iop_shm_store_words(rec, f.rec, (size_t)f.n * sizeof(*rec));
 	__atomic_store_n(&h->nrecords, f.n, __ATOMIC_RELEASE);
-	__atomic_store_n(&h->updated_ns, now_ns(CLOCK_REALTIME), __ATOMIC_RELEASE);
+	__atomic_store_n(&h->updated_ns, (uint64_t)_iop_wall_ns(), __ATOMIC_RELEASE);
 	__atomic_store_n(&h->updates, h->updates + 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&h->seq, seq + 2, __ATOMIC_RELEASE);
 }
@@ -119,14 +112,7 @@ static void *publisher(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&pub.lock);
 	while (!pub.stop) {
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += pub.interval_ms / 1000;
-		until.tv_nsec += (long)(pub.interval_ms % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
+		struct timespec until = _iop_timespec(_iop_now_ns() + (int64_t)pub.interval_ms * 1000000);
 		while (!pub.stop && pthread_cond_timedwait(&pub.wake, &pub.lock, &until) != ETIMEDOUT)
 			;
 		if (pub.stop)
@@ -175,7 +161,7 @@ static int segment_open(const struct iop_publish_params *p)
 	h->max_records = IOP_PUBLISH_MAX_POOLS;
 	h->pid = (int32_t)getpid();
 	h->start_time = iop_shm_read_start_time("/proc/self/stat");
-	h->published_ns = now_ns(CLOCK_REALTIME);
+	h->published_ns = (uint64_t)_iop_wall_ns();
 	h->interval_ms = p->interval_ms;
 	snprintf(h->name, sizeof(h->name), "%s", p->name ? p->name : program_invocation_short_name);
 	/* The magic last, with release: a reader loads it first (acquire)
@@ -234,12 +220,10 @@ static void publish_at_exit(void)
 static int bad_param(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int bad_param(const char *fmt, ...)
 {
-	char msg[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	_iop_vmsg(NULL, "iop_stats_publish", fmt, ap);
 	va_end(ap);
-	_iop_warn("iop_stats_publish: %s", msg);
 	return -EINVAL;
 }
 
@@ -336,24 +320,14 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 
 static void env_publish(void)
 {
-	const char *v = getenv("IOPOOL_PUBLISH");
-	if (!v || !*v || strcmp(v, "0") == 0)
+	if (!_iop_opt_uint(IOP_OPT_PUBLISH))
 		return;
 	struct iop_publish_params p = IOP_PUBLISH_PARAMS_INIT;
-	const char *ms = getenv("IOPOOL_PUBLISH_INTERVAL_MS");
-	if (ms && *ms) {
-		char *end;
-		unsigned long x = strtoul(ms, &end, 10);
-		if (*end || x < IOP_PUBLISH_INTERVAL_MIN_MS || x > IOP_PUBLISH_INTERVAL_MAX_MS)
-			_iop_warn("IOPOOL_PUBLISH_INTERVAL_MS='%s' is not a number of ms in [%u, %u]; using %u", ms,
-				  IOP_PUBLISH_INTERVAL_MIN_MS, IOP_PUBLISH_INTERVAL_MAX_MS,
-				  IOP_PUBLISH_INTERVAL_DEFAULT_MS);
-		else
-			p.interval_ms = (uint32_t)x;
-	}
+	/* 0 when not given: iop_stats_publish()'s default */
+	p.interval_ms = (uint32_t)_iop_opt_uint(IOP_OPT_PUBLISH_INTERVAL_MS);
 	int err = iop_stats_publish(&p);
 	if (err && err != -EALREADY)
-		_iop_warn("IOPOOL_PUBLISH: cannot publish statistics: %s", strerror(-err));
+		_iop_msg("IOPOOL_PUBLISH", "cannot publish statistics: %s", strerror(-err));
 }
 
 void _iop_publish_autostart(void)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "iopool/shm.h"
 
 /* ---- statistics --------------------------------------------------------- */
 
@@ -106,29 +107,35 @@ int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 	return 0;
 }
 
-/* Every 64-bit field, in the order printed. */
-#define FIELD(x) { #x, offsetof(struct iop_pool_stats, x) }
+/*
+ * The printers and the layout check, both from IOP_POOL_STATS_FIELDS
+ * (iopool/shm.h), the one list of the fields: a mirror of the struct built
+ * from the list must match struct iop_pool_stats (iopool.h, written out for
+ * its readers) field by field, in offset and type, and in size, so the
+ * public struct has exactly the listed fields in their order.
+ */
+struct stats_from_list {
+	uint32_t struct_size;
+#define MIRROR(t, n) t n;
+	IOP_POOL_STATS_FIELDS(MIRROR)
+#undef MIRROR
+};
+#define SAME_FIELD(t, n)                                                                          \
+	_Static_assert(offsetof(struct iop_pool_stats, n) == offsetof(struct stats_from_list, n) &&   \
+			       _Generic(((struct iop_pool_stats *)0)->n, t: 1, default: 0) &&             \
+			       (sizeof(t) == 4 || sizeof(t) == 8), /* what field() reads */               \
+		       "struct iop_pool_stats." #n " is not where IOP_POOL_STATS_FIELDS puts it, or not a " #t);
+IOP_POOL_STATS_FIELDS(SAME_FIELD)
+#undef SAME_FIELD
+_Static_assert(sizeof(struct iop_pool_stats) == sizeof(struct stats_from_list),
+	       "struct iop_pool_stats has fields that IOP_POOL_STATS_FIELDS does not list");
+
+#define FIELD(t, n) { #n, offsetof(struct iop_pool_stats, n), sizeof(t) },
 static const struct {
 	const char *name;
-	size_t off;
-} fields[] = {
-	FIELD(obj_size),   FIELD(obj_stride),    FIELD(chunk_size),    FIELD(objs_per_chunk),
-	FIELD(total),      FIELD(in_flight),     FIELD(cached),        FIELD(depot),
-	FIELD(slab_free),  FIELD(chunks),        FIELD(bytes_mapped),  FIELD(alloc_fast),
-	FIELD(alloc_slow), FIELD(alloc_fail),    FIELD(free_fast),     FIELD(free_slow),
-	FIELD(depot_get),  FIELD(depot_put),     FIELD(mag_alloc),     FIELD(chunk_acquire),
-	FIELD(chunk_release), FIELD(map_calls),   FIELD(unmap_calls),  FIELD(release_hook),
-	FIELD(hook_kept),  FIELD(limit),         FIELD(throttle_on),   FIELD(throttle_off),
-	FIELD(high_water), FIELD(waiters),       FIELD(limit_hits),    FIELD(waits),
-	FIELD(throttled),  FIELD(throttled_ns),  FIELD(wait_ns),       FIELD(wait_p50_ns),
-	FIELD(wait_p99_ns), FIELD(wait_max_ns),  FIELD(timeouts),      FIELD(fail_nowait),
-	FIELD(fail_default), FIELD(fail_wait),  FIELD(reserve_low),   FIELD(reserve_high),
-	FIELD(reserve_short), FIELD(wake_low),   FIELD(wake_empty),   FIELD(wake_fail),
-	FIELD(refill_passes), FIELD(refill_objs), FIELD(refill_fail), FIELD(decay_passes),
-	FIELD(decay_objs), FIELD(trims),         FIELD(bytes_resident), FIELD(page_kind),
-	FIELD(chunks_hugetlb), FIELD(chunks_thp), FIELD(domains),     FIELD(sent_home),
-	FIELD(cache_mode),     FIELD(cpu_drains),
-};
+	uint16_t off, size;
+} fields[] = { IOP_POOL_STATS_FIELDS(FIELD) };
+#undef FIELD
 
 int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_stats *out)
 {
@@ -150,8 +157,14 @@ int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_s
 
 static uint64_t field(const struct iop_pool_stats *s, size_t i)
 {
+	const char *at = (const char *)s + fields[i].off;
+	if (fields[i].size == sizeof(uint32_t)) {
+		uint32_t v;
+		memcpy(&v, at, sizeof(v));
+		return v;
+	}
 	uint64_t v;
-	memcpy(&v, (const char *)s + fields[i].off, sizeof(v));
+	memcpy(&v, at, sizeof(v));
 	return v;
 }
 
@@ -178,13 +191,12 @@ int iop_pool_stats_print(iop_pool_t *pool, FILE *f, int format)
 	iop_pool_stats(pool, &s);
 	size_t n = sizeof(fields) / sizeof(fields[0]);
 	if (format == IOP_FMT_TEXT) {
-		fprintf(f, "pool '%s'\n  %-15s %u\n", pool->name, "cache_size", s.cache_size);
+		fprintf(f, "pool '%s'\n", pool->name);
 		for (size_t i = 0; i < n; i++)
 			fprintf(f, "  %-15s %llu\n", fields[i].name, (unsigned long long)field(&s, i));
 	} else {
 		fputs("{\"name\":", f);
 		json_string(f, pool->name);
-		fprintf(f, ",\"cache_size\":%u", s.cache_size);
 		for (size_t i = 0; i < n; i++)
 			fprintf(f, ",\"%s\":%llu", fields[i].name, (unsigned long long)field(&s, i));
 		fputs("}\n", f);
@@ -421,7 +433,7 @@ int iop_pool_audit(iop_pool_t *pool)
 	if (a.nomem)
 		return -ENOMEM;
 	if (a.fault[0]) {
-		_iop_warn("pool '%s': audit failed: %s", pool->name, a.fault);
+		_iop_msg_pool(pool, "audit failed: %s", a.fault);
 		return -EUCLEAN;
 	}
 	return 0;

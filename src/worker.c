@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "options.h"
 
 struct worker {
 	pthread_t thread;
@@ -65,21 +66,12 @@ static double psi_threshold;
 static const char *psi_path = "/proc/pressure/memory";
 static int64_t psi_next; /* the domain-0 worker's only */
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- wake-ups -------------------------------------------------------------- */
 
 void _iop_worker_kick(struct iop_pool *pool, unsigned d, int why)
 {
 	struct iop_dom *dom = &pool->dom[d];
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int64_t now = _iop_now_coarse_ns();
 	int64_t at = LOAD(&dom->wake_at);
 	/* One caller per gap wins; the others return after a load. */
 	if (now < at || !atomic_compare_exchange_strong_explicit(&dom->wake_at, &at, now + IOP_WAKE_GAP_NS,
@@ -390,8 +382,8 @@ static void *worker_main(void *arg)
 	int64_t next = 0;
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
-		while (!w->stop && !atomic_load_explicit(&w->kick, memory_order_relaxed) && now_ns() < next) {
-			struct timespec ts = { next / 1000000000, next % 1000000000 };
+		while (!w->stop && !atomic_load_explicit(&w->kick, memory_order_relaxed) && _iop_now_ns() < next) {
+			struct timespec ts = _iop_timespec(next);
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 		}
 		bool stop = w->stop;
@@ -399,7 +391,7 @@ static void *worker_main(void *arg)
 		if (stop)
 			break;
 		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
-		int64_t now = now_ns();
+		int64_t now = _iop_now_ns();
 		next = now + wk_period_ns;
 		if (d == 0 && psi_threshold > 0 && now >= psi_next) {
 			psi_next = now + wk_period_ns;
@@ -469,9 +461,9 @@ static void start_all(void)
 			w->started = true;
 		}
 		else
-			_iop_warn("cannot start the refill worker of domain %u (%s); "
-				  "reserves will not be refilled, nor memory decay",
-				  d, strerror(rc));
+			_iop_msg("worker", "cannot start the refill worker of domain %u (%s); "
+				 "reserves will not be refilled, nor memory decay",
+				 d, strerror(rc));
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	wk_running = true;
@@ -496,27 +488,11 @@ static void wk_init(void)
 		pthread_cond_init(&workers[d].cv, &ca);
 	}
 	pthread_condattr_destroy(&ca);
-	const char *v = getenv("IOPOOL_WORKER_PERIOD_MS");
-	if (v && *v) {
-		char *end;
-		long ms = strtol(v, &end, 10);
-		if (*end || ms < 1 || ms > 3600000)
-			_iop_warn("IOPOOL_WORKER_PERIOD_MS='%s' is not 1..3600000: ignored", v);
-		else
-			wk_period_ns = (int64_t)ms * 1000000;
-	}
-	v = getenv("IOPOOL_PSI_RECLAIM");
-	if (v && *v) {
-		char *end;
-		double t = strtod(v, &end);
-		if (*end || !(t > 0 && t <= 100))
-			_iop_warn("IOPOOL_PSI_RECLAIM='%s' is not a percentage in (0, 100]: ignored", v);
-		else
-			psi_threshold = t;
-		const char *path = getenv("IOPOOL_PSI_FILE");
-		if (path && *path)
-			psi_path = path;
-	}
+	if (_iop_opt_given(IOP_OPT_WORKER_PERIOD_MS))
+		wk_period_ns = (int64_t)_iop_opt_uint(IOP_OPT_WORKER_PERIOD_MS) * 1000000;
+	psi_threshold = _iop_opt_percent(IOP_OPT_PSI_RECLAIM);
+	if (_iop_opt_given(IOP_OPT_PSI_FILE))
+		psi_path = _iop_opt_path(IOP_OPT_PSI_FILE);
 	atexit(stop_at_exit);
 }
 

@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -137,8 +138,10 @@ th_fail_at(const char *file, int line, const char *fmt, ...)
 
 TH_UNUSED static int th_all_checked(void)
 {
+	/* As src/options.c reads it: 1, yes, true or on (any case). */
 	const char *v = getenv("IOPOOL_CHECKED");
-	return IOP_TEST_DEBUG >= 2 || (v && *v && strcmp(v, "0") != 0);
+	return IOP_TEST_DEBUG >= 2 ||
+	       (v && (!strcasecmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on")));
 }
 
 TH_UNUSED static int th_failed(void)

@@ -14,7 +14,7 @@
 #define _GNU_SOURCE
 #endif
 #include "iop_test.h"
-#include "publish.h"
+#include "iopool/shm.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -87,6 +87,15 @@ static long long json_num(const char *obj, const char *key)
 	if (!p)
 		return -1;
 	return strtoll(p + strlen(k), NULL, 10);
+}
+
+/* The keys of a flat object: a quote and then a colon ends each. */
+static int json_keys(const char *obj)
+{
+	int n = 0;
+	for (const char *p = obj; (p = strstr(p, "\":")) != NULL; p += 2)
+		n++;
+	return n;
 }
 
 /* The string after "key": in obj, copied into buf ("" when absent). */
@@ -329,13 +338,17 @@ static void check_pool_matches(const char *tool_json, const char *child_json, co
 		return;
 	}
 	CHECK_EQ(json_num(theirs, "in_flight"), in_flight);
-	CHECK_EQ(json_num(theirs, "cache_size"), json_num(mine, "cache_size"));
-#define SAME(n)                                                                                  \
-	if (json_num(theirs, #n) != json_num(mine, #n))                                           \
+	/* Every field of the list, in both: the record carries them all. */
+#define SAME(t, n)                                                                               \
+	if (json_num(theirs, #n) < 0 || json_num(theirs, #n) != json_num(mine, #n))                \
 		th_fail_at(__FILE__, __LINE__, "pool %s: %s is %lld in the tool, %lld in the child", \
 			   pool, #n, json_num(theirs, #n), json_num(mine, #n));
-	IOP_SHM_STATS(SAME)
+	IOP_POOL_STATS_FIELDS(SAME)
 #undef SAME
+	/* ...and nothing else: the child's name and fields; the tool's name,
+	 * kind, id, flags and fields. */
+	CHECK_EQ(json_keys(mine), IOP_POOL_STATS_NFIELDS + 1);
+	CHECK_EQ(json_keys(theirs), IOP_POOL_STATS_NFIELDS + 4);
 	CHECK_EQ(json_num(theirs, "in_flight") + json_num(theirs, "cached") + json_num(theirs, "depot") +
 			 json_num(theirs, "slab_free"),
 		 json_num(theirs, "total"));

@@ -10,7 +10,7 @@
  *   iopool-top --clean [PID]        remove segments of dead processes
  *
  * A process publishes with iop_stats_publish() or IOPOOL_PUBLISH=1; its
- * statistics are in /dev/shm/iopool.<pid>, in the format of src/publish.h.
+ * statistics are in /dev/shm/iopool.<pid>, in the format of <iopool/shm.h>.
  * This tool only reads that segment (through a seqlock, so it never shows a
  * torn record) and does not link the library. A segment whose process is
  * gone (killed, or its pid now runs something else) is "stale": listed as
@@ -41,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "publish.h"
+#include "iopool/shm.h"
 
 #define MAX_PROCS 1024
 /* How long a reader waits for an update in progress to finish before it
@@ -108,7 +108,7 @@ static char state_of(int pid)
 	return p && p[1] == ' ' ? p[2] : 0;
 }
 
-/* Copy the segment between two equal even sequence numbers (publish.h);
+/* Copy the segment between two equal even sequence numbers (shm.h);
  * the bytes past the last whole word, if any, are not the format's. */
 static int seq_copy(const unsigned char *map, size_t size, unsigned char *out)
 {
@@ -891,10 +891,9 @@ static void print_json(const struct proc *p, const struct row *rows)
 		const struct iop_shm_record *r = &rows[i].r;
 		fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", stdout);
 		json_str(stdout, r->name);
-		printf(", \"kind\": \"pool\", \"id\": %u, \"flags\": %u, \"cache_size\": %u", r->id, r->flags,
-		       r->cache_size);
-#define JSON_FIELD(n) printf(", \"" #n "\": %llu", (unsigned long long)r->n);
-		IOP_SHM_STATS(JSON_FIELD)
+		printf(", \"kind\": \"pool\", \"id\": %u, \"flags\": %u", r->id, r->flags);
+#define JSON_FIELD(t, n) printf(", \"" #n "\": %llu", (unsigned long long)r->n);
+		IOP_POOL_STATS_FIELDS(JSON_FIELD)
 #undef JSON_FIELD
 		fputc('}', stdout);
 	}
