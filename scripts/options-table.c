@@ -54,6 +54,9 @@ static void row(const char *name, enum iop_opt_type type, unsigned long long lo,
 	case IOP_OPT_PATH:
 		put("a file");
 		break;
+	case IOP_OPT_WORD:
+		put("a word");
+		break;
 	}
 	put(" | %s | %s |\n", unset, doc);
 }

@@ -73,6 +73,7 @@ static void parse_one(enum iop_opt o, const char *v)
 		}
 		break;
 	case IOP_OPT_PATH:
+	case IOP_OPT_WORD:
 		/* A copy: the program may change its environment later. */
 		if (!(value[o].path = strdup(v)))
 			return;

@@ -7,6 +7,7 @@
  *            UINT     a decimal integer in [MIN, MAX]
  *            PERCENT  a decimal number above MIN, up to MAX
  *            PATH     any text (a file name)
+ *            WORD     one of the words the doc line lists (its reader checks)
  *   DEFAULT  what an unset variable means, as README shows it; the code
  *            that reads the variable keeps that behaviour when
  *            _iop_opt_given() is false
@@ -46,7 +47,7 @@
 	  "memory pressure (PSI `some avg10`, a percentage) at or above which the domain-0 worker shrinks "    \
 	  "every pool (`iop_reclaim()`)")                                                                       \
 	X(PSI_FILE, PATH, 0, 0, "`/proc/pressure/memory`", "the PSI file `IOPOOL_PSI_RECLAIM` reads")          \
-	X(CACHE, PATH, 0, 0, "per CPU where rseq is registered",                                               \
+	X(CACHE, WORD, 0, 0, "per CPU where rseq is registered",                                               \
 	  "`cpu` or `thread`: per-CPU caches on restartable sequences, or per-thread caches "                  \
 	  "(`iop_cache_mode()`); any other value is reported and ignored")                                      \
 	X(FAKE_NUMA, UINT, 1, IOP_MAX_DOMAINS, "the machine's",                                                 \
@@ -66,7 +67,7 @@ enum iop_opt {
 	IOP_OPT_COUNT
 };
 
-enum iop_opt_type { IOP_OPT_BOOL, IOP_OPT_UINT, IOP_OPT_PERCENT, IOP_OPT_PATH };
+enum iop_opt_type { IOP_OPT_BOOL, IOP_OPT_UINT, IOP_OPT_PERCENT, IOP_OPT_PATH, IOP_OPT_WORD };
 
 /* Whether IOPOOL_<NAME> is set to a valid value. */
 IOP_HIDDEN bool _iop_opt_given(enum iop_opt o);

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-CPU caches on restartable sequences: sequences that restart under
+ * signals, yields and migrations lose nothing; another thread drains a busy
+ * CPU's cache without losing or duplicating an object; cached memory is
+ * bounded by CPUs, not threads; idle threads' cached memory comes back
+ * without their help; decay drains an idle CPU. Cases that need the
+ * per-CPU mode skip (77) where the process runs per-thread caches
+ * (IOPOOL_CACHE=thread, no rseq, valgrind, a ThreadSanitizer library).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "iop_test.h"
+
+#define NEED_CPU_MODE() \
+	TH_SKIP_IF(iop_cache_mode() != IOP_CACHE_MODE_CPU, "the process runs per-thread caches")
+
+static long ncpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+	return n > 0 ? n : 1;
+}
+
+/* ---- restarts ------------------------------------------------------------ */
+
+#define OBJ 64
+struct churn {
+	iop_pool_t *pool;
+	unsigned id;
+	atomic_int *stop;
+	uint64_t ops;
+};
+
+static void on_signal(int sig)
+{
+	(void)sig;
+}
+
+/* Allocate, stamp with (thread, serial), verify and free, singly and in
+ * bulks, yielding and moving between CPUs now and then. */
+static void *churn_thread(void *arg)
+{
+	struct churn *c = arg;
+	void *held[48];
+	uint64_t serial = (uint64_t)c->id << 40;
+	uint64_t rng = th_seed(c->id, 7);
+	while (!atomic_load(c->stop)) {
+		unsigned n = 1 + (unsigned)(th_rand(&rng) % 48);
+		unsigned got = iop_alloc_bulk(c->pool, held, n);
+		for (unsigned i = 0; i < got; i++)
+			th_stamp(held[i], OBJ, serial + i);
+		for (unsigned i = 0; i < 16; i++) {
+			void *p = iop_alloc(c->pool);
+			REQUIRE(p);
+			th_stamp(p, OBJ, serial + 1000 + i);
+			CHECK_STAMP(p, OBJ, serial + 1000 + i);
+			iop_free(c->pool, p);
+		}
+		for (unsigned i = 0; i < got; i++)
+			CHECK_STAMP(held[i], OBJ, serial + i);
+		iop_free_bulk(c->pool, held, got);
+		serial += 2000;
+		c->ops += got + 16;
+		uint64_t r = th_rand(&rng) % 16;
+		if (r == 0) {
+			sched_yield();
+		} else if (r == 1) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET((int)(th_rand(&rng) % (uint64_t)ncpus()), &set);
+			(void)sched_setaffinity(0, sizeof(set), &set);
+		}
+	}
+	return NULL;
+}
+
+TEST(restart_stress_with_signals_yields_and_migrations_loses_nothing)
+{
+	NEED_CPU_MODE();
+	iop_pool_t *pool = MKPOOL("restart", OBJ, 0, 32, 0, 0);
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0);
+	enum { THREADS = 6 };
+	atomic_int stop = 0;
+	struct churn c[THREADS];
+	pthread_t t[THREADS];
+	for (unsigned i = 0; i < THREADS; i++) {
+		c[i] = (struct churn){ pool, i + 1, &stop, 0 };
+		REQUIRE(pthread_create(&t[i], NULL, churn_thread, &c[i]) == 0);
+	}
+	/* A signal to some thread every 50 us for 1.5 s. */
+	struct timespec gap = { 0, 50000 };
+	for (unsigned k = 0; k < 30000; k++) {
+		pthread_kill(t[k % THREADS], SIGUSR1);
+		nanosleep(&gap, NULL);
+	}
+	atomic_store(&stop, 1);
+	uint64_t ops = 0;
+	for (unsigned i = 0; i < THREADS; i++) {
+		pthread_join(t[i], NULL);
+		ops += c[i].ops;
+	}
+	CHECK_GT(ops, 10000);
+	struct iop_pool_stats st = STATS(pool);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(pool); /* every cached object once, in a chunk of the pool */
+	CHECK_GT(iop_pool_flush(pool), 0);
+	st = STATS(pool);
+	CHECK_EQ(st.cached, 0);
+	CHECK_EQ(st.depot + st.slab_free, st.total);
+	CHECK_DESTROY(pool);
+	return TH_PASS;
+}
+
+/* ---- draining a busy CPU -------------------------------------------------- */
+
+static void *flusher(void *arg)
+{
+	struct churn *c = arg;
+	while (!atomic_load(c->stop)) {
+		(void)iop_pool_flush(c->pool);
+		c->ops++;
+	}
+	return NULL;
+}
+
+TEST(drain_while_busy_loses_and_duplicates_nothing)
+{
+	NEED_CPU_MODE();
+	iop_pool_t *pool = MKPOOL("busy", OBJ, 0, 16, 0, 0);
+	atomic_int stop = 0;
+	struct churn a = { pool, 1, &stop, 0 }, b = { pool, 2, &stop, 0 }, f = { pool, 0, &stop, 0 };
+	pthread_t ta, tb, tf;
+	REQUIRE(pthread_create(&ta, NULL, churn_thread, &a) == 0);
+	REQUIRE(pthread_create(&tb, NULL, churn_thread, &b) == 0);
+	REQUIRE(pthread_create(&tf, NULL, flusher, &f) == 0);
+	sleep(1);
+	atomic_store(&stop, 1);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	pthread_join(tf, NULL);
+	CHECK_GT(f.ops, 100);
+	struct iop_pool_stats st = STATS(pool);
+	CHECK_GT(st.cpu_drains, 0);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(pool); /* a duplicate or a lost object fails here */
+	/* Every object can be handed out once, and only once. */
+	uint64_t total = st.total;
+	void **all = calloc(total, sizeof(void *));
+	REQUIRE(all);
+	REQUIRE(iop_alloc_bulk(pool, all, (unsigned)total) == total);
+	for (uint64_t i = 0; i < total; i++)
+		th_stamp(all[i], OBJ, i);
+	for (uint64_t i = 0; i < total; i++)
+		CHECK_STAMP(all[i], OBJ, i);
+	CHECK_EQ(STATS(pool).chunks, st.chunks);
+	iop_free_bulk(pool, all, (unsigned)total);
+	free(all);
+	CHECK_AUDIT(pool);
+	CHECK_DESTROY(pool);
+	return TH_PASS;
+}
+
+/* ---- memory grows with CPUs, not threads ---------------------------------- */
+
+struct crowd {
+	iop_pool_t *pool;
+	pthread_barrier_t *bar;
+};
+
+static void *crowd_thread(void *arg)
+{
+	struct crowd *c = arg;
+	void *o[64];
+	unsigned n = iop_alloc_bulk(c->pool, o, 64);
+	iop_free_bulk(c->pool, o, n);
+	pthread_barrier_wait(c->bar); /* every thread has cached what it freed */
+	pthread_barrier_wait(c->bar); /* the main thread has read the stats */
+	return NULL;
+}
+
+TEST(threads_256_cache_at_most_a_slot_per_cpu)
+{
+	NEED_CPU_MODE();
+	iop_pool_t *pool = MKPOOL("crowd", 256, 0, 64, 0, 0);
+	enum { THREADS = 256 };
+	pthread_barrier_t bar;
+	pthread_barrier_init(&bar, NULL, THREADS + 1);
+	struct crowd c = { pool, &bar };
+	pthread_t *t = calloc(THREADS, sizeof(*t));
+	REQUIRE(t);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	for (unsigned i = 0; i < THREADS; i++)
+		REQUIRE(pthread_create(&t[i], &attr, crowd_thread, &c) == 0);
+	pthread_barrier_wait(&bar);
+	struct iop_pool_stats st = STATS(pool);
+	/* 256 live threads, each freed 64: per thread that would be 16384. */
+	CHECK_LE(st.cached, (uint64_t)ncpus() * st.cache_size);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	pthread_barrier_wait(&bar);
+	for (unsigned i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	free(t);
+	pthread_barrier_destroy(&bar);
+	CHECK_DESTROY(pool);
+	return TH_PASS;
+}
+
+/* ---- idle threads' caches come back without them -------------------------- */
+
+static iop_pool_t *idle_pools[4];
+
+static void *idle_thread(void *arg)
+{
+	pthread_barrier_t *bar = arg;
+	for (int k = 0; k < 4; k++) {
+		void *o[128];
+		unsigned n = iop_alloc_bulk(idle_pools[k], o, 128);
+		for (unsigned i = 0; i < n; i++)
+			memset(o[i], 1, 16384);
+		iop_free_bulk(idle_pools[k], o, n);
+	}
+	pthread_barrier_wait(bar); /* cached; now idle and never calls again */
+	pthread_barrier_wait(bar);
+	return NULL;
+}
+
+TEST(reclaim_returns_idle_threads_cached_memory_without_their_help)
+{
+	enum { THREADS = 32 };
+	for (int k = 0; k < 4; k++) {
+		char name[16];
+		snprintf(name, sizeof name, "idle%d", k);
+		idle_pools[k] = MKPOOL(name, 16384, 0, 64, 0, 0);
+	}
+	pthread_barrier_t bar;
+	pthread_barrier_init(&bar, NULL, THREADS + 1);
+	pthread_t t[THREADS];
+	for (unsigned i = 0; i < THREADS; i++)
+		REQUIRE(pthread_create(&t[i], NULL, idle_thread, &bar) == 0);
+	pthread_barrier_wait(&bar);
+	uint64_t cached = 0, mapped = 0;
+	for (int k = 0; k < 4; k++) {
+		struct iop_pool_stats st = STATS(idle_pools[k]);
+		CHECK_EQ(st.in_flight, 0);
+		cached += st.cached * st.obj_stride;
+		mapped += st.bytes_mapped;
+	}
+	CHECK_GT(mapped, 0);
+	/* Nothing is in flight: every mapped byte may go, cached ones
+	 * included, while the 32 threads sit idle in the barrier. */
+	int64_t got = iop_reclaim();
+	uint64_t after = 0, cached_after = 0;
+	for (int k = 0; k < 4; k++) {
+		struct iop_pool_stats st = STATS(idle_pools[k]);
+		after += st.bytes_mapped;
+		cached_after += st.cached * st.obj_stride;
+	}
+	if (STATS(idle_pools[0]).cache_mode == IOP_CACHE_MODE_CPU) {
+		CHECK_EQ(cached_after, 0);
+		CHECK_GE((uint64_t)got, mapped * 9 / 10);
+		CHECK_LE(after, mapped / 10);
+	} else {
+		/* Per-thread caches: reachable only when each thread calls
+		 * (the cooperative trim); documented in the README. */
+		CHECK_LE(cached_after, cached);
+	}
+	pthread_barrier_wait(&bar);
+	for (unsigned i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&bar);
+	for (int k = 0; k < 4; k++) {
+		CHECK_AUDIT(idle_pools[k]);
+		CHECK_DESTROY(idle_pools[k]);
+	}
+	return TH_PASS;
+}
+
+/* ---- decay ----------------------------------------------------------------------- */
+
+TEST(decay_drains_an_idle_cpu_cache)
+{
+	NEED_CPU_MODE();
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "decay-cpu";
+	pp.obj_size = 4096;
+	pp.cache_size = 16;
+	pp.decay_ms = 5;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	void *o[16];
+	REQUIRE(iop_alloc_bulk(p, o, 16) == 16);
+	iop_free_bulk(p, o, 16);
+	CHECK_GT(STATS(p).cached, 0);
+	/* Nobody calls: within a few passes the worker drains the slot. */
+	for (int i = 0; i < 400 && STATS(p).cached; i++)
+		usleep(5000);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.cached, 0);
+	CHECK_GT(st.cpu_drains, 0);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+int main(int argc, char **argv)
+{
+	return th_main(argc, argv);
+}
