@@ -5,8 +5,8 @@
  * CPU's cache without losing or duplicating an object; cached memory is
  * bounded by CPUs, not threads; idle threads' cached memory comes back
  * without their help; decay drains an idle CPU. Cases that need the
- * per-CPU mode skip (77) where the process runs per-thread caches
- * (IOPOOL_CACHE=thread, no rseq, valgrind, a ThreadSanitizer library).
+ * per-CPU mode skip (77) where the pool uses per-thread caches (checked
+ * pools, IOPOOL_CACHE=thread, no rseq, valgrind, a ThreadSanitizer library).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -20,8 +20,10 @@
 
 #include "iop_test.h"
 
-#define NEED_CPU_MODE() \
-	TH_SKIP_IF(iop_cache_mode() != IOP_CACHE_MODE_CPU, "the process runs per-thread caches")
+/* Checked pools (every pool in IOP_DEBUG >= 2 builds) and the per-thread
+ * mode use per-thread caches: the case has nothing to check there. */
+#define NEED_CPU_POOL(pool) \
+	TH_SKIP_IF(STATS(pool).cache_mode != IOP_CACHE_MODE_CPU, "the pool uses per-thread caches")
 
 static long ncpus(void)
 {
@@ -84,8 +86,8 @@ static void *churn_thread(void *arg)
 
 TEST(restart_stress_with_signals_yields_and_migrations_loses_nothing)
 {
-	NEED_CPU_MODE();
 	iop_pool_t *pool = MKPOOL("restart", OBJ, 0, 32, 0, 0);
+	NEED_CPU_POOL(pool);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = SA_RESTART;
@@ -137,8 +139,8 @@ static void *flusher(void *arg)
 
 TEST(drain_while_busy_loses_and_duplicates_nothing)
 {
-	NEED_CPU_MODE();
 	iop_pool_t *pool = MKPOOL("busy", OBJ, 0, 16, 0, 0);
+	NEED_CPU_POOL(pool);
 	atomic_int stop = 0;
 	struct churn a = { pool, 1, &stop, 0 }, b = { pool, 2, &stop, 0 }, f = { pool, 0, &stop, 0 };
 	pthread_t ta, tb, tf;
@@ -193,8 +195,8 @@ static void *crowd_thread(void *arg)
 
 TEST(threads_256_cache_at_most_a_slot_per_cpu)
 {
-	NEED_CPU_MODE();
 	iop_pool_t *pool = MKPOOL("crowd", 256, 0, 64, 0, 0);
+	NEED_CPU_POOL(pool);
 	enum { THREADS = 256 };
 	pthread_barrier_t bar;
 	pthread_barrier_init(&bar, NULL, THREADS + 1);
@@ -295,7 +297,6 @@ TEST(reclaim_returns_idle_threads_cached_memory_without_their_help)
 
 TEST(decay_drains_an_idle_cpu_cache)
 {
-	NEED_CPU_MODE();
 	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
 	pp.name = "decay-cpu";
 	pp.obj_size = 4096;
@@ -303,6 +304,7 @@ TEST(decay_drains_an_idle_cpu_cache)
 	pp.decay_ms = 5;
 	iop_pool_t *p = iop_pool_create(&pp);
 	REQUIRE(p);
+	NEED_CPU_POOL(p);
 	void *o[16];
 	REQUIRE(iop_alloc_bulk(p, o, 16) == 16);
 	iop_free_bulk(p, o, 16);
