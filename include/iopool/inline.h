@@ -92,6 +92,7 @@ struct iop__pool_hot {
 
 /* One entry per 2 MiB of address space: the pool that owns it, or NULL. */
 IOP_API extern iop_pool_t **iop__map;
+#include <iopool/owner.h>
 
 IOP_API void *iop__alloc_slow(iop_pool_t *pool);
 IOP_API void iop__free_slow(iop_pool_t *pool, void *obj);
@@ -169,11 +170,13 @@ static inline int iop__owned(const iop_pool_t *pool, const void *p)
 }
 
 /*
- * The owner check of iop__owned() over an array. Objects of one bulk mostly
- * share a chunk, so the map is read only when the 2 MiB granule changes;
- * the division test is done for every object.
+ * The owner check of iop__owned() over an array: include/iopool/owner.h
+ * tests all the objects of one chunk at once (XOR and OR against the first
+ * one's chunk, the stride division as a 32-bit multiply, in vector lanes
+ * where the CPU has them) and falls back to a scalar loop for other arrays.
+ * The loop below is the reference it is tested against (test_owner_check).
  */
-static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsigned n)
+static inline int iop__owned_all_scalar(const iop_pool_t *pool, void *const *objs, unsigned n)
 {
 	const struct iop__pool_hot *h = IOP__HOT(pool);
 	const uintptr_t mask = h->chunk_mask;
@@ -194,6 +197,12 @@ static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsi
 			return 0;
 	}
 	return 1;
+}
+
+static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsigned n)
+{
+	const struct iop__pool_hot *h = IOP__HOT(pool);
+	return iop__owned_array(pool, iop__map, h->chunk_mask, h->div_mul, h->div_shift, h->objs_per_chunk, objs, n);
 }
 
 /* ---- per-call-site profiling (IOP_PROFILE) ---- */

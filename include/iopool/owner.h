@@ -65,14 +65,21 @@ extern "C" {
 struct iop_pool;
 
 /* The same values as iopool.h (which may be included before or after). */
+/* The casts C and C++ both compile (iopool.h defines them; a reader that
+ * includes this header alone gets the C forms). */
+#ifndef IOP__SCAST
+#define IOP__SCAST(T, x) ((T)(x))
+#define IOP__RCAST(T, x) ((T)(x))
+#endif
+
 #ifndef IOP__GRANULE_SHIFT
 #define IOP__GRANULE_SHIFT 21
 #endif
 #ifndef IOP__MAP_ENTRIES
 #if defined(__aarch64__)
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (48 - IOP__GRANULE_SHIFT))
+#define IOP__MAP_ENTRIES (IOP__SCAST(uintptr_t, 1) << (48 - IOP__GRANULE_SHIFT))
 #else
-#define IOP__MAP_ENTRIES ((uintptr_t)1 << (47 - IOP__GRANULE_SHIFT))
+#define IOP__MAP_ENTRIES (IOP__SCAST(uintptr_t, 1) << (47 - IOP__GRANULE_SHIFT))
 #endif
 #endif
 
@@ -89,18 +96,18 @@ static inline int iop__owned_array_scalar(const struct iop_pool *pool, struct io
 					  uintptr_t chunk_mask, uint64_t div_mul, unsigned div_shift,
 					  uint64_t objs_per_chunk, void *const *objs, unsigned n)
 {
-	const uint32_t mul = (uint32_t)div_mul, lim = (uint32_t)objs_per_chunk;
+	const uint32_t mul = IOP__SCAST(uint32_t, div_mul), lim = IOP__SCAST(uint32_t, objs_per_chunk);
 	const unsigned k = div_shift;
-	uintptr_t known = ~(uintptr_t)0;
+	uintptr_t known = ~IOP__SCAST(uintptr_t, 0);
 
 	for (unsigned i = 0; i < n; i++) {
-		uintptr_t a = (uintptr_t)objs[i], g = a >> IOP__GRANULE_SHIFT;
+		uintptr_t a = IOP__RCAST(uintptr_t, objs[i]), g = a >> IOP__GRANULE_SHIFT;
 		if (__builtin_expect(g != known, 0)) {
 			if (g >= IOP__MAP_ENTRIES || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
 				return 0;
 			known = g;
 		}
-		uint32_t t = (uint32_t)(a & chunk_mask) * mul;
+		uint32_t t = IOP__SCAST(uint32_t, a & chunk_mask) * mul;
 		t = (t >> k) | (t << ((32 - k) & 31));
 		if (__builtin_expect(t >= lim, 0))
 			return 0;
@@ -121,8 +128,8 @@ static inline int iop__owner_one_chunk(uintptr_t base, uintptr_t bad, uint32_t m
 	uint32_t max = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		uintptr_t d = (uintptr_t)objs[i] ^ base;
-		uint32_t t = (uint32_t)d * mul;
+		uintptr_t d = IOP__RCAST(uintptr_t, objs[i]) ^ base;
+		uint32_t t = IOP__SCAST(uint32_t, d) * mul;
 		bits |= d;
 		max = t > max ? t : max;
 	}
@@ -137,14 +144,14 @@ static inline int iop__owner_one_chunk(uintptr_t base, uintptr_t bad, uint32_t m
 static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, void *const *objs,
 				  unsigned n, const int pow2)
 {
-	const __m128i vbase = _mm_set1_epi64x((long long)base), vmul = _mm_set1_epi64x(mul);
+	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base)), vmul = _mm_set1_epi64x(mul);
 	const __m128i vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
 	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
 	unsigned i = 0;
 
 	for (; i + 4 <= n; i += 4) {
-		__m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i)), vbase);
-		__m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(objs + i + 2)), vbase);
+		__m128i a = _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + i))), vbase);
+		__m128i b = _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + i + 2))), vbase);
 		bits = _mm_or_si128(bits, _mm_or_si128(a, b));
 		if (!pow2) {
 			__m128i ta = _mm_and_si128(_mm_mul_epu32(a, vmul), lo32);
@@ -153,7 +160,7 @@ static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, u
 		}
 	}
 	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
-	if (((uintptr_t)_mm_cvtsi128_si64(bits) & bad) != 0 || (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) != 3)
+	if ((IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) != 0 || (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) != 3)
 		return 0;
 	return iop__owner_one_chunk(base, bad, mul, lim, objs + i, n - i);
 }
@@ -167,7 +174,7 @@ static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, u
  * OR and max do not mind seeing a pointer twice. The max of the lanes is
  * compared once.
  */
-#define IOP__AVX2_D(p) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p)), vbase)
+#define IOP__AVX2_D(p) _mm256_xor_si256(_mm256_loadu_si256(IOP__RCAST(const __m256i *, (p))), vbase)
 #define IOP__AVX2_LO(a, b) \
 	_mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), 0x88))
 
@@ -177,8 +184,8 @@ iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, 
 {
 	if (n < 8)
 		return iop__owner_one_chunk(base, bad, mul, lim, objs, n);
-	const __m256i vbase = _mm256_set1_epi64x((long long)base), vbad = _mm256_set1_epi64x((long long)bad);
-	const __m256i vmul = _mm256_set1_epi32((int)mul);
+	const __m256i vbase = _mm256_set1_epi64x(IOP__SCAST(long long, base)), vbad = _mm256_set1_epi64x(IOP__SCAST(long long, bad));
+	const __m256i vmul = _mm256_set1_epi32(IOP__SCAST(int, mul));
 	__m256i max = _mm256_setzero_si256();
 	void *const *p = objs, *const *end = objs + n, *const *last16 = end - 16;
 
@@ -207,7 +214,7 @@ iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, 
 	__m128i m = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
 	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
 	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
-	return (uint32_t)_mm_cvtsi128_si32(m) < lim;
+	return IOP__SCAST(uint32_t, _mm_cvtsi128_si32(m)) < lim;
 }
 #undef IOP__AVX2_D
 #undef IOP__AVX2_LO
@@ -227,16 +234,16 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2_two(uintptr_t 
 								      uintptr_t chunk_mask, uintptr_t low, uint32_t mul,
 								      uint32_t lim, void *const *objs, unsigned n)
 {
-	const __m256i vb0 = _mm256_set1_epi64x((long long)base0), vb1 = _mm256_set1_epi64x((long long)base1);
-	const __m256i vhi = _mm256_set1_epi64x((long long)~chunk_mask), vmul = _mm256_set1_epi32((int)mul);
+	const __m256i vb0 = _mm256_set1_epi64x(IOP__SCAST(long long, base0)), vb1 = _mm256_set1_epi64x(IOP__SCAST(long long, base1));
+	const __m256i vhi = _mm256_set1_epi64x(IOP__SCAST(long long, ~chunk_mask)), vmul = _mm256_set1_epi32(IOP__SCAST(int, mul));
 	__m256i ok = _mm256_set1_epi64x(-1), bits = _mm256_setzero_si256(), max = _mm256_setzero_si256();
 	void *const *p = objs, *const *end = objs + n;
 
 	for (; p < end; p += 8) {
 		if (end - p < 8)
 			p = end - 8;
-		__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)p);
-		__m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 4));
+		__m256i a = _mm256_loadu_si256(IOP__RCAST(const __m256i *, p));
+		__m256i b = _mm256_loadu_si256(IOP__RCAST(const __m256i *, (p + 4)));
 		__m256i ca = _mm256_and_si256(a, vhi), cb = _mm256_and_si256(b, vhi);
 		ok = _mm256_and_si256(ok, _mm256_or_si256(_mm256_cmpeq_epi64(ca, vb0), _mm256_cmpeq_epi64(ca, vb1)));
 		ok = _mm256_and_si256(ok, _mm256_or_si256(_mm256_cmpeq_epi64(cb, vb0), _mm256_cmpeq_epi64(cb, vb1)));
@@ -253,7 +260,7 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2_two(uintptr_t 
 	__m128i m = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
 	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
 	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
-	return ((uintptr_t)_mm_cvtsi128_si64(b2) & low) == 0 && (uint32_t)_mm_cvtsi128_si32(m) < lim;
+	return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(b2)) & low) == 0 && IOP__SCAST(uint32_t, _mm_cvtsi128_si32(m)) < lim;
 }
 
 /* A stride with an odd part, and a power-of-two stride (the OR is the
@@ -305,11 +312,11 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 	 * the AVX2 kernel, 0.79 in the scalar loop). */
 	if (n < IOP__OWNER_VECTOR_MIN)
 		return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
-	uintptr_t a0 = (uintptr_t)objs[0], g = a0 >> IOP__GRANULE_SHIFT;
+	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
 	if (g >= IOP__MAP_ENTRIES || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
 		return 0;
-	const uintptr_t base = a0 & ~chunk_mask, bad = ~chunk_mask | (((uintptr_t)1 << div_shift) - 1);
-	const uint32_t mul = (uint32_t)div_mul, lim = (uint32_t)(objs_per_chunk << div_shift);
+	const uintptr_t base = a0 & ~chunk_mask, bad = ~chunk_mask | ((IOP__SCAST(uintptr_t, 1) << div_shift) - 1);
+	const uint32_t mul = IOP__SCAST(uint32_t, div_mul), lim = IOP__SCAST(uint32_t, objs_per_chunk << div_shift);
 	int one_chunk;
 	(void)kernel;
 	switch (kernel) {
@@ -320,12 +327,12 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 		if (__builtin_expect(!one_chunk, 0) && n >= 8) {
 			/* A second chunk, if the map says it is this pool's too. */
 			unsigned j = 1;
-			while (j < n && (((uintptr_t)objs[j] ^ a0) & ~chunk_mask) == 0)
+			while (j < n && ((IOP__RCAST(uintptr_t, objs[j]) ^ a0) & ~chunk_mask) == 0)
 				j++;
-			uintptr_t a1 = j < n ? (uintptr_t)objs[j] : 0, g1 = a1 >> IOP__GRANULE_SHIFT;
+			uintptr_t a1 = j < n ? IOP__RCAST(uintptr_t, objs[j]) : 0, g1 = a1 >> IOP__GRANULE_SHIFT;
 			if (j < n && g1 < IOP__MAP_ENTRIES && __atomic_load_n(&map[g1], __ATOMIC_RELAXED) == pool)
 				one_chunk = iop__owner_avx2_two(base, a1 & ~chunk_mask, chunk_mask,
-							       ((uintptr_t)1 << div_shift) - 1, mul, lim, objs, n);
+							       (IOP__SCAST(uintptr_t, 1) << div_shift) - 1, mul, lim, objs, n);
 		}
 		break;
 	case IOP__OWNER_SSE2:
