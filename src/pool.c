@@ -125,38 +125,10 @@ static uint64_t inverse_odd(uint64_t m)
 	return inv;
 }
 
-/* Fill the depot with `want` objects, faulted in. Pool not yet shared. */
-static int populate(struct iop_pool *pool, size_t want)
-{
-	unsigned d = _iop_domain_here();
-	pthread_mutex_lock(&pool->lock);
-	while (pool->depot_objs < want) {
-		struct iop_mag *m = _iop_mag_new(pool);
-		if (!m || _iop_depot_fill(pool, d, m) == 0) {
-			int err = m ? errno : ENOMEM;
-			free(m);
-			pthread_mutex_unlock(&pool->lock);
-			return -err;
-		}
-		_iop_depot_put(pool, m);
-	}
-	for (struct iop_chunk *c = pool->chunks; c; c = c->next)
-		_iop_os_prefault(c->base, (size_t)c->bump * pool->hot.stride);
-	pthread_mutex_unlock(&pool->lock);
-	return 0;
-}
-
 static void pool_free_memory(struct iop_pool *pool)
 {
 	_iop_depot_free_all(pool);
-	while (pool->chunks) {
-		struct iop_chunk *c = pool->chunks;
-		/* Whatever the depot held is free too. */
-		pool->slab_free += c->nobj - c->nfree;
-		c->nfree = c->nobj;
-		_iop_chunk_unlink(pool, c);
-		_iop_chunk_free(pool, c);
-	}
+	_iop_slab_free_all(pool);
 	_iop_bound_free_memory(pool);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
@@ -301,6 +273,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->decay_pct = p.decay_pct ? p.decay_pct : IOP_DECAY_PCT_DEFAULT;
 	pool->uses_worker = pool->reserve_low || pool->decay_ns;
 	pthread_mutex_init(&pool->lock, NULL);
+	_iop_slab_init(pool, limit ? limit : UINT64_MAX);
 	if (limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) {
 		pthread_mutex_destroy(&pool->lock);
 		free(pool);
@@ -327,7 +300,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 
 	if (pool->uses_worker)
 		_iop_worker_attach(pool);
-	if (p.populate && (err = populate(pool, p.populate)) != 0) {
+	if (p.populate && (err = _iop_depot_populate(pool, _iop_domain_here(), p.populate)) != 0) {
 		_iop_registry_lock();
 		_iop_pool_unregister(pool);
 		_iop_registry_unlock();
@@ -366,7 +339,7 @@ int iop_pool_destroy(iop_pool_t *pool)
 	 * was just refused may still be on its way out of a call. */
 	_iop_for_each_tcache(pool, pool->bound ? steal_slot : _iop_tcache_drain, NULL);
 	pthread_mutex_lock(&pool->lock);
-	uint64_t in_flight = pool->nchunks * pool->hot.objs_per_chunk - pool->slab_free - pool->depot_objs;
+	uint64_t in_flight = pool->slab.nchunks * pool->hot.objs_per_chunk - pool->slab.free - pool->depot.objs;
 	pthread_mutex_unlock(&pool->lock);
 	if (pool->bound && LOAD(&pool->bound->in_flight) > 0 && (uint64_t)LOAD(&pool->bound->in_flight) > in_flight)
 		in_flight = (uint64_t)LOAD(&pool->bound->in_flight);
