@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * Checked mode (IOP_F_CHECKED, IOPOOL_CHECKED, every pool at IOP_DEBUG >= 2):
- * every object handed out or given back passes here, off the inline path.
+ * Checks of what callers hand back. In every build: an address that is not
+ * an object of the pool (not from any pool, another pool's, interior, past
+ * the last object) is refused with a message that names it. In checked mode
+ * (IOP_F_CHECKED, IOPOOL_CHECKED, every pool at IOP_DEBUG >= 2) every object
+ * handed out or given back also passes here, off the inline path:
  *
  *   in flight  one bit per object (chunk->inuse, allocated by the slab with
  *              the chunk's descriptor): set when handed out, cleared when
@@ -18,6 +21,33 @@
 #include <string.h>
 
 #include "internal.h"
+
+/* ---- foreign addresses (every build) --------------------------------------- */
+
+struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what)
+{
+	struct iop_pool *owner = _iop_map_pool(p);
+	if (!owner)
+		_iop_die(pool, "%s of %p: not from any pool", what, p);
+	if (owner != pool)
+		_iop_die(pool, "%s of %p: it belongs to pool '%s'", what, p, owner->name);
+	return _iop_map_chunk_of(p);
+}
+
+void iop__bad_free(iop_pool_t *pool, const void *p)
+{
+	struct iop_chunk *c = _iop_chunk_or_die(pool, p, "invalid free");
+	uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)c->base);
+	uint64_t idx = off / pool->hot.stride;
+	if (idx < pool->hot.objs_per_chunk)
+		_iop_die(pool, "invalid free of %p: interior pointer, %llu bytes into the object at %p", p,
+			 (unsigned long long)(off - idx * pool->hot.stride), (void *)(c->base + idx * pool->hot.stride));
+	_iop_die(pool, "invalid free of %p: not an object, %llu bytes past the last object of its chunk", p,
+		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
+}
+
+/* ---- checked mode ---------------------------------------------------------- */
+
 
 void _iop_poison_fill(const struct iop_pool *pool, void *p)
 {

@@ -312,9 +312,6 @@ IOP_HIDDEN _Noreturn void _iop_die(const struct iop_pool *pool, const char *fmt,
 	__attribute__((format(printf, 2, 3), cold));
 /* Print "iopool: <message>" as a warning. */
 IOP_HIDDEN void _iop_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2), cold));
-/* The chunk of this pool that holds p; aborts with "<what> of <p>: not from
- * any pool" or "...: it belongs to pool '<name>'" when there is none. */
-IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what);
 
 #if IOP_DEBUG >= 1
 #define IOP_ASSERT(pool, c) \
@@ -422,6 +419,11 @@ IOP_HIDDEN int _iop_depot_populate(struct iop_pool *pool, unsigned d, uint64_t w
 IOP_HIDDEN void _iop_depot_free_all(struct iop_pool *pool);
 
 /* ---- checked.c: checked mode (IOP_F_CHECKED, IOP_DEBUG >= 2) -------------- */
+
+/* The chunk of this pool that holds p; aborts with "<what> of <p>: not from
+ * any pool" or "...: it belongs to pool '<name>'" when there is none (in
+ * every build, as iop__bad_free()). */
+IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what);
 
 /* An object handed out / given back: its in-flight bit, its poison, and
  * for a refcounted pool its count (a checked free of a buffer that still

@@ -80,28 +80,6 @@ static void *einval(const char *fmt, ...)
 	return NULL;
 }
 
-struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what)
-{
-	struct iop_pool *owner = _iop_map_pool(p);
-	if (!owner)
-		_iop_die(pool, "%s of %p: not from any pool", what, p);
-	if (owner != pool)
-		_iop_die(pool, "%s of %p: it belongs to pool '%s'", what, p, owner->name);
-	return _iop_map_chunk_of(p);
-}
-
-void iop__bad_free(iop_pool_t *pool, const void *p)
-{
-	struct iop_chunk *c = _iop_chunk_or_die(pool, p, "invalid free");
-	uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)c->base);
-	uint64_t idx = off / pool->hot.stride;
-	if (idx < pool->hot.objs_per_chunk)
-		_iop_die(pool, "invalid free of %p: interior pointer, %llu bytes into the object at %p", p,
-			 (unsigned long long)(off - idx * pool->hot.stride), (void *)(c->base + idx * pool->hot.stride));
-	_iop_die(pool, "invalid free of %p: not an object, %llu bytes past the last object of its chunk", p,
-		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
-}
-
 static bool env_checked(void)
 {
 	const char *v = getenv("IOPOOL_CHECKED");
