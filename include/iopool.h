@@ -914,6 +914,18 @@ IOP_API int64_t iop_reclaim(void);
  * relies on: it may change with the library's major version. Do not use it.
  */
 
+/*
+ * The number of that internal ABI. The library exports every iop__* symbol
+ * in the version node IOPOOL_INLINE_<n> of its linker version script
+ * (src/iopool.map.in, which CMake fills in from this line), so a program
+ * compiled against another number fails to load ("version
+ * `IOPOOL_INLINE_<n>' not found") instead of using slots and pools laid
+ * out differently. Raise it with any change the inline code can see: the
+ * layout of struct iop__tcache or struct iop__pool_hot, the map, an iop__*
+ * function's meaning.
+ */
+#define IOP__INLINE_ABI 1
+
 /* A thread's cache slot for one pool (one cache line). */
 struct iop__tcache {
 	uintptr_t count;     /* objects in the loaded magazine; word-sized so

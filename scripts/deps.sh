@@ -3,7 +3,8 @@
 #
 #   scripts/deps.sh [test|bench]
 #
-#   test   cmake, make, a C compiler with the C library headers, pkg-config;
+#   test   cmake, make, a C compiler with the C library headers, pkg-config,
+#          abigail-tools (the ABI check);
 #          with SANITIZE=address or SANITIZE=thread in the environment also the
 #          compiler's sanitizer runtime (checked by building a tiny program).
 #   bench  all of the above, plus the peers the benchmark compares against
@@ -27,7 +28,7 @@ mode=${1:-test}
 case $mode in
 test | bench) ;;
 -h | --help)
-	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 *)
@@ -101,6 +102,9 @@ have_pkg liburing-dev || required+=(liburing-dev)
 # libnuma: NUMA topology and binding (optional for the build, which then has
 # one memory domain; CMake says so); installed so CI builds the NUMA code.
 have_pkg libnuma-dev || required+=(libnuma-dev)
+# abigail-tools: abidw and abidiff for the ABI check (scripts/abi.sh, the
+# ctest test `abi`).
+have_cmd abidiff && have_cmd abidw || required+=(abigail-tools)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {
