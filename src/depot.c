@@ -85,9 +85,9 @@ struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool)
  * per object, once per magazine, and only with several domains. */
 static unsigned send_home(struct iop_pool *pool, struct iop_mag *m)
 {
-	unsigned d = _iop_map_chunk_of(m->obj[0])->domain, keep = 1;
+	unsigned d = _iop_slab_domain_of(m->obj[0]), keep = 1;
 	for (unsigned i = 1; i < m->count; i++) {
-		if (_iop_map_chunk_of(m->obj[i])->domain == d) {
+		if (_iop_slab_domain_of(m->obj[i]) == d) {
 			m->obj[keep++] = m->obj[i];
 		} else {
 			_iop_slab_put(pool, &m->obj[i], 1);
@@ -141,6 +141,9 @@ int _iop_depot_reserve(struct iop_pool *pool, unsigned d, uint64_t high, uint64_
 		/* Whole magazines, of this domain's objects only. */
 		m->count = _iop_slab_get(pool, d, m->obj, m->cap);
 		*added += m->count;
+		/* Counted before the lock is dropped (around a later mmap), so
+		 * no reader sees more objects taken than refilled. */
+		COUNT(&pool->refill_objs, m->count);
 		bool got = m->count != 0;
 		_iop_depot_put(pool, m);
 		if (got)

@@ -361,6 +361,8 @@ IOP_HIDDEN bool _iop_slab_retry_helps(struct iop_pool *pool);
 /* Objects the slab may still carve before the limit: UINT64_MAX for an
  * unbounded pool. */
 IOP_HIDDEN uint64_t _iop_carve_room(const struct iop_pool *pool);
+/* The memory domain of an object of some pool (its chunk's); no lock. */
+IOP_HIDDEN unsigned _iop_slab_domain_of(const void *obj);
 /* Return n objects to their chunks. */
 IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n);
 /* Order domain d's partial chunks by free objects, fewest first, so that
@@ -398,7 +400,7 @@ IOP_HIDDEN void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m);
 IOP_HIDDEN unsigned _iop_depot_fill(struct iop_pool *pool, unsigned d, struct iop_mag *m);
 /* Fill domain d's depot with whole magazines of d's objects until it holds
  * `high`, mapping prefaulted chunks as needed (the refill worker). *added
- * counts the objects put in. 0, -ENOBUFS at the carving limit, or the
+ * counts the objects put in (and the pool's refill_objs). 0, -ENOBUFS at the carving limit, or the
  * -errno of the OS or a failed magazine allocation. */
 IOP_HIDDEN int _iop_depot_reserve(struct iop_pool *pool, unsigned d, uint64_t high, uint64_t *added);
 /* Move up to n objects of domain d's depot back to their chunks, freeing

@@ -251,6 +251,11 @@ void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n)
 	pool->slab.free += n;
 }
 
+unsigned _iop_slab_domain_of(const void *obj)
+{
+	return _iop_map_chunk_of(obj)->domain;
+}
+
 static int by_nfree(const void *a, const void *b)
 {
 	const struct iop_chunk *x = *(struct iop_chunk *const *)a, *y = *(struct iop_chunk *const *)b;

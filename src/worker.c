@@ -145,7 +145,6 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 	COUNT(&pool->refill_passes, 1);
 	uint64_t added;
 	int rc = _iop_depot_reserve(pool, d, pool->reserve_high, &added);
-	COUNT(&pool->refill_objs, added);
 	if (rc == 0 || added)
 		dom->backoff_ms = 0;
 	/* At a bounded pool's carving limit, try again later, not at every
