@@ -45,9 +45,10 @@ readelf -S "$lib" | grep -q '\.debug_info' || {
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/iop-abi.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-# Only the public headers' types; no paths or source locations, so the dump
-# is the same from any build directory and checkout.
-abidw --headers-dir "$root/include" --drop-private-types --no-corpus-path --no-comp-dir-path \
+# Only the exported symbols and the public headers' types (not the
+# library's own declarations); no paths or source locations, so the dump is
+# the same from any build directory and checkout.
+abidw --headers-dir "$root/include" --drop-private-types --drop-undefined-syms --no-corpus-path --no-comp-dir-path \
 	--no-show-locs --out-file "$tmp/now.abi" "$lib"
 
 if [ $update -eq 1 ]; then
