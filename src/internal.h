@@ -10,15 +10,18 @@
  *             owner of any address is found with a shift and a load.
  *   slab      the per-chunk record of free objects: a bitmap of objects
  *             returned to the chunk, plus a bump index below which objects
- *             have been carved at least once (above it: never touched).
+ *             have been carved at least once (above it: never touched);
+ *             the pool's chunk lists, counts and carving limit are struct
+ *             iop_slab, written only by slab.c.
  *   magazine  a small array of free objects (Bonwick). A thread cache holds a
  *             "loaded" magazine it pops from and pushes to, and a "previous"
  *             one that is always either full or empty.
- *   depot     per pool: full and empty magazines; threads trade whole
- *             magazines with it under a short lock.
+ *   depot     per pool and domain: full magazines, and the pool's empty
+ *             ones; threads trade whole magazines with it under a short
+ *             lock. struct iop_depot, written only by depot.c.
  *   domain    a memory (NUMA) domain: each pool keeps a depot and a list of
  *             partial chunks per domain, and every chunk belongs to one
- *             (struct iop_dom, domain.c).
+ *             (domain.c; the worker's state per domain: struct iop_dom).
  *   reserve   the objects in a domain's depot, which IOP_NOWAIT callers may
  *             take; the domain's refill worker keeps it between the pool's
  *             low and high watermarks (worker.c).
