@@ -4,7 +4,8 @@
 #
 #   scripts/deps.sh [test|bench|deb]
 #
-#   test   cmake, make, a C compiler with the C library headers, pkg-config;
+#   test   cmake, make, a C compiler with the C library headers, pkg-config,
+#          abigail-tools (the ABI check);
 #          with SANITIZE=address or SANITIZE=thread in the environment also the
 #          compiler's sanitizer runtime (checked by building a tiny program).
 #   bench  all of the above, plus the peers the benchmark compares against
@@ -121,6 +122,9 @@ have_cmd gcc || required+=(gcc)
 have_cmd tmux || required+=(tmux)
 # man-db (with groff-base): the man page test renders every generated page.
 have_cmd man || required+=(man-db)
+# abigail-tools: abidw and abidiff for the ABI check (scripts/abi.sh, the
+# ctest test `abi`).
+have_cmd abidiff && have_cmd abidw || required+=(abigail-tools)
 
 # Sanitizer runtime: the only reliable check is to build and link with it.
 sanitizer_flags() {

@@ -238,9 +238,10 @@ static void *take(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 			errno = ENOMEM;
 			return NULL;
 		}
-		/* ENOBUFS: the slab is at the carving limit (slab.c); any other
-		 * errno is the OS's or the map hook's. */
-		if (errno != ENOBUFS)
+		/* At the carving limit (or with objects back in the slab) the
+		 * objects are to be found; otherwise the OS or the map hook
+		 * failed, and errno says how. */
+		if (!_iop_slab_retry_helps(pool))
 			return NULL;
 		if (tries == TAKE_TRIES) {
 			errno = ENOMEM;

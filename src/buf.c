@@ -58,14 +58,6 @@ static uint32_t *refs_of(struct iop_pool *pool, const void *p, const char *what,
 	return &c->refs[idx];
 }
 
-void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, uint32_t idx, void *p)
-{
-	uint32_t n = ALOAD(&c->refs[idx]);
-	if (n)
-		_iop_die(pool, "iop_free of %p, a refcounted buffer with %u references: release it with iop_buf_put", p,
-			 n);
-}
-
 /* The count of a buffer the caller has just been handed out: it was 0. */
 static void arm(struct iop_pool *pool, void *buf, uint32_t refs)
 {

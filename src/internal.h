@@ -11,15 +11,18 @@
  *             owner of any address is found with a shift and a load.
  *   slab      the per-chunk record of free objects: a bitmap of objects
  *             returned to the chunk, plus a bump index below which objects
- *             have been carved at least once (above it: never touched).
+ *             have been carved at least once (above it: never touched);
+ *             the pool's chunk lists, counts and carving limit are struct
+ *             iop_slab, written only by slab.c.
  *   magazine  a small array of free objects (Bonwick). A thread cache holds a
  *             "loaded" magazine it pops from and pushes to, and a "previous"
  *             one that is always either full or empty.
- *   depot     per pool: full and empty magazines; threads trade whole
- *             magazines with it under a short lock.
+ *   depot     per pool and domain: full magazines, and the pool's empty
+ *             ones; threads trade whole magazines with it under a short
+ *             lock. struct iop_depot, written only by depot.c.
  *   domain    a memory (NUMA) domain: each pool keeps a depot and a list of
  *             partial chunks per domain, and every chunk belongs to one
- *             (struct iop_dom, domain.c).
+ *             (domain.c; the worker's state per domain: struct iop_dom).
  *   reserve   the objects in a domain's depot, which IOP_NOWAIT callers may
  *             take; the domain's refill worker keeps it between the pool's
  *             low and high watermarks (worker.c).
@@ -191,16 +194,9 @@ struct iop_bound {
 
 /* ---- memory domains (domain.c) ------------------------------------------ */
 
-/* A pool's depot and slab in one memory domain, under pool->lock (except
- * wake_at). The depot's objects are this domain's reserve. */
+/* A pool's worker state in one memory domain (worker.c); the domain's depot
+ * and slab are in struct iop_depot and struct iop_slab. */
 struct iop_dom {
-	struct iop_mag *full;    /* magazines of this domain's objects */
-	uint64_t nfull;
-	uint64_t depot_objs;     /* objects in `full` */
-	uint64_t depot_min;      /* lowest depot_objs since the last decay pass:
-	                            what the interval did not need */
-	struct iop_chunk *partial; /* this domain's chunks with free objects */
-	uint64_t nchunks;
 	/* The worker: after a failed chunk request, no refill before
 	 * retry_ns; backoff_ms doubles per failure up to the period. */
 	int64_t retry_ns;
@@ -225,6 +221,43 @@ static inline unsigned _iop_domain_here(void)
 IOP_HIDDEN void _iop_domain_bind(void *base, size_t len, unsigned d);
 /* The worker of domain d runs on its CPUs (libnuma) and calls itself d. */
 IOP_HIDDEN void _iop_domain_enter(unsigned d);
+
+/* ---- depot and slab state (depot.c, slab.c) ------------------------------ */
+
+/* The depot (depot.c owns it; others read it under pool->lock): full
+ * magazines per memory domain, whose objects are that domain's reserve,
+ * and the pool's empty magazines. Totals are kept for the pool and per
+ * domain, and only depot.c changes either. */
+struct iop_depot {
+	struct iop_mag *empty;
+	uint64_t nempty;
+	uint64_t nfull;         /* all domains' */
+	uint64_t objs;          /* objects in all domains' full lists */
+	struct iop_depot_dom {
+		struct iop_mag *full; /* magazines of this domain's objects */
+		uint64_t nfull;
+		uint64_t objs;        /* objects in `full` */
+		uint64_t min;         /* lowest `objs` since the last decay
+		                         pass: what the interval did not need */
+	} dom[IOP_MAX_DOMAINS];
+};
+
+/* The slab (slab.c owns it; others read it under pool->lock): every chunk
+ * of the pool, the chunks with free objects per domain, and the carving
+ * limit. */
+struct iop_slab {
+	struct iop_chunk *chunks; /* all chunks, through chunk->next */
+	uint64_t nchunks;
+	uint64_t free;            /* sum of chunk->nfree */
+	/* Objects the slab may carve: a bounded pool's limit, which caps its
+	 * memory; UINT64_MAX for an unbounded pool. */
+	uint64_t limit;
+	uint8_t page_kind;        /* IOP_PAGES_* of the latest chunk */
+	struct iop_slab_dom {
+		struct iop_chunk *partial; /* chunks with free objects */
+		uint64_t nchunks;
+	} dom[IOP_MAX_DOMAINS];
+};
 
 /* ---- the pool ----------------------------------------------------------- */
 
@@ -253,14 +286,10 @@ struct iop_pool {
 	size_t chunk_size;
 	uint32_t flags;
 
-	/* Depot and slab, under lock. */
+	/* Depot and slab, under lock; each written only by its own file. */
 	pthread_mutex_t lock;
-	struct iop_mag *empty;
-	uint64_t nfull, nempty; /* nfull: all domains' */
-	uint64_t depot_objs;    /* objects in all domains' full lists */
-	struct iop_chunk *chunks;
-	uint64_t nchunks;
-	uint64_t slab_free;     /* sum of chunk->nfree */
+	struct iop_depot depot;
+	struct iop_slab slab;
 
 	/* Counters; the per-thread fast counters of exited threads are folded
 	 * into alloc_fast; fast frees are derived (iop_pool_stats). */
@@ -283,7 +312,6 @@ struct iop_pool {
 	                         pool (worker.c's lock); destroy waits for 0 */
 	uint64_t activity;    /* worker 0: slow-path counters at the last
 	                         decay pass, to tell an idle pool */
-	uint8_t page_kind;    /* IOP_PAGES_* of the latest chunk */
 	_Atomic uint64_t wake_low, wake_empty, wake_fail;
 	_Atomic uint64_t refill_passes, refill_objs, refill_fail;
 	_Atomic uint64_t decay_passes, decay_objs, trims, sent_home;
@@ -344,30 +372,47 @@ IOP_HIDDEN struct iop_chunk *_iop_map_chunk_of(const void *p);
 
 /* ---- slab.c: chunks carved into objects (pool lock held unless noted) ---- */
 
-/* Map a chunk in domain d and describe it; no lock needed. NULL on failure
- * (errno). IOP_F_PREFAULT in `more` faults it in. */
-IOP_HIDDEN struct iop_chunk *_iop_chunk_new(struct iop_pool *pool, unsigned d, uint32_t more);
-/* Add a new chunk to the pool. */
-IOP_HIDDEN void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c);
-/* Take a wholly free chunk off the pool's lists and the map (lock held);
- * then _iop_chunk_free() it with the lock dropped. */
-IOP_HIDDEN void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c);
-/* Unmap an unlinked chunk (the unmap hook first) and free its descriptor;
- * no lock held. */
-IOP_HIDDEN void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c);
+/* Set the carving limit (UINT64_MAX: none); at creation. */
+IOP_HIDDEN void _iop_slab_init(struct iop_pool *pool, uint64_t limit);
 /* Take up to n free objects from domain d's slab. */
 IOP_HIDDEN unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned n);
 /* The same, mapping a chunk in d when its slab is empty (other domains'
- * slabs when that fails or a bounded pool may carve no more); drops the
- * lock around the mmap (and the map hook). 0 with errno when no chunk
- * could be had. */
-IOP_HIDDEN unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n);
-/* Objects the slab may still hand out before a bounded pool reaches its
- * limit (it never carves more, which caps its memory); UINT64_MAX for an
+ * slabs when that fails); drops the lock around the mmap (and the map
+ * hook). When it gets nothing, *status says why: -ENOBUFS at the carving
+ * limit, else the OS's or the map hook's -errno. */
+IOP_HIDDEN unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n,
+					  int *status);
+/* Map a chunk in domain d (with `more` flags, e.g. IOP_F_PREFAULT) and add
+ * it, dropping the lock around the mmap: 0, -ENOBUFS at the carving limit,
+ * or the -errno of the OS or the map hook. */
+IOP_HIDDEN int _iop_slab_grow(struct iop_pool *pool, unsigned d, uint32_t more);
+/* After a failed get (the lock not held): would trying again help? True
+ * at the carving limit (the objects are in caches) or when objects came
+ * back since; false when the slab is empty below its limit (the OS or the
+ * map hook failed). */
+IOP_HIDDEN bool _iop_slab_retry_helps(struct iop_pool *pool);
+/* Objects the slab may still carve before the limit: UINT64_MAX for an
  * unbounded pool. */
 IOP_HIDDEN uint64_t _iop_carve_room(const struct iop_pool *pool);
+/* The memory domain of an object of some pool (its chunk's); no lock. */
+IOP_HIDDEN unsigned _iop_slab_domain_of(const void *obj);
 /* Return n objects to their chunks. */
 IOP_HIDDEN void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n);
+/* Order domain d's partial chunks by free objects, fewest first, so that
+ * the next gets empty the fullest chunks and the rest can become wholly
+ * free (decay). */
+IOP_HIDDEN void _iop_slab_sort_partial(struct iop_pool *pool, unsigned d);
+/* Fault in every object carved so far (populate). */
+IOP_HIDDEN void _iop_slab_prefault(struct iop_pool *pool);
+/* Unlink wholly free chunks of domain d (every domain when d is
+ * IOP_MAX_DOMAINS) while the pool maps more than target bytes; returns
+ * them linked through ->next, for _iop_slab_free_chunks() once the lock is
+ * dropped (the unmap hook runs with no lock held). */
+IOP_HIDDEN struct iop_chunk *_iop_slab_unlink_free(struct iop_pool *pool, unsigned d, uint64_t target);
+/* Unmap unlinked chunks; no lock held. Returns the bytes unmapped. */
+IOP_HIDDEN uint64_t _iop_slab_free_chunks(struct iop_pool *pool, struct iop_chunk *gone);
+/* Unmap every chunk, whatever it holds (destroy, or a failed create). */
+IOP_HIDDEN void _iop_slab_free_all(struct iop_pool *pool);
 
 /* ---- depot.c: magazine exchange (pool lock held) ------------------------- */
 
@@ -382,15 +427,45 @@ IOP_HIDDEN struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool);
  * onto the empty list. */
 IOP_HIDDEN void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m);
 /* Fill a magazine from domain d's slab (_iop_slab_get_or_grow). Called and
- * returns with the lock held; drops it around the mmap. */
+ * returns with the lock held; drops it around the mmap. 0 with errno when
+ * nothing could be had (ENOMEM at a bounded pool's carving limit: a caller
+ * that can do better asks _iop_slab_retry_helps()). */
 IOP_HIDDEN unsigned _iop_depot_fill(struct iop_pool *pool, unsigned d, struct iop_mag *m);
-/* Free every magazine of the depot (destroy). */
+/* Fill domain d's depot with whole magazines of d's objects until it holds
+ * `high`, mapping prefaulted chunks as needed (the refill worker). *added
+ * counts the objects put in (and the pool's refill_objs). 0, -ENOBUFS at the carving limit, or the
+ * -errno of the OS or a failed magazine allocation. */
+IOP_HIDDEN int _iop_depot_reserve(struct iop_pool *pool, unsigned d, uint64_t high, uint64_t *added);
+/* Move up to n objects of domain d's depot back to their chunks, freeing
+ * the magazines they empty. Returns how many moved. */
+IOP_HIDDEN uint64_t _iop_depot_release(struct iop_pool *pool, unsigned d, uint64_t n);
+/* Keep `keep` objects in domain d's depot, from the fullest chunks, and
+ * return the rest to their chunks. Returns how many left the depot. */
+IOP_HIDDEN uint64_t _iop_depot_compact(struct iop_pool *pool, unsigned d, uint64_t keep);
+/* A decay pass on domain d: pct percent of the objects that stayed in the
+ * depot all interval above `floor` go back to their chunks; the interval's
+ * low mark restarts. Returns how many went. */
+IOP_HIDDEN uint64_t _iop_depot_decay(struct iop_pool *pool, unsigned d, uint64_t floor, uint32_t pct);
+/* Fill the depot with `want` objects of domain d (and others' when d has
+ * none), faulted in; lock not held, pool not yet shared. 0 or -errno. */
+IOP_HIDDEN int _iop_depot_populate(struct iop_pool *pool, unsigned d, uint64_t want);
+/* Free every magazine of the depot (destroy); their objects are forgotten,
+ * the slab frees their chunks whole. */
 IOP_HIDDEN void _iop_depot_free_all(struct iop_pool *pool);
 
-/* ---- checked mode (slab.c) ----------------------------------------------- */
+/* ---- checked.c: checked mode (IOP_F_CHECKED, IOP_DEBUG >= 2) -------------- */
 
+/* The chunk of this pool that holds p; aborts with "<what> of <p>: not from
+ * any pool" or "...: it belongs to pool '<name>'" when there is none (in
+ * every build, as iop__bad_free()). */
+IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what);
+
+/* An object handed out / given back: its in-flight bit, its poison, and
+ * for a refcounted pool its count (a checked free of a buffer that still
+ * has references is refused). Abort with a message on a fault. */
 IOP_HIDDEN void _iop_checked_on_alloc(struct iop_pool *pool, void *p);
 IOP_HIDDEN void _iop_checked_on_free(struct iop_pool *pool, void *p);
+/* Fill a free object with IOP_POISON_BYTE (the slab, as it carves). */
 IOP_HIDDEN void _iop_poison_fill(const struct iop_pool *pool, void *p);
 
 /* The bookkeeping of every object handed out, and of every object given
@@ -566,12 +641,6 @@ IOP_HIDDEN void _iop_bounded_free(struct iop_pool *pool, void *obj);
  * until no caller is inside a wait. */
 IOP_HIDDEN void _iop_bound_shutdown(struct iop_pool *pool);
 IOP_HIDDEN void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s);
-
-/* ---- buf.c ---------------------------------------------------------------- */
-
-/* In checked mode: refuse an iop_free() of a refcounted buffer that still has
- * references (it must be released with iop_buf_put()). */
-IOP_HIDDEN void _iop_buf_check_free(struct iop_pool *pool, struct iop_chunk *c, uint32_t idx, void *p);
 
 /* ---- worker.c: refill workers, decay, shrink ----------------------------- */
 

@@ -24,28 +24,6 @@ static void *einval(const char *fmt, ...)
 	return NULL;
 }
 
-struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what)
-{
-	struct iop_pool *owner = _iop_map_pool(p);
-	if (!owner)
-		_iop_die(pool, "%s of %p: not from any pool", what, p);
-	if (owner != pool)
-		_iop_die(pool, "%s of %p: it belongs to pool '%s'", what, p, owner->name);
-	return _iop_map_chunk_of(p);
-}
-
-void iop__bad_free(iop_pool_t *pool, const void *p)
-{
-	struct iop_chunk *c = _iop_chunk_or_die(pool, p, "invalid free");
-	uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)c->base);
-	uint64_t idx = off / pool->hot.stride;
-	if (idx < pool->hot.objs_per_chunk)
-		_iop_die(pool, "invalid free of %p: interior pointer, %llu bytes into the object at %p", p,
-			 (unsigned long long)(off - idx * pool->hot.stride), (void *)(c->base + idx * pool->hot.stride));
-	_iop_die(pool, "invalid free of %p: not an object, %llu bytes past the last object of its chunk", p,
-		 (unsigned long long)(off - pool->hot.objs_per_chunk * pool->hot.stride));
-}
-
 /* ---- creation ----------------------------------------------------------- */
 
 static bool is_pow2(size_t x)
@@ -63,38 +41,10 @@ static uint64_t inverse_odd(uint64_t m)
 	return inv;
 }
 
-/* Fill the depot with `want` objects, faulted in. Pool not yet shared. */
-static int populate(struct iop_pool *pool, size_t want)
-{
-	unsigned d = _iop_domain_here();
-	pthread_mutex_lock(&pool->lock);
-	while (pool->depot_objs < want) {
-		struct iop_mag *m = _iop_mag_new(pool);
-		if (!m || _iop_depot_fill(pool, d, m) == 0) {
-			int err = m ? errno : ENOMEM;
-			free(m);
-			pthread_mutex_unlock(&pool->lock);
-			return -err;
-		}
-		_iop_depot_put(pool, m);
-	}
-	for (struct iop_chunk *c = pool->chunks; c; c = c->next)
-		_iop_os_prefault(c->base, (size_t)c->bump * pool->hot.stride);
-	pthread_mutex_unlock(&pool->lock);
-	return 0;
-}
-
 static void pool_free_memory(struct iop_pool *pool)
 {
 	_iop_depot_free_all(pool);
-	while (pool->chunks) {
-		struct iop_chunk *c = pool->chunks;
-		/* Whatever the depot held is free too. */
-		pool->slab_free += c->nobj - c->nfree;
-		c->nfree = c->nobj;
-		_iop_chunk_unlink(pool, c);
-		_iop_chunk_free(pool, c);
-	}
+	_iop_slab_free_all(pool);
 	_iop_cpu_pool_fini(pool);
 	_iop_bound_free_memory(pool);
 	pthread_mutex_destroy(&pool->lock);
@@ -240,6 +190,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->decay_pct = p.decay_pct ? p.decay_pct : IOP_DECAY_PCT_DEFAULT;
 	pool->uses_worker = pool->reserve_low || pool->decay_ns;
 	pthread_mutex_init(&pool->lock, NULL);
+	_iop_slab_init(pool, limit ? limit : UINT64_MAX);
 	if ((limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) || (err = _iop_cpu_pool_init(pool)) != 0) {
 		_iop_bound_free_memory(pool);
 		pthread_mutex_destroy(&pool->lock);
@@ -268,7 +219,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 
 	if (pool->uses_worker)
 		_iop_worker_attach(pool);
-	if (p.populate && (err = populate(pool, p.populate)) != 0) {
+	if (p.populate && (err = _iop_depot_populate(pool, _iop_domain_here(), p.populate)) != 0) {
 		_iop_registry_lock();
 		_iop_pool_unregister(pool);
 		_iop_registry_unlock();
@@ -310,7 +261,7 @@ int iop_pool_destroy(iop_pool_t *pool)
 	 * was just refused may still be on its way out of a call. */
 	_iop_for_each_tcache(pool, pool->bound ? steal_slot : _iop_tcache_drain, NULL);
 	pthread_mutex_lock(&pool->lock);
-	uint64_t in_flight = pool->nchunks * pool->hot.objs_per_chunk - pool->slab_free - pool->depot_objs;
+	uint64_t in_flight = pool->slab.nchunks * pool->hot.objs_per_chunk - pool->slab.free - pool->depot.objs;
 	pthread_mutex_unlock(&pool->lock);
 	if (pool->bound && LOAD(&pool->bound->in_flight) > 0 && (uint64_t)LOAD(&pool->bound->in_flight) > in_flight)
 		in_flight = (uint64_t)LOAD(&pool->bound->in_flight);

@@ -7,10 +7,14 @@
  * never written by the allocator (outside checked mode). Objects above the
  * bump index have never been handed out, so a fresh chunk costs no page
  * faults until its objects are used.
+ *
+ * struct iop_slab is this file's: the chunk lists and counts, and the
+ * carving limit of a bounded pool (it never carves more objects than its
+ * limit, which caps its memory). Callers learn about the limit from
+ * return values (-ENOBUFS), never through errno.
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "internal.h"
 
@@ -19,7 +23,14 @@ static size_t bitmap_words(uint64_t nobj)
 	return (size_t)((nobj + 63) / 64);
 }
 
-struct iop_chunk *_iop_chunk_new(struct iop_pool *pool, unsigned d, uint32_t more)
+void _iop_slab_init(struct iop_pool *pool, uint64_t limit)
+{
+	pool->slab.limit = limit;
+}
+
+/* Map a chunk in domain d and describe it; no lock needed. NULL on failure
+ * (errno). IOP_F_PREFAULT in `more` faults it in. */
+static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t more)
 {
 	size_t words = bitmap_words(pool->hot.objs_per_chunk);
 	size_t maps = pool->checked ? 2 : 1;
@@ -59,22 +70,23 @@ struct iop_chunk *_iop_chunk_new(struct iop_pool *pool, unsigned d, uint32_t mor
 	return c;
 }
 
-void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c)
+static void chunk_add(struct iop_pool *pool, struct iop_chunk *c)
 {
-	struct iop_dom *dom = &pool->dom[c->domain];
+	struct iop_slab *s = &pool->slab;
+	struct iop_slab_dom *dom = &s->dom[c->domain];
 	_iop_map_set(c->base, pool->chunk_size, pool, c);
-	c->next = pool->chunks;
+	c->next = s->chunks;
 	c->prev = NULL;
-	if (pool->chunks)
-		pool->chunks->prev = c;
-	pool->chunks = c;
+	if (s->chunks)
+		s->chunks->prev = c;
+	s->chunks = c;
 	c->next_partial = dom->partial;
 	c->on_partial = true;
 	dom->partial = c;
-	pool->nchunks++;
+	s->nchunks++;
 	dom->nchunks++;
-	pool->slab_free += c->nfree;
-	pool->page_kind = c->kind;
+	s->free += c->nfree;
+	s->page_kind = c->kind;
 	COUNT(&pool->chunk_acquire, 1);
 	if (c->kind == IOP_PAGES_HUGETLB)
 		COUNT(&pool->chunks_hugetlb, 1);
@@ -82,14 +94,17 @@ void _iop_chunk_add(struct iop_pool *pool, struct iop_chunk *c)
 		COUNT(&pool->chunks_thp, 1);
 }
 
-void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
+/* Take a wholly free chunk off the pool's lists and the map (lock held);
+ * then chunk_free() it with the lock dropped. */
+static void chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 {
-	struct iop_dom *dom = &pool->dom[c->domain];
+	struct iop_slab *s = &pool->slab;
+	struct iop_slab_dom *dom = &s->dom[c->domain];
 	IOP_ASSERT(pool, c->nfree == c->nobj);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		pool->chunks = c->next;
+		s->chunks = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	if (c->on_partial) {
@@ -99,9 +114,9 @@ void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 		*pp = c->next_partial;
 		c->on_partial = false;
 	}
-	pool->nchunks--;
+	s->nchunks--;
 	dom->nchunks--;
-	pool->slab_free -= c->nfree;
+	s->free -= c->nfree;
 	/* Nothing of it is in flight or cached, so no lookup can want it. */
 	_iop_map_set(c->base, pool->chunk_size, NULL, NULL);
 	/* Counted here, with nchunks, so statistics always see
@@ -109,7 +124,9 @@ void _iop_chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 	COUNT(&pool->chunk_release, 1);
 }
 
-void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
+/* Unmap an unlinked chunk (the unmap hook first) and free its descriptor;
+ * no lock held. */
+static void chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 {
 	if (pool->unmap) {
 		COUNT(&pool->unmap_calls, 1);
@@ -119,19 +136,18 @@ void _iop_chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 	free(c);
 }
 
-/* Objects a bounded pool may still carve: it never carves more than its
- * limit, which caps its memory (and so the objects in flight). */
 uint64_t _iop_carve_room(const struct iop_pool *pool)
 {
-	if (!pool->bound)
+	const struct iop_slab *s = &pool->slab;
+	if (s->limit == UINT64_MAX)
 		return UINT64_MAX;
-	uint64_t carved = pool->nchunks * pool->hot.objs_per_chunk - pool->slab_free;
-	return carved < pool->bound->limit ? pool->bound->limit - carved : 0;
+	uint64_t carved = s->nchunks * pool->hot.objs_per_chunk - s->free;
+	return carved < s->limit ? s->limit - carved : 0;
 }
 
 unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
 {
-	struct iop_dom *dom = &pool->dom[d];
+	struct iop_slab_dom *dom = &pool->slab.dom[d];
 	unsigned got = 0;
 	uint64_t room = _iop_carve_room(pool);
 	if (n > room)
@@ -162,7 +178,7 @@ unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned 
 			c->on_partial = false;
 		}
 	}
-	pool->slab_free -= got;
+	pool->slab.free -= got;
 	return got;
 }
 
@@ -176,29 +192,46 @@ static unsigned slab_get_any(struct iop_pool *pool, unsigned d, void **objs, uns
 	return got;
 }
 
-unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
+int _iop_slab_grow(struct iop_pool *pool, unsigned d, uint32_t more)
+{
+	if (_iop_carve_room(pool) == 0)
+		return -ENOBUFS;
+	/* mmap and page-table work happen outside the lock so other threads
+	 * keep trading magazines meanwhile. Two threads may both map a
+	 * chunk; the spare one serves the next fill. */
+	pthread_mutex_unlock(&pool->lock);
+	struct iop_chunk *c = chunk_new(pool, d, more);
+	int err = c ? 0 : errno ? -errno : -ENOMEM;
+	pthread_mutex_lock(&pool->lock);
+	if (c)
+		chunk_add(pool, c);
+	return err;
+}
+
+unsigned _iop_slab_get_or_grow(struct iop_pool *pool, unsigned d, void **objs, unsigned n, int *status)
 {
 	unsigned got = _iop_slab_get(pool, d, objs, n);
+	*status = 0;
 	if (got || !n)
 		return got;
-	if (_iop_carve_room(pool) == 0) {
+	int rc = _iop_slab_grow(pool, d, 0);
+	if (rc == -ENOBUFS) {
 		/* A bounded pool at its limit: no slab may hand out more. */
-		errno = ENOBUFS; /* bound.c */
-	} else {
-		/* mmap and page-table work happen outside the lock so other
-		 * threads keep trading magazines meanwhile. Two threads may
-		 * both map a chunk; the spare one serves the next fill. */
-		pthread_mutex_unlock(&pool->lock);
-		struct iop_chunk *c = _iop_chunk_new(pool, d, 0);
-		int err = errno;
-		pthread_mutex_lock(&pool->lock);
-		if (c)
-			_iop_chunk_add(pool, c);
-		got = slab_get_any(pool, d, objs, n);
-		if (got == 0)
-			errno = c ? ENOMEM : err;
+		*status = rc;
+		return 0;
 	}
+	got = slab_get_any(pool, d, objs, n);
+	if (got == 0)
+		*status = rc ? rc : -ENOMEM;
 	return got;
+}
+
+bool _iop_slab_retry_helps(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool helps = pool->slab.free > 0 || _iop_carve_room(pool) == 0;
+	pthread_mutex_unlock(&pool->lock);
+	return helps;
 }
 
 void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n)
@@ -211,68 +244,90 @@ void _iop_slab_put(struct iop_pool *pool, void *const *objs, unsigned n)
 		c->freemap[idx >> 6] |= bit;
 		c->nfree++;
 		if (!c->on_partial) {
-			c->next_partial = pool->dom[c->domain].partial;
+			c->next_partial = pool->slab.dom[c->domain].partial;
 			c->on_partial = true;
-			pool->dom[c->domain].partial = c;
+			pool->slab.dom[c->domain].partial = c;
 		}
 	}
-	pool->slab_free += n;
+	pool->slab.free += n;
 }
 
-/* ---- checked mode -------------------------------------------------------- */
-
-void _iop_poison_fill(const struct iop_pool *pool, void *p)
+unsigned _iop_slab_domain_of(const void *obj)
 {
-	ASAN_UNPOISON(p, pool->hot.stride);
-	memset(p, IOP_POISON_BYTE, pool->hot.stride);
-	ASAN_POISON(p, pool->hot.stride);
+	return _iop_map_chunk_of(obj)->domain;
 }
 
-long _iop_poison_check(const struct iop_pool *pool, const void *p)
+static int by_nfree(const void *a, const void *b)
 {
-	const uint64_t pattern = 0x0101010101010101ull * IOP_POISON_BYTE;
-	const uint64_t *w = p;
-	/* The stride is a multiple of 8 (align >= 8), so whole words cover it. */
-	for (size_t i = 0; i < pool->hot.stride / 8; i++) {
-		if (w[i] != pattern) {
-			const unsigned char *b = (const unsigned char *)&w[i];
-			size_t j = 0;
-			while (b[j] == IOP_POISON_BYTE)
-				j++;
-			return (long)(i * 8 + j);
+	const struct iop_chunk *x = *(struct iop_chunk *const *)a, *y = *(struct iop_chunk *const *)b;
+	return x->nfree < y->nfree ? -1 : x->nfree > y->nfree;
+}
+
+void _iop_slab_sort_partial(struct iop_pool *pool, unsigned d)
+{
+	struct iop_slab_dom *dom = &pool->slab.dom[d];
+	size_t n = 0;
+	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+		n++;
+	/* Without memory for the sort the order stays: decay then frees
+	 * fewer chunks, nothing worse. */
+	struct iop_chunk **v = n > 1 ? malloc(n * sizeof(*v)) : NULL;
+	if (!v)
+		return;
+	n = 0;
+	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+		v[n++] = c;
+	qsort(v, n, sizeof(*v), by_nfree);
+	for (size_t i = 0; i < n; i++)
+		v[i]->next_partial = i + 1 < n ? v[i + 1] : NULL;
+	dom->partial = v[0];
+	free(v);
+}
+
+void _iop_slab_prefault(struct iop_pool *pool)
+{
+	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next)
+		_iop_os_prefault(c->base, (size_t)c->bump * pool->hot.stride);
+}
+
+struct iop_chunk *_iop_slab_unlink_free(struct iop_pool *pool, unsigned d, uint64_t target)
+{
+	struct iop_slab *s = &pool->slab;
+	struct iop_chunk *gone = NULL, *c = s->chunks;
+	while (c && s->nchunks * pool->chunk_size > target) {
+		struct iop_chunk *next = c->next;
+		if (c->nfree == c->nobj && (d == IOP_MAX_DOMAINS || c->domain == d)) {
+			chunk_unlink(pool, c);
+			c->next = gone;
+			gone = c;
 		}
+		c = next;
 	}
-	return -1;
+	return gone;
 }
 
-static _Atomic uint64_t *inuse_word(struct iop_pool *pool, void *p, uint64_t *bit)
+uint64_t _iop_slab_free_chunks(struct iop_pool *pool, struct iop_chunk *gone)
 {
-	struct iop_chunk *c = _iop_map_chunk_of(p);
-	uint32_t idx = (uint32_t)iop__obj_number(pool, p);
-	*bit = 1ull << (idx & 63);
-	return &c->inuse[idx >> 6];
-}
-
-void _iop_checked_on_alloc(struct iop_pool *pool, void *p)
-{
-	uint64_t bit;
-	_Atomic uint64_t *w = inuse_word(pool, p, &bit);
-	if (atomic_fetch_or_explicit(w, bit, memory_order_acq_rel) & bit)
-		_iop_die(pool, "object %p handed out while in flight: the pool's free lists are corrupt", p);
-	ASAN_UNPOISON(p, pool->hot.stride);
-	long off = _iop_poison_check(pool, p);
-	if (off >= 0)
-		_iop_die(pool, "use after free: object %p was written at offset %ld while it was free", p, off);
-}
-
-void _iop_checked_on_free(struct iop_pool *pool, void *p)
-{
-	uint64_t bit;
-	_Atomic uint64_t *w = inuse_word(pool, p, &bit);
-	if (pool->refcount) {
-		_iop_buf_check_free(pool, _iop_map_chunk_of(p), (uint32_t)iop__obj_number(pool, p), p);
+	uint64_t bytes = 0;
+	while (gone) {
+		struct iop_chunk *next = gone->next;
+		chunk_free(pool, gone);
+		bytes += pool->chunk_size;
+		gone = next;
 	}
-	if (!(atomic_fetch_and_explicit(w, ~bit, memory_order_acq_rel) & bit))
-		_iop_die(pool, "double free of %p", p);
-	_iop_poison_fill(pool, p);
+	return bytes;
 }
+
+void _iop_slab_free_all(struct iop_pool *pool)
+{
+	struct iop_slab *s = &pool->slab;
+	while (s->chunks) {
+		struct iop_chunk *c = s->chunks;
+		/* Whatever the depot or a cache held is free too. */
+		s->free += c->nobj - c->nfree;
+		c->nfree = c->nobj;
+		chunk_unlink(pool, c);
+		chunk_free(pool, c);
+	}
+}
+

@@ -32,12 +32,12 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 	_iop_for_each_tcache(pool, sum_tcache, &t);
 	_iop_cpu_sum(pool, &t.cached, &t.alloc_fast);
 	pthread_mutex_lock(&pool->lock);
-	s.chunks = pool->nchunks;
-	s.depot = pool->depot_objs;
-	s.slab_free = pool->slab_free;
+	s.chunks = pool->slab.nchunks;
+	s.depot = pool->depot.objs;
+	s.slab_free = pool->slab.free;
 	for (unsigned d = 0; d < _iop_ndomains; d++)
-		s.reserve_short += pool->reserve_low && pool->dom[d].depot_objs < pool->reserve_low;
-	s.page_kind = pool->page_kind;
+		s.reserve_short += pool->reserve_low && pool->depot.dom[d].objs < pool->reserve_low;
+	s.page_kind = pool->slab.page_kind;
 	pthread_mutex_unlock(&pool->lock);
 	s.bytes_resident = _iop_resident(pool);
 
@@ -143,10 +143,9 @@ int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_s
 		return -EINVAL;
 	struct iop_domain_stats s = { .struct_size = sizeof(s), .domain = domain };
 	pthread_mutex_lock(&pool->lock);
-	struct iop_dom *dom = &pool->dom[domain];
-	s.depot = dom->depot_objs;
-	s.chunks = dom->nchunks;
-	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
+	s.depot = pool->depot.dom[domain].objs;
+	s.chunks = pool->slab.dom[domain].nchunks;
+	for (struct iop_chunk *c = pool->slab.dom[domain].partial; c; c = c->next_partial)
 		s.slab_free += c->nfree;
 	pthread_mutex_unlock(&pool->lock);
 	uint32_t keep = out->struct_size;
@@ -315,7 +314,7 @@ static void audit_locked(struct audit *a)
 	size_t words = (size_t)((pool->hot.objs_per_chunk + 63) / 64);
 	uint64_t slab_free = 0, nchunks = 0, npartial = 0, marked = 0;
 
-	for (struct iop_chunk *c = pool->chunks; c; c = c->next) {
+	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next) {
 		nchunks++;
 		c->audit_seen = calloc(words, sizeof(uint64_t));
 		if (!c->audit_seen) {
@@ -341,21 +340,21 @@ static void audit_locked(struct audit *a)
 		}
 	}
 	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
-		for (struct iop_chunk *c = pool->dom[d].partial; c && npartial <= nchunks; c = c->next_partial) {
+		for (struct iop_chunk *c = pool->slab.dom[d].partial; c && npartial <= nchunks; c = c->next_partial) {
 			npartial++;
 			if (c->domain != d)
 				fault(a, "chunk %p of domain %u is on domain %u's partial list", (void *)c->base,
 				      c->domain, d);
 		}
 	}
-	if (nchunks != pool->nchunks)
+	if (nchunks != pool->slab.nchunks)
 		fault(a, "%llu chunks are listed, %llu counted", (unsigned long long)nchunks,
-		      (unsigned long long)pool->nchunks);
+		      (unsigned long long)pool->slab.nchunks);
 	if (npartial > nchunks)
 		fault(a, "the partial chunk list loops");
-	if (slab_free != pool->slab_free)
+	if (slab_free != pool->slab.free)
 		fault(a, "chunks hold %llu free objects, the pool counts %llu", (unsigned long long)slab_free,
-		      (unsigned long long)pool->slab_free);
+		      (unsigned long long)pool->slab.free);
 
 	_iop_for_each_tcache(pool, visit_tcache, a);
 	_iop_cpu_for_each_obj(pool, visit_cpu_obj, a);
@@ -364,7 +363,7 @@ static void audit_locked(struct audit *a)
 	uint64_t depot = 0, nfull = 0, nempty = 0;
 	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
 		uint64_t here = 0, n = 0;
-		for (struct iop_mag *m = pool->dom[d].full; m; m = m->next) {
+		for (struct iop_mag *m = pool->depot.dom[d].full; m; m = m->next) {
 			if (m->count == 0)
 				fault(a, "an empty magazine is on the depot's full list");
 			visit_mag(a, m, m->count, "the depot");
@@ -376,20 +375,20 @@ static void audit_locked(struct audit *a)
 			here += m->count;
 			n++;
 		}
-		if (here != pool->dom[d].depot_objs || n != pool->dom[d].nfull)
+		if (here != pool->depot.dom[d].objs || n != pool->depot.dom[d].nfull)
 			fault(a, "domain %u's depot holds %llu objects in %llu magazines, it counts %llu in %llu", d,
 			      (unsigned long long)here, (unsigned long long)n,
-			      (unsigned long long)pool->dom[d].depot_objs, (unsigned long long)pool->dom[d].nfull);
+			      (unsigned long long)pool->depot.dom[d].objs, (unsigned long long)pool->depot.dom[d].nfull);
 		depot += here;
 		nfull += n;
 	}
-	for (struct iop_mag *m = pool->empty; m; m = m->next)
+	for (struct iop_mag *m = pool->depot.empty; m; m = m->next)
 		nempty++;
-	if (depot != pool->depot_objs || nfull != pool->nfull || nempty != pool->nempty)
+	if (depot != pool->depot.objs || nfull != pool->depot.nfull || nempty != pool->depot.nempty)
 		fault(a, "the depot holds %llu objects in %llu+%llu magazines, it counts %llu in %llu+%llu",
 		      (unsigned long long)depot, (unsigned long long)nfull, (unsigned long long)nempty,
-		      (unsigned long long)pool->depot_objs, (unsigned long long)pool->nfull,
-		      (unsigned long long)pool->nempty);
+		      (unsigned long long)pool->depot.objs, (unsigned long long)pool->depot.nfull,
+		      (unsigned long long)pool->depot.nempty);
 
 	uint64_t total = nchunks * pool->hot.objs_per_chunk;
 	if (in_caches + depot + slab_free > total)
@@ -424,7 +423,7 @@ int iop_pool_audit(iop_pool_t *pool)
 	_iop_registry_lock();
 	pthread_mutex_lock(&pool->lock);
 	audit_locked(&a);
-	for (struct iop_chunk *c = pool->chunks; c; c = c->next) {
+	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next) {
 		free(c->audit_seen);
 		c->audit_seen = NULL;
 	}

@@ -85,7 +85,7 @@ bool _iop_pool_lock(struct iop_pool *pool, bool grow)
 struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow)
 {
 	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
-	if (pool->dom[d].depot_objs < pool->reserve_low)
+	if (pool->depot.dom[d].objs < pool->reserve_low)
 		_iop_worker_wake(pool, d, m ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
 	return m;
 }
@@ -203,10 +203,11 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 	if (!_iop_pool_lock(pool, grow))
 		return NULL;
 	struct iop_mag *m = _iop_take_full(pool, d, grow);
-	if (!m && grow && _iop_slab_get_or_grow(pool, d, &p, 1) == 0) {
-		int err = errno;
+	int status;
+	if (!m && grow && _iop_slab_get_or_grow(pool, d, &p, 1, &status) == 0) {
 		m = _iop_depot_take_full(pool, d, true);
-		errno = err; /* for the caller, when m is NULL too */
+		/* For the caller, when m is NULL too (as _iop_depot_fill). */
+		errno = status == -ENOBUFS ? ENOMEM : -status;
 	}
 	if (m) {
 		p = m->obj[--m->count];

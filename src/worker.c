@@ -115,115 +115,6 @@ static void unhold(struct iop_pool *pool)
 	pthread_mutex_unlock(&wk_lock);
 }
 
-/* ---- returning memory (pool lock held unless said) -------------------------- */
-
-/* Move up to n objects from domain d's depot back into their chunks,
- * freeing the magazines they empty. Returns how many moved. */
-static uint64_t depot_release(struct iop_pool *pool, struct iop_dom *dom, uint64_t n)
-{
-	uint64_t moved = 0;
-	while (moved < n && dom->full) {
-		struct iop_mag *m = dom->full;
-		unsigned k = n - moved < m->count ? (unsigned)(n - moved) : m->count;
-		_iop_slab_put(pool, m->obj + m->count - k, k);
-		m->count -= k;
-		dom->depot_objs -= k;
-		pool->depot_objs -= k;
-		moved += k;
-		if (m->count == 0) {
-			dom->full = m->next;
-			dom->nfull--;
-			pool->nfull--;
-			free(m);
-		}
-	}
-	if (dom->depot_min > dom->depot_objs)
-		dom->depot_min = dom->depot_objs;
-	return moved;
-}
-
-static int by_nfree(const void *a, const void *b)
-{
-	const struct iop_chunk *x = *(struct iop_chunk *const *)a, *y = *(struct iop_chunk *const *)b;
-	return x->nfree < y->nfree ? -1 : x->nfree > y->nfree;
-}
-
-/*
- * Keep `keep` objects in domain d's depot and return the rest to their
- * chunks, keeping the objects of the fullest chunks: all of them go back,
- * the partial list is sorted by free objects (fewest first), and the depot
- * is refilled from its head. Otherwise the objects decay keeps would be
- * spread over every chunk and no chunk would ever be wholly free. Returns
- * how many objects stayed out of the depot.
- */
-static uint64_t depot_compact(struct iop_pool *pool, unsigned d, uint64_t keep)
-{
-	struct iop_dom *dom = &pool->dom[d];
-	uint64_t had = dom->depot_objs;
-	if (had <= keep)
-		return 0;
-	depot_release(pool, dom, had);
-	size_t n = 0;
-	for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
-		n++;
-	struct iop_chunk **v = n > 1 ? malloc(n * sizeof(*v)) : NULL;
-	if (v) {
-		n = 0;
-		for (struct iop_chunk *c = dom->partial; c; c = c->next_partial)
-			v[n++] = c;
-		qsort(v, n, sizeof(*v), by_nfree);
-		for (size_t i = 0; i < n; i++)
-			v[i]->next_partial = i + 1 < n ? v[i + 1] : NULL;
-		dom->partial = v[0];
-		free(v);
-	}
-	uint64_t kept = 0;
-	while (kept < keep) {
-		struct iop_mag *m = _iop_depot_take_empty(pool);
-		if (!m)
-			break;
-		uint64_t want = keep - kept < m->cap ? keep - kept : m->cap;
-		m->count = _iop_slab_get(pool, d, m->obj, (unsigned)want);
-		kept += m->count;
-		_iop_depot_put(pool, m);
-		if (m->count < want)
-			break;
-	}
-	return had - kept;
-}
-
-/* Unlink wholly free chunks of domain d (every domain when d is
- * IOP_MAX_DOMAINS) while the pool maps more than target bytes; returns
- * them linked through ->next, for free_chunks() once the lock is dropped
- * (the unmap hook runs with no lock held). */
-static struct iop_chunk *unlink_free_chunks(struct iop_pool *pool, unsigned d, uint64_t target)
-{
-	struct iop_chunk *gone = NULL, *c = pool->chunks;
-	while (c && pool->nchunks * pool->chunk_size > target) {
-		struct iop_chunk *next = c->next;
-		if (c->nfree == c->nobj && (d == IOP_MAX_DOMAINS || c->domain == d)) {
-			_iop_chunk_unlink(pool, c);
-			c->next = gone;
-			gone = c;
-		}
-		c = next;
-	}
-	return gone;
-}
-
-/* No lock held. Returns the bytes unmapped. */
-static uint64_t free_chunks(struct iop_pool *pool, struct iop_chunk *gone)
-{
-	uint64_t bytes = 0;
-	while (gone) {
-		struct iop_chunk *next = gone->next;
-		_iop_chunk_free(pool, gone);
-		bytes += pool->chunk_size;
-		gone = next;
-	}
-	return bytes;
-}
-
 /* ---- the worker's work on one pool ---------------------------------------------- */
 
 static void back_off(struct iop_dom *dom, int64_t now)
@@ -240,41 +131,21 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 {
 	struct iop_dom *dom = &pool->dom[d];
 	pthread_mutex_lock(&pool->lock);
-	if (dom->depot_objs >= pool->reserve_low) {
+	if (pool->depot.dom[d].objs >= pool->reserve_low) {
 		pthread_mutex_unlock(&pool->lock);
 		return;
 	}
 	COUNT(&pool->refill_passes, 1);
-	while (dom->depot_objs < pool->reserve_high) {
-		struct iop_mag *m = _iop_depot_take_empty(pool);
-		if (!m)
-			break;
-		/* Whole magazines, of this domain's objects only. */
-		m->count = _iop_slab_get(pool, d, m->obj, m->cap);
-		if (m->count) {
-			COUNT(&pool->refill_objs, m->count);
-			_iop_depot_put(pool, m);
-			dom->backoff_ms = 0;
-			continue;
-		}
-		_iop_depot_put(pool, m);
-		if (_iop_carve_room(pool) == 0) {
-			/* A bounded pool never carves past its limit: try
-			 * again later, not at every wake-up. */
-			back_off(dom, now);
-			break;
-		}
-		pthread_mutex_unlock(&pool->lock);
-		struct iop_chunk *c = _iop_chunk_new(pool, d, IOP_F_PREFAULT);
-		pthread_mutex_lock(&pool->lock);
-		if (!c) {
-			COUNT(&pool->refill_fail, 1);
-			back_off(dom, now);
-			break;
-		}
-		_iop_chunk_add(pool, c);
+	uint64_t added;
+	int rc = _iop_depot_reserve(pool, d, pool->reserve_high, &added);
+	if (rc == 0 || added)
 		dom->backoff_ms = 0;
-	}
+	/* At a bounded pool's carving limit, try again later, not at every
+	 * wake-up; after a failed chunk request, likewise. */
+	if (rc && rc != -ENOBUFS)
+		COUNT(&pool->refill_fail, 1);
+	if (rc)
+		back_off(dom, now);
 	pthread_mutex_unlock(&pool->lock);
 }
 
@@ -320,18 +191,13 @@ static void trim_caches(struct iop_pool *pool)
 
 static void decay(struct iop_pool *pool, unsigned d)
 {
-	struct iop_dom *dom = &pool->dom[d];
 	pthread_mutex_lock(&pool->lock);
-	uint64_t idle = dom->depot_min > pool->reserve_high ? dom->depot_min - pool->reserve_high : 0;
-	uint64_t n = (idle * pool->decay_pct + 99) / 100, moved = 0;
-	if (n)
-		moved = depot_compact(pool, d, dom->depot_objs - n);
-	dom->depot_min = dom->depot_objs;
-	struct iop_chunk *gone = unlink_free_chunks(pool, d, 0);
+	uint64_t moved = _iop_depot_decay(pool, d, pool->reserve_high, pool->decay_pct);
+	struct iop_chunk *gone = _iop_slab_unlink_free(pool, d, 0);
 	COUNT(&pool->decay_passes, 1);
 	COUNT(&pool->decay_objs, moved);
 	pthread_mutex_unlock(&pool->lock);
-	free_chunks(pool, gone);
+	_iop_slab_free_chunks(pool, gone);
 }
 
 /* Returns when this pool next wants the worker. */
@@ -534,7 +400,7 @@ static void drain_own(struct iop_pool *pool, struct iop_tcache *tc, void *me)
 static int64_t shrink(struct iop_pool *pool, uint64_t target)
 {
 	pthread_mutex_lock(&pool->lock);
-	bool above = pool->nchunks * pool->chunk_size > target;
+	bool above = pool->slab.nchunks * pool->chunk_size > target;
 	pthread_mutex_unlock(&pool->lock);
 	if (!above)
 		return 0;
@@ -548,10 +414,10 @@ static int64_t shrink(struct iop_pool *pool, uint64_t target)
 	}
 	pthread_mutex_lock(&pool->lock);
 	for (unsigned d = 0; d < _iop_ndomains; d++)
-		depot_compact(pool, d, pool->reserve_low);
-	struct iop_chunk *gone = unlink_free_chunks(pool, IOP_MAX_DOMAINS, target);
+		_iop_depot_compact(pool, d, pool->reserve_low);
+	struct iop_chunk *gone = _iop_slab_unlink_free(pool, IOP_MAX_DOMAINS, target);
 	pthread_mutex_unlock(&pool->lock);
-	return (int64_t)free_chunks(pool, gone);
+	return (int64_t)_iop_slab_free_chunks(pool, gone);
 }
 
 int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes)
@@ -588,9 +454,9 @@ uint64_t _iop_resident(struct iop_pool *pool)
 	long page = sysconf(_SC_PAGESIZE);
 	size_t pages = pool->chunk_size / (size_t)page, n = 0;
 	pthread_mutex_lock(&pool->lock);
-	size_t nchunks = pool->nchunks;
+	size_t nchunks = pool->slab.nchunks;
 	char **bases = nchunks ? malloc(nchunks * sizeof(char *)) : NULL;
-	for (struct iop_chunk *c = pool->chunks; bases && c; c = c->next)
+	for (struct iop_chunk *c = pool->slab.chunks; bases && c; c = c->next)
 		bases[n++] = c->base;
 	pthread_mutex_unlock(&pool->lock);
 	unsigned char *vec = n ? malloc(pages) : NULL;
