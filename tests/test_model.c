@@ -138,6 +138,11 @@ static _Atomic int64_t model_bound[NPOOLS];
 /* The release hook: calls and keeps expected by the model, and seen. */
 static _Atomic uint64_t hook_expect, hook_keep_expect, hook_seen, hook_kept_seen;
 static __thread int tl_keep = -1; /* what the hook returns; -1: not expected */
+/* TEST_MODEL_LOSE_A_FREE=1 in the environment: one iop_free() is left out
+ * while the model drops the object, so the checks must fail (a check of the
+ * checker: tests/CMakeLists.txt runs it). */
+static int lose_one;
+static _Atomic int lost;
 
 /* The pause protocol of the quiescent points. */
 static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
@@ -342,6 +347,12 @@ static void give_back(struct slot *sl, int i)
 		return;
 	}
 	release_obj(sl, i);
+	if (lose_one && atomic_exchange(&lost, 1) == 0) {
+		/* TEST_MODEL_LOSE_A_FREE: the model forgets an object it never
+		 * gave back, and the walk must notice. */
+		record(sl, OP_FREE, o.kind, 0, 0, o.p, 0);
+		return;
+	}
 	iop_free(pools[o.kind], o.p);
 	record(sl, OP_FREE, o.kind, 1, 0, o.p, 0);
 }
@@ -522,16 +533,18 @@ static void do_take(struct slot *sl)
 	pthread_mutex_unlock(&xlock);
 }
 
-/* Park until the coordinator has checked the model; 1 when the walk ends. */
+/* Park until the coordinator has checked the model; 1 when the walk ends.
+ * A walker parked in one generation stays until the coordinator starts
+ * the next (resume_all()), which also zeroes the count: one slow to wake
+ * never counts as parked for the next quiescent point. */
 static int park(void)
 {
 	pthread_mutex_lock(&plock);
 	int gen = generation;
 	parked++;
 	pthread_cond_broadcast(&pcond);
-	while (__atomic_load_n(&pause_wanted, __ATOMIC_RELAXED) && gen == generation)
+	while (gen == generation && !atomic_load(&stop))
 		pthread_cond_wait(&pcond, &plock);
-	parked--;
 	pthread_mutex_unlock(&plock);
 	return atomic_load(&stop);
 }
@@ -790,6 +803,7 @@ static void resume_all(void)
 {
 	pthread_mutex_lock(&plock);
 	__atomic_store_n(&pause_wanted, 0, __ATOMIC_RELAXED);
+	parked = 0;
 	generation++;
 	pthread_cond_broadcast(&pcond);
 	pthread_mutex_unlock(&plock);
@@ -814,6 +828,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: test_model [threads 1..%d] [seconds] [seed]\n", MAX_SLOTS);
 		return 2;
 	}
+	lose_one = getenv("TEST_MODEL_LOSE_A_FREE") != NULL;
 	signal(SIGABRT, on_abort);
 	signal(SIGSEGV, on_abort);
 	for (int k = 0; k < NPOOLS; k++) {
