@@ -47,6 +47,9 @@
 #define EXCHANGE 32     /* objects in flight between threads */
 #define RING 48         /* calls remembered per slot */
 #define BULK_MAX 12
+/* A walk makes at least this many calls (ThreadSanitizer runs this code
+ * some 20 times slower). */
+#define MIN_CALLS (TH_TSAN ? 2000 : 4000)
 
 /* ---- the pools ---------------------------------------------------------- */
 
@@ -204,6 +207,18 @@ static void on_abort(int sig)
 	raise(sig);
 }
 
+/* No hang: a walk that has not ended well after its time names the calls
+ * each slot was making. */
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char m[] = "test_model: still running long after its time: a call hangs? The last calls:\n";
+	ssize_t w = write(2, m, sizeof m - 1);
+	(void)w;
+	dump_rings();
+	_exit(1);
+}
+
 static void record(struct slot *sl, int op, int kind, uint32_t n, uint64_t arg, const void *p, int rc)
 {
 	uint64_t i = atomic_load_explicit(&sl->ring_pos, memory_order_relaxed);
@@ -229,21 +244,29 @@ static unsigned below(uint64_t *s, unsigned n)
 	return (unsigned)(next(s) % n);
 }
 
+/* Stamps are 8-byte words (every length here is a multiple of 8: object
+ * sizes, class sizes, pages), each a function of the object's tag and the
+ * word's place, so a word moved within an object or between objects shows. */
+static inline uint64_t stamp_word(uint64_t tag, size_t i)
+{
+	return (tag * 0x9e3779b97f4a7c15ull) ^ (i * 0xff51afd7ed558ccdull) ^ (uint64_t)i;
+}
+
 static void stamp(struct obj *o)
 {
-	unsigned char *b = (unsigned char *)o->p;
-	for (size_t i = 0; i < o->len; i++)
-		b[i] = (unsigned char)(o->tag * 31 + i * 7 + (i >> 8));
+	uint64_t *w = (uint64_t *)(void *)o->p;
+	for (size_t i = 0; i < o->len / 8; i++)
+		w[i] = stamp_word(o->tag, i);
 }
 
 static int stamp_ok(const struct obj *o, const char *when)
 {
-	const unsigned char *b = (const unsigned char *)o->p;
-	for (size_t i = 0; i < o->len; i++)
-		if (b[i] != (unsigned char)(o->tag * 31 + i * 7 + (i >> 8))) {
+	const uint64_t *w = (const uint64_t *)(const void *)o->p;
+	for (size_t i = 0; i < o->len / 8; i++)
+		if (w[i] != stamp_word(o->tag, i)) {
 			fail("%s: object %p of %s (%zu bytes, tag %llu) was overwritten at offset %zu", when,
 			     (void *)o->p, o->kind < NPOOLS ? defs[o->kind].name : "the heap", o->len,
-			     (unsigned long long)o->tag, i);
+			     (unsigned long long)o->tag, i * 8);
 			return 0;
 		}
 	return 1;
@@ -473,6 +496,8 @@ static void do_heap_alloc(struct slot *sl, int aligned)
 	size_t need = aligned ? align : (usable % 16 == 8 ? 8 : 16);
 	if ((uintptr_t)p % need)
 		fail("heap block %p of %zu bytes is not aligned to %zu", (void *)p, size, need);
+	if (usable % 8)
+		fail("heap block %p: usable size %zu is not a multiple of 8", (void *)p, usable);
 	adopt(sl, K_HEAP, p, usable);
 }
 
@@ -831,6 +856,8 @@ int main(int argc, char **argv)
 	lose_one = getenv("TEST_MODEL_LOSE_A_FREE") != NULL;
 	signal(SIGABRT, on_abort);
 	signal(SIGSEGV, on_abort);
+	signal(SIGALRM, on_alarm);
+	alarm((unsigned)seconds + 60);
 	for (int k = 0; k < NPOOLS; k++) {
 		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
 		pp.name = defs[k].name;
@@ -863,17 +890,28 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* At least MIN_CALLS calls, however slow the machine (sanitizers, a
+	 * loaded CI runner), within 30 s more than asked. */
 	double end = now_s() + seconds;
 	unsigned checks = 0;
-	while (now_s() < end && !atomic_load(&stop)) {
+	uint64_t made = 0;
+	double pause_s = 0, check_s = 0;
+	while ((now_s() < end || made < MIN_CALLS) && now_s() < end + 30 && !atomic_load(&stop)) {
 		struct timespec d = { 0, (long)(5 + below(&pick, 60)) * 1000000L };
 		nanosleep(&d, NULL);
+		double t0 = now_s();
 		pause_all();
+		double t1 = now_s();
 		if (!atomic_load(&stop)) {
 			check_model(0);
 			check_heap_counts();
 			checks++;
+			made = 0;
+			for (int s = 0; s < nslots; s++)
+				made += slots[s].calls;
 		}
+		pause_s += t1 - t0;
+		check_s += now_s() - t1;
 		resume_all();
 	}
 	atomic_store(&stop, 1);
@@ -914,8 +952,9 @@ int main(int argc, char **argv)
 	uint64_t lives = 0;
 	for (int s = 0; s < nslots; s++)
 		lives += slots[s].lives;
-	printf("test_model: passed: %llu calls, %u quiescent checks, %llu threads, release hook %llu calls (%llu kept)\n",
-	       (unsigned long long)calls, checks, (unsigned long long)lives, (unsigned long long)atomic_load(&hook_seen),
-	       (unsigned long long)atomic_load(&hook_kept_seen));
+	printf("test_model: passed: %llu calls, %u quiescent checks (%.2f s to park, %.2f s to check), %llu threads, "
+	       "release hook %llu calls (%llu kept)\n",
+	       (unsigned long long)calls, checks, pause_s, check_s, (unsigned long long)lives,
+	       (unsigned long long)atomic_load(&hook_seen), (unsigned long long)atomic_load(&hook_kept_seen));
 	return 0;
 }
