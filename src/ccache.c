@@ -522,6 +522,16 @@ int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n)
 
 /* ---- statistics and audits ------------------------------------------------------ */
 
+void _iop_cpu_drains_hold(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&pool->cpu_lock);
+}
+
+void _iop_cpu_drains_release(struct iop_pool *pool)
+{
+	pthread_mutex_unlock(&pool->cpu_lock);
+}
+
 void _iop_cpu_sum(struct iop_pool *pool, uint64_t *cached, uint64_t *allocs)
 {
 	for (unsigned c = 0; c < _iop_ncpu; c++) {

@@ -578,6 +578,11 @@ IOP_HIDDEN void _iop_cpu_sum(struct iop_pool *pool, uint64_t *cached, uint64_t *
 /* fn(pool, obj, arg) for every object in a CPU slot (audits). */
 IOP_HIDDEN void _iop_cpu_for_each_obj(struct iop_pool *pool, void (*fn)(struct iop_pool *, void *, void *),
 				      void *arg);
+/* Hold off drains (shrink, reclaim, decay on other threads) while an audit
+ * walks the slots and the depot: a drain moves a slot's objects to the
+ * depot before it clears the slot's count. Taken before the pool's lock. */
+IOP_HIDDEN void _iop_cpu_drains_hold(struct iop_pool *pool);
+IOP_HIDDEN void _iop_cpu_drains_release(struct iop_pool *pool);
 
 /* Threads that hold a slot of a bounded pool (never the inline path: the
  * slot is hidden) and other threads that take its objects meet in a

@@ -421,6 +421,7 @@ int iop_pool_audit(iop_pool_t *pool)
 		return -EINVAL;
 	struct audit a = { .pool = pool };
 	_iop_registry_lock();
+	_iop_cpu_drains_hold(pool);
 	pthread_mutex_lock(&pool->lock);
 	audit_locked(&a);
 	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next) {
@@ -428,6 +429,7 @@ int iop_pool_audit(iop_pool_t *pool)
 		c->audit_seen = NULL;
 	}
 	pthread_mutex_unlock(&pool->lock);
+	_iop_cpu_drains_release(pool);
 	_iop_registry_unlock();
 	if (a.nomem)
 		return -ENOMEM;
