@@ -312,6 +312,8 @@ struct iop_pool {
 	                         pool (worker.c's lock); destroy waits for 0 */
 	uint64_t activity;    /* worker 0: slow-path counters at the last
 	                         decay pass, to tell an idle pool */
+	_Atomic uint64_t upkeep; /* depot gets and puts of the workers' own
+	                         refills and decays: not use (worker.c) */
 	_Atomic uint64_t wake_low, wake_empty, wake_fail;
 	_Atomic uint64_t refill_passes, refill_objs, refill_fail;
 	_Atomic uint64_t decay_passes, decay_objs, trims, sent_home;

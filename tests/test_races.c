@@ -233,6 +233,197 @@ TEST(reclaim_and_shrink_racing_create_and_destroy_keep_pools_intact)
 	return TH_PASS;
 }
 
+/* ---- the workers ------------------------------------------------------------------ */
+
+/* Poll cond every millisecond until it holds; the watchdog fails the case
+ * if it never does. */
+#define WAIT_FOR(cond)                                                  \
+	do {                                                            \
+		watchdog(#cond, TH_TSAN || TH_ASAN ? 120 : 30);         \
+		while (!(cond))                                         \
+			sleep_ms(1);                                    \
+		alarm(0);                                               \
+	} while (0)
+
+struct holder {
+	iop_pool_t *pool;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stage; /* 1: its cache holds objects; 2: may go */
+};
+
+static void *cache_holder(void *arg)
+{
+	struct holder *h = arg;
+	void *o[40];
+	unsigned n = iop_alloc_bulk(h->pool, o, 40);
+	iop_free_bulk(h->pool, o, n);
+	pthread_mutex_lock(&h->mu);
+	h->stage = 1;
+	pthread_cond_broadcast(&h->cv);
+	while (h->stage != 2)
+		pthread_cond_wait(&h->cv, &h->mu);
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/*
+ * A bounded pool nobody uses, whose depot decays slowly (1% a pass): each
+ * decay pass compacts the depot and puts magazines back into it. That is
+ * the worker's own traffic; counted as use, the pool never looked idle
+ * while its depot decayed, and an idle thread's cached objects were taken
+ * only once the depot was empty (hundreds of passes). Idle, the caches go
+ * within a few passes, while most of the depot is still there.
+ */
+TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
+{
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "idle";
+	pp.obj_size = 256;
+	pp.limit = 4000;
+	pp.cache_size = 16;
+	pp.decay_ms = 5;
+	pp.decay_pct = 1;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	enum { N = 3000 };
+	void **objs = calloc(N, sizeof(void *));
+	REQUIRE(objs);
+	for (int i = 0; i < N; i++)
+		REQUIRE((objs[i] = iop_alloc(p)) != NULL);
+	iop_free_bulk(p, objs, N);
+	free(objs);
+	/* The depot decays: each pass from now on puts magazines back. */
+	WAIT_FOR(STATS(p).decay_objs >= 1);
+	/* A thread fills its cache (use: the next pass sees it), then
+	 * stays idle with it. */
+	struct holder h = { .pool = p, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, cache_holder, &h) == 0);
+	pthread_mutex_lock(&h.mu);
+	while (h.stage != 1)
+		pthread_cond_wait(&h.cv, &h.mu);
+	pthread_mutex_unlock(&h.mu);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_GE(st.cached, 1);
+	uint64_t depot0 = st.depot, trims0 = st.trims;
+	CHECK_GE(depot0, 2000);
+	WAIT_FOR(STATS(p).trims > trims0);
+	st = STATS(p);
+	printf("caches taken after %llu decay passes, depot %llu of %llu left\n",
+	       (unsigned long long)st.decay_passes, (unsigned long long)st.depot, (unsigned long long)depot0);
+	/* 1% a pass: half of the depot is left for about 69 passes. */
+	CHECK_GE(st.depot, depot0 / 2);
+	CHECK_GE(st.decay_objs, 1); /* it did decay meanwhile */
+	WAIT_FOR(STATS(p).cached == 0);
+	CHECK_AUDIT(p);
+	pthread_mutex_lock(&h.mu);
+	h.stage = 2;
+	pthread_cond_broadcast(&h.cv);
+	pthread_mutex_unlock(&h.mu);
+	pthread_join(t, NULL);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+static void write_psi(const char *path, const char *avg10)
+{
+	char tmp[256];
+	snprintf(tmp, sizeof tmp, "%s.new", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		avg10);
+	fclose(f);
+	rename(tmp, path); /* the worker reads a whole file, old or new */
+}
+
+static struct {
+	iop_pool_t *last;      /* the only pool that uses the workers */
+	iop_pool_t *successor; /* made by the hook */
+	pthread_t main;
+	atomic_int done;       /* 1: the hook replaced the pool; -1: it failed */
+} restart;
+
+static int plain_map(void *arg, void *base, size_t len, uint64_t *handle)
+{
+	(void)arg, (void)base, (void)len;
+	*handle = 0;
+	return 0;
+}
+
+/* Runs on the domain-0 worker, in the iop_reclaim() that memory pressure
+ * starts: destroying the last pool that uses the workers stops them from
+ * inside the worker's own pass (it is detached), and the new pool starts
+ * them again. */
+static void restart_unmap(void *arg, void *base, size_t len, uint64_t handle)
+{
+	(void)arg, (void)base, (void)len, (void)handle;
+	if (pthread_equal(pthread_self(), restart.main) || atomic_load(&restart.done))
+		return;
+	if (iop_pool_destroy(restart.last) != 0) {
+		atomic_store(&restart.done, -1);
+		return;
+	}
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "successor";
+	pp.obj_size = 256;
+	pp.decay_ms = 5;
+	restart.successor = iop_pool_create(&pp);
+	atomic_store(&restart.done, restart.successor ? 1 : -1);
+}
+
+TEST(a_worker_restarted_from_its_own_pass_runs_once)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/tmp/iopool-races-psi-%d", (int)getpid());
+	write_psi(path, "0.00");
+	setenv("IOPOOL_PSI_RECLAIM", "10", 1);
+	setenv("IOPOOL_PSI_FILE", path, 1);
+	setenv("IOPOOL_WORKER_PERIOD_MS", "5", 1);
+	restart.main = pthread_self();
+	/* A pool without workers, with free chunks that a reclaim unmaps. */
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "pressed";
+	pp.obj_size = 4096;
+	pp.map = plain_map;
+	pp.unmap = restart_unmap;
+	iop_pool_t *pressed = iop_pool_create(&pp);
+	REQUIRE(pressed);
+	void *o[1000];
+	REQUIRE(iop_alloc_bulk(pressed, o, 1000) == 1000);
+	iop_free_bulk(pressed, o, 1000);
+	FLUSH_ALL(pressed);
+	REQUIRE(STATS(pressed).chunks >= 2);
+	pp = (struct iop_pool_params)IOP_POOL_PARAMS_INIT;
+	pp.name = "last";
+	pp.obj_size = 256;
+	pp.decay_ms = 5;
+	restart.last = iop_pool_create(&pp);
+	REQUIRE(restart.last);
+	CHECK_EQ(threads_named("iop-refill/0"), 1);
+	write_psi(path, "42.50");
+	WAIT_FOR(atomic_load(&restart.done) != 0);
+	write_psi(path, "0.00");
+	REQUIRE(atomic_load(&restart.done) == 1);
+	/* The successor's worker runs its passes... */
+	uint64_t passes = STATS(restart.successor).decay_passes;
+	WAIT_FOR(STATS(restart.successor).decay_passes >= passes + 3);
+	/* ...and the detached one ends after its pass: one worker, not two
+	 * running the same domain's passes. */
+	int64_t until = now_ns() + (int64_t)2000 * 1000000;
+	while (threads_named("iop-refill/0") > 1 && now_ns() < until)
+		sleep_ms(5);
+	CHECK_EQ(threads_named("iop-refill/0"), 1);
+	CHECK_DESTROY(restart.successor);
+	CHECK_EQ(threads_named("iop-refill/0"), 0);
+	CHECK_AUDIT(pressed);
+	CHECK_DESTROY(pressed);
+	unlink(path);
+	return TH_PASS;
+}
+
 int main(int argc, char **argv)
 {
 	return th_main(argc, argv);
