@@ -634,6 +634,10 @@ IOP_HIDDEN void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow);
 IOP_HIDDEN uint64_t _iop_scavenge(struct iop_pool *pool);
 /* The same for one slot (registry locked): false if its owner stayed busy. */
 IOP_HIDDEN bool _iop_slot_steal(struct iop_pool *pool, struct iop_tcache *tc);
+/* Destroy of a bounded pool: steal the slot (waiting out an owner still on
+ * its way out of a refused call) and reset it, so that the pool given this
+ * id next starts without the old one's counts. Registry locked. */
+IOP_HIDDEN void _iop_slot_retire(struct iop_pool *pool, struct iop_tcache *tc, void *unused);
 
 /* bound.c: the bounded slow paths (every call of a bounded pool lands here). */
 /* limit and the throttle thresholds already checked by iop_pool_create(). */

@@ -233,6 +233,49 @@ TEST(reclaim_and_shrink_racing_create_and_destroy_keep_pools_intact)
 	return TH_PASS;
 }
 
+/* ---- ids reused ------------------------------------------------------------------------ */
+
+/* A destroyed pool's id goes to the next pool created, and the threads'
+ * slots are found by id: the new pool starts with none of the old one's
+ * objects or counts, whatever kind either is. */
+TEST(a_pool_given_a_destroyed_pools_id_starts_clean)
+{
+	for (int kind = 0; kind < 4; kind++) {
+		struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+		pp.name = "old";
+		pp.obj_size = 128;
+		pp.cache_size = 8;
+		if (kind & 1)
+			pp.limit = 1000;
+		iop_pool_t *old = iop_pool_create(&pp);
+		REQUIRE(old);
+		void *o[100];
+		for (int i = 0; i < 100; i++)
+			REQUIRE((o[i] = iop_alloc(old)) != NULL);
+		for (int i = 0; i < 100; i++)
+			iop_free(old, o[i]);
+		CHECK_DESTROY(old);
+		pp.name = "new";
+		pp.limit = kind & 2 ? 1000 : 0;
+		iop_pool_t *p = iop_pool_create(&pp);
+		REQUIRE(p);
+		struct iop_pool_stats st = STATS(p);
+		CHECK_EQ(st.alloc_fast + st.alloc_slow, 0);
+		CHECK_EQ(st.free_fast + st.free_slow, 0);
+		CHECK_EQ(st.cached, 0);
+		void *x = iop_alloc(p);
+		REQUIRE(x);
+		iop_free(p, x);
+		iop_thread_flush();
+		st = STATS(p);
+		CHECK_EQ(st.alloc_fast + st.alloc_slow, 1);
+		CHECK_EQ(st.free_fast + st.free_slow, 1);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
+	}
+	return TH_PASS;
+}
+
 /* ---- the workers ------------------------------------------------------------------ */
 
 /* Poll cond every millisecond until it holds; the watchdog fails the case
@@ -422,6 +465,141 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 	CHECK_DESTROY(pressed);
 	unlink(path);
 	return TH_PASS;
+}
+
+/* ---- shrink under load ------------------------------------------------------------- */
+
+enum { LOADERS = 2, BURST = 16384, STEADY_MAX = 64 };
+
+static atomic_bool load_stop;
+static atomic_int load_steady; /* loaders past their burst */
+
+struct loader {
+	iop_pool_t *pool;
+	uint64_t seed;
+	uint64_t pairs;
+};
+
+static void *loader_main(void *arg)
+{
+	struct loader *l = arg;
+	size_t size = iop_pool_obj_size(l->pool);
+	/* A burst grows the pool... */
+	void **burst = calloc(BURST, sizeof(void *));
+	unsigned n = 0;
+	while (burst && n < BURST && (burst[n] = iop_alloc(l->pool)) != NULL)
+		n++;
+	if (n < BURST)
+		th_fail_at(__FILE__, __LINE__, "burst: %u of %u objects", n, (unsigned)BURST);
+	iop_free_bulk(l->pool, burst, n);
+	free(burst);
+	atomic_fetch_add(&load_steady, 1);
+	/* ...then a steady load needs far less of it. */
+	void *o[STEADY_MAX];
+	uint64_t tag = l->seed << 32;
+	while (!atomic_load(&load_stop)) {
+		unsigned k = 1 + (unsigned)(rnd(&l->seed) % STEADY_MAX);
+		for (unsigned i = 0; i < k; i++) {
+			if (!(o[i] = iop_alloc(l->pool))) {
+				th_fail_at(__FILE__, __LINE__, "steady alloc: %s", strerror(errno));
+				k = i;
+				break;
+			}
+			th_stamp(o[i], size, tag + i);
+		}
+		for (unsigned i = 0; i < k; i++) {
+			CHECK_STAMP(o[i], size, tag + i);
+			iop_free(l->pool, o[i]);
+		}
+		l->pairs += k;
+		tag += k;
+	}
+	return NULL;
+}
+
+/*
+ * Two threads use a pool that a burst grew to many chunks, while the main
+ * thread shrinks it (and reclaims) in a loop. What iop_pool_shrink()
+ * promises under load: every chunk whose objects are all in caches, the
+ * depot or the slab goes back, so the pool comes down to about what the
+ * steady load holds (in flight, in the users' caches) and stays there. The
+ * loaders' chunks are re-mapped as they need them; nothing is lost.
+ */
+static int shrink_under_load(bool bounded)
+{
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = bounded ? "loaded-bounded" : "loaded";
+	pp.obj_size = 1024;
+	if (bounded)
+		pp.limit = LOADERS * BURST;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	watchdog("shrink under load", TH_TSAN || TH_ASAN ? 240 : 60);
+	atomic_store(&load_stop, false);
+	atomic_store(&load_steady, 0);
+	pthread_t t[LOADERS];
+	struct loader l[LOADERS];
+	for (int i = 0; i < LOADERS; i++) {
+		l[i] = (struct loader){ .pool = p, .seed = 0x2545f4914f6cdd1dull * (uint64_t)(i + 1) };
+		REQUIRE(pthread_create(&t[i], NULL, loader_main, &l[i]) == 0);
+	}
+	while (atomic_load(&load_steady) < LOADERS)
+		sleep_ms(1);
+	struct iop_pool_stats st = STATS(p);
+	uint64_t grown = st.chunks;
+	int64_t end = now_ns() + run_ns(1500), bytes = 0;
+	uint64_t calls = 0, fewest = grown;
+	while (now_ns() < end) {
+		int64_t b = iop_pool_shrink(p, 0);
+		CHECK_GE(b, 0);
+		bytes += b;
+		b = iop_reclaim();
+		CHECK_GE(b, 0);
+		bytes += b;
+		calls++;
+		uint64_t c = STATS(p).chunks;
+		if (c < fewest)
+			fewest = c;
+	}
+	atomic_store(&load_stop, true);
+	uint64_t pairs = 0;
+	for (int i = 0; i < LOADERS; i++) {
+		pthread_join(t[i], NULL);
+		pairs += l[i].pairs;
+	}
+	alarm(0);
+	st = STATS(p);
+	printf("%s, %s caches: grown to %llu chunks; %llu shrink+reclaim calls returned %lld bytes "
+	       "(chunk_release %llu, fewest chunks %llu) during %llu steady pairs\n",
+	       bounded ? "bounded" : "plain", st.cache_mode == IOP_CACHE_MODE_CPU ? "per-CPU" : "per-thread",
+	       (unsigned long long)grown, (unsigned long long)calls, (long long)bytes,
+	       (unsigned long long)st.chunk_release, (unsigned long long)fewest, (unsigned long long)pairs);
+	CHECK_GE(grown, 8);
+	/* The steady load holds at most 2 * 64 objects in flight and a few
+	 * magazines per thread or CPU: one or two chunks of 2048 objects. */
+	CHECK_GE(st.chunk_release, grown - 2);
+	CHECK_LE(fewest, 2);
+	CHECK_EQ(bytes, (int64_t)(st.chunk_release * st.chunk_size));
+	CHECK_EQ(st.in_flight, 0);
+	iop_thread_flush();
+	CHECK_AUDIT(p);
+	/* Quiescent, it all goes. */
+	iop_reclaim();
+	st = STATS(p);
+	CHECK_CACHED_BY_NO_THREAD(st);
+	CHECK_EQ(st.chunks, 0);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+TEST(shrink_under_load_returns_the_chunks_the_load_does_not_hold)
+{
+	return shrink_under_load(false);
+}
+
+TEST(shrink_under_load_returns_the_chunks_a_bounded_load_does_not_hold)
+{
+	return shrink_under_load(true);
 }
 
 int main(int argc, char **argv)
