@@ -962,17 +962,32 @@ IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_
 
 /**
  * Return memory to the OS now, until the pool maps at most target_bytes or
- * nothing more can go: the calling thread's cache of the pool and the
- * depots down to reserve_low go back to their chunks (a bounded pool's
- * idle threads' caches too; other threads of an unbounded pool are asked to
- * trim), then wholly free chunks are unmapped. Never touches an object in
- * flight. Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
+ * nothing more can go: every CPU's cache of the pool (each CPU fenced
+ * first), the calling thread's per-thread cache, a bounded pool's other
+ * threads' caches (those not inside a call just then) and the depots down
+ * to reserve_low go back to their chunks, what the depot keeps taken from
+ * the fullest chunks; then every chunk whose objects are all free is
+ * unmapped. Other threads' per-thread caches of an unbounded pool are only
+ * asked to give back their previous magazine on their next slow-path call.
+ * Never touches an object in flight.
+ *
+ * While threads use the pool, a chunk comes back when none of its objects
+ * is in flight or in a cache that shrink cannot reach (the per-thread
+ * caches above). A pool that a burst grew comes down to about the chunks
+ * its steady load holds (tested: two threads with up to 64 objects each in
+ * flight bring a pool grown to 9-16 chunks of 2048 objects down to 1 or 2,
+ * both cache modes, plain and bounded); chunks the load needs again are
+ * mapped again. A load whose objects in flight are spread over every chunk
+ * keeps them all.
+ *
+ * Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
  * Not while the pool is being destroyed.
  */
 IOP_API int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes);
 
 /** iop_pool_shrink(pool, 0) for every pool of the process; returns the
- *  bytes unmapped in all. Safe while other threads destroy pools. */
+ *  bytes unmapped in all (>= 0). Safe while other threads create and destroy
+ *  pools (a destroyed pool's id is given to the next pool created). */
 IOP_API int64_t iop_reclaim(void);
 
 /* The inline fast paths (iop_alloc() and friends, above) and the internal
