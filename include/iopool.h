@@ -975,10 +975,10 @@ IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_
  * is in flight or in a cache that shrink cannot reach (the per-thread
  * caches above). A pool that a burst grew comes down to about the chunks
  * its steady load holds (tested: two threads with up to 64 objects each in
- * flight bring a pool grown to 9-16 chunks of 2048 objects down to 1 or 2,
- * both cache modes, plain and bounded); chunks the load needs again are
- * mapped again. A load whose objects in flight are spread over every chunk
- * keeps them all.
+ * flight bring a pool grown to 9-16 chunks of 2048 objects down to at most
+ * 4, usually 1 or 2, both cache modes, plain and bounded); chunks the load
+ * needs again are mapped again. A load whose objects in flight are spread
+ * over every chunk keeps them all.
  *
  * Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
  * Not while the pool is being destroyed.
