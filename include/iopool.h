@@ -385,12 +385,24 @@ IOP_API int iop_cache_mode(void);
  *                throttle_off_pct. Signals neither end a wait early nor
  *                lose a buffer.
  *
- * Objects cached by other threads, including idle threads that will never
- * call iopool again, serve a waiter too: the waiter takes them from the
- * idle thread's cache (a handshake with that thread's next call, so the
- * bounded path needs no lock). Bounded pools trade the inline fast path for
- * this: their calls run in the library, with one atomic operation each.
- * Unbounded pools are not affected.
+ * Per-CPU mode (the default, iop_cache_mode()): bounded pools keep the
+ * inline fast path of every pool. The limit is enforced where objects are
+ * carved from chunks (never more than `limit`), so it is exact under any
+ * interleaving. Objects cached by a CPU whose threads never call iopool
+ * again serve other callers: a caller that may block drains the CPUs'
+ * caches (a fence) before it fails at the limit, and while IOP_WAIT
+ * callers wait, every CPU's cache stays closed, so each free reaches the
+ * library and hands its object to the oldest waiter. Throttling and the
+ * high-water mark work from an estimate of the objects in flight: exact
+ * when no other thread is inside a call of the pool; otherwise off by at
+ * most cache_size objects per CPU, plus cache_size per thread inside a
+ * slow path at that moment. The high-water mark is sampled on the slow
+ * paths and by iop_pool_stats(), so a peak between samples may be missed.
+ *
+ * Per-thread mode (IOPOOL_CACHE=thread, no rseq, checked pools): the
+ * objects in flight are counted exactly (one atomic operation per call,
+ * in the library), and a waiter takes objects from idle threads' caches
+ * (a handshake with that thread's next call).
  *
  * Destroying a bounded pool wakes every waiter with -ESHUTDOWN, and every
  * later allocation fails with -ESHUTDOWN; if objects are still in flight,

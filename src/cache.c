@@ -98,11 +98,8 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	if (n == 0)
 		return 0;
 	unsigned got = 0;
-	if (pool->bound) {
-		while (got < n && (objs[got] = iop__alloc_slow(pool)) != NULL)
-			got++;
-		return got;
-	}
+	if (pool->bound)
+		return _iop_bounded_alloc_bulk(pool, objs, n);
 	if (!pool->cpu_mode || _iop_cpu_alloc_bulk(pool, objs, n, &got))
 		got = _iop_thread_alloc_bulk(pool, objs, n);
 	for (unsigned i = 0; i < got; i++)
@@ -119,7 +116,7 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
-	if (pool->bound) {
+	if (pool->bound && !pool->cpu_mode) {
 		for (unsigned i = 0; i < n; i++)
 			if (objs[i])
 				_iop_bounded_free(pool, objs[i]);
@@ -142,6 +139,8 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 			k = 0;
 		}
 	}
+	if (pool->bound)
+		_iop_bound_kick(pool);
 }
 
 int64_t iop_pool_flush(iop_pool_t *pool)
