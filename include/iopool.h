@@ -440,6 +440,25 @@ IOP_API int iop_cache_mode(void);
  */
 IOP_API int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns);
 
+/**
+ * Allocate up to n objects into objs[0..n) in the mode `how`, as
+ * iop_alloc_ex() allocates one: for a driver refilling a ring that may
+ * wait for a burst. The first object is allocated exactly as
+ * iop_alloc_ex() would (IOP_WAIT waits for it, first come first served,
+ * throttled, up to the timeout); the others are those to be had at once
+ * without waiting: IOP_NOWAIT takes them from the caller's cache and the
+ * depot only; the default mode and IOP_WAIT may map chunks up to a bounded
+ * pool's limit, and IOP_WAIT stops where a waiting caller would be held
+ * back (other waiters queued, or the throttle threshold). So a call
+ * returns as soon as one object is there, with as many as were available
+ * then.
+ *
+ * Returns the number of objects stored (1 to n), or a negative errno with
+ * nothing stored: the errors of iop_alloc_ex(), and -EINVAL also when
+ * objs is NULL, n is 0 or n is above INT_MAX.
+ */
+IOP_API int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, int64_t timeout_ns);
+
 /** iop_alloc_ex() for an IOP_F_REFCOUNT pool: the buffer comes with one
  *  reference. Returns as iop_alloc_ex() does, and -EINVAL when the pool is
  *  not IOP_F_REFCOUNT. */

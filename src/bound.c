@@ -719,6 +719,60 @@ unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
 	return got;
 }
 
+unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, unsigned how)
+{
+	struct iop_bound *b = pool->bound;
+	unsigned got = 0;
+	bool wait = how & IOP_WAIT, grow = !(how & IOP_NOWAIT);
+	if (!pool->cpu_mode) {
+		/* Per-thread mode: a reservation each, as a single call. */
+		while (got < n) {
+			if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled) ||
+				     (uint64_t)LOAD(&b->in_flight) >= b->wait_max))
+				break;
+			struct iop_tcache *tc = raise_slot(pool, false);
+			int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
+			IOP_FENCE_AFTER_RMW();
+			if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
+				if (tc)
+					_iop_slot_lower(tc);
+				unreserve(b, !grow);
+				break;
+			}
+			note_high(b, v);
+			settle(tc);
+			void *p = NULL;
+			if (tc && ALOAD(&tc->count)) {
+				uint32_t k = ALOAD(&tc->count) - 1;
+				p = tc->objs[k];
+				ASTORE(&tc->count, k);
+			} else {
+				p = take(pool, tc, grow);
+			}
+			if (tc)
+				_iop_slot_lower(tc);
+			if (!p) {
+				unreserve(b, !grow);
+				break;
+			}
+			hand_out(pool, tc, p, &objs[got++]);
+		}
+		return got;
+	}
+	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
+		return 0;
+	int64_t room = wait ? (int64_t)b->wait_max - cpu_estimate(pool) : (int64_t)n;
+	while (got < n && room-- > 0) {
+		void *p = cpu_take(pool, grow);
+		if (!p)
+			break;
+		_iop_on_alloc(pool, p);
+		objs[got++] = p;
+	}
+	note_high(b, cpu_estimate(pool));
+	return got;
+}
+
 /* ---- the calls ------------------------------------------------------------- */
 
 int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline)

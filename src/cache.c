@@ -9,6 +9,7 @@
  * mode, ASan poisoning) happens here, once.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "internal.h"
@@ -32,6 +33,17 @@ static void *unbounded_alloc(struct iop_pool *pool, bool grow)
 	if (!pool->cpu_mode || _iop_cpu_alloc(pool, grow, &p))
 		p = _iop_thread_alloc(pool, grow);
 	return handed_out(pool, p);
+}
+
+/* IOP_NOWAIT, without counting a failure (iop_alloc_bulk_ex's extras). */
+static void *unbounded_alloc_quiet(struct iop_pool *pool)
+{
+	void *p;
+	if (!pool->cpu_mode || _iop_cpu_alloc(pool, false, &p))
+		p = _iop_thread_alloc(pool, false);
+	if (p)
+		_iop_on_alloc(pool, p);
+	return p;
 }
 
 void *iop__alloc_slow(iop_pool_t *pool)
@@ -79,6 +91,30 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 	}
 	*objp = p;
 	return 0;
+}
+
+int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, int64_t timeout_ns)
+{
+	if (!objs || n == 0 || n > INT_MAX)
+		return -EINVAL;
+	int rc = iop_alloc_ex(pool, &objs[0], how, timeout_ns);
+	if (rc)
+		return rc;
+	unsigned got = 1;
+	if (n == 1)
+		return 1;
+	if (pool->bound) {
+		got += _iop_bounded_take_more(pool, objs + 1, n - 1, how);
+	} else if (how & IOP_NOWAIT) {
+		void *p;
+		while (got < n && (p = unbounded_alloc_quiet(pool)) != NULL)
+			objs[got++] = p;
+	} else {
+		int saved = errno;
+		got += iop_alloc_bulk(pool, objs + 1, n - 1);
+		errno = saved;
+	}
+	return (int)got;
 }
 
 /* obj passed the owner check. */

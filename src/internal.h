@@ -649,6 +649,10 @@ IOP_HIDDEN void _iop_bounded_free(struct iop_pool *pool, void *obj);
  * (_iop_bound_kick) from the depot. */
 IOP_HIDDEN unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n);
 IOP_HIDDEN void _iop_bound_kick(struct iop_pool *pool);
+/* iop_alloc_bulk_ex()'s objects after the first: up to n to be had at once
+ * in the mode how (see the header). Handed out and counted; no failure is
+ * counted. */
+IOP_HIDDEN unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, unsigned how);
 /* Wake every waiter with -ESHUTDOWN, refuse later allocations, and wait
  * until no caller is inside a wait. */
 IOP_HIDDEN void _iop_bound_shutdown(struct iop_pool *pool);
