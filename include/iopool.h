@@ -385,12 +385,24 @@ IOP_API int iop_cache_mode(void);
  *                throttle_off_pct. Signals neither end a wait early nor
  *                lose a buffer.
  *
- * Objects cached by other threads, including idle threads that will never
- * call iopool again, serve a waiter too: the waiter takes them from the
- * idle thread's cache (a handshake with that thread's next call, so the
- * bounded path needs no lock). Bounded pools trade the inline fast path for
- * this: their calls run in the library, with one atomic operation each.
- * Unbounded pools are not affected.
+ * Per-CPU mode (the default, iop_cache_mode()): bounded pools keep the
+ * inline fast path of every pool. The limit is enforced where objects are
+ * carved from chunks (never more than `limit`), so it is exact under any
+ * interleaving. Objects cached by a CPU whose threads never call iopool
+ * again serve other callers: a caller that may block drains the CPUs'
+ * caches (a fence) before it fails at the limit, and while IOP_WAIT
+ * callers wait, every CPU's cache stays closed, so each free reaches the
+ * library and hands its object to the oldest waiter. Throttling and the
+ * high-water mark work from an estimate of the objects in flight: exact
+ * when no other thread is inside a call of the pool; otherwise off by at
+ * most cache_size objects per CPU, plus cache_size per thread inside a
+ * slow path at that moment. The high-water mark is sampled on the slow
+ * paths and by iop_pool_stats(), so a peak between samples may be missed.
+ *
+ * Per-thread mode (IOPOOL_CACHE=thread, no rseq, checked pools): the
+ * objects in flight are counted exactly (one atomic operation per call,
+ * in the library), and a waiter takes objects from idle threads' caches
+ * (a handshake with that thread's next call).
  *
  * Destroying a bounded pool wakes every waiter with -ESHUTDOWN, and every
  * later allocation fails with -ESHUTDOWN; if objects are still in flight,
@@ -427,6 +439,25 @@ IOP_API int iop_cache_mode(void);
  *   the map hook's errno, as for iop_alloc().
  */
 IOP_API int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns);
+
+/**
+ * Allocate up to n objects into objs[0..n) in the mode `how`, as
+ * iop_alloc_ex() allocates one: for a driver refilling a ring that may
+ * wait for a burst. The first object is allocated exactly as
+ * iop_alloc_ex() would (IOP_WAIT waits for it, first come first served,
+ * throttled, up to the timeout); the others are those to be had at once
+ * without waiting: IOP_NOWAIT takes them from the caller's cache and the
+ * depot only; the default mode and IOP_WAIT may map chunks up to a bounded
+ * pool's limit, and IOP_WAIT stops where a waiting caller would be held
+ * back (other waiters queued, or the throttle threshold). So a call
+ * returns as soon as one object is there, with as many as were available
+ * then.
+ *
+ * Returns the number of objects stored (1 to n), or a negative errno with
+ * nothing stored: the errors of iop_alloc_ex(), and -EINVAL also when
+ * objs is NULL, n is 0 or n is above INT_MAX.
+ */
+IOP_API int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, int64_t timeout_ns);
 
 /** iop_alloc_ex() for an IOP_F_REFCOUNT pool: the buffer comes with one
  *  reference. Returns as iop_alloc_ex() does, and -EINVAL when the pool is

@@ -201,7 +201,7 @@ static void trim_caches(struct iop_pool *pool)
 	 * from here, whatever the pool's other activity. */
 	if (_iop_cpu_drain_idle(pool))
 		COUNT(&pool->trims, 1);
-	if (idle && pool->bound && _iop_scavenge(pool))
+	if (idle && pool->bound && !pool->cpu_mode && _iop_scavenge(pool))
 		COUNT(&pool->trims, 1);
 	_iop_registry_lock();
 	pool->activity = activity(pool);
@@ -441,7 +441,7 @@ static int64_t shrink(struct iop_pool *pool, uint64_t target)
 	pthread_mutex_unlock(&pool->lock);
 	if (!above)
 		return 0;
-	if (pool->bound) {
+	if (pool->bound && !pool->cpu_mode) {
 		_iop_scavenge(pool);
 	} else {
 		_iop_cpu_drain(pool);
