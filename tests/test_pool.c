@@ -2093,6 +2093,7 @@ TEST(null_pool_is_refused_by_every_call_that_takes_one)
 	CHECK_EQ(errno, EINVAL);
 	iop__free_slow(NULL, NULL);
 	/* The calls that were always in the library. */
+	CHECK_EQ(iop_alloc_bulk_ex(NULL, objs, 4, 0, 0), -EINVAL);
 	CHECK_EQ(iop_alloc_ex(NULL, &obj, 0, 0), -EINVAL);
 	CHECK(obj == NULL);
 	obj = (void *)1;
