@@ -351,7 +351,9 @@ TEST(decay_returns_memory_after_load_stops)
 	WAIT_FOR(STATS(p).chunks == 0 && atomic_load(&h.unmaps) == (int)mapped);
 	st = STATS(p);
 	CHECK_GE(st.decay_passes, 2);
-	CHECK_EQ(st.decay_objs, N);
+	/* At least all N: a pass that ran while the loop above allocated may
+	 * have sent idle depot objects home before they were handed out. */
+	CHECK_GE(st.decay_objs, N);
 	CHECK_EQ(st.chunk_release, mapped);
 	CHECK_EQ(st.bytes_resident, 0);
 	CHECK_CONSERVED(st);
