@@ -10,9 +10,26 @@
  *   - calls return 0 or a negative errno; constructors return NULL and set
  *     errno; each comment lists every errno a call can return;
  *   - flags are IOP_F_* bits, unknown bits are refused with -EINVAL;
- *   - misuse that cannot be reported (a pointer the pool did not hand out,
- *     a double free in checked mode) aborts the process with a message on
- *     stderr that names the pool, the address and the fault.
+ *   - misuse that cannot be reported (an address that is not an object of
+ *     the pool; in checked mode also an object of the pool that is not in
+ *     flight: a double free, or one never handed out) aborts the process
+ *     with a message on stderr that names the pool, the address and the
+ *     fault. An unchecked pool accepts a free object of its own (it keeps
+ *     no record of which are in flight) and may then hand it out twice.
+ *
+ * A NULL pool (iop_pool_create() failed and the caller went on) is refused
+ * by every call that takes a pool, each as its comment says: calls that
+ * return an errno return -EINVAL; calls that return an object or a count
+ * return NULL or 0 with errno = EINVAL; calls that cannot report an error
+ * (iop_free(), iop_free_bulk() of a non-NULL entry, iop_buf_put(),
+ * iop_buf_get(), iop_buf_refcount(), iop_buf_base()) abort with a message
+ * ("... with a NULL pool"). One exception: the inline fast paths
+ * (iop_alloc(), iop_free(), iop_alloc_bulk(), iop_free_bulk(),
+ * iop_buf_alloc(), iop_buf_put() compiled from this header) do not test the
+ * pool, to keep a test off every call of the fast path: there a NULL pool
+ * is undefined behaviour (in practice a SIGSEGV at the call). The same calls
+ * through the library's exported functions (IOP_NO_INLINE, dlsym(), other
+ * languages) follow the rule.
  *
  * Threads: every call may be made from any thread, except that a pool must
  * not be used by other threads while it is being destroyed, and
@@ -277,6 +294,8 @@ IOP_API int iop_pool_destroy(iop_pool_t *pool);
  * bounded pool is at its limit, ESHUTDOWN when a bounded pool is being
  * destroyed, or the errno the map hook returned for the chunk this needed.
  * iop_alloc_ex() chooses a mode (never block, or wait at the limit).
+ * A NULL pool: NULL with errno = EINVAL through the exported function;
+ * undefined behaviour inline (see "A NULL pool" at the top).
  */
 IOPINLINE void *(iop_alloc)(iop_pool_t *pool);
 
@@ -284,9 +303,14 @@ IOPINLINE void *(iop_alloc)(iop_pool_t *pool);
  * Free one object to its pool. Any thread may free any object of the pool.
  * obj == NULL does nothing.
  *
- * Aborts with a message (pool, address, fault) when obj was not handed out
- * by this pool: an address of no pool, of another pool, an interior or
- * misaligned address. In checked mode also on a double free.
+ * Aborts with a message (pool, address, fault) when obj is not an object of
+ * this pool: an address of no pool, of another pool, an interior or
+ * misaligned address. In checked mode also when the object is not in
+ * flight: a double free, or an object the pool never handed out ("double
+ * free of <obj>: the object is not in flight"). Unchecked, such an object
+ * is accepted and may be handed out twice. A NULL pool aborts ("with a NULL
+ * pool") through the exported function, unless obj is NULL; inline it is
+ * undefined behaviour.
  */
 IOPINLINE void (iop_free)(iop_pool_t *pool, void *obj);
 
@@ -296,14 +320,16 @@ IOPINLINE void (iop_free)(iop_pool_t *pool, void *obj);
  * Returns how many were stored: n, or fewer (possibly 0) with errno = ENOMEM
  * when memory ran out (or the map hook's errno, as for iop_alloc());
  * objs[0..returned) are valid either way. Returns 0 and
- * leaves errno alone when n is 0.
+ * leaves errno alone when n is 0. A NULL pool: 0 with errno = EINVAL
+ * through the exported function; undefined behaviour inline.
  */
 IOPINLINE unsigned (iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n);
 
 /**
  * Free n objects. Each object is checked as
  * iop_free() checks it, and a bad one aborts before any object is freed.
- * NULL entries are skipped.
+ * NULL entries are skipped. A NULL pool aborts at the first non-NULL entry
+ * through the exported function; inline it is undefined behaviour.
  */
 IOPINLINE void (iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n);
 
@@ -315,10 +341,11 @@ IOPINLINE void (iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n);
  *  found in O(1) from the address; NULL when no pool does. */
 IOP_API iop_pool_t *iop_pool_of(const void *p);
 
-/** The pool's name (never NULL). */
+/** The pool's name (never NULL); "(null)" for a NULL pool. */
 IOP_API const char *iop_pool_name(const iop_pool_t *pool);
 
-/** Bytes per object as asked for at creation. */
+/** Bytes per object as asked for at creation; 0 with errno = EINVAL for a
+ *  NULL pool. */
 IOP_API size_t iop_pool_obj_size(const iop_pool_t *pool);
 
 /**
@@ -454,18 +481,20 @@ IOP_API int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t ti
  * then.
  *
  * Returns the number of objects stored (1 to n), or a negative errno with
- * nothing stored: the errors of iop_alloc_ex(), and -EINVAL also when
- * objs is NULL, n is 0 or n is above INT_MAX.
+ * nothing stored: the errors of iop_alloc_ex() (-EINVAL for a NULL pool
+ * among them), and -EINVAL also when objs is NULL, n is 0 or n is above
+ * INT_MAX.
  */
 IOP_API int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, int64_t timeout_ns);
 
 /** iop_alloc_ex() for an IOP_F_REFCOUNT pool: the buffer comes with one
  *  reference. Returns as iop_alloc_ex() does, and -EINVAL when the pool is
- *  not IOP_F_REFCOUNT. */
+ *  NULL or not IOP_F_REFCOUNT. */
 IOP_API int iop_buf_alloc_ex(iop_pool_t *pool, void **bufp, unsigned how, int64_t timeout_ns);
 
 /** Start a new high-water mark from the objects in flight now, and return
- *  the old one. 0 for an unbounded pool (which keeps no high-water mark). */
+ *  the old one. 0 for an unbounded pool (which keeps no high-water mark)
+ *  and for a NULL pool. */
 IOP_API uint64_t iop_pool_reset_high_water(iop_pool_t *pool);
 
 /* ------------------------------------------------------------------------ */
@@ -653,14 +682,15 @@ IOP_API int iop_pool_audit(iop_pool_t *pool);
 /**
  * Allocate a buffer with one reference. Returns NULL with errno ENOMEM (no
  * memory), the map hook's errno, or EINVAL (the pool is not
- * IOP_F_REFCOUNT).
+ * IOP_F_REFCOUNT; a NULL pool through the exported function, undefined
+ * behaviour inline).
  */
 IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool);
 
 /**
  * Allocate up to n buffers, each with one reference, into bufs[0..n).
  * Returns how many, as iop_alloc_bulk() does (errno ENOMEM or the map hook's
- * when fewer than n); 0 with errno EINVAL when the pool is not
+ * when fewer than n); 0 with errno EINVAL when the pool is NULL or not
  * IOP_F_REFCOUNT.
  */
 IOP_API unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n);
@@ -669,7 +699,7 @@ IOP_API unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n);
  * Take one more reference to the buffer holding p (an atomic increment;
  * any thread). Aborts with a message naming the pool and the address when
  * p is not inside a buffer of this IOP_F_REFCOUNT pool, or the buffer has
- * no reference (it was released).
+ * no reference (it was released), or the pool is NULL.
  */
 IOP_API void iop_buf_get(iop_pool_t *pool, void *p);
 
@@ -681,16 +711,18 @@ IOP_API void iop_buf_get(iop_pool_t *pool, void *p);
  * count and a push onto the thread's magazine. Aborts with a message
  * naming the pool and the address on a put below zero ("refcount
  * underflow"), or when p is not inside a buffer of this IOP_F_REFCOUNT pool.
+ * A NULL pool aborts through the exported function; inline it is
+ * undefined behaviour.
  */
 IOPINLINE void (iop_buf_put)(iop_pool_t *pool, void *p);
 
 /** References to the buffer holding p now (0 once released); a snapshot.
- *  Aborts as iop_buf_get() does on a bad p. */
+ *  Aborts as iop_buf_get() does on a bad p or a NULL pool. */
 IOP_API unsigned iop_buf_refcount(iop_pool_t *pool, const void *p);
 
 /** The start of the buffer (object) holding p. Aborts as iop_buf_get() does
- *  on an address that is not inside an object of this pool; works in any
- *  pool. */
+ *  on an address that is not inside an object of this pool, or a NULL
+ *  pool; works in any pool. */
 IOP_API void *iop_buf_base(iop_pool_t *pool, const void *p);
 
 /**
@@ -740,7 +772,8 @@ IOP_API void iop_frag_destroy(iop_frag_t *fc);
  * and the audit); a class's pool is created the first time a size of that
  * class is asked for. Larger requests are mapped straight from the OS and
  * tracked, so that iop_heap_free() and iop_heap_size() find them and refuse
- * any pointer the heap did not hand out.
+ * any address that is not the start of a live large block or of a class
+ * block (a free class block is refused only when its pool is checked).
  *
  * Spacing of the classes (the request is rounded up to the next class):
  *
@@ -765,6 +798,12 @@ IOP_API void iop_frag_destroy(iop_frag_t *fc);
 #define IOP_HEAP_CLASS_MAX (IOP__SCAST(size_t, 1) << 20)
 /** The number of size classes (pools the heap may create). */
 #define IOP_HEAP_CLASSES 116u
+/** The largest size iop_heap_alloc() and iop_heap_alloc_aligned() accept:
+ *  half the address space the address map covers (2^46 bytes, 64 TiB, on
+ *  x86-64; 2^47 on arm64). A larger size fails with ENOMEM at once; one up
+ *  to it is mapped from the OS, which may still refuse it (ENOMEM). A
+ *  page-size multiple. */
+#define IOP_HEAP_SIZE_MAX ((IOP__MAP_ENTRIES << IOP__GRANULE_SHIFT) / 2)
 /** The largest alignment iop_heap_alloc_aligned() accepts (1 GiB). */
 #define IOP_HEAP_ALIGN_MAX (IOP__SCAST(size_t, 1) << 30)
 
@@ -793,26 +832,39 @@ IOP_API void *iop_heap_alloc_aligned(size_t size, size_t align);
  * Free a block from iop_heap_alloc() or iop_heap_alloc_aligned(), from any
  * thread; its size is found from the address. NULL does nothing.
  *
- * Aborts with a message naming the address and the fault when p is not a
- * block the heap handed out: an address of no pool and no large block ("not
- * from the heap"), an object of an application's pool ("it belongs to pool
- * '<name>', not to the heap"), an address inside a block ("interior pointer,
- * N bytes into ...").
+ * Aborts with a message naming the address and the fault when p is not the
+ * start of a heap block: an address of no pool and no live large block
+ * ("not from the heap"; a freed large block too), an object of an
+ * application's pool ("it belongs to pool '<name>', not to the heap"), an
+ * address inside a block ("interior pointer, N bytes into ..."). A class
+ * block that is not in flight (a double free) aborts when its class pool is
+ * checked (IOPOOL_CHECKED=1, IOP_DEBUG >= 2) and is accepted otherwise, as
+ * iop_free() does.
  */
 IOPINLINE void (iop_heap_free)(void *p);
 
 /**
  * The usable size of a live block: its class's size, or for a large block
  * the bytes mapped for it (the size rounded up to the page size); at least
- * what was asked for, and all of it may be written. 0 for NULL. Aborts as
- * iop_heap_free() does when p is not a live block of the heap.
+ * what was asked for, and all of it may be written. 0 for NULL.
+ *
+ * Aborts as iop_heap_free() does when p is not the start of a block of the
+ * heap: not from the heap, an application pool's object, an interior
+ * pointer, a freed large block. A freed class block (or one never handed
+ * out) aborts too ("the block is free") when its class pool is checked
+ * (IOPOOL_CHECKED=1, or a build with IOP_DEBUG >= 2); unchecked, the class
+ * pools keep no record of which blocks are in flight, so such a block
+ * passes and its class's size is returned.
  */
 IOP_API size_t iop_heap_size(const void *p);
 
 /**
- * What iop_heap_alloc(size) would give: the size of size's class, or for a
- * size above IOP_HEAP_CLASS_MAX the size rounded up to the page size. 0
- * when size is too large to map. Allocates nothing.
+ * What iop_heap_alloc(size) would give, allocating nothing: the size of
+ * size's class (0 is taken as 1, so 16), or for a size above
+ * IOP_HEAP_CLASS_MAX up to IOP_HEAP_SIZE_MAX the size rounded up to the
+ * page size. 0 for a size above IOP_HEAP_SIZE_MAX, which iop_heap_alloc()
+ * refuses (ENOMEM). A size it returns may still fail to allocate when the
+ * OS has no memory for it.
  */
 IOP_API size_t iop_heap_class_size(size_t size);
 

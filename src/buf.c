@@ -71,6 +71,8 @@ static void arm(struct iop_pool *pool, void *buf, uint32_t refs)
  * error), with hooks, or checked. */
 void *iop__buf_alloc_slow(iop_pool_t *pool)
 {
+	if (!pool)
+		_iop_msg("iop_buf_alloc", "pool is NULL");
 	if (!pool || !pool->refcount) {
 		errno = EINVAL;
 		return NULL;

@@ -46,8 +46,19 @@ static void *unbounded_alloc_quiet(struct iop_pool *pool)
 	return p;
 }
 
+/* A NULL pool reaches the library only from the exported calls (the inline
+ * ones never test it; iopool.h, "A NULL pool"). */
+static IOP_COLD void *null_pool(const char *who)
+{
+	_iop_msg(who, "pool is NULL");
+	errno = EINVAL;
+	return NULL;
+}
+
 void *iop__alloc_slow(iop_pool_t *pool)
 {
+	if (unlikely(!pool))
+		return null_pool("iop_alloc");
 	if (pool->bound) {
 		void *p;
 		int rc = _iop_bounded_alloc(pool, &p, 0, 0);
@@ -117,9 +128,14 @@ int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, i
 	return (int)got;
 }
 
-/* obj passed the owner check. */
+/* obj passed the owner check (or pool is NULL). */
 void iop__free_slow(iop_pool_t *pool, void *obj)
 {
+	if (unlikely(!pool)) {
+		if (obj)
+			iop__bad_free(pool, obj);
+		return;
+	}
 	if (pool->bound) {
 		_iop_bounded_free(pool, obj);
 		return;
@@ -131,6 +147,10 @@ void iop__free_slow(iop_pool_t *pool, void *obj)
 
 unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 {
+	if (unlikely(!pool)) {
+		null_pool("iop_alloc_bulk");
+		return 0;
+	}
 	if (n == 0)
 		return 0;
 	unsigned got = 0;
@@ -149,6 +169,12 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
  * before freeing any. */
 void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 {
+	if (unlikely(!pool)) {
+		for (unsigned i = 0; i < n; i++)
+			if (objs[i])
+				iop__bad_free(pool, objs[i]);
+		return;
+	}
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);

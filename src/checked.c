@@ -26,6 +26,8 @@
 
 struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void *p, const char *what)
 {
+	if (!pool)
+		_iop_fatal(what, "%p with a NULL pool", p);
 	struct iop_pool *owner = _iop_map_pool(p);
 	if (!owner)
 		_iop_die(pool, "%s of %p: not from any pool", what, p);
@@ -73,7 +75,7 @@ long _iop_poison_check(const struct iop_pool *pool, const void *p)
 	return -1;
 }
 
-static _Atomic uint64_t *inuse_word(struct iop_pool *pool, void *p, uint32_t *idx, uint64_t *bit)
+static _Atomic uint64_t *inuse_word(struct iop_pool *pool, const void *p, uint32_t *idx, uint64_t *bit)
 {
 	struct iop_chunk *c = _iop_map_chunk_of(p);
 	*idx = (uint32_t)iop__obj_number(pool, p);
@@ -106,7 +108,17 @@ void _iop_checked_on_free(struct iop_pool *pool, void *p)
 				 "iop_free of %p, a refcounted buffer with %u references: release it with iop_buf_put",
 				 p, n);
 	}
+	/* Not in flight: freed already, or never handed out (an object in a
+	 * cache, the depot or the slab). */
 	if (!(atomic_fetch_and_explicit(w, ~bit, memory_order_acq_rel) & bit))
-		_iop_die(pool, "double free of %p", p);
+		_iop_die(pool, "double free of %p: the object is not in flight (freed already, or never handed out)",
+			 p);
 	_iop_poison_fill(pool, p);
+}
+
+bool _iop_checked_in_flight(struct iop_pool *pool, const void *p)
+{
+	uint32_t idx;
+	uint64_t bit;
+	return (atomic_load_explicit(inuse_word(pool, p, &idx, &bit), memory_order_acquire) & bit) != 0;
 }

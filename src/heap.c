@@ -220,11 +220,13 @@ static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__sit
 	}
 	/* A granule at least: each granule then holds at most one block. */
 	size_t a = align > IOP_GRANULE ? align : IOP_GRANULE;
-	size_t len = (size + page_size - 1) & ~(page_size - 1);
-	if (size > SIZE_MAX / 2) { /* len + a cannot wrap then (a <= 1 GiB) */
+	/* len + a cannot wrap then (a <= 1 GiB), and the block lies where
+	 * the granule table reaches. */
+	if (size > IOP_HEAP_SIZE_MAX) {
 		errno = ENOMEM;
 		return NULL;
 	}
+	size_t len = (size + page_size - 1) & ~(page_size - 1);
 	struct large *b = cache_take(len, a);
 	if (b)
 		goto found;
@@ -471,8 +473,14 @@ size_t iop_heap_size(const void *p)
 	if (!p)
 		return 0;
 	iop_pool_t *pool = map_owner(p);
-	if (pool && pool->hot.heap && iop__obj_number(pool, p) < pool->hot.objs_per_chunk)
+	if (pool && pool->hot.heap && iop__obj_number(pool, p) < pool->hot.objs_per_chunk) {
+		/* Unchecked, a class block is known only by its address: a
+		 * free one passes. A checked pool knows which are in flight. */
+		if (pool->checked && !_iop_checked_in_flight(pool, p))
+			_iop_fatal("heap", "size query of %p: the block is free (freed already, or never handed out; pool '%s')",
+				   p, pool->name);
 		return pool->hot.stride;
+	}
 	struct large *b = pool ? NULL : large_of(p);
 	if (!b || b->base != p)
 		bad_pointer("size query", p);
@@ -483,8 +491,9 @@ size_t iop_heap_class_size(size_t size)
 {
 	if (size <= IOP_HEAP_CLASS_MAX)
 		return class_bytes(iop__heap_class_of(size ? size : 1));
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	if (size > SIZE_MAX / 2)
+	/* What large_alloc() refuses, whatever the OS would give. */
+	if (size > IOP_HEAP_SIZE_MAX)
 		return 0;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	return (size + page - 1) & ~(page - 1);
 }

@@ -470,6 +470,8 @@ IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void
  * has references is refused). Abort with a message on a fault. */
 IOP_HIDDEN void _iop_checked_on_alloc(struct iop_pool *pool, void *p);
 IOP_HIDDEN void _iop_checked_on_free(struct iop_pool *pool, void *p);
+/* Checked pools: is the object at p (an object of the pool) in flight? */
+IOP_HIDDEN bool _iop_checked_in_flight(struct iop_pool *pool, const void *p);
 /* Fill a free object with IOP_POISON_BYTE (the slab, as it carves). */
 IOP_HIDDEN void _iop_poison_fill(const struct iop_pool *pool, void *p);
 

@@ -292,5 +292,9 @@ const char *iop_pool_name(const iop_pool_t *pool)
 
 size_t iop_pool_obj_size(const iop_pool_t *pool)
 {
-	return pool ? pool->obj_size : 0;
+	if (!pool) {
+		errno = EINVAL;
+		return 0;
+	}
+	return pool->obj_size;
 }

@@ -65,6 +65,11 @@ TH_UNUSED static struct iop_pool_stats th_stats_at(const char *file, int line,
  *   in_flight + cached + depot + slab_free == total
  *   total == chunks * objs_per_chunk, bytes_mapped == chunks * chunk_size
  *   chunks == chunk_acquire - chunk_release
+ * The first two hold by construction: iop_pool_stats() derives in_flight
+ * as total less the rest, total and bytes_mapped from chunks (src/stats.c),
+ * and free_fast from in_flight. Only the last compares two counters. So a
+ * pool that lost or doubled an object passes; CHECK_COUNTS below checks
+ * the same figures against counts the library does not derive.
  */
 #define CHECK_CONSERVED(st) th_check_conserved_at(__FILE__, __LINE__, &(st))
 
@@ -101,6 +106,39 @@ TH_UNUSED static void th_check_conserved_at(const char *file, int line,
 			   (unsigned long long)st->chunks,
 			   (unsigned long long)st->chunk_acquire,
 			   (unsigned long long)st->chunk_release);
+}
+
+/*
+ * The derived figures against independent counts: the objects the test
+ * holds now (held), and the allocations and frees it made (allocs, frees),
+ * which give in_flight, alloc_fast + alloc_slow and free_fast + free_slow;
+ * and iop_pool_audit(), which walks every chunk, magazine and cache and
+ * fails when an object is in two places, or in none, or a counter
+ * disagrees with the walk. Then the identities of CHECK_CONSERVED. A
+ * quiescent pool whose objects all came from this test.
+ */
+#define CHECK_COUNTS(pool, held, allocs, frees) \
+	th_check_counts_at(__FILE__, __LINE__, (pool), (held), (allocs), (frees))
+
+TH_UNUSED static void th_check_counts_at(const char *file, int line, iop_pool_t *pool, uint64_t held,
+					 uint64_t allocs, uint64_t frees)
+{
+	struct iop_pool_stats st = th_stats_at(file, line, pool);
+	if (st.in_flight != held)
+		th_fail_at(file, line, "in_flight %llu, the test holds %llu", (unsigned long long)st.in_flight,
+			   (unsigned long long)held);
+	if (st.alloc_fast + st.alloc_slow != allocs)
+		th_fail_at(file, line, "alloc_fast %llu + alloc_slow %llu, the test allocated %llu",
+			   (unsigned long long)st.alloc_fast, (unsigned long long)st.alloc_slow,
+			   (unsigned long long)allocs);
+	if (st.free_fast + st.free_slow != frees)
+		th_fail_at(file, line, "free_fast %llu + free_slow %llu, the test freed %llu",
+			   (unsigned long long)st.free_fast, (unsigned long long)st.free_slow,
+			   (unsigned long long)frees);
+	int rc = iop_pool_audit(pool);
+	if (rc != 0)
+		th_fail_at(file, line, "iop_pool_audit() returned %d", rc);
+	th_check_conserved_at(file, line, &st);
 }
 
 /*

@@ -377,6 +377,31 @@ TEST(double_free_after_the_object_left_the_cache_aborts)
 	return TH_PASS;
 }
 
+/* An object of the pool that it never handed out (one still free in its
+ * chunk, 1000 objects past the first one carved) is not in flight: a
+ * checked pool refuses it with a message. (An unchecked pool accepts it;
+ * README, "Checked mode".) */
+TEST(free_of_an_object_never_handed_out_aborts_in_checked_pool)
+{
+	iop_pool_t *p = MKPOOL("never", 64, 0, 8, 0, IOP_F_CHECKED);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+	struct iop_pool_stats st = STATS(p);
+	REQUIRE(st.objs_per_chunk > 1001);
+	char *never = (char *)o + 1000 * st.obj_stride;
+	REQUIRE(iop_pool_of(never) == p);
+	struct bad_free b = { .pool = p, .ptr = never };
+	char a[32];
+	EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("never"), addr(never, a),
+		     "not in flight (freed already, or never handed out)");
+	/* The refusal changed nothing: the pool is whole. */
+	CHECK_EQ(STATS(p).in_flight, 1);
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
 TEST(double_free_in_debug_build_aborts_without_the_checked_flag)
 {
 	TH_SKIP_IF(!TH_ALL_CHECKED, "needs a build with IOP_DEBUG >= 2");
@@ -684,6 +709,50 @@ TEST(buf_get_of_a_released_buffer_aborts_no_reference)
 		CHECK_AUDIT(p);
 		CHECK_DESTROY(p);
 	}
+	return TH_PASS;
+}
+
+static void do_free_slow(void *arg)
+{
+	struct bad_free *b = arg;
+	iop__free_slow(b->pool, b->ptr);
+}
+
+static void do_buf_put_slow(void *arg)
+{
+	struct bad_buf *b = arg;
+	iop__buf_put_slow(b->pool, b->ptr);
+}
+
+/* iopool.h, "A NULL pool": the calls that cannot report an error abort
+ * with a message naming the call and the address. The inline iop_free(),
+ * iop_free_bulk() and iop_buf_put() do not test the pool (undefined
+ * behaviour); their exported functions (the _noinline variant) and the
+ * slow paths do. (0.4: the buf calls died "not from any pool" or named the
+ * object's pool as if it were another's; the exported iop_free() crashed.) */
+TEST(calls_that_cannot_report_abort_on_a_null_pool)
+{
+	iop_pool_t *p = MKPOOL("nullp", 64, 0, 0, 0, IOP_F_REFCOUNT);
+	void *o = iop_buf_alloc(p);
+	REQUIRE(o);
+	char a[32];
+	addr(o, a);
+	struct bad_buf bb = { .pool = NULL, .ptr = o };
+	struct bad_free bf = { .pool = NULL, .ptr = o, .bulk = &o, .nbulk = 1 };
+	EXPECT_DEATH(do_buf_get, &bb, SIGABRT, "iopool: iop_buf_get: ", a, "with a NULL pool");
+	EXPECT_DEATH(do_buf_refcount, &bb, SIGABRT, "iopool: iop_buf_refcount: ", a, "with a NULL pool");
+	EXPECT_DEATH(do_buf_base, &bb, SIGABRT, "iopool: iop_buf_base: ", a, "with a NULL pool");
+	EXPECT_DEATH(do_buf_put_slow, &bb, SIGABRT, "iopool: iop_buf_put: ", a, "with a NULL pool");
+	EXPECT_DEATH(do_free_slow, &bf, SIGABRT, "iopool: invalid free: ", a, "with a NULL pool");
+#ifdef IOP_NO_INLINE
+	EXPECT_DEATH(do_buf_put, &bb, SIGABRT, "iopool: iop_buf_put: ", a, "with a NULL pool");
+	EXPECT_DEATH(do_free, &bf, SIGABRT, "iopool: invalid free: ", a, "with a NULL pool");
+	EXPECT_DEATH(do_free_bulk, &bf, SIGABRT, "iopool: invalid free: ", a, "with a NULL pool");
+#endif
+	CHECK_EQ(iop_buf_refcount(p, o), 1);
+	iop_buf_put(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
 	return TH_PASS;
 }
 

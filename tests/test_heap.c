@@ -407,6 +407,78 @@ static const char *addr(const void *p, char buf[32])
 
 static char static_buffer[64];
 
+/* iop_heap_class_size() says what iop_heap_alloc() of the same size
+ * gives, and 0 exactly for the sizes iop_heap_alloc() refuses whatever the
+ * OS has (0.4 said 2^62 for 2^62 and 2^63 for SIZE_MAX/2, which it
+ * refused with ENOMEM). */
+TEST(heap_class_size_is_zero_exactly_for_the_sizes_the_heap_refuses)
+{
+	CHECK_EQ(iop_heap_class_size(0), 16);
+	CHECK_EQ(iop_heap_class_size(IOP_HEAP_CLASS_MAX), IOP_HEAP_CLASS_MAX);
+	CHECK_EQ(iop_heap_class_size(IOP_HEAP_CLASS_MAX + 1), IOP_HEAP_CLASS_MAX + 4096);
+	CHECK_EQ(IOP_HEAP_SIZE_MAX % 4096, 0);
+	CHECK_EQ(iop_heap_class_size(IOP_HEAP_SIZE_MAX), IOP_HEAP_SIZE_MAX);
+	CHECK_EQ(iop_heap_class_size(IOP_HEAP_SIZE_MAX - 4095), IOP_HEAP_SIZE_MAX);
+	static const size_t refused[] = { IOP_HEAP_SIZE_MAX + 1, (size_t)1 << 62, SIZE_MAX / 2, SIZE_MAX / 2 + 1,
+					  SIZE_MAX - 4096, SIZE_MAX };
+	for (unsigned i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		CHECK_EQ(iop_heap_class_size(refused[i]), 0);
+		errno = 0;
+		void *p = iop_heap_alloc(refused[i]);
+		CHECK(p == NULL);
+		CHECK_EQ(errno, ENOMEM);
+		errno = 0;
+		p = iop_heap_alloc_aligned(refused[i], 4096);
+		CHECK(p == NULL);
+		CHECK_EQ(errno, ENOMEM);
+	}
+	/* The largest accepted size reaches the OS, which may refuse it; when
+	 * it does not, the block is what iop_heap_class_size() said. */
+	char *big = iop_heap_alloc(IOP_HEAP_SIZE_MAX);
+	if (big) {
+		CHECK_EQ(iop_heap_size(big), IOP_HEAP_SIZE_MAX);
+		iop_heap_free(big);
+	}
+	/* A size that maps: the same figure both ways. */
+	char *b = iop_heap_alloc(3 * MiB + 1);
+	REQUIRE(b);
+	CHECK_EQ(iop_heap_size(b), iop_heap_class_size(3 * MiB + 1));
+	iop_heap_free(b);
+	return TH_PASS;
+}
+
+static void do_heap_size_of_freed(void *p)
+{
+	iop_heap_free(p);
+	(void)iop_heap_size(p);
+}
+
+/* The header: iop_heap_size() aborts when p is not a live block. A checked
+ * class pool knows which blocks are in flight (0.4 returned 104 for a freed
+ * 104-byte block, checked or not); an unchecked one knows only that the
+ * address is a block's, and returns its class's size. This case runs twice:
+ * as it is, and with IOPOOL_CHECKED=1 (<case>_checked). */
+TEST(heap_size_of_a_freed_class_block_aborts_when_checked)
+{
+	char *keep = iop_heap_alloc(100);
+	REQUIRE(keep);
+	void *p = iop_heap_alloc(100);
+	REQUIRE(p);
+	CHECK_EQ(iop_heap_size(p), 104);
+	char a[32];
+	if (TH_ALL_CHECKED) {
+		EXPECT_DEATH(do_heap_size_of_freed, p, SIGABRT, HEAP_PREFIX "size query of ", addr(p, a),
+			     "the block is free");
+	} else {
+		iop_heap_free(p);
+		CHECK_EQ(iop_heap_size(p), 104);
+		p = NULL;
+	}
+	iop_heap_free(p);
+	iop_heap_free(keep);
+	return TH_PASS;
+}
+
 TEST(heap_free_of_a_foreign_pointer_aborts_not_from_the_heap)
 {
 	void *keep = iop_heap_alloc(100); /* the heap is set up */

@@ -451,6 +451,34 @@ TEST(decay_takes_idle_threads_caches_of_a_bounded_pool)
 	return TH_PASS;
 }
 
+/* Two full magazines in this thread's cache; 16 allocations empty the
+ * loaded one on the fast path, and the 17th is a slow path. Returns the
+ * statistics before and after that 17th call. */
+static void seventeen(iop_pool_t *p, void *held[17], struct iop_pool_stats *before, struct iop_pool_stats *after,
+		      uint64_t idle_passes)
+{
+	void *o[32];
+	REQUIRE(iop_alloc_bulk(p, o, 32) == 32);
+	iop_free_bulk(p, o, 32);
+	CHECK_EQ(STATS(p).cached, 32);
+	/* Idle for a few passes: a decaying pool's worker asks this slot to
+	 * trim. */
+	uint64_t passes = STATS(p).decay_passes;
+	WAIT_FOR(STATS(p).decay_passes >= passes + idle_passes);
+	for (int i = 0; i < 16; i++)
+		REQUIRE((held[i] = iop_alloc(p)) != NULL);
+	*before = STATS(p);
+	REQUIRE((held[16] = iop_alloc(p)) != NULL);
+	*after = STATS(p);
+}
+
+/* The header: an unbounded pool's idle threads "give back their previous
+ * magazine on their next slow-path call". That call here is a refill:
+ * without a trim it swaps in the full previous magazine and the depot sees
+ * nothing (the control pool, no decay); asked to trim, the thread puts the
+ * previous magazine into the depot first (one trim, one depot_put) and the
+ * refill takes a full one from there. The objects are counted
+ * independently: the test holds 17, so the thread caches 32 - 17. */
 TEST(unbounded_thread_gives_back_its_previous_magazine_when_asked)
 {
 	struct rparams r = { .obj_size = 4096, .cache_size = 16, .decay_ms = 5 };
@@ -458,28 +486,32 @@ TEST(unbounded_thread_gives_back_its_previous_magazine_when_asked)
 	/* Per-CPU slots are drained by decay itself
 	 * (test_percpu: decay_drains_an_idle_cpu_cache). */
 	TH_SKIP_IF(STATS(p).cache_mode == IOP_CACHE_MODE_CPU, "the cooperative trim is the per-thread mode's");
-	/* Two full magazines in this thread's cache. */
-	void *o[32];
-	REQUIRE(iop_alloc_bulk(p, o, 32) == 32);
-	iop_free_bulk(p, o, 32);
-	CHECK_EQ(STATS(p).cached, 32);
-	/* Idle for a few passes: the worker asks this slot to trim. */
-	uint64_t passes = STATS(p).decay_passes;
-	WAIT_FOR(STATS(p).decay_passes >= passes + 3);
-	CHECK_EQ(STATS(p).cached, 32); /* nobody took them behind our back */
-	/* The next slow path (a full magazine) gives the previous one back. */
-	for (int i = 0; i < 40; i++) {
-		void *x = iop_alloc(p);
-		REQUIRE(x);
-		iop_free(p, x);
-	}
-	void *more[20];
-	REQUIRE(iop_alloc_bulk(p, more, 20) == 20);
-	iop_free_bulk(p, more, 20);
-	CHECK_GE(STATS(p).trims, 1);
-	CHECK_LE(STATS(p).cached, 32);
+	iop_pool_t *control = mk_or_die("no-trim", (struct rparams){ .obj_size = 4096, .cache_size = 16 });
+	void *held[17];
+	struct iop_pool_stats a, b;
+
+	seventeen(control, held, &a, &b, 0);
+	CHECK_EQ(a.cached, 16);
+	CHECK_EQ(b.trims, 0);
+	CHECK_EQ(b.depot_put, a.depot_put); /* a swap: the depot sees nothing */
+	CHECK_EQ(b.in_flight, 17);
+	CHECK_EQ(b.cached, 32 - 17);
+	iop_free_bulk(control, held, 17);
+
+	seventeen(p, held, &a, &b, 3);
+	CHECK_EQ(a.cached, 16);
+	CHECK_EQ(a.trims, 0); /* asked, but nobody took them behind our back */
+	CHECK_EQ(b.trims, 1);
+	CHECK_EQ(b.depot_put, a.depot_put + 1); /* the previous magazine, given back */
+	CHECK_EQ(b.depot_get, a.depot_get + 1); /* ...and the refill's from the depot */
+	CHECK_EQ(b.in_flight, 17);
+	CHECK_EQ(b.cached, 32 - 17);
+	CHECK_EQ(b.in_flight + b.cached + b.depot + b.slab_free, b.total);
+	iop_free_bulk(p, held, 17);
 	CHECK_AUDIT(p);
+	CHECK_AUDIT(control);
 	CHECK_DESTROY(p);
+	CHECK_DESTROY(control);
 	return TH_PASS;
 }
 
@@ -673,27 +705,75 @@ TEST(workers_start_lazily_and_stop_with_the_last_pool)
 	return TH_PASS;
 }
 
-static void exit_with_workers(void *arg)
+/* The child of workers_stop_at_exit: a pool with a reserve and a 1 ms
+ * decay keeps its worker busy; exit() must stop and join it. A handler
+ * registered before the pool (so it runs after the library's, atexit
+ * runs them in reverse) checks that the worker's thread is gone and its
+ * counters no longer move; registered after the pool (check_too_early) it
+ * runs while the worker still works, and must see it: the check can fail. */
+static iop_pool_t *exit_pool;
+static int exit_threads_before;
+
+static void exit_check(void)
 {
-	(void)arg;
-	iop_pool_t *p = mk("exit", (struct rparams){ .obj_size = 256, .reserve_low = 10, .decay_ms = 1 });
-	if (!p)
+	struct iop_pool_stats a = STATS(exit_pool);
+	sleep_ms(30); /* 30 decay periods */
+	struct iop_pool_stats b = STATS(exit_pool);
+	if (nthreads() != exit_threads_before)
+		_exit(4); /* a worker thread is still there */
+	if (b.decay_passes != a.decay_passes || b.refill_passes != a.refill_passes)
+		_exit(5); /* ...or still counting */
+	_exit(0);
+}
+
+static void exit_with_workers(bool check_too_early)
+{
+	exit_threads_before = nthreads();
+	if (!check_too_early)
+		atexit(exit_check);
+	exit_pool = mk("exit", (struct rparams){ .obj_size = 256, .reserve_low = 10, .decay_ms = 1 });
+	if (!exit_pool)
 		_exit(3);
-	while (field_depot(p) < 10)
-		sleep_ms(1);
+	if (check_too_early)
+		atexit(exit_check);
+	for (int ms = 0; field_depot(exit_pool) < 10; ms++)
+		if (ms > 20000)
+			_exit(7);
+		else
+			sleep_ms(1);
+	/* The worker is running: a thread more, and decay passes going on. */
+	if (nthreads() <= exit_threads_before)
+		_exit(6);
+	uint64_t passes = STATS(exit_pool).decay_passes;
+	for (int ms = 0; STATS(exit_pool).decay_passes < passes + 3; ms++)
+		if (ms > 20000)
+			_exit(8);
+		else
+			sleep_ms(1);
 	exit(0); /* the pool stays; atexit stops and joins the workers */
+}
+
+static int exit_status(bool check_too_early)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0)
+		exit_with_workers(check_too_early);
+	int status;
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
 }
 
 TEST(workers_stop_at_exit)
 {
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0)
-		exit_with_workers(NULL);
-	int status;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
-	CHECK(WIFEXITED(status));
-	CHECK_EQ(WEXITSTATUS(status), 0);
+	/* 0: after exit()'s handlers the worker threads are gone and the
+	 * counters stand still. */
+	CHECK_EQ(exit_status(false), 0);
+	/* The same check run before the library's handler sees the worker
+	 * (4: its thread is there). */
+	CHECK_EQ(exit_status(true), 4);
 	return TH_PASS;
 }
 

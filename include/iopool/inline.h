@@ -430,6 +430,21 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 #if !defined(IOP_NO_INLINE) || defined(IOP__EMIT_INLINE)
 
 /*
+ * A NULL pool. Inline, these bodies do not test for one: the caller
+ * guarantees a live pool (iopool.h, "A NULL pool"), and the test would add
+ * two instructions to every call of a pair whose budget is 25 to catch a
+ * mistake that stops the program at the faulty call anyway. Compiled as
+ * the library's exported functions (src/ffi.c: IOP_NO_INLINE callers,
+ * dlsym(), other languages) they test it and hand it to the slow paths,
+ * which refuse it as the header says.
+ */
+#ifdef IOP__EMIT_INLINE
+#define IOP__NULL_POOL(pool) __builtin_expect((pool) == IOP__NULL, 0)
+#else
+#define IOP__NULL_POOL(pool) 0
+#endif
+
+/*
  * Budget (gcc 12, Release, x86-64): a pop is the sequence's 15
  * instructions; a free is the owner check (about 14: the map load, then
  * the division as a multiply and a rotate) and the push's 14. No lock, no
@@ -439,6 +454,8 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 IOPINLINE void *(iop_alloc)(iop_pool_t *pool)
 {
 	void *p;
+	if (IOP__NULL_POOL(pool))
+		goto slow;
 	IOP__SEQ_POP(IOP__HOT(pool), p, slow);
 	IOP__UNPOISON(p, IOP__HOT(pool)->stride);
 	return p;
@@ -448,6 +465,10 @@ slow:
 
 IOPINLINE void(iop_free)(iop_pool_t *pool, void *obj)
 {
+	if (IOP__NULL_POOL(pool)) {
+		iop__free_slow(pool, obj);
+		return;
+	}
 	if (__builtin_expect(!iop__owned(pool, obj), 0)) {
 		if (obj)
 			iop__bad_free(pool, obj);
@@ -462,7 +483,7 @@ IOPINLINE void(iop_free)(iop_pool_t *pool, void *obj)
 IOPINLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n)
 {
 	/* Each object moves the head by -1 and counts one allocation. */
-	if (__builtin_expect(n != 0, 1) &&
+	if (!IOP__NULL_POOL(pool) && __builtin_expect(n != 0, 1) &&
 	    __builtin_expect(iop__seq_pop_bulk(IOP__HOT(pool), objs, n, IOP__SCAST(uint64_t, n) * 0xffffu), 1)) {
 #if IOP__LIB_ASAN
 		for (unsigned i = 0; i < n; i++)
@@ -475,7 +496,7 @@ IOPINLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n)
 
 IOPINLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n)
 {
-	if (__builtin_expect(n != 0 && iop__owned_all(pool, objs, n), 1)) {
+	if (!IOP__NULL_POOL(pool) && __builtin_expect(n != 0 && iop__owned_all(pool, objs, n), 1)) {
 #if IOP__LIB_ASAN
 		for (unsigned i = 0; i < n; i++)
 			IOP__POISON(objs[i], IOP__HOT(pool)->stride);
@@ -502,7 +523,7 @@ static inline uint32_t *iop__refs(const iop_pool_t *pool, const void *p, uint64_
  * ours alone until the buffer is handed out. */
 IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool)
 {
-	if (__builtin_expect(IOP__HOT(pool)->put_slow, 0))
+	if (IOP__NULL_POOL(pool) || __builtin_expect(IOP__HOT(pool)->put_slow, 0))
 		return iop__buf_alloc_slow(pool);
 	void *p = iop_alloc(pool);
 	if (__builtin_expect(p != IOP__NULL, 1))
@@ -520,6 +541,10 @@ IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool)
  */
 IOPINLINE void(iop_buf_put)(iop_pool_t *pool, void *p)
 {
+	if (IOP__NULL_POOL(pool)) {
+		iop__buf_put_slow(pool, p);
+		return;
+	}
 	const struct iop__pool_hot *h = IOP__HOT(pool);
 	uint64_t x = iop__obj_index(pool, p);
 	if (__builtin_expect(x < h->objs_per_chunk && !h->put_slow, 1)) {
