@@ -202,7 +202,8 @@ static bool open_slot(struct iop_pool *pool, unsigned c)
 		ok = false;
 	} else if (!ALOAD(&s->cap)) {
 		if (!s->objs)
-			s->objs = malloc(pool->mag_cap * sizeof(void *));
+			/* Whole cache lines: no two CPUs' arrays share one. */
+			s->objs = aligned_alloc(64, (pool->mag_cap * sizeof(void *) + 63) & ~(size_t)63);
 		if (s->objs)
 			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
 		else
