@@ -189,6 +189,37 @@ void cg_dpdk_loop(struct rte_mempool *mp, unsigned long n)
 	}
 }
 
+/* rte_mempool_get_bulk+put_bulk of CG_BULK, as cg_bulk_loop. */
+void cg_dpdk_bulk_loop(struct rte_mempool *mp, unsigned long n);
+
+CG_LOOP
+void cg_dpdk_bulk_loop(struct rte_mempool *mp, unsigned long n)
+{
+	void *objs[CG_BULK];
+
+	for (unsigned long i = 0; i < n / CG_BULK; i++) {
+		if (rte_mempool_get_bulk(mp, objs, CG_BULK) != 0)
+			die("rte_mempool_get_bulk failed");
+		escape_reg(objs[0]);
+		rte_mempool_put_bulk(mp, objs, CG_BULK);
+	}
+}
+
+int callgrind_dpdk_bulk(unsigned long n)
+{
+	actx_t c;
+	char why[192];
+
+	bench_eal_up();
+	if (actx_open(&c, OBJ_SIZE_DEFAULT, why, sizeof(why)) != 0)
+		die("%s", why);
+	cg_dpdk_bulk_loop(c.mp, n);
+	actx_close(&c);
+	bench_eal_down();
+	printf("cg_dpdk_bulk_loop: %lu objects through rte_mempool_get_bulk+put_bulk of %u\n", n, CG_BULK);
+	return 0;
+}
+
 int callgrind_dpdk(unsigned long n)
 {
 	actx_t c;
@@ -213,6 +244,11 @@ int child_dpdk(const struct child_opts *o)
 {
 	(void)o;
 	die("%s", bench_allocs[ALLOC_DPDK].why_not);
+}
+
+int callgrind_dpdk_bulk(unsigned long n)
+{
+	return callgrind_dpdk(n);
 }
 
 int callgrind_dpdk(unsigned long n)

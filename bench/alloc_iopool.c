@@ -205,6 +205,30 @@ int callgrind_iopool_bounded(unsigned long n)
 			     "iop_alloc+iop_free (limit 1024)");
 }
 
+/* Bulk calls of CG_BULK objects (DPDK's burst of 64): n objects in all,
+ * n / CG_BULK iop_alloc_bulk+iop_free_bulk pairs, so that callgrind.sh's
+ * difference over n is instructions per object. */
+void cg_bulk_loop(iop_pool_t *pool, unsigned long n);
+
+CG_LOOP
+void cg_bulk_loop(iop_pool_t *pool, unsigned long n)
+{
+	void *objs[CG_BULK];
+
+	for (unsigned long i = 0; i < n / CG_BULK; i++) {
+		if (iop_alloc_bulk(pool, objs, CG_BULK) != CG_BULK)
+			die("iop_alloc_bulk failed");
+		escape_reg(objs[0]);
+		iop_free_bulk(pool, objs, CG_BULK);
+	}
+}
+
+int callgrind_iopool_bulk(unsigned long n)
+{
+	return callgrind_run("cg_bulk_loop", 0, 0, cg_bulk_loop, n,
+			     "objects through iop_alloc_bulk+iop_free_bulk of " IOP_BENCH_STR(CG_BULK) ",");
+}
+
 /* The heap's inline pair and a malloc pair of the same size (3 pages, as
  * test_vmalloc's fix_size_alloc_test), for bench/callgrind.sh. */
 #define CG_HEAP_SIZE 12288u

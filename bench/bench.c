@@ -121,6 +121,10 @@ static void usage(FILE *f)
 	      "pairs, in cg_heap_loop\n"
 	      "  --callgrind-loop-malloc N malloc(12288)+free pairs (preload a "
 	      "peer to count it), in cg_malloc_loop\n"
+	      "  --callgrind-loop-bulk N   N objects through iop_alloc_bulk+"
+	      "iop_free_bulk of 64, in cg_bulk_loop\n"
+	      "  --callgrind-loop-dpdk-bulk N  the same for rte_mempool_get_bulk+"
+	      "put_bulk, in cg_dpdk_bulk_loop\n"
 	      "  --help\n", f);
 }
 
@@ -137,6 +141,8 @@ static int (*callgrind_loop(const char *opt))(unsigned long)
 		{ "--callgrind-loop-bounded", callgrind_iopool_bounded },
 		{ "--callgrind-loop-heap", callgrind_heap },
 		{ "--callgrind-loop-malloc", callgrind_malloc },
+		{ "--callgrind-loop-bulk", callgrind_iopool_bulk },
+		{ "--callgrind-loop-dpdk-bulk", callgrind_dpdk_bulk },
 	};
 	for (size_t i = 0; i < sizeof(loops) / sizeof(loops[0]); i++)
 		if (strcmp(opt, loops[i].opt) == 0)

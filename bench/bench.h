@@ -121,6 +121,12 @@ int callgrind_iopool_bounded(unsigned long n);
 int callgrind_heap(unsigned long n);
 int callgrind_malloc(unsigned long n);
 int callgrind_dpdk(unsigned long n);
+/* The same for bulk calls of CG_BULK objects; n counts objects. */
+#define CG_BULK 64
+#define IOP_BENCH_STR_(x) #x
+#define IOP_BENCH_STR(x) IOP_BENCH_STR_(x)
+int callgrind_iopool_bulk(unsigned long n);
+int callgrind_dpdk_bulk(unsigned long n);
 /* DPDK builds: EAL up in this process without hugepages or PCI, and down
  * again, its runtime directory removed (alloc_dpdk.c); die() on failure. */
 void bench_eal_up(void);

@@ -14,7 +14,8 @@
 # compare, branch, the NULL check) are in the figure, as they are in any
 # caller's loop. --callgrind-loop-buf does the same for iop_buf_alloc+
 # iop_buf_put in an IOP_F_REFCOUNT pool (cg_buf_loop), --callgrind-loop-dpdk
-# for rte_mempool_get+put.
+# for rte_mempool_get+put; --callgrind-loop-bulk and -dpdk-bulk count
+# N objects through bulk calls of 64 (instructions per object).
 # Instruction counts are deterministic: unlike the timings they do not move
 # with a noisy machine, which makes them a regression guard.
 set -eu
@@ -83,6 +84,13 @@ if ! report iopool --callgrind-loop-bounded cg_fastpath_loop "pair on a bounded 
 	status=1
 fi
 
+# Bulk calls of 64 (DPDK's burst): instructions per object, alloc+free.
+if ! report iopool --callgrind-loop-bulk cg_bulk_loop "object, iop_alloc_bulk+iop_free_bulk of 64"; then
+	echo "callgrind.sh: iopool (bulk): failed:" >&2
+	tail -n 20 "$tmp/log" >&2
+	status=1
+fi
+
 # The heap's pair against malloc's for 12 KiB (glibc, and tcmalloc preloaded
 # when it is installed).
 if ! report iopool --callgrind-loop-heap cg_heap_loop "iop_heap_alloc+iop_heap_free pair (12 KiB)"; then
@@ -111,5 +119,11 @@ if "$bench" --callgrind-loop-dpdk 0 >"$tmp/probe" 2>&1; then
 	fi
 else
 	echo "dpdk: skipped: $(tail -n 1 "$tmp/probe")"
+fi
+if "$bench" --callgrind-loop-dpdk-bulk 0 >"$tmp/probe" 2>&1; then
+	report dpdk --callgrind-loop-dpdk-bulk cg_dpdk_bulk_loop "object, rte_mempool_get_bulk+put_bulk of 64" || {
+		echo "dpdk (bulk): skipped:"
+		tail -n 5 "$tmp/log"
+	}
 fi
 exit $status

@@ -207,7 +207,8 @@ static bool open_slot(struct iop_pool *pool, unsigned c)
 		ok = false;
 	} else if (!ALOAD(&s->cap)) {
 		if (!s->objs)
-			s->objs = malloc(pool->mag_cap * sizeof(void *));
+			/* Whole cache lines: no two CPUs' arrays share one. */
+			s->objs = aligned_alloc(64, (pool->mag_cap * sizeof(void *) + 63) & ~(size_t)63);
 		if (s->objs)
 			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
 		else
@@ -461,6 +462,48 @@ int _iop_cpu_free(struct iop_pool *pool, void *obj)
 	}
 }
 
+/*
+ * The bulk slow paths trade with the depot once per call: the objects the
+ * slot cannot serve (or take) move straight between the caller's array and
+ * the depot's magazines (_iop_depot_get_objs/_put_objs copy across as many
+ * magazines as it takes), together with half a slot's worth for (or from)
+ * the slot, staged on the stack: a slot can only be written by its
+ * sequences. Half a slot, as in the single-object paths, so that at least
+ * half a slot of calls pass between depot visits. TRADE_MAX bounds the
+ * stack buffer (4 KiB).
+ */
+#define TRADE_MAX 512u
+
+static uint32_t half_slot(uint32_t cap)
+{
+	uint32_t h = cap / 2 ? cap / 2 : 1;
+	return h < TRADE_MAX ? h : TRADE_MAX;
+}
+
+/* Push buf[0..n) into this CPU's slot; what does not fit (another thread
+ * on this CPU filled it, or the slot closed) goes back to the depot. */
+static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
+{
+	for (int tries = 0; n && tries < 4; tries++) {
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s)
+			break;
+		uint32_t c = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
+		uint32_t k = cap > c ? cap - c : 0;
+		if (k > n)
+			k = n;
+		if (k == 0)
+			break;
+		if (iop__seq_push_bulk(&pool->hot, buf + n - k, k))
+			n -= k;
+	}
+	if (n) {
+		pthread_mutex_lock(&pool->lock);
+		_iop_depot_put_objs(pool, buf, n);
+		pthread_mutex_unlock(&pool->lock);
+	}
+}
+
 int _iop_cpu_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n, unsigned *got)
 {
 	unsigned have = 0;
@@ -471,7 +514,7 @@ int _iop_cpu_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n, unsigned
 				return 1;
 			break;
 		}
-		uint32_t c = HEAD_COUNT(ALOAD(&s->head));
+		uint32_t c = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
 		uint32_t k = c < n - have ? c : n - have;
 		if (k && iop__seq_pop_bulk(&pool->hot, objs + have, k, (uint64_t)k * 0xffffu)) {
 			have += k;
@@ -479,12 +522,29 @@ int _iop_cpu_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n, unsigned
 		}
 		if (k)
 			continue; /* the slot moved under us: look again */
-		/* The slot is empty: whole magazines straight from the depot,
-		 * the rest of the last one into the slot. */
+		/* The slot is empty: one trip to the depot for the rest of the
+		 * call and half a slot. */
+		void *buf[TRADE_MAX];
+		uint32_t want = n - have, nbuf = 0;
+		if (!_iop_pool_lock(pool, true))
+			break;
+		unsigned d = _iop_domain_here();
+		uint32_t t = _iop_take_objs(pool, d, true, objs + have, want);
+		if (t == want)
+			nbuf = _iop_take_objs(pool, d, true, buf, half_slot(cap));
+		pthread_mutex_unlock(&pool->lock);
+		have += t;
+		COUNT(&pool->alloc_slow, t);
+		if (nbuf)
+			stock_objs(pool, buf, nbuf);
+		if (t == want)
+			continue;
+		/* The depot ran dry: a magazine from the slab (which may map
+		 * a chunk), the rest of it into the slot. */
 		struct iop_mag *m = take_batch(pool, true);
 		if (!m)
 			break;
-		uint32_t t = m->count < n - have ? m->count : n - have;
+		t = m->count < n - have ? m->count : n - have;
 		memcpy(objs + have, m->obj + m->count - t, t * sizeof(void *));
 		m->count -= t;
 		have += t;
@@ -526,24 +586,20 @@ int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n)
 		}
 		if (k)
 			continue;
-		/* Full: the rest goes to the depot in whole magazines. */
+		/* Full: half the slot goes to the depot, and in the same trip
+		 * whatever of the call the freed half cannot take; the call's
+		 * last objects (the most recently used) go into the slot. */
+		void *buf[TRADE_MAX];
+		uint32_t h = half_slot(cap);
+		if (h > c || !iop__seq_pop_bulk(&pool->hot, buf, h, (uint64_t) - (int64_t)h))
+			continue;
+		uint32_t rest = n - done, over = rest > h ? rest - h : 0;
 		pthread_mutex_lock(&pool->lock);
-		while (done < n) {
-			struct iop_mag *m = _iop_depot_take_empty(pool);
-			uint32_t t = n - done;
-			if (!m) {
-				_iop_slab_put(pool, objs + done, t);
-			} else {
-				if (t > m->cap)
-					t = m->cap;
-				memcpy(m->obj, objs + done, t * sizeof(void *));
-				m->count = t;
-				_iop_depot_put(pool, m);
-			}
-			COUNT(&pool->free_slow, t);
-			done += t;
-		}
+		_iop_depot_put_objs(pool, buf, h);
+		_iop_depot_put_objs(pool, objs + done, over);
 		pthread_mutex_unlock(&pool->lock);
+		COUNT(&pool->free_slow, rest);
+		done += over;
 	}
 	return 0;
 }

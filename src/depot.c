@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -115,6 +116,53 @@ void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m)
 		m->next = dp->empty;
 		dp->empty = m;
 		dp->nempty++;
+	}
+}
+
+/*
+ * Up to n objects for a bulk call, copied into dst from the tops of domain
+ * d's full magazines (then, with any, other domains'): a magazine emptied
+ * goes to the empty list, one left partly full stays where it is. So a
+ * call that spans several magazines takes the lock once.
+ */
+unsigned _iop_depot_get_objs(struct iop_pool *pool, unsigned d, bool any, void **dst, unsigned n)
+{
+	struct iop_depot *dp = &pool->depot;
+	unsigned got = 0;
+	for (unsigned i = 0; got < n && i < (any ? _iop_ndomains : 1); i++) {
+		struct iop_depot_dom *dom = &dp->dom[(d + i) % _iop_ndomains];
+		while (got < n && dom->full) {
+			struct iop_mag *m = dom->full;
+			unsigned k = n - got < m->count ? n - got : m->count;
+			memcpy(dst + got, m->obj + m->count - k, k * sizeof(void *));
+			m->count -= k;
+			count_out(dp, dom, k);
+			got += k;
+			COUNT(&pool->depot_get, 1);
+			if (m->count == 0) {
+				unlink_full(dp, dom, m);
+				_iop_depot_put(pool, m);
+			}
+		}
+	}
+	return got;
+}
+
+void _iop_depot_put_objs(struct iop_pool *pool, void *const *src, unsigned n)
+{
+	while (n) {
+		struct iop_mag *m = _iop_depot_take_empty(pool);
+		if (!m) {
+			/* No memory for a magazine: back to their chunks. */
+			_iop_slab_put(pool, src, n);
+			return;
+		}
+		unsigned k = n < m->cap ? n : m->cap;
+		memcpy(m->obj, src, k * sizeof(void *));
+		m->count = k;
+		_iop_depot_put(pool, m);
+		src += k;
+		n -= k;
 	}
 }
 

@@ -431,6 +431,12 @@ IOP_HIDDEN struct iop_mag *_iop_depot_take_empty(struct iop_pool *pool);
  * holds objects (objects of other domains go home to their chunks), else
  * onto the empty list. */
 IOP_HIDDEN void _iop_depot_put(struct iop_pool *pool, struct iop_mag *m);
+/* Up to n objects of domain d's full magazines (with any, of any domain)
+ * copied into dst, from as many magazines as it takes; returns how many. */
+IOP_HIDDEN unsigned _iop_depot_get_objs(struct iop_pool *pool, unsigned d, bool any, void **dst, unsigned n);
+/* src[0..n) into the depot, a magazine at a time (to the slab when no
+ * magazine can be had). */
+IOP_HIDDEN void _iop_depot_put_objs(struct iop_pool *pool, void *const *src, unsigned n);
 /* Fill a magazine from domain d's slab (_iop_slab_get_or_grow). Called and
  * returns with the lock held; drops it around the mmap. 0 with errno when
  * nothing could be had (ENOMEM at a bounded pool's carving limit: a caller
@@ -545,6 +551,8 @@ IOP_HIDDEN bool _iop_pool_lock(struct iop_pool *pool, bool grow);
  * none), waking d's worker when the depot is below its reserve. Pool
  * locked. */
 IOP_HIDDEN struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow);
+/* The same for up to n objects copied into dst (_iop_depot_get_objs). */
+IOP_HIDDEN unsigned _iop_take_objs(struct iop_pool *pool, unsigned d, bool grow, void **dst, unsigned n);
 /* The per-thread calls: objects already checked and accounted for on
  * free; allocations return unaccounted objects (cache.c does that). */
 IOP_HIDDEN void *_iop_thread_alloc(struct iop_pool *pool, bool grow);

@@ -188,7 +188,18 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->decay_ns = (int64_t)p.decay_ms * 1000000;
 	pool->decay_pct = p.decay_pct ? p.decay_pct : IOP_DECAY_PCT_DEFAULT;
 	pool->uses_worker = pool->reserve_low || pool->decay_ns;
-	pthread_mutex_init(&pool->lock, NULL);
+	/* The depot's lock is held for a magazine's copy (well under a
+	 * microsecond); glibc's default mutex sleeps in futex at the first
+	 * contended try, tens of microseconds on a loaded machine. Its
+	 * adaptive kind spins a while first (docs/BENCHMARKS.md, issue 12:
+	 * what a second core costs). */
+	pthread_mutexattr_t lock_attr;
+	pthread_mutexattr_init(&lock_attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+	pthread_mutexattr_settype(&lock_attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+	pthread_mutex_init(&pool->lock, &lock_attr);
+	pthread_mutexattr_destroy(&lock_attr);
 	_iop_slab_init(pool, limit ? limit : UINT64_MAX);
 	if ((limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) || (err = _iop_cpu_pool_init(pool)) != 0) {
 		_iop_bound_free_memory(pool);

@@ -90,6 +90,14 @@ struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow)
 	return m;
 }
 
+unsigned _iop_take_objs(struct iop_pool *pool, unsigned d, bool grow, void **dst, unsigned n)
+{
+	unsigned got = _iop_depot_get_objs(pool, d, !grow, dst, n);
+	if (pool->depot.dom[d].objs < pool->reserve_low)
+		_iop_worker_wake(pool, d, got ? IOP_WAKE_LOW : IOP_WAKE_EMPTY);
+	return got;
+}
+
 /* The loaded magazine is empty: make it hold objects. Returns how many it
  * holds, 0 when no memory could be had. Without grow, only the depot serves
  * (no chunk is mapped, no lock waited for). */

@@ -17,6 +17,8 @@
 #include <ctype.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -805,6 +807,122 @@ TEST(alloc_bulk_spans_many_chunks)
 	CHECK_EQ(STATS(p).in_flight, 0);
 	free(bases);
 	free(objs);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/*
+ * Every bulk size from 1 to past three slots: each call hands out k
+ * distinct objects of the pool, and a free_bulk of them followed by an
+ * alloc_bulk of the same size gets the same objects back whenever neither
+ * call went to the depot: in the same order from a per-CPU slot (a stack:
+ * the copies into it and out of it must keep every pointer and its place),
+ * as the same set from a thread's two magazines (whose bulk allocation
+ * takes the newer one first). The thread is pinned to one CPU so that both
+ * calls use one slot; the stats say which calls stayed off the depot (and,
+ * per CPU, off the slow paths), and at least every size up to a slot must
+ * have.
+ */
+TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
+{
+	enum { CAP = 32, MAXK = 3 * CAP + 9 };
+	iop_pool_t *p = MKPOOL("bulkorder", 64, 0, CAP, 0, 0);
+	int cpu = sched_getcpu();
+	if (cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		(void)sched_setaffinity(0, sizeof(set), &set);
+	}
+	bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
+	void *a[MAXK], *b[MAXK], *sorted[MAXK];
+	unsigned fast = 0;
+	for (unsigned round = 0; round < 3; round++) {
+		for (unsigned k = 1; k <= MAXK; k++) {
+			CHECK_EQ(iop_alloc_bulk(p, a, k), k);
+			for (unsigned i = 0; i < k; i++)
+				CHECK_PTR_EQ(iop_pool_of(a[i]), p);
+			memcpy(sorted, a, k * sizeof(void *));
+			check_disjoint(sorted, k, 64);
+			CHECK_EQ(STATS(p).in_flight, k);
+			struct iop_pool_stats st0 = STATS(p);
+			iop_free_bulk(p, a, k);
+			CHECK_EQ(iop_alloc_bulk(p, b, k), k);
+			struct iop_pool_stats st1 = STATS(p);
+			bool off_depot = st1.depot_get == st0.depot_get && st1.depot_put == st0.depot_put;
+			if (per_cpu && off_depot && st1.alloc_slow == st0.alloc_slow && st1.free_slow == st0.free_slow) {
+				fast++;
+				for (unsigned i = 0; i < k; i++)
+					CHECK_PTR_EQ(b[i], a[i]);
+			} else if (!per_cpu && off_depot) {
+				fast++;
+				void *sb[MAXK];
+				memcpy(sb, b, k * sizeof(void *));
+				qsort(sb, k, sizeof(void *), cmp_ptr);
+				for (unsigned i = 0; i < k; i++)
+					CHECK_PTR_EQ(sb[i], sorted[i]);
+			}
+			iop_free_bulk(p, b, k);
+			CHECK_EQ(STATS(p).in_flight, 0);
+		}
+	}
+	CHECK_GE(fast, 3 * CAP);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/*
+ * Bulk calls of exactly a slot, one more and one less, two slots and many
+ * magazines (the depot's side of one call spans them), alternating with
+ * frees of other sizes so that the slot is empty, full and in between when
+ * a call arrives: every object handed out once, none lost, and the chunks
+ * mapped by the first round serve all the later ones.
+ */
+TEST(bulk_calls_of_a_slot_and_of_many_magazines_lose_nothing)
+{
+	enum { CAP = 32, N = 40 * CAP };
+	iop_pool_t *p = MKPOOL("bulkmags", 64, 0, CAP, 0, 0);
+	CHECK_EQ(STATS(p).cache_size, CAP);
+	static const unsigned sizes[] = { CAP, CAP - 1, CAP + 1, 2 * CAP, 2 * CAP + 1, 5 * CAP + 3, 17 * CAP, N };
+	void **objs = calloc(N, sizeof(void *)), **sorted = calloc(N, sizeof(void *));
+	REQUIRE(objs && sorted);
+	uint64_t chunks = 0;
+	for (unsigned round = 0; round < 4; round++) {
+		for (unsigned s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+			unsigned k = sizes[s];
+			CHECK_EQ(iop_alloc_bulk(p, objs, k), k);
+			for (unsigned i = 0; i < k; i++) {
+				CHECK_PTR_EQ(iop_pool_of(objs[i]), p);
+				th_stamp(objs[i], 64, ((uint64_t)s << 32) + i);
+			}
+			memcpy(sorted, objs, k * sizeof(void *));
+			check_disjoint(sorted, k, 64);
+			struct iop_pool_stats st = STATS(p);
+			CHECK_EQ(st.in_flight, k);
+			CHECK_CONSERVED(st);
+			for (unsigned i = 0; i < k; i++)
+				CHECK_STAMP(objs[i], 64, ((uint64_t)s << 32) + i);
+			/* Freed in one call, or in two of unequal sizes. */
+			if (s % 2) {
+				iop_free_bulk(p, objs, k);
+			} else {
+				iop_free_bulk(p, objs, k / 3);
+				iop_free_bulk(p, objs + k / 3, k - k / 3);
+			}
+			st = STATS(p);
+			CHECK_EQ(st.in_flight, 0);
+			CHECK_CONSERVED(st);
+		}
+		if (round == 0)
+			chunks = STATS(p).chunk_acquire;
+	}
+	CHECK_EQ(STATS(p).chunk_acquire, chunks);
+	free(objs);
+	free(sorted);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
 	return TH_PASS;

@@ -328,69 +328,185 @@ slow:
 	return 0;
 }
 
+/*
+ * Copy k >= 1 pointers from %[S] to %[D] (registers holding the addresses)
+ * at memcpy speed inside a sequence: 16-byte SSE2 moves (the x86-64
+ * baseline), 8 pointers a loop, the last partial block and arrays under 8
+ * copied as two overlapping runs (the overlap writes the same values
+ * twice). A sequence cannot call memcpy: the kernel restarts only what
+ * runs between its start and its commit. Uses %[n] and %[x] as scratch,
+ * %q[k] as the count, xmm0-xmm3, and the local labels 0, 5, 7, 8 and 9
+ * (1-4 and 6 belong to the sequence around it).
+ */
+#define IOP__SEQ_COPY(S, D)                                                  \
+	"cmpl $8, %k[k]\n\t"                                                 \
+	"jb 7f\n\t"                                                          \
+	"xorl %k[n], %k[n]\n\t"                                              \
+	"leal -8(%q[k]), %k[x]\n\t"                                          \
+	"5: movups (%[" S "],%[n],8), %%xmm0\n\t"                            \
+	"movups 16(%[" S "],%[n],8), %%xmm1\n\t"                             \
+	"movups 32(%[" S "],%[n],8), %%xmm2\n\t"                             \
+	"movups 48(%[" S "],%[n],8), %%xmm3\n\t"                             \
+	"movups %%xmm0, (%[" D "],%[n],8)\n\t"                               \
+	"movups %%xmm1, 16(%[" D "],%[n],8)\n\t"                             \
+	"movups %%xmm2, 32(%[" D "],%[n],8)\n\t"                             \
+	"movups %%xmm3, 48(%[" D "],%[n],8)\n\t"                             \
+	"addl $8, %k[n]\n\t"                                                 \
+	"cmpl %k[x], %k[n]\n\t"                                              \
+	"jbe 5b\n\t"                                                         \
+	"cmpl %k[k], %k[n]\n\t"                                              \
+	"je 8f\n\t"                                                          \
+	"movups (%[" S "],%[x],8), %%xmm0\n\t"                               \
+	"movups 16(%[" S "],%[x],8), %%xmm1\n\t"                             \
+	"movups 32(%[" S "],%[x],8), %%xmm2\n\t"                             \
+	"movups 48(%[" S "],%[x],8), %%xmm3\n\t"                             \
+	"movups %%xmm0, (%[" D "],%[x],8)\n\t"                               \
+	"movups %%xmm1, 16(%[" D "],%[x],8)\n\t"                             \
+	"movups %%xmm2, 32(%[" D "],%[x],8)\n\t"                             \
+	"movups %%xmm3, 48(%[" D "],%[x],8)\n\t"                             \
+	"jmp 8f\n\t"                                                         \
+	"7: cmpl $2, %k[k]\n\t"                                              \
+	"jb 9f\n\t"                                                          \
+	"cmpl $4, %k[k]\n\t"                                                 \
+	"jb 0f\n\t"                                                          \
+	"movups (%[" S "]), %%xmm0\n\t"                                      \
+	"movups 16(%[" S "]), %%xmm1\n\t"                                    \
+	"movups -32(%[" S "],%q[k],8), %%xmm2\n\t"                           \
+	"movups -16(%[" S "],%q[k],8), %%xmm3\n\t"                           \
+	"movups %%xmm0, (%[" D "])\n\t"                                      \
+	"movups %%xmm1, 16(%[" D "])\n\t"                                    \
+	"movups %%xmm2, -32(%[" D "],%q[k],8)\n\t"                           \
+	"movups %%xmm3, -16(%[" D "],%q[k],8)\n\t"                           \
+	"jmp 8f\n\t"                                                         \
+	"0: movups (%[" S "]), %%xmm0\n\t"                                   \
+	"movups -16(%[" S "],%q[k],8), %%xmm1\n\t"                           \
+	"movups %%xmm0, (%[" D "])\n\t"                                      \
+	"movups %%xmm1, -16(%[" D "],%q[k],8)\n\t"                           \
+	"jmp 8f\n\t"                                                         \
+	"9: movq (%[" S "]), %[x]\n\t"                                       \
+	"movq %[x], (%[" D "])\n\t"                                          \
+	"8:\n\t"
+
+/*
+ * The same with 32-byte AVX moves, 16 pointers a loop, for k >= 16 (the
+ * callers test), on CPUs that have AVX (the caller asks
+ * __builtin_cpu_supports, a load and a test per call, as owner.h does).
+ * vzeroupper at the end: SSE code after dirty upper halves is slow on
+ * some cores.
+ */
+#define IOP__SEQ_COPY_AVX(S, D)                                              \
+	"xorl %k[n], %k[n]\n\t"                                              \
+	"leal -16(%q[k]), %k[x]\n\t"                                         \
+	"5: vmovups (%[" S "],%[n],8), %%ymm0\n\t"                           \
+	"vmovups 32(%[" S "],%[n],8), %%ymm1\n\t"                            \
+	"vmovups 64(%[" S "],%[n],8), %%ymm2\n\t"                            \
+	"vmovups 96(%[" S "],%[n],8), %%ymm3\n\t"                            \
+	"vmovups %%ymm0, (%[" D "],%[n],8)\n\t"                              \
+	"vmovups %%ymm1, 32(%[" D "],%[n],8)\n\t"                            \
+	"vmovups %%ymm2, 64(%[" D "],%[n],8)\n\t"                            \
+	"vmovups %%ymm3, 96(%[" D "],%[n],8)\n\t"                            \
+	"addl $16, %k[n]\n\t"                                                \
+	"cmpl %k[x], %k[n]\n\t"                                              \
+	"jbe 5b\n\t"                                                         \
+	"cmpl %k[k], %k[n]\n\t"                                              \
+	"je 8f\n\t"                                                          \
+	"vmovups (%[" S "],%[x],8), %%ymm0\n\t"                              \
+	"vmovups 32(%[" S "],%[x],8), %%ymm1\n\t"                            \
+	"vmovups 64(%[" S "],%[x],8), %%ymm2\n\t"                            \
+	"vmovups 96(%[" S "],%[x],8), %%ymm3\n\t"                            \
+	"vmovups %%ymm0, (%[" D "],%[x],8)\n\t"                              \
+	"vmovups %%ymm1, 32(%[" D "],%[x],8)\n\t"                            \
+	"vmovups %%ymm2, 64(%[" D "],%[x],8)\n\t"                            \
+	"vmovups %%ymm3, 96(%[" D "],%[x],8)\n\t"                            \
+	"8: vzeroupper\n\t"
+
 /* Pop k >= 1 objects into out[0..k) (the slot's top k, in order); the
  * head moves by dw (-k, plus k << 16 when they count as allocations).
- * 0 when the slot holds fewer or is closed. */
-static inline int iop__seq_pop_bulk(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
-{
-	uint64_t t, w, n, s, x;
-	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
-		     "movq (%[t]), %[w]\n\t"
-		     "movzwl %w[w], %k[n]\n\t"
-		     "cmpl %[k], %k[n]\n\t"
-		     "jb %l[slow]\n\t"
-		     "cmpl 8(%[t]), %k[n]\n\t"
-		     "ja %l[slow]\n\t"
-		     "subl %[k], %k[n]\n\t"
-		     "movq 16(%[t]), %[s]\n\t"
-		     "leaq (%[s],%[n],8), %[s]\n\t"
-		     "xorl %k[n], %k[n]\n\t"
-		     "5: movq (%[s],%[n],8), %[x]\n\t"
-		     "movq %[x], (%[out],%[n],8)\n\t"
-		     "addl $1, %k[n]\n\t"
-		     "cmpl %[k], %k[n]\n\t"
-		     "jb 5b\n\t"
-		     "addq %[dw], %[w]\n\t"
-		     "movq %[w], (%[t])\n\t"
-		     IOP__RSEQ_ABORT
-		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out), [k] "r"(k), [dw] "r"(dw)
-		     : "cc", "memory"
-		     : slow);
-	return 1;
-slow:
-	return 0;
-}
+ * 0 when the slot holds fewer or is closed. COPY is IOP__SEQ_COPY or
+ * IOP__SEQ_COPY_AVX. */
+#define IOP__SEQ_POP_BULK(COPY)                                                            \
+	{                                                                                  \
+		uint64_t t, w, n, s, x;                                                    \
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     "movq (%[t]), %[w]\n\t"                                        \
+			     "movzwl %w[w], %k[n]\n\t"                                      \
+			     "cmpl %k[k], %k[n]\n\t"                                        \
+			     "jb %l[slow]\n\t"                                              \
+			     "cmpl 8(%[t]), %k[n]\n\t"                                      \
+			     "ja %l[slow]\n\t"                                              \
+			     "subl %k[k], %k[n]\n\t"                                        \
+			     "movq 16(%[t]), %[s]\n\t"                                      \
+			     "leaq (%[s],%[n],8), %[s]\n\t"                                 \
+			     COPY("s", "out")                                               \
+			     "addq %[dw], %[w]\n\t"                                         \
+			     "movq %[w], (%[t])\n\t"                                        \
+			     IOP__RSEQ_ABORT                                                \
+			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
+			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
+			       [k] "r"(IOP__SCAST(uint64_t, k)), [dw] "r"(dw)               \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
+			     : slow);                                                       \
+		return 1;                                                                  \
+	slow:                                                                              \
+		return 0;                                                                  \
+	}
 
 /* Push k >= 1 objects from in[0..k); 0 when they do not all fit or the
  * slot is closed. */
+#define IOP__SEQ_PUSH_BULK(COPY)                                                           \
+	{                                                                                  \
+		uint64_t t, w, n, d, x;                                                    \
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     "movq (%[t]), %[w]\n\t"                                        \
+			     "movzwl %w[w], %k[n]\n\t"                                      \
+			     "leal (%q[n],%q[k]), %k[x]\n\t"                                \
+			     "cmpl 8(%[t]), %k[x]\n\t"                                      \
+			     "ja %l[slow]\n\t"                                              \
+			     "movq 16(%[t]), %[d]\n\t"                                      \
+			     "leaq (%[d],%[n],8), %[d]\n\t"                                 \
+			     COPY("in", "d")                                                \
+			     "addq %q[k], %[w]\n\t"                                         \
+			     "movq %[w], (%[t])\n\t"                                        \
+			     IOP__RSEQ_ABORT                                                \
+			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
+			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
+			       [k] "r"(IOP__SCAST(uint64_t, k))                             \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
+			     : slow);                                                       \
+		return 1;                                                                  \
+	slow:                                                                              \
+		return 0;                                                                  \
+	}
+
+static inline int iop__seq_pop_bulk_sse(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+	IOP__SEQ_POP_BULK(IOP__SEQ_COPY)
+static inline int iop__seq_pop_bulk_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+	IOP__SEQ_POP_BULK(IOP__SEQ_COPY_AVX)
+static inline int iop__seq_push_bulk_sse(const struct iop__pool_hot *h, void *const *in, unsigned k)
+	IOP__SEQ_PUSH_BULK(IOP__SEQ_COPY)
+static inline int iop__seq_push_bulk_avx(const struct iop__pool_hot *h, void *const *in, unsigned k)
+	IOP__SEQ_PUSH_BULK(IOP__SEQ_COPY_AVX)
+
+/* AVX from 16 pointers up, where the CPU has it (or the caller is built
+ * for it). */
+#if defined(__AVX__)
+#define IOP__HAVE_AVX() 1
+#else
+#define IOP__HAVE_AVX() __builtin_cpu_supports("avx")
+#endif
+
+static inline int iop__seq_pop_bulk(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+{
+	if (k >= 16 && IOP__HAVE_AVX())
+		return iop__seq_pop_bulk_avx(h, out, k, dw);
+	return iop__seq_pop_bulk_sse(h, out, k, dw);
+}
+
 static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const *in, unsigned k)
 {
-	uint64_t t, w, n, d, x;
-	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
-		     "movq (%[t]), %[w]\n\t"
-		     "movzwl %w[w], %k[n]\n\t"
-		     "leal (%q[n],%q[k]), %k[x]\n\t"
-		     "cmpl 8(%[t]), %k[x]\n\t"
-		     "ja %l[slow]\n\t"
-		     "movq 16(%[t]), %[d]\n\t"
-		     "leaq (%[d],%[n],8), %[d]\n\t"
-		     "xorl %k[n], %k[n]\n\t"
-		     "5: movq (%[in],%[n],8), %[x]\n\t"
-		     "movq %[x], (%[d],%[n],8)\n\t"
-		     "addl $1, %k[n]\n\t"
-		     "cmpl %k[k], %k[n]\n\t"
-		     "jb 5b\n\t"
-		     "addq %q[k], %[w]\n\t"
-		     "movq %[w], (%[t])\n\t"
-		     IOP__RSEQ_ABORT
-		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), [k] "r"(IOP__SCAST(uint64_t, k))
-		     : "cc", "memory"
-		     : slow);
-	return 1;
-slow:
-	return 0;
+	if (k >= 16 && IOP__HAVE_AVX())
+		return iop__seq_push_bulk_avx(h, in, k);
+	return iop__seq_push_bulk_sse(h, in, k);
 }
 #else
 #define IOP__SEQ_POP(h, p, slow)         \
