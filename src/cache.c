@@ -34,8 +34,20 @@ static void *unbounded_alloc(struct iop_pool *pool, bool grow)
 	return handed_out(pool, p);
 }
 
+/* A free the hooks up the stack forbid: the pool is being destroyed, so
+ * nothing of it is in flight (iopool.h's table). */
+static _Noreturn IOP_COLD void refused_free(struct iop_pool *pool, const void *obj)
+{
+	_iop_die(pool, "free of %p refused: see the message above", obj);
+}
+
 void *iop__alloc_slow(iop_pool_t *pool)
 {
+	int err = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
 	if (pool->bound) {
 		void *p;
 		int rc = _iop_bounded_alloc(pool, &p, 0, 0);
@@ -54,6 +66,9 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 	    ((how & IOP_NOWAIT) && (how & (IOP_WAIT | IOP_ABSTIME))) || ((how & IOP_ABSTIME) && !(how & IOP_WAIT)) ||
 	    ((how & IOP_WAIT) && !(how & IOP_ABSTIME) && timeout_ns < 0))
 		return -EINVAL;
+	int refused = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (refused)
+		return refused;
 	if (pool->bound) {
 		int64_t deadline = 0;
 		if (how & IOP_WAIT)
@@ -84,6 +99,8 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 /* obj passed the owner check. */
 void iop__free_slow(iop_pool_t *pool, void *obj)
 {
+	if (_iop_hook_check(pool, IOP_CALL_FREE))
+		refused_free(pool, obj);
 	if (pool->bound) {
 		_iop_bounded_free(pool, obj);
 		return;
@@ -97,6 +114,11 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 {
 	if (n == 0)
 		return 0;
+	int err = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (err) {
+		errno = -err;
+		return 0;
+	}
 	unsigned got = 0;
 	if (pool->bound) {
 		while (got < n && (objs[got] = iop__alloc_slow(pool)) != NULL)
@@ -116,6 +138,8 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
  * before freeing any. */
 void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 {
+	if (n && _iop_hook_check(pool, IOP_CALL_FREE))
+		refused_free(pool, objs[0]);
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
@@ -148,6 +172,9 @@ int64_t iop_pool_flush(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	int err = _iop_hook_check(pool, IOP_CALL_FLUSH);
+	if (err)
+		return err;
 	int64_t moved = (int64_t)_iop_cpu_drain(pool);
 	_iop_registry_lock();
 	struct iop_tcache *tc = _iop_my_slot_if_any(pool);
