@@ -68,16 +68,6 @@
  * slow paths move half a magazine).
  */
 #define IOP_MAG_BYTES (256u << 10)
-/* A map hook may allocate from its own pool, and an allocation that needs
- * another chunk runs the hook again, nested. At this depth of the same
- * pool's map hooks on one thread, such an allocation fails with EDEADLK:
- * a hook that allocates at every chunk would otherwise recurse until the
- * stack overflows. One level is what a hook that sets up a chunk with one
- * of its pool's own objects needs; four leave room for hooks of pools
- * that call each other. */
-#define IOP_HOOK_NEST_MAX 4u
-#define IOP_HOOK_NEST_MAX_STR "4"
-
 /* Bounds of the automatic size: below 4, the depot lock is taken every few
  * operations; above 256 (for small objects), a magazine no longer fits in a
  * few cache lines' worth of pointers to walk and drain quickly (2 KiB). */

@@ -49,8 +49,8 @@ int _iop_hook_refuse(struct iop_pool *pool, enum iop_call call)
 		else if (call == IOP_CALL_DESTROY)
 			why = "the pool is in use up this thread's stack";
 		else if (call == IOP_CALL_CHUNK && f->hook == IOP_HOOK_MAP && maps == IOP_HOOK_NEST_MAX)
-			why = "its map hook runs nested " IOP_HOOK_NEST_MAX_STR " deep (a hook that allocates from "
-			      "its own pool at every chunk would recurse without end)";
+			why = "its map hook runs nested IOP_HOOK_NEST_MAX deep (a hook that allocates from its "
+			      "own pool at every chunk would recurse without end)";
 		if (why) {
 			_iop_msg_pool(pool, "%s from inside its %s hook refused (EDEADLK): %s", call_names[call],
 				      hook_names[f->hook], why);
