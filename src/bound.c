@@ -435,8 +435,11 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	bool wait = how & IOP_WAIT;
 	*objp = NULL;
 	if (LOAD(&b->shutdown)) {
+		/* From the pool's unmap hook inside destroy: the hooks' table
+		 * says EDEADLK (checked only here, off the bounded path). */
+		int refused = _iop_hook_check(pool, IOP_CALL_ALLOC);
 		count_fail(pool, how);
-		return -ESHUTDOWN;
+		return refused ? refused : -ESHUTDOWN;
 	}
 	/* First come, first served: behind the queue, or throttled. */
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))

@@ -41,20 +41,30 @@ static _Noreturn IOP_COLD void refused_free(struct iop_pool *pool, const void *o
 	_iop_die(pool, "free of %p refused: see the message above", obj);
 }
 
-void *iop__alloc_slow(iop_pool_t *pool)
+/* Inside a hook: the table may refuse the allocation (a call of its own,
+ * as free_in_hook()). */
+static IOP_COLD void *alloc_in_hook(iop_pool_t *pool)
 {
-	int err = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	int err = _iop_hook_refuse(pool, IOP_CALL_ALLOC);
 	if (err) {
 		errno = -err;
 		return NULL;
 	}
+	return unbounded_alloc(pool, true);
+}
+
+void *iop__alloc_slow(iop_pool_t *pool)
+{
 	if (pool->bound) {
+		/* The hooks' refusals: bound.c, once the pool is shut down. */
 		void *p;
 		int rc = _iop_bounded_alloc(pool, &p, 0, 0);
 		if (rc)
 			errno = -rc;
 		return p;
 	}
+	if (unlikely(_iop_hook_top != NULL))
+		return alloc_in_hook(pool);
 	return unbounded_alloc(pool, true);
 }
 
@@ -66,15 +76,15 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 	    ((how & IOP_NOWAIT) && (how & (IOP_WAIT | IOP_ABSTIME))) || ((how & IOP_ABSTIME) && !(how & IOP_WAIT)) ||
 	    ((how & IOP_WAIT) && !(how & IOP_ABSTIME) && timeout_ns < 0))
 		return -EINVAL;
-	int refused = _iop_hook_check(pool, IOP_CALL_ALLOC);
-	if (refused)
-		return refused;
 	if (pool->bound) {
 		int64_t deadline = 0;
 		if (how & IOP_WAIT)
 			deadline = (how & IOP_ABSTIME) ? timeout_ns : _iop_deadline(timeout_ns);
 		return _iop_bounded_alloc(pool, objp, how, deadline);
 	}
+	int refused = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (refused)
+		return refused;
 	void *p;
 	if (how & IOP_NOWAIT) {
 		p = unbounded_alloc(pool, false);
@@ -96,11 +106,8 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 	return 0;
 }
 
-/* obj passed the owner check. */
-void iop__free_slow(iop_pool_t *pool, void *obj)
+static inline void free_to_cache(iop_pool_t *pool, void *obj)
 {
-	if (_iop_hook_check(pool, IOP_CALL_FREE))
-		refused_free(pool, obj);
 	if (pool->bound) {
 		_iop_bounded_free(pool, obj);
 		return;
@@ -110,20 +117,38 @@ void iop__free_slow(iop_pool_t *pool, void *obj)
 		_iop_thread_free(pool, obj);
 }
 
+/* Inside a hook: the table may refuse the free. A call of its own, so that
+ * the common path needs no stack frame (a tail call each way). */
+static IOP_COLD void free_in_hook(iop_pool_t *pool, void *obj)
+{
+	if (_iop_hook_refuse(pool, IOP_CALL_FREE))
+		refused_free(pool, obj);
+	free_to_cache(pool, obj);
+}
+
+/* obj passed the owner check. */
+void iop__free_slow(iop_pool_t *pool, void *obj)
+{
+	if (unlikely(_iop_hook_top != NULL))
+		free_in_hook(pool, obj);
+	else
+		free_to_cache(pool, obj);
+}
+
 unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 {
 	if (n == 0)
 		return 0;
-	int err = _iop_hook_check(pool, IOP_CALL_ALLOC);
-	if (err) {
-		errno = -err;
-		return 0;
-	}
 	unsigned got = 0;
 	if (pool->bound) {
 		while (got < n && (objs[got] = iop__alloc_slow(pool)) != NULL)
 			got++;
 		return got;
+	}
+	int err = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (err) {
+		errno = -err;
+		return 0;
 	}
 	if (!pool->cpu_mode || _iop_cpu_alloc_bulk(pool, objs, n, &got))
 		got = _iop_thread_alloc_bulk(pool, objs, n);
