@@ -158,8 +158,11 @@ struct iop_pool_params {
 	                           more when fewer than 8 objects would fit */
 
 	/* Since 0.2: hooks. Each gets hook_arg first. They run on the thread
-	 * whose call needed them, with no iopool lock held, and may call
-	 * iopool (not iop_pool_destroy() of their own pool). */
+	 * whose call needed them (the map hook also in iop_pool_create() for
+	 * `populate` and on a refill worker; the unmap hook in shrink,
+	 * reclaim, decay on a worker, and iop_pool_destroy()), with no iopool
+	 * lock held, and may call iopool as the table "What a hook may call"
+	 * below says. */
 
 	/** Called once per chunk, when it is obtained from the OS and before
 	 *  any of its objects is handed out: map it for a device (a DMA map, an
@@ -222,6 +225,58 @@ struct iop_pool_params {
 #define IOP_RELEASE_RECYCLE 0
 #define IOP_RELEASE_KEEP 1
 
+/*
+ * What a hook may call. P is the pool whose hook runs, Q any other pool.
+ * "yes": the call works as anywhere else; EDEADLK: it is refused with a
+ * message on stderr naming the pool, the hook and the call (-EDEADLK, or
+ * NULL / 0 with errno = EDEADLK for the calls that report so).
+ *
+ *   call on P                      map hook  unmap hook      unmap hook   release
+ *                                            (shrink, decay, (destroy of  hook
+ *                                            reclaim)        P) (a)
+ *   iop_alloc(), iop_alloc_ex(),
+ *   iop_buf_alloc*(), bulk allocs  yes (b)   yes             EDEADLK      yes
+ *   iop_free(), iop_free_bulk(),
+ *   iop_buf_put()                  yes       yes             aborts (c)   yes
+ *   iop_pool_flush()               yes       yes             EDEADLK      yes
+ *   iop_pool_stats(),
+ *   iop_pool_domain_stats(),
+ *   iop_pool_stats_print()         yes       yes             EDEADLK      yes
+ *   iop_pool_audit()               yes (d)   yes             EDEADLK      yes
+ *   iop_pool_shrink()              yes       yes             EDEADLK      yes
+ *   iop_pool_destroy()             EDEADLK   EDEADLK         EDEADLK      EDEADLK
+ *
+ *   not about P alone              map hook  unmap hook      unmap hook   release
+ *   iop_thread_flush()             yes       yes             yes          yes
+ *   iop_reclaim()                  yes (e)   yes             yes          yes
+ *   iop_pool_create()              yes       yes             yes          yes
+ *   any call on Q, destroy too     yes (f)   yes (f)         yes (f)      yes (f)
+ *
+ * (a) also the unmap hooks of a failed iop_pool_create(): the pool is going
+ *     away, and none of its objects is in flight.
+ * (b) served from P's caches, depot and chunks, or from another chunk,
+ *     whose map hook then runs nested in this one; at IOP_HOOK_NEST_MAX
+ *     (4) nested map hooks of P on one thread, an allocation that needs
+ *     yet another chunk fails with EDEADLK (a hook that allocates at
+ *     every chunk would otherwise recurse until the stack overflows).
+ * (c) a free of P there cannot be of an object in flight: it aborts with
+ *     a message, as any bad free does.
+ * (d) the allocation whose chunk the hook maps may hold its place under a
+ *     bounded pool's limit without an object yet; the audit allows it.
+ * (e) pools still inside iop_pool_create() are left alone (populate
+ *     finishes), here and on every thread.
+ * (f) the rules for P apply to every pool whose hook runs up the calling
+ *     thread's stack: a hook of Q called from inside a hook of P (P's map
+ *     hook allocates from Q, which maps a chunk) may not destroy P.
+ * An IOP_WAIT allocation in a hook waits as anywhere else: give it a
+ * timeout if only the hook's caller could free what it waits for.
+ */
+/** Nested map hooks of one pool on one thread at which its allocations stop
+ *  mapping chunks (EDEADLK): one level is what a hook that sets a chunk up
+ *  with one of its own pool's objects needs; four leave room for pools
+ *  whose hooks call each other. */
+#define IOP_HOOK_NEST_MAX 4u
+
 /** The first version of struct iop_pool_params (0.1, without hooks): the
  *  smallest struct_size accepted. */
 #define IOP_POOL_PARAMS_SIZE_V1 offsetof(struct iop_pool_params, map)
@@ -255,14 +310,32 @@ static inline void iop_pool_params_init(struct iop_pool_params *params)
  * Create a pool.
  *
  * Returns the pool, or NULL with errno set:
- *   EINVAL  params is NULL; struct_size is below IOP_POOL_PARAMS_SIZE_V1 or larger than this
- *           library knows with non-zero bytes past what it knows; obj_size,
- *           align, cache_size or chunk_size out of range; unknown flags;
- *           reserved0 not zero; name too long; a release hook without
- *           IOP_F_REFCOUNT. A message on stderr says which.
- *   other   the negative errno the map hook returned for a `populate` chunk.
+ *   EINVAL  a message on stderr says which of these:
+ *           - params is NULL; struct_size is below IOP_POOL_PARAMS_SIZE_V1,
+ *             or larger than this library knows with non-zero bytes past
+ *             what it knows; unknown flags; reserved0 not zero;
+ *           - obj_size outside [IOP_OBJ_SIZE_MIN, IOP_OBJ_SIZE_MAX]; align
+ *             not a power of two, or above 2 MiB; cache_size above
+ *             IOP_CACHE_SIZE_MAX; chunk_size neither 0 nor a power of two
+ *             from 2 MiB to 1 GiB; a name of IOP_NAME_MAX characters or
+ *             more; a release hook without IOP_F_REFCOUNT;
+ *           - limit and limit_bytes both set; limit_bytes below obj_size;
+ *             a limit (or limit_bytes / obj_size) above 2^40;
+ *           - throttle_on_pct or throttle_off_pct set without a limit;
+ *             throttle_on_pct above 100, or 0 while throttle_off_pct is
+ *             set; throttle_off_pct 0 (unless throttle_on_pct is 100: no
+ *             throttling) or not below throttle_on_pct;
+ *           - populate above the limit;
+ *           - reserve_high set and below reserve_low; reserve_low above the
+ *             limit; reserve_low or reserve_high above 2^40;
+ *           - decay_pct above 100; decay_pct set without decay_ms.
+ *   other   the negative errno the map hook returned for a `populate`
+ *           chunk (EDEADLK when the map hook's own allocations nest too
+ *           deep: see "What a hook may call").
  *   ENOMEM  memory for the pool or for `populate` objects could not be had.
- * Nothing is leaked on failure.
+ * Nothing is leaked on failure. `populate` finishes whatever other threads
+ * (or the map hook) do meanwhile: iop_reclaim() and the workers' decay
+ * leave a pool alone until iop_pool_create() has returned it.
  */
 IOP_API iop_pool_t *iop_pool_create(const struct iop_pool_params *params);
 
@@ -275,9 +348,10 @@ IOP_API iop_pool_t *iop_pool_create(const struct iop_pool_params *params);
  * stderr, and -EBUSY is returned: free them and call again. Memory is never
  * freed under a live object.
  *
- * Returns 0, -EBUSY (objects in flight), -EINVAL (pool is NULL), or -EPERM
+ * Returns 0, -EBUSY (objects in flight), -EINVAL (pool is NULL), -EPERM
  * (the pool is one of the heap's size classes, which live as long as the
- * process).
+ * process), or -EDEADLK (called from a hook of the pool, or from a hook
+ * running inside one of its calls: see "What a hook may call").
  */
 IOP_API int iop_pool_destroy(iop_pool_t *pool);
 
@@ -292,7 +366,8 @@ IOP_API int iop_pool_destroy(iop_pool_t *pool);
  * Returns the object (aligned to the pool's alignment; contents undefined),
  * or NULL with errno = ENOMEM when no memory could be had from the OS or a
  * bounded pool is at its limit, ESHUTDOWN when a bounded pool is being
- * destroyed, or the errno the map hook returned for the chunk this needed.
+ * destroyed, the errno the map hook returned for the chunk this needed, or
+ * EDEADLK when a hook refuses it (see "What a hook may call").
  * iop_alloc_ex() chooses a mode (never block, or wait at the limit).
  * A NULL pool: NULL with errno = EINVAL through the exported function;
  * undefined behaviour inline (see "A NULL pool" at the top).
@@ -310,7 +385,8 @@ IOPINLINE void *(iop_alloc)(iop_pool_t *pool);
  * free of <obj>: the object is not in flight"). Unchecked, such an object
  * is accepted and may be handed out twice. A NULL pool aborts ("with a NULL
  * pool") through the exported function, unless obj is NULL; inline it is
- * undefined behaviour.
+ * undefined behaviour. Also aborts from the pool's unmap hook inside its
+ * destroy (see "What a hook may call").
  */
 IOPINLINE void (iop_free)(iop_pool_t *pool, void *obj);
 
@@ -318,7 +394,8 @@ IOPINLINE void (iop_free)(iop_pool_t *pool, void *obj);
  * Allocate up to n objects into objs[0..n).
  *
  * Returns how many were stored: n, or fewer (possibly 0) with errno = ENOMEM
- * when memory ran out (or the map hook's errno, as for iop_alloc());
+ * when memory ran out (or the map hook's errno, or EDEADLK, as for
+ * iop_alloc());
  * objs[0..returned) are valid either way. Returns 0 and
  * leaves errno alone when n is 0. A NULL pool: 0 with errno = EINVAL
  * through the exported function; undefined behaviour inline.
@@ -363,7 +440,8 @@ IOP_API void iop_thread_flush(void);
  * the calling thread's own slot; other threads' per-thread slots stay
  * (they empty at thread exit or with iop_thread_flush() in that thread).
  * Nothing is unmapped (iop_pool_shrink() does that). Returns the number of
- * objects moved (>= 0), or -EINVAL when pool is NULL.
+ * objects moved (>= 0), -EINVAL when pool is NULL, or -EDEADLK from the
+ * pool's unmap hook inside its destroy (see "What a hook may call").
  */
 IOP_API int64_t iop_pool_flush(iop_pool_t *pool);
 
@@ -463,6 +541,7 @@ IOP_API int iop_cache_mode(void);
  *   -EINVAL     pool or objp is NULL, unknown bits in `how`, IOP_NOWAIT
  *               with IOP_WAIT, IOP_ABSTIME without IOP_WAIT, or a negative
  *               relative timeout;
+ *   -EDEADLK    refused from a hook (see "What a hook may call");
  *   the map hook's errno, as for iop_alloc().
  */
 IOP_API int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns);
@@ -631,8 +710,9 @@ struct iop_pool_stats {
 
 /**
  * Fill *out (set out->struct_size first; fields past it are not written).
- * Returns 0, or -EINVAL when pool or out is NULL or out->struct_size is
- * smaller than IOP_POOL_STATS_SIZE_V1.
+ * Returns 0, -EINVAL when pool or out is NULL or out->struct_size is
+ * smaller than IOP_POOL_STATS_SIZE_V1, or -EDEADLK from the pool's unmap
+ * hook inside its destroy (see "What a hook may call").
  */
 IOP_API int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out);
 
@@ -643,7 +723,8 @@ IOP_API int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out);
 /**
  * Print the pool's statistics to f: IOP_FMT_TEXT (a block of "key value"
  * lines headed by the pool's name) or IOP_FMT_JSON (one JSON object).
- * Returns 0, -EINVAL (NULL pool or f, unknown format) or -EIO (write error).
+ * Returns 0, -EINVAL (NULL pool or f, unknown format), -EIO (write error)
+ * or -EDEADLK (as iop_pool_stats()).
  */
 IOP_API int iop_pool_stats_print(iop_pool_t *pool, FILE *f, int format);
 
@@ -657,7 +738,9 @@ IOP_API int iop_pool_stats_print(iop_pool_t *pool, FILE *f, int format);
  * The pool must be quiescent: no other thread may be calling it (threads
  * may hold objects and cached magazines). Returns 0, -EUCLEAN with a message
  * on stderr naming the pool and the first fault found, -ENOMEM when the walk
- * could not get scratch memory, or -EINVAL when pool is NULL.
+ * could not get scratch memory, -EINVAL when pool is NULL, or -EDEADLK from
+ * the pool's unmap hook inside its destroy (see "What a hook may call").
+ * From the pool's own hooks it audits as from outside.
  */
 IOP_API int iop_pool_audit(iop_pool_t *pool);
 
@@ -681,16 +764,16 @@ IOP_API int iop_pool_audit(iop_pool_t *pool);
 
 /**
  * Allocate a buffer with one reference. Returns NULL with errno ENOMEM (no
- * memory), the map hook's errno, or EINVAL (the pool is not
- * IOP_F_REFCOUNT; a NULL pool through the exported function, undefined
- * behaviour inline).
+ * memory), the map hook's errno, EDEADLK (as iop_alloc()), or EINVAL (the
+ * pool is not IOP_F_REFCOUNT; a NULL pool through the exported function,
+ * undefined behaviour inline).
  */
 IOPINLINE void *(iop_buf_alloc)(iop_pool_t *pool);
 
 /**
  * Allocate up to n buffers, each with one reference, into bufs[0..n).
- * Returns how many, as iop_alloc_bulk() does (errno ENOMEM or the map hook's
- * when fewer than n); 0 with errno EINVAL when the pool is NULL or not
+ * Returns how many, as iop_alloc_bulk() does (errno ENOMEM, the map hook's
+ * or EDEADLK when fewer than n); 0 with errno EINVAL when the pool is NULL or not
  * IOP_F_REFCOUNT.
  */
 IOP_API unsigned iop_buf_alloc_bulk(iop_pool_t *pool, void **bufs, unsigned n);
@@ -1038,8 +1121,8 @@ IOP_API int iop_domain_of(const void *p);
 
 /**
  * Fill *out with the pool's figures in one domain (set out->struct_size
- * first). Returns 0, or -EINVAL when pool or out is NULL, struct_size is 0,
- * or domain >= iop_domain_count().
+ * first). Returns 0, -EINVAL when pool or out is NULL, struct_size is 0,
+ * or domain >= iop_domain_count(), or -EDEADLK (as iop_pool_stats()).
  */
 IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_domain_stats *out);
 
@@ -1063,14 +1146,16 @@ IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_
  * needs again are mapped again. A load whose objects in flight are spread
  * over every chunk keeps them all.
  *
- * Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
- * Not while the pool is being destroyed.
+ * Returns the bytes unmapped (>= 0), -EINVAL when pool is NULL, or
+ * -EDEADLK from the pool's unmap hook inside its destroy (see "What a hook
+ * may call"). Not while the pool is being destroyed.
  */
 IOP_API int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes);
 
 /** iop_pool_shrink(pool, 0) for every pool of the process; returns the
  *  bytes unmapped in all (>= 0). Safe while other threads create and destroy
- *  pools (a destroyed pool's id is given to the next pool created). */
+ *  pools (a destroyed pool's id is given to the next pool created); leaves
+ *  alone the pools still inside iop_pool_create(). */
 IOP_API int64_t iop_reclaim(void);
 
 /* The inline fast paths (iop_alloc() and friends, above) and the internal

@@ -691,7 +691,7 @@ unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
 	}
 	if (LOAD(&b->shutdown)) {
 		count_fail(pool, 0);
-		errno = ESHUTDOWN;
+		errno = _iop_hook_check(pool, IOP_CALL_ALLOC) ? EDEADLK : ESHUTDOWN;
 		return 0;
 	}
 	if (_iop_cpu_alloc_bulk(pool, objs, n, &got) != 0)
@@ -781,8 +781,11 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	bool wait = how & IOP_WAIT;
 	*objp = NULL;
 	if (LOAD(&b->shutdown)) {
+		/* From the pool's unmap hook inside destroy: the hooks' table
+		 * says EDEADLK (checked only here, off the bounded path). */
+		int refused = _iop_hook_check(pool, IOP_CALL_ALLOC);
 		count_fail(pool, how);
-		return -ESHUTDOWN;
+		return refused ? refused : -ESHUTDOWN;
 	}
 	if (pool->cpu_mode)
 		return cpu_alloc(pool, objp, how, deadline);

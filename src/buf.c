@@ -120,7 +120,11 @@ static void release(struct iop_pool *pool, uint32_t *r, void *base)
 {
 	if (pool->release) {
 		COUNT(&pool->release_hook, 1);
-		if (pool->release(pool->hook_arg, pool, base) == IOP_RELEASE_KEEP) {
+		struct iop_hook_frame f;
+		_iop_hook_enter(&f, pool, IOP_HOOK_RELEASE, false);
+		int keep = pool->release(pool->hook_arg, pool, base);
+		_iop_hook_leave(&f);
+		if (keep == IOP_RELEASE_KEEP) {
 			COUNT(&pool->hook_kept, 1);
 			ASTORE(r, 1u); /* the keeper owns it, as if just allocated */
 			return;

@@ -35,6 +35,25 @@ static void *unbounded_alloc(struct iop_pool *pool, bool grow)
 	return handed_out(pool, p);
 }
 
+/* A free the hooks up the stack forbid: the pool is being destroyed, so
+ * nothing of it is in flight (iopool.h's table). */
+static _Noreturn IOP_COLD void refused_free(struct iop_pool *pool, const void *obj)
+{
+	_iop_die(pool, "free of %p refused: see the message above", obj);
+}
+
+/* Inside a hook: the table may refuse the allocation (a call of its own,
+ * as free_in_hook()). */
+static IOP_COLD void *alloc_in_hook(iop_pool_t *pool)
+{
+	int err = _iop_hook_refuse(pool, IOP_CALL_ALLOC);
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	return unbounded_alloc(pool, true);
+}
+
 /* IOP_NOWAIT, without counting a failure (iop_alloc_bulk_ex's extras). */
 static void *unbounded_alloc_quiet(struct iop_pool *pool)
 {
@@ -60,12 +79,15 @@ void *iop__alloc_slow(iop_pool_t *pool)
 	if (unlikely(!pool))
 		return null_pool("iop_alloc");
 	if (pool->bound) {
+		/* The hooks' refusals: bound.c, once the pool is shut down. */
 		void *p;
 		int rc = _iop_bounded_alloc(pool, &p, 0, 0);
 		if (rc)
 			errno = -rc;
 		return p;
 	}
+	if (unlikely(_iop_hook_top != NULL))
+		return alloc_in_hook(pool);
 	return unbounded_alloc(pool, true);
 }
 
@@ -83,6 +105,9 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 			deadline = (how & IOP_ABSTIME) ? timeout_ns : _iop_deadline(timeout_ns);
 		return _iop_bounded_alloc(pool, objp, how, deadline);
 	}
+	int refused = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (refused)
+		return refused;
 	void *p;
 	if (how & IOP_NOWAIT) {
 		p = unbounded_alloc(pool, false);
@@ -128,6 +153,26 @@ int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, i
 	return (int)got;
 }
 
+static inline void free_to_cache(iop_pool_t *pool, void *obj)
+{
+	if (pool->bound) {
+		_iop_bounded_free(pool, obj);
+		return;
+	}
+	_iop_on_free(pool, obj);
+	if (!pool->cpu_mode || _iop_cpu_free(pool, obj))
+		_iop_thread_free(pool, obj);
+}
+
+/* Inside a hook: the table may refuse the free. A call of its own, so that
+ * the common path needs no stack frame (a tail call each way). */
+static IOP_COLD void free_in_hook(iop_pool_t *pool, void *obj)
+{
+	if (_iop_hook_refuse(pool, IOP_CALL_FREE))
+		refused_free(pool, obj);
+	free_to_cache(pool, obj);
+}
+
 /* obj passed the owner check (or pool is NULL). */
 void iop__free_slow(iop_pool_t *pool, void *obj)
 {
@@ -136,13 +181,10 @@ void iop__free_slow(iop_pool_t *pool, void *obj)
 			iop__bad_free(pool, obj);
 		return;
 	}
-	if (pool->bound) {
-		_iop_bounded_free(pool, obj);
-		return;
-	}
-	_iop_on_free(pool, obj);
-	if (!pool->cpu_mode || _iop_cpu_free(pool, obj))
-		_iop_thread_free(pool, obj);
+	if (unlikely(_iop_hook_top != NULL))
+		free_in_hook(pool, obj);
+	else
+		free_to_cache(pool, obj);
 }
 
 unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
@@ -156,6 +198,11 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	unsigned got = 0;
 	if (pool->bound)
 		return _iop_bounded_alloc_bulk(pool, objs, n);
+	int err = _iop_hook_check(pool, IOP_CALL_ALLOC);
+	if (err) {
+		errno = -err;
+		return 0;
+	}
 	if (!pool->cpu_mode || _iop_cpu_alloc_bulk(pool, objs, n, &got))
 		got = _iop_thread_alloc_bulk(pool, objs, n);
 	for (unsigned i = 0; i < got; i++)
@@ -175,6 +222,8 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 				iop__bad_free(pool, objs[i]);
 		return;
 	}
+	if (n && _iop_hook_check(pool, IOP_CALL_FREE))
+		refused_free(pool, objs[0]);
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
@@ -209,6 +258,9 @@ int64_t iop_pool_flush(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	int err = _iop_hook_check(pool, IOP_CALL_FLUSH);
+	if (err)
+		return err;
 	int64_t moved = (int64_t)_iop_cpu_drain(pool);
 	_iop_registry_lock();
 	struct iop_tcache *tc = _iop_my_slot_if_any(pool);

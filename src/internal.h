@@ -311,6 +311,10 @@ struct iop_pool {
 	int64_t decay_ns;     /* 0: no decay */
 	uint32_t decay_pct;
 	bool uses_worker;     /* a reserve or decay */
+	/* iop_pool_create() has not returned yet (it populates): worker
+	 * passes and iop_reclaim() leave the pool alone, or they could take
+	 * back what populate carved as fast as it carves (registry lock). */
+	bool creating;
 	uint32_t wref;        /* worker passes and reclaims under way on the
 	                         pool (worker.c's lock); destroy waits for 0 */
 	uint64_t activity;    /* worker 0: slow-path counters at the last
@@ -357,6 +361,46 @@ IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void
 #else
 #define IOP_ASSERT(pool, c) ((void)0)
 #endif
+
+/* ---- hook.c: hooks that call back into iopool ---------------------------- */
+
+/* The hooks a thread is running, innermost first, in frames on its stack
+ * (one TLS word names the innermost; NULL outside hooks). */
+enum iop_hook { IOP_HOOK_MAP, IOP_HOOK_UNMAP, IOP_HOOK_RELEASE };
+struct iop_hook_frame {
+	struct iop_hook_frame *up;
+	struct iop_pool *pool;
+	enum iop_hook hook;
+	bool dying; /* unmap hooks of iop_pool_destroy() (or a failed create) */
+};
+IOP_HIDDEN extern __thread struct iop_hook_frame *_iop_hook_top __attribute__((tls_model("initial-exec")));
+static inline void _iop_hook_enter(struct iop_hook_frame *f, struct iop_pool *pool, enum iop_hook hook, bool dying)
+{
+	f->up = _iop_hook_top;
+	f->pool = pool;
+	f->hook = hook;
+	f->dying = dying;
+	_iop_hook_top = f;
+}
+static inline void _iop_hook_leave(struct iop_hook_frame *f)
+{
+	_iop_hook_top = f->up;
+}
+/* The calls on a pool that a hook up the stack may forbid (the table in
+ * iopool.h). */
+enum iop_call {
+	IOP_CALL_ALLOC, IOP_CALL_FREE, IOP_CALL_FLUSH, IOP_CALL_STATS, IOP_CALL_AUDIT,
+	IOP_CALL_SHRINK, IOP_CALL_DESTROY, IOP_CALL_CHUNK,
+};
+/* -EDEADLK with a message naming the hook and the call when the table
+ * forbids `call` on pool from the hooks this thread is inside, else 0. */
+IOP_HIDDEN int _iop_hook_refuse(struct iop_pool *pool, enum iop_call call) IOP_COLD;
+static inline int _iop_hook_check(struct iop_pool *pool, enum iop_call call)
+{
+	return unlikely(_iop_hook_top != NULL) ? _iop_hook_refuse(pool, call) : 0;
+}
+/* How many of the thread's running hooks are pool's `hook`. */
+IOP_HIDDEN unsigned _iop_hook_depth(const struct iop_pool *pool, enum iop_hook hook);
 
 /* ---- backing.c: the OS and the map -------------------------------------- */
 

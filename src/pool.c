@@ -211,6 +211,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 
 	/* The name is set under the registry lock: the statistics publisher
 	 * (publish.c) reads registered pools' names under it. */
+	pool->creating = true;
 	_iop_registry_lock();
 	err = _iop_pool_register(pool);
 	if (!err && p.name)
@@ -238,6 +239,9 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		errno = -err;
 		return NULL;
 	}
+	_iop_registry_lock();
+	pool->creating = false;
+	_iop_registry_unlock();
 	_iop_publish_autostart();
 	return pool;
 }
@@ -248,6 +252,9 @@ int iop_pool_destroy(iop_pool_t *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	int err = _iop_hook_check(pool, IOP_CALL_DESTROY);
+	if (err)
+		return err;
 	if (pool->hot.heap) {
 		_iop_msg_pool(pool, "not destroyed: it is one of the heap's size classes");
 		return -EPERM;

@@ -34,6 +34,13 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 {
 	size_t words = bitmap_words(pool->hot.objs_per_chunk);
 	size_t maps = pool->checked ? 2 : 1;
+	/* Asked for by the pool's own map hook (the table in iopool.h): the
+	 * chunk it maps is not the pool's yet, and another would call the
+	 * hook again, without end. */
+	if (pool->map && _iop_hook_check(pool, IOP_CALL_CHUNK)) {
+		errno = EDEADLK;
+		return NULL;
+	}
 	struct iop_chunk *c = calloc(1, sizeof(*c) + maps * words * sizeof(uint64_t));
 	if (!c)
 		return NULL;
@@ -48,7 +55,10 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 		/* Once per chunk: the mapping outlives every recycle of its
 		 * objects and goes only with the chunk. */
 		COUNT(&pool->map_calls, 1);
+		struct iop_hook_frame f;
+		_iop_hook_enter(&f, pool, IOP_HOOK_MAP, false);
 		int rc = pool->map(pool->hook_arg, c->base, pool->chunk_size, &c->handle);
+		_iop_hook_leave(&f);
 		if (rc != 0) {
 			_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 			free(c);
@@ -125,12 +135,16 @@ static void chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 }
 
 /* Unmap an unlinked chunk (the unmap hook first) and free its descriptor;
- * no lock held. */
-static void chunk_free(struct iop_pool *pool, struct iop_chunk *c)
+ * no lock held. dying: the pool goes with it (destroy, a failed create),
+ * and its hook may not call it. */
+static void chunk_free(struct iop_pool *pool, struct iop_chunk *c, bool dying)
 {
 	if (pool->unmap) {
 		COUNT(&pool->unmap_calls, 1);
+		struct iop_hook_frame f;
+		_iop_hook_enter(&f, pool, IOP_HOOK_UNMAP, dying);
 		pool->unmap(pool->hook_arg, c->base, pool->chunk_size, c->handle);
+		_iop_hook_leave(&f);
 	}
 	_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 	free(c);
@@ -311,7 +325,7 @@ uint64_t _iop_slab_free_chunks(struct iop_pool *pool, struct iop_chunk *gone)
 	uint64_t bytes = 0;
 	while (gone) {
 		struct iop_chunk *next = gone->next;
-		chunk_free(pool, gone);
+		chunk_free(pool, gone, false);
 		bytes += pool->chunk_size;
 		gone = next;
 	}
@@ -327,7 +341,7 @@ void _iop_slab_free_all(struct iop_pool *pool)
 		s->free += c->nobj - c->nfree;
 		c->nfree = c->nobj;
 		chunk_unlink(pool, c);
-		chunk_free(pool, c);
+		chunk_free(pool, c, true);
 	}
 }
 

@@ -18,6 +18,8 @@
 
 #include "internal.h"
 
+static inline void set_loaded(struct iop_tcache *tc, struct iop_mag *m, uint32_t count);
+
 /* Give both of a slot's magazines to the depot (the slot's fields are left
  * for the caller to reset). */
 static void slot_to_depot(struct iop_pool *pool, struct iop_tcache *tc)
@@ -40,8 +42,15 @@ void _iop_tcache_drain(struct iop_pool *pool, struct iop_tcache *tc, void *unuse
 	slot_to_depot(pool, tc);
 	COUNT(&pool->alloc_fast, ALOAD(&tc->alloc_fast));
 	/* Everyone who reads other threads' slots holds the registry lock, as
-	 * we do. */
-	memset(tc, 0, sizeof(*tc));
+	 * we do. The handshake's words stay: a map hook that flushes runs
+	 * inside a call of its own thread on the slot (busy counts it, and
+	 * the call lowers it on return), and a thief may be waiting on it. */
+	set_loaded(tc, NULL, 0);
+	tc->prev = NULL;
+	ASTORE(&tc->prev_count, 0);
+	ASTORE(&tc->alloc_fast, 0);
+	tc->ready = 0;
+	ASTORE(&tc->trim, 0);
 }
 
 /* ---- magazine exchange (Bonwick) ------------------------------------------ */
@@ -145,10 +154,17 @@ static unsigned refill(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 					m = o;
 				}
 			}
-			if (tc->objs)
+			/* The hook may have loaded a magazine meanwhile:
+			 * keep it if it holds objects, else ours serves. */
+			if (tc->objs && ALOAD(&tc->count)) {
 				_iop_depot_put(pool, m);
-			else
+			} else {
+				if (tc->objs) {
+					TC_LOADED(tc)->count = 0;
+					_iop_depot_put(pool, TC_LOADED(tc));
+				}
 				set_loaded(tc, m, m->count);
+			}
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);

@@ -98,12 +98,14 @@ void _iop_worker_kick(struct iop_pool *pool, unsigned d, int why)
 /* ---- holding pools ------------------------------------------------------------ */
 
 /* The registered pool with this id, held against destruction; NULL when
- * there is none (or, with workers_only, it does not use the workers). */
+ * there is none, it is still being created (populate must not race a
+ * reclaim that undoes it), or, with workers_only, it does not use the
+ * workers. */
 static struct iop_pool *hold(uint32_t id, bool workers_only)
 {
 	_iop_registry_lock();
 	struct iop_pool *pool = _iop_pool_by_id(id);
-	if (pool && (pool->uses_worker || !workers_only)) {
+	if (pool && !pool->creating && (pool->uses_worker || !workers_only)) {
 		pthread_mutex_lock(&wk_lock);
 		pool->wref++;
 		pthread_mutex_unlock(&wk_lock);
@@ -461,6 +463,9 @@ int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes)
 {
 	if (!pool)
 		return -EINVAL;
+	int err = _iop_hook_check(pool, IOP_CALL_SHRINK);
+	if (err)
+		return err;
 	return shrink(pool, target_bytes);
 }
 

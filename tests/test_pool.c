@@ -203,6 +203,59 @@ TEST(pool_create_rejects_bad_params)
 	return TH_PASS;
 }
 
+/* The bounds, reserve, decay and populate cases of the EINVAL list in
+ * iopool.h, one by one (the other cases are above). */
+TEST(pool_create_refuses_each_documented_einval_of_bounds_reserve_decay_populate)
+{
+	const uint64_t max = (uint64_t)1 << 40;
+	struct iop_pool_params pp;
+#define EINVAL_CASE(what, ...)          \
+	do {                            \
+		pp = good_params();     \
+		__VA_ARGS__;            \
+		expect_einval(&pp, what); \
+	} while (0)
+	EINVAL_CASE("limit and limit_bytes both set", pp.limit = 10, pp.limit_bytes = 2560);
+	EINVAL_CASE("limit_bytes below obj_size", pp.limit_bytes = 255);
+	EINVAL_CASE("limit above 2^40", pp.limit = max + 1);
+	EINVAL_CASE("limit UINT64_MAX", pp.limit = UINT64_MAX);
+	EINVAL_CASE("limit_bytes / obj_size above 2^40", pp.obj_size = 16, pp.limit_bytes = (max + 1) * 16);
+	EINVAL_CASE("throttle_on_pct without a limit", pp.throttle_on_pct = 50);
+	EINVAL_CASE("throttle_off_pct without a limit", pp.throttle_off_pct = 40);
+	EINVAL_CASE("throttle_on_pct above 100", pp.limit = 10, pp.throttle_on_pct = 101);
+	EINVAL_CASE("throttle_on_pct 0 with throttle_off_pct set", pp.limit = 10, pp.throttle_off_pct = 40);
+	EINVAL_CASE("throttle_off_pct 0 below a throttle_on_pct under 100", pp.limit = 10, pp.throttle_on_pct = 70);
+	EINVAL_CASE("throttle_off_pct equal to throttle_on_pct", pp.limit = 10, pp.throttle_on_pct = 70,
+		    pp.throttle_off_pct = 70);
+	EINVAL_CASE("throttle_off_pct above throttle_on_pct", pp.limit = 10, pp.throttle_on_pct = 70,
+		    pp.throttle_off_pct = 90);
+	EINVAL_CASE("throttle_off_pct 100 with throttle_on_pct 100", pp.limit = 10, pp.throttle_on_pct = 100,
+		    pp.throttle_off_pct = 100);
+	EINVAL_CASE("populate above the limit", pp.limit = 10, pp.populate = 11);
+	EINVAL_CASE("populate above limit_bytes / obj_size", pp.limit_bytes = 2560, pp.populate = 11);
+	EINVAL_CASE("reserve_high below reserve_low", pp.reserve_low = 100, pp.reserve_high = 99);
+	EINVAL_CASE("reserve_low above the limit", pp.limit = 10, pp.reserve_low = 11);
+	EINVAL_CASE("reserve_low above 2^40", pp.reserve_low = max + 1);
+	EINVAL_CASE("reserve_high above 2^40", pp.reserve_high = max + 1);
+	EINVAL_CASE("decay_pct above 100", pp.decay_ms = 10, pp.decay_pct = 101);
+	EINVAL_CASE("decay_pct without decay_ms", pp.decay_pct = 30);
+#undef EINVAL_CASE
+	/* The boundaries just inside each rule are accepted. */
+	pp = good_params();
+	pp.limit = max;
+	pp.throttle_on_pct = 100; /* off 0: no throttling */
+	pp.populate = 1;
+	pp.reserve_low = 1;
+	pp.reserve_high = 1;
+	pp.decay_ms = 1000;
+	pp.decay_pct = 100;
+	iop_pool_t *p = iop_pool_create(&pp);
+	CHECK(p != NULL);
+	if (p)
+		CHECK_EQ(iop_pool_destroy(p), 0);
+	return TH_PASS;
+}
+
 TEST(pool_create_accepts_boundary_params)
 {
 	struct {
