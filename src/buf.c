@@ -118,7 +118,10 @@ static void release(struct iop_pool *pool, uint32_t *r, void *base)
 {
 	if (pool->release) {
 		COUNT(&pool->release_hook, 1);
-		if (pool->release(pool->hook_arg, pool, base) == IOP_RELEASE_KEEP) {
+		_iop_hook_depth++;
+		int kept = pool->release(pool->hook_arg, pool, base) == IOP_RELEASE_KEEP;
+		_iop_hook_depth--;
+		if (kept) {
 			COUNT(&pool->hook_kept, 1);
 			ASTORE(r, 1u); /* the keeper owns it, as if just allocated */
 			return;

@@ -48,7 +48,9 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 		/* Once per chunk: the mapping outlives every recycle of its
 		 * objects and goes only with the chunk. */
 		COUNT(&pool->map_calls, 1);
+		_iop_hook_depth++;
 		int rc = pool->map(pool->hook_arg, c->base, pool->chunk_size, &c->handle);
+		_iop_hook_depth--;
 		if (rc != 0) {
 			_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 			free(c);
@@ -130,7 +132,9 @@ static void chunk_free(struct iop_pool *pool, struct iop_chunk *c)
 {
 	if (pool->unmap) {
 		COUNT(&pool->unmap_calls, 1);
+		_iop_hook_depth++;
 		pool->unmap(pool->hook_arg, c->base, pool->chunk_size, c->handle);
+		_iop_hook_depth--;
 	}
 	_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
 	free(c);
