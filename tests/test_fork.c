@@ -20,6 +20,7 @@
  */
 
 #include "iop_test.h"
+#include "iopool/shm.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -35,6 +36,9 @@
 
 static iop_pool_t *plain, *bounded, *reserved;
 static atomic_bool stop;
+/* While children run, the threads wait: they matter at the fork, and the
+ * children need the CPUs. */
+static atomic_bool paused;
 static atomic_ulong rounds[2];
 
 static unsigned env_uint(const char *name, unsigned dflt)
@@ -83,6 +87,9 @@ static void *busy(void *arg)
 	void *objs[512];
 	uint64_t seed = th_seed(me, 13);
 	for (unsigned long r = 0; !atomic_load_explicit(&stop, memory_order_relaxed); r++) {
+		while (atomic_load_explicit(&paused, memory_order_relaxed) &&
+		       !atomic_load_explicit(&stop, memory_order_relaxed))
+			usleep(200);
 		churn(plain, objs, &seed);
 		churn(bounded, objs, &seed);
 		churn(reserved, objs, &seed);
@@ -105,6 +112,15 @@ static void start_busy(void)
 		REQUIRE(pthread_create(&threads[i], NULL, busy, (void *)i) == 0);
 	/* Both in their loops before the first fork. */
 	while (atomic_load(&rounds[0]) < 2 || atomic_load(&rounds[1]) < 2)
+		sched_yield();
+}
+
+/* Let the threads run and wait until both are in their loops again. */
+static void resume_busy(void)
+{
+	unsigned long r0 = atomic_load(&rounds[0]), r1 = atomic_load(&rounds[1]);
+	atomic_store(&paused, false);
+	while (atomic_load(&rounds[0]) < r0 + 2 || atomic_load(&rounds[1]) < r1 + 2)
 		sched_yield();
 }
 
@@ -306,6 +322,7 @@ TEST(prefork_children_of_busy_threads_run_audit_and_refill_their_reserve)
 	for (unsigned run = 0; run < nruns; run += 2) {
 		struct kid k[2] = { { 0 } };
 		alarm(child_s() * 2 + 30); /* the parent itself (fork, the calls) */
+		resume_busy();
 		for (int i = 0; i < 2; i++) {
 			fflush(stdout);
 			fflush(stderr);
@@ -317,6 +334,7 @@ TEST(prefork_children_of_busy_threads_run_audit_and_refill_their_reserve)
 			}
 			k[i].deadline = ms_now() + child_s() * 1000;
 		}
+		atomic_store(&paused, true);
 		hangs += reap(k, 2);
 		for (int i = 0; i < 2; i++)
 			report("prefork", &k[i], &fails);
@@ -417,6 +435,66 @@ TEST(fork_from_a_map_hook_does_not_deadlock)
 	CHECK_EQ(fails, 0);
 	CHECK_EQ(iop_pool_audit(p), 0);
 	CHECK_EQ(iop_pool_destroy(p), 0);
+	stop_busy();
+	alarm(0);
+	return TH_PASS;
+}
+
+/* ---- the publisher ---------------------------------------------------------------- */
+
+static bool segment_of(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/dev/shm%s%d", IOP_SHM_PREFIX, (int)pid);
+	return access(path, F_OK) == 0;
+}
+
+/* Segment of the parent left alone, and one of the child's own from its
+ * first call that may block; removed at its exit. */
+static int publishing_child(iop_pool_t *p)
+{
+	if (segment_of(getpid()))
+		return child_fail("a segment under the child's pid before any call", 0);
+	void *o;
+	int rc = iop_alloc_ex(p, &o, 0, 0); /* may block: the child publishes */
+	if (rc)
+		return child_fail("iop_alloc_ex", rc);
+	iop_free(p, o);
+	if (!segment_of(getpid()))
+		return child_fail("no segment under the child's pid", 0);
+	if (!segment_of(getppid()))
+		return child_fail("the parent's segment is gone", 0);
+	if (iop_stats_publish(NULL) != -EALREADY)
+		return child_fail("the child is not publishing", 0);
+	return 0;
+}
+
+TEST(child_of_a_publisher_publishes_under_its_own_pid)
+{
+	signal(SIGALRM, parent_stuck);
+	alarm(child_s() + 30);
+	start_busy();
+	struct iop_publish_params pp = IOP_PUBLISH_PARAMS_INIT;
+	pp.name = "forkpub";
+	pp.interval_ms = 50;
+	int rc = iop_stats_publish(&pp);
+	TH_SKIP_IF(rc == -EACCES || rc == -ENOENT || rc == -ENOSPC, "no /dev/shm to publish in");
+	REQUIRE(rc == 0);
+	struct kid k = { 0 };
+	fflush(stdout);
+	fflush(stderr);
+	k.pid = fork();
+	REQUIRE(k.pid >= 0);
+	if (k.pid == 0)
+		exit(publishing_child(plain)); /* exit: atexit unpublishes */
+	k.deadline = ms_now() + child_s() * 1000;
+	unsigned fails = 0;
+	CHECK_EQ(reap(&k, 1), 0);
+	report("publish", &k, &fails);
+	CHECK_EQ(fails, 0);
+	CHECK(!segment_of(k.pid)); /* the child removed its own at exit */
+	CHECK(segment_of(getpid()));
+	CHECK_EQ(iop_stats_unpublish(), 0);
 	stop_busy();
 	alarm(0);
 	return TH_PASS;
