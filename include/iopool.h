@@ -28,11 +28,13 @@
  * count becomes what the child can account for). The child starts its own
  * refill workers, and publishes its statistics again under its own pid if
  * the parent published, at its first call that may block (an allocation
- * that leaves the inline fast path, iop_alloc_ex() without IOP_NOWAIT,
- * iop_pool_create(); an IOP_NOWAIT call starts no thread); a child that
- * execs at once starts none. fork()
- * from inside a hook is allowed (hooks run with no iopool lock held); that
- * child keeps what its thread holds in the call that ran the hook.
+ * that refills a cache from the depot, a bulk allocation, iop_alloc_ex()
+ * without IOP_NOWAIT, iop_pool_create(); an IOP_NOWAIT call starts no
+ * thread); a child that execs at once starts none. fork() from inside a
+ * hook is allowed (hooks run with no iopool lock held); that child keeps
+ * what its thread holds in the call that ran the hook, and so cannot take
+ * back what other threads were carrying (a checked pool's audit may report
+ * those objects).
  * vfork() and posix_spawn() run no handlers and need none.
  */
 #ifndef IOPOOL_H

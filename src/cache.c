@@ -14,7 +14,10 @@
 #include "internal.h"
 
 /* A child of fork() starts its refill workers and its publisher at its
- * first call that may block (no IOP_NOWAIT call starts a thread). */
+ * first call that may block: a cache refilled from the depot with grow,
+ * a bulk allocation, iop_alloc_ex() without IOP_NOWAIT, a pool's
+ * creation. No IOP_NOWAIT call starts a thread, and the per-object paths
+ * check only when they go to the depot. */
 void _iop_fork_resume_slow(void)
 {
 	if (!atomic_exchange(&_iop_forked, 0))
@@ -46,7 +49,6 @@ static void *unbounded_alloc(struct iop_pool *pool, bool grow)
 
 void *iop__alloc_slow(iop_pool_t *pool)
 {
-	_iop_fork_resume();
 	if (pool->bound) {
 		void *p;
 		int rc = _iop_bounded_alloc(pool, &p, 0, 0);

@@ -337,6 +337,8 @@ void _iop_cpu_close(struct iop_pool *pool)
 static struct iop_mag *take_batch(struct iop_pool *pool, bool grow)
 {
 	unsigned d = _iop_domain_here();
+	if (grow)
+		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow)) {
 		errno = ENOMEM;
 		return NULL;

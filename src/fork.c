@@ -28,8 +28,10 @@
  *
  * A fork() from inside a hook works: hooks run with no iopool lock held.
  * The child then keeps whatever its thread holds in the middle of the call
- * that ran the hook, so it does not take back other threads' objects in
- * transit (it could not tell them from its own).
+ * that ran the hook (objects of a bulk allocation not yet handed out, a
+ * bounded pool's reservation, bound.c counts it), so it does not take back
+ * other threads' objects in transit: it could not tell them from its own.
+ * A checked pool's audit in that child may then report them.
  */
 #include <pthread.h>
 
@@ -93,7 +95,7 @@ static void pool_reset(struct iop_pool *pool, void *arg)
 	if (!pool->checked && !pool->bound)
 		return;
 	uint64_t in_flight = _iop_pool_fork_recover(pool, !in_hook);
-	if (pool->bound && !in_hook && in_flight != UINT64_MAX)
+	if (pool->bound && in_flight != UINT64_MAX)
 		_iop_bound_fork_in_flight(pool, in_flight);
 }
 

@@ -139,6 +139,8 @@ static unsigned refill(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 		return ALOAD(&tc->count);
 	}
 	unsigned d = _iop_domain_here();
+	if (grow)
+		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow))
 		return 0;
 	struct iop_mag *m = _iop_take_full(pool, d, grow);
@@ -235,6 +237,8 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 {
 	void *p = NULL;
 	unsigned d = _iop_domain_here();
+	if (grow)
+		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow))
 		return NULL;
 	struct iop_mag *m = _iop_take_full(pool, d, grow);

@@ -207,7 +207,9 @@ static int child_reserve(void)
 	return rc;
 }
 
-static int child_body(unsigned pairs)
+/* audit_busy: audit the pools the parent's threads were using (a child
+ * forked from a hook does not take back what they were carrying). */
+static int child_body(unsigned pairs, bool audit_busy)
 {
 	void *objs[600];
 	/* 200,000 allocations and frees, single and a few at a time. */
@@ -239,7 +241,7 @@ static int child_body(unsigned pairs)
 	int rc = iop_pool_destroy(fresh);
 	if (rc)
 		return child_fail("iop_pool_destroy(fresh)", rc);
-	for (int k = 0; k < 3; k++)
+	for (int k = 0; audit_busy && k < 3; k++)
 		if ((rc = iop_pool_audit(all[k])) != 0)
 			return child_fail(iop_pool_name(all[k]), rc);
 	return 0;
@@ -330,7 +332,7 @@ TEST(prefork_children_of_busy_threads_run_audit_and_refill_their_reserve)
 			REQUIRE(k[i].pid >= 0);
 			if (k[i].pid == 0) {
 				alarm(0);
-				exit(child_body(pairs));
+				exit(child_body(pairs, true));
 			}
 			k[i].deadline = ms_now() + child_s() * 1000;
 		}
@@ -422,7 +424,7 @@ TEST(fork_from_a_map_hook_does_not_deadlock)
 		iop_free_bulk(p, more, m);
 		rc |= iop_pool_audit(p) != 0;
 		rc |= iop_pool_destroy(p) != 0;
-		rc |= child_body(20000);
+		rc |= child_body(20000, TH_ALL_CHECKED ? false : true);
 		exit(rc);
 	}
 	CHECK_EQ(got, 64);
