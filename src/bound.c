@@ -273,12 +273,6 @@ static int hand_out(struct iop_pool *pool, struct iop_tcache *tc, void *p, void 
 	return 0;
 }
 
-/* The reservations this thread holds while it looks for their objects
- * (take(), which may run a map hook). */
-#define TAKES_KEPT 4
-static __thread struct iop_bound *my_takes[TAKES_KEPT];
-static __thread unsigned my_ntakes;
-
 /* Take an object for a reservation the caller holds (tc raised and
  * settled, or NULL); on failure give the reservation back. */
 static int take_reserved(struct iop_pool *pool, struct iop_tcache *tc, unsigned how, void **objp)
@@ -290,13 +284,7 @@ static int take_reserved(struct iop_pool *pool, struct iop_tcache *tc, unsigned 
 		p = tc->objs[n];
 		ASTORE(&tc->count, n);
 	} else {
-		/* A map hook may run (and fork) in here while this thread
-		 * holds the reservation: the child counts it. */
-		if (my_ntakes < TAKES_KEPT)
-			my_takes[my_ntakes] = pool->bound;
-		my_ntakes++;
 		p = take(pool, tc, !(how & IOP_NOWAIT));
-		my_ntakes--;
 	}
 	if (tc)
 		_iop_slot_lower(tc);
@@ -575,12 +563,15 @@ void _iop_bound_atfork(struct iop_pool *pool, int phase)
 }
 
 /* The child's count of objects in flight, from what it can account for:
- * reservations of threads that did not come along are given back; this
- * thread's, if it forked from a map hook while taking, are kept. */
+ * reservations of threads that did not come along are given back. This
+ * thread's are kept: a hook (the only place it can fork from inside a
+ * call) runs in take(), which holds the call's reservation with the slot
+ * raised, once per nested call. Registry locked. */
 void _iop_bound_fork_in_flight(struct iop_pool *pool, uint64_t in_flight)
 {
-	for (unsigned i = 0; i < my_ntakes && i < TAKES_KEPT; i++)
-		in_flight += my_takes[i] == pool->bound;
+	struct iop_tcache *tc = _iop_my_slot_if_any(pool);
+	if (tc)
+		in_flight += ALOAD(&tc->busy);
 	atomic_store(&pool->bound->in_flight, (int64_t)in_flight);
 }
 
