@@ -34,6 +34,25 @@
  * Threads: every call may be made from any thread, except that a pool must
  * not be used by other threads while it is being destroyed, and
  * iop_pool_audit() wants a quiescent pool (see there).
+ *
+ * fork(): iopool's pthread_atfork handlers take every iopool lock before
+ * the fork, so a child forked while other threads are inside iopool calls
+ * inherits whole pools, and may use them, create and destroy pools, and
+ * audit them. Only the forking thread lives on in the child: the objects
+ * the others held stay in flight there, their per-thread caches go to the
+ * depot, and objects they were carrying in the middle of a call are lost
+ * to the child (a checked pool takes them back; a bounded pool's in-flight
+ * count becomes what the child can account for). The child starts its own
+ * refill workers, and publishes its statistics again under its own pid if
+ * the parent published, at its first call that may block (an allocation
+ * that refills a cache from the depot, a bulk allocation, iop_alloc_ex()
+ * without IOP_NOWAIT, iop_pool_create(); an IOP_NOWAIT call starts no
+ * thread); a child that execs at once starts none. fork() from inside a
+ * hook is allowed (hooks run with no iopool lock held); that child keeps
+ * what its thread holds in the call that ran the hook, and so cannot take
+ * back what other threads were carrying (a checked pool's audit may report
+ * those objects).
+ * vfork() and posix_spawn() run no handlers and need none.
  */
 #ifndef IOPOOL_H
 #define IOPOOL_H
@@ -1084,7 +1103,8 @@ IOP_API int iop_stats_unpublish(void);
  * binding, the map hook) and puts whole magazines into the depot, so an
  * IOP_NOWAIT allocation does not fail for want of a refill. It is never
  * needed for correctness; when the OS refuses a chunk it backs off and
- * retries. Workers are not fork-safe (nor is the rest of iopool).
+ * retries. A child of fork() starts its own workers at its first call that
+ * may block (see fork() at the top of this file).
  *
  * Decay (params.decay_ms, decay_pct). Each interval, the depot objects the
  * interval did not need (its lowest depot level, above reserve_high) shrink

@@ -491,8 +491,23 @@ static void note_wait(struct iop_bound *b, int64_t ns, bool throttled)
 	}
 }
 
+/* The waits this thread is inside (a hook run from one may wait again),
+ * so that a child of fork() counts only its own thread's in b->inside. */
+#define WAITS_KEPT 4
+static __thread struct iop_bound *my_waits[WAITS_KEPT];
+static __thread unsigned my_nwaits;
+
+static void enter(struct iop_bound *b)
+{
+	b->inside++;
+	if (my_nwaits < WAITS_KEPT)
+		my_waits[my_nwaits] = b;
+	my_nwaits++;
+}
+
 static void leave(struct iop_bound *b)
 {
+	my_nwaits--;
 	if (--b->inside == 0 && LOAD(&b->shutdown))
 		pthread_cond_broadcast(&b->idle);
 }
@@ -514,7 +529,7 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 		count_fail(pool, how);
 		return -ESHUTDOWN;
 	}
-	b->inside++;
+	enter(b);
 	int64_t t0 = _iop_now_ns();
 	/* Buffers remain: this caller is held back by throttling or by the
 	 * waiters ahead of it, not by the limit (grant passes that stop at it
@@ -873,6 +888,46 @@ void _iop_bound_shutdown(struct iop_pool *pool)
 	while (b->inside)
 		pthread_cond_wait(&b->idle, &b->wlock);
 	wunlock(b);
+}
+
+/* fork(): wlock is taken with no other lock held, so after the pool's
+ * others. The parent runs the grant passes IOP_NOWAIT callers left while
+ * it was held (wunlock). The child drops the waiters, which are threads
+ * that did not come along, and counts only its own thread inside. */
+void _iop_bound_atfork(struct iop_pool *pool, int phase)
+{
+	struct iop_bound *b = pool->bound;
+	if (!b)
+		return;
+	if (phase == IOP_FORK_PREPARE) {
+		pthread_mutex_lock(&b->wlock);
+		return;
+	}
+	if (phase == IOP_FORK_PARENT) {
+		wunlock(b);
+		return;
+	}
+	pthread_mutex_init(&b->wlock, NULL);
+	pthread_cond_init(&b->idle, NULL);
+	b->head = b->tail = NULL;
+	atomic_store(&b->nwaiters, 0);
+	atomic_store(&b->pass_pending, 0);
+	b->inside = 0;
+	for (unsigned i = 0; i < my_nwaits && i < WAITS_KEPT; i++)
+		b->inside += my_waits[i] == b;
+}
+
+/* The child's count of objects in flight, from what it can account for:
+ * reservations of threads that did not come along are given back. This
+ * thread's are kept: a hook (the only place it can fork from inside a
+ * call) runs in take(), which holds the call's reservation with the slot
+ * raised, once per nested call. Registry locked. */
+void _iop_bound_fork_in_flight(struct iop_pool *pool, uint64_t in_flight)
+{
+	struct iop_tcache *tc = _iop_my_slot_if_any(pool);
+	if (tc)
+		in_flight += ALOAD(&tc->busy);
+	atomic_store(&pool->bound->in_flight, (int64_t)in_flight);
 }
 
 uint64_t iop_pool_reset_high_water(iop_pool_t *pool)

@@ -14,6 +14,19 @@
 
 #include "internal.h"
 
+/* A child of fork() starts its refill workers and its publisher at its
+ * first call that may block: a cache refilled from the depot with grow,
+ * a bulk allocation, iop_alloc_ex() without IOP_NOWAIT, a pool's
+ * creation. No IOP_NOWAIT call starts a thread, and the per-object paths
+ * check only when they go to the depot. */
+void _iop_fork_resume_slow(void)
+{
+	if (!atomic_exchange(&_iop_forked, 0))
+		return;
+	_iop_worker_resume();
+	_iop_publish_resume();
+}
+
 static void *handed_out(struct iop_pool *pool, void *p)
 {
 	if (p) {
@@ -99,6 +112,8 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 	    ((how & IOP_NOWAIT) && (how & (IOP_WAIT | IOP_ABSTIME))) || ((how & IOP_ABSTIME) && !(how & IOP_WAIT)) ||
 	    ((how & IOP_WAIT) && !(how & IOP_ABSTIME) && timeout_ns < 0))
 		return -EINVAL;
+	if (!(how & IOP_NOWAIT))
+		_iop_fork_resume();
 	if (pool->bound) {
 		int64_t deadline = 0;
 		if (how & IOP_WAIT)
@@ -195,6 +210,7 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	}
 	if (n == 0)
 		return 0;
+	_iop_fork_resume();
 	unsigned got = 0;
 	if (pool->bound)
 		return _iop_bounded_alloc_bulk(pool, objs, n);

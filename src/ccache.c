@@ -184,6 +184,24 @@ void _iop_cpu_pool_fini(struct iop_pool *pool)
 	pthread_mutex_destroy(&pool->cpu_lock);
 }
 
+/* fork(): cpu_lock is held from a slot's closing to its reopening, so the
+ * child finds none closed by a drain. The child registers for the fence
+ * again in case the kernel did not carry the registration over. */
+void _iop_cpu_atfork(struct iop_pool *pool, int phase)
+{
+	if (!pool->cpu_mem)
+		return;
+	if (phase == IOP_FORK_PREPARE) {
+		pthread_mutex_lock(&pool->cpu_lock);
+	} else if (phase == IOP_FORK_PARENT) {
+		pthread_mutex_unlock(&pool->cpu_lock);
+	} else {
+		pthread_mutex_init(&pool->cpu_lock, NULL);
+		if (pool->cpu_mode)
+			membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0);
+	}
+}
+
 /* ---- opening, closing, draining (cpu_lock held) ------------------------------ */
 
 static void fence(struct iop_pool *pool, int cpu)
@@ -339,6 +357,8 @@ uint64_t _iop_cpu_hold(struct iop_pool *pool, bool on)
 static struct iop_mag *take_batch(struct iop_pool *pool, bool grow)
 {
 	unsigned d = _iop_domain_here();
+	if (grow)
+		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow)) {
 		errno = ENOMEM;
 		return NULL;

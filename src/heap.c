@@ -73,6 +73,20 @@ static unsigned cache_blocks;
 
 int iop__heap_profiling;
 
+/* fork(): heap_lock is held while a class's pool is created (which takes
+ * every other lock but the leaves): first of all (leaf false). cache_lock
+ * nests nothing: among the last (leaf true). */
+void _iop_heap_atfork(int phase, bool leaf)
+{
+	pthread_mutex_t *m = leaf ? &cache_lock : &heap_lock;
+	if (phase == IOP_FORK_PREPARE)
+		pthread_mutex_lock(m);
+	else if (phase == IOP_FORK_PARENT)
+		pthread_mutex_unlock(m);
+	else
+		pthread_mutex_init(m, NULL);
+}
+
 /* ---- size classes ---------------------------------------------------------- */
 
 static inline size_t class_bytes(unsigned c)

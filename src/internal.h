@@ -44,7 +44,8 @@
  *                                           inuse bits (checked mode)
  *
  * Data moves down on allocation (cache -> depot -> slab -> OS) and up on
- * free. Lock order: registry lock (cache.c) before a pool's lock.
+ * free. Lock order: registry lock before a pool's cpu_lock before its
+ * lock; every lock's place is in the fork.c section below.
  */
 #ifndef IOP_INTERNAL_H
 #define IOP_INTERNAL_H
@@ -114,6 +115,9 @@ struct iop_tcache {
 	uint32_t steal;      /* bounded pools: another thread wants them */
 	uint32_t ready;      /* set up (registry.c) */
 	uint32_t trim;       /* the worker asked for the previous magazine */
+	uint32_t torn;       /* the owner is between the stores of a change
+	                        of both magazines, done without a lock: a
+	                        child of fork() must not trust the slot */
 } __attribute__((aligned(64)));
 #define TC_LOADED(tc) ((tc)->objs ? (struct iop_mag *)((char *)(tc)->objs - offsetof(struct iop_mag, obj)) : NULL)
 #define TC_PREV(tc) ((struct iop_mag *)(tc)->prev)
@@ -789,6 +793,65 @@ static inline void _iop_profile_count(struct iop__site *site, int64_t bytes)
 /* iop_pool_stats() with the registry lock already held (every field of *out
  * is written; out->struct_size is set to sizeof). */
 IOP_HIDDEN void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out);
+
+/* ---- fork.c: pthread_atfork handlers ------------------------------------- */
+
+/*
+ * fork() takes every iopool lock in one order before the fork and lets go
+ * of them after it, in the parent by unlocking, in the child by making
+ * them anew (the child has one thread; condition variables other threads
+ * waited on are made anew too). The order, outermost first (each module's
+ * own comment says why its lock sits where it does):
+ *
+ *    1 heap_lock           heap.c     held while a size class is created
+ *    2 pub.ctl             publish.c  held through a first update
+ *    3 wk_ctl              worker.c   held while workers are joined
+ *    4 registry            registry.c
+ *    5 per pool, by id:    cpu_lock (ccache.c), lock (depot and slab),
+ *                          bound->wlock (bound.c)
+ *    6 wk_lock             worker.c
+ *    7 each worker's mu    worker.c
+ *    8 pub.lock            publish.c
+ *    9 cache_lock          heap.c     large blocks kept for reuse
+ *   10 prof_lock           profile.c
+ *
+ * Each module's _iop_*_atfork(phase) takes (IOP_FORK_PREPARE), releases
+ * (IOP_FORK_PARENT) or makes anew (IOP_FORK_CHILD) its own; fork.c calls
+ * them in this order and the other two phases in the reverse one.
+ */
+enum { IOP_FORK_PREPARE, IOP_FORK_PARENT, IOP_FORK_CHILD };
+IOP_HIDDEN void _iop_heap_atfork(int phase, bool leaf);
+IOP_HIDDEN void _iop_publish_atfork(int phase, bool leaf);
+IOP_HIDDEN void _iop_worker_atfork(int phase, bool leaf);
+IOP_HIDDEN void _iop_registry_atfork(int phase);
+IOP_HIDDEN void _iop_pool_atfork(struct iop_pool *pool, int phase);
+IOP_HIDDEN void _iop_cpu_atfork(struct iop_pool *pool, int phase);
+IOP_HIDDEN void _iop_bound_atfork(struct iop_pool *pool, int phase);
+IOP_HIDDEN void _iop_profile_atfork(int phase);
+/* The child, after its locks are new (single-threaded, locks taken as
+ * usual): the threads that did not come along are forgotten, their
+ * per-thread caches' objects go to the depot (registry.c), and the pool's
+ * state that named them is reset. */
+IOP_HIDDEN void _iop_registry_forget_threads(void);
+IOP_HIDDEN void _iop_tcache_forget(struct iop_pool *pool, struct iop_tcache *tc);
+IOP_HIDDEN void _iop_worker_fork_pool(struct iop_pool *pool);
+/* Checked pools: objects that were between a cache and the caller on a
+ * thread that did not come along (neither marked in flight nor anywhere)
+ * go back to their chunks. Returns the objects in flight (what the audit
+ * derives); registry locked. */
+IOP_HIDDEN uint64_t _iop_pool_fork_recover(struct iop_pool *pool, bool recover);
+IOP_HIDDEN void _iop_bound_fork_in_flight(struct iop_pool *pool, uint64_t in_flight);
+/* Set in a child until its first call that may block restarts the refill
+ * workers and the publisher (_iop_fork_resume). */
+IOP_HIDDEN extern _Atomic int _iop_forked;
+IOP_HIDDEN void _iop_fork_resume_slow(void);
+static inline void _iop_fork_resume(void)
+{
+	if (unlikely(atomic_load_explicit(&_iop_forked, memory_order_relaxed)))
+		_iop_fork_resume_slow();
+}
+IOP_HIDDEN void _iop_worker_resume(void);
+IOP_HIDDEN void _iop_publish_resume(void);
 
 /* ---- publish.c ----------------------------------------------------------- */
 

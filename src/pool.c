@@ -138,6 +138,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		return einval("chunk_size %zu cannot hold one object of %zu bytes", chunk, stride);
 	}
 
+	_iop_fork_resume();
 	int err = _iop_map_init();
 	if (err) {
 		errno = -err;
@@ -294,6 +295,26 @@ int iop_pool_destroy(iop_pool_t *pool)
 #endif
 	pool_free_memory(pool);
 	return 0;
+}
+
+/* ---- fork() (fork.c) ------------------------------------------------------ */
+
+/* cpu_lock before lock (a drain empties slots into the depot under both),
+ * and the waiter lock, which is taken with no other held, last. */
+void _iop_pool_atfork(struct iop_pool *pool, int phase)
+{
+	if (phase == IOP_FORK_PREPARE) {
+		_iop_cpu_atfork(pool, phase);
+		pthread_mutex_lock(&pool->lock);
+		_iop_bound_atfork(pool, phase);
+		return;
+	}
+	_iop_bound_atfork(pool, phase);
+	if (phase == IOP_FORK_PARENT)
+		pthread_mutex_unlock(&pool->lock);
+	else
+		pthread_mutex_init(&pool->lock, NULL);
+	_iop_cpu_atfork(pool, phase);
 }
 
 /* ---- queries ------------------------------------------------------------ */

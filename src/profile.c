@@ -143,6 +143,40 @@ void _iop_profile_count_slow(struct iop__site *site, int64_t bytes)
 	_iop_prof_add(&t[id].calls, calls);
 }
 
+/* ---- fork() (fork.c) ----------------------------------------------------------- */
+
+/* prof_lock nests nothing: the last lock taken. The child folds the
+ * tables of the threads that did not come along into their sites, as
+ * their exit would have. */
+void _iop_profile_atfork(int phase)
+{
+	if (phase == IOP_FORK_PREPARE) {
+		pthread_mutex_lock(&prof_lock);
+		return;
+	}
+	if (phase == IOP_FORK_PARENT) {
+		pthread_mutex_unlock(&prof_lock);
+		return;
+	}
+	pthread_mutex_init(&prof_lock, NULL);
+	struct prof_thread *t = threads, *next;
+	threads = NULL;
+	for (; t; t = next) {
+		next = t->next;
+		if (t == &me) {
+			t->next = threads;
+			threads = t;
+			continue;
+		}
+		for (uint32_t id = 1; id <= nsites; id++) {
+			struct counter *c = &t->table[id];
+			if (c->bytes || c->calls)
+				fold(by_id[id], c->bytes, c->calls);
+		}
+		munmap(t->table, IOP_PROFILE_SITES * sizeof(struct counter));
+	}
+}
+
 /* ---- the dump ------------------------------------------------------------------ */
 
 struct row {

@@ -14,7 +14,7 @@
  *
  * Lock order: pub.ctl before the registry lock (iop_stats_publish() writes
  * the first update holding pub.ctl); the thread takes pub.lock and the
- * registry lock, never both.
+ * registry lock, never both (the whole order: internal.h, fork.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +50,10 @@ static struct {
 	size_t seg_size;
 	uint32_t interval_ms;
 	struct iop_shm_record *scratch; /* the next update's records */
+	/* A child of fork() publishes again, under its pid, with these. */
+	bool restart;
+	char restart_name[IOP_SHM_NAME_MAX];
+	uint32_t restart_interval_ms;
 } pub = { .ctl = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* ---- one update ---------------------------------------------------------- */
@@ -312,6 +316,57 @@ int iop_stats_publish(const struct iop_publish_params *params)
 int iop_stats_unpublish(void)
 {
 	return stop_publishing();
+}
+
+/* ---- fork() (fork.c) --------------------------------------------------------- */
+
+/* pub.ctl is held through a first update, which takes the registry: it
+ * comes before it (leaf false); pub.lock nests nothing: late (leaf true).
+ * The child drops its mapping of the parent's segment (it must never
+ * write it) and publishes again, under its own pid, at its first call
+ * that may block. */
+void _iop_publish_atfork(int phase, bool leaf)
+{
+	pthread_mutex_t *m = leaf ? &pub.lock : &pub.ctl;
+	if (phase == IOP_FORK_PREPARE) {
+		pthread_mutex_lock(m);
+		return;
+	}
+	if (phase == IOP_FORK_PARENT) {
+		pthread_mutex_unlock(m);
+		return;
+	}
+	pthread_mutex_init(m, NULL);
+	if (leaf || !pub.active)
+		return;
+	if (pub.owner != getpid()) {
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&pub.wake, &ca);
+		pthread_condattr_destroy(&ca);
+		memcpy(pub.restart_name, pub.seg->name, sizeof(pub.restart_name));
+		pub.restart_name[sizeof(pub.restart_name) - 1] = 0;
+		pub.restart_interval_ms = pub.interval_ms;
+		pub.restart = true;
+		segment_close(false);
+	}
+}
+
+void _iop_publish_resume(void)
+{
+	pthread_mutex_lock(&pub.ctl);
+	bool again = pub.restart;
+	pub.restart = false;
+	pthread_mutex_unlock(&pub.ctl);
+	if (!again)
+		return;
+	struct iop_publish_params p = IOP_PUBLISH_PARAMS_INIT;
+	p.name = pub.restart_name;
+	p.interval_ms = pub.restart_interval_ms;
+	int err = iop_stats_publish(&p);
+	if (err && err != -EALREADY)
+		_iop_msg("fork", "the child cannot publish its statistics: %s", strerror(-err));
 }
 
 /* ---- IOPOOL_PUBLISH ------------------------------------------------------- */

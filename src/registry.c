@@ -11,7 +11,8 @@
  * it creates more pools. The thread reaches its record through one TLS
  * pointer (dynamic TLS model: the library may be dlopen()ed).
  *
- * Lock order: the registry lock before a pool's cpu_lock and lock.
+ * Lock order: the registry lock before a pool's cpu_lock and lock (the
+ * whole order: internal.h, fork.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -235,6 +236,61 @@ struct iop_tcache *_iop_my_slot_if_any(struct iop_pool *pool)
 		return NULL;
 	struct iop_tcache *tc = slot_of(t, pool->id);
 	return tc && tc->ready ? tc : NULL;
+}
+
+/* ---- fork() (fork.c) ---------------------------------------------------------- */
+
+_Atomic int _iop_forked;
+
+/* The registry comes after the publisher's and the workers' start/stop
+ * locks (held while a thread that takes the registry is joined) and
+ * before every pool's locks. */
+void _iop_registry_atfork(int phase)
+{
+	if (phase == IOP_FORK_PREPARE) {
+		pthread_mutex_lock(&registry);
+	} else if (phase == IOP_FORK_PARENT) {
+		pthread_mutex_unlock(&registry);
+	} else {
+		pthread_mutex_init(&registry, NULL);
+		atomic_store(&_iop_forked, 1);
+	}
+}
+
+/* The child: only the forking thread came along. The others' slots go to
+ * the depot (tcache.c checks that each was whole), their records go. */
+void _iop_registry_forget_threads(void)
+{
+	_iop_registry_lock();
+	struct iop_thread *t = threads, *next;
+	threads = NULL;
+	for (; t; t = next) {
+		next = t->next;
+		for (uint32_t b = 0; b < t->nblocks; b++) {
+			for (uint32_t i = 0; t->blocks[b] && i < SLOTS_PER_BLOCK; i++) {
+				struct iop_tcache *tc = &t->blocks[b][i];
+				struct iop_pool *pool = _iop_pool_by_id(b * SLOTS_PER_BLOCK + i);
+				if (t == self) {
+					/* A thief that did not come along would
+					 * keep this thread waiting for it. */
+					ASTORE(&tc->steal, 0);
+				} else if (tc->ready && pool) {
+					_iop_tcache_forget(pool, tc);
+				}
+			}
+		}
+		if (t == self) {
+			t->prev = NULL;
+			t->next = NULL;
+			threads = t;
+			continue;
+		}
+		for (uint32_t b = 0; b < t->nblocks; b++)
+			free(t->blocks[b]);
+		free(t->blocks);
+		free(t);
+	}
+	_iop_registry_unlock();
 }
 
 void iop_thread_flush(void)

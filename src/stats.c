@@ -429,6 +429,42 @@ static void audit_locked(struct audit *a)
 	}
 }
 
+/* The audit's walk in a child of fork() (registry locked). Objects of a
+ * checked pool that are neither in flight (their bit) nor in a cache, the
+ * depot or their chunk were between a cache and the caller on a thread
+ * that did not come along: with `recover` they go back to their chunks,
+ * poisoned again. Returns the objects in flight, UINT64_MAX without
+ * memory for the walk. */
+uint64_t _iop_pool_fork_recover(struct iop_pool *pool, bool recover)
+{
+	struct audit a = { .pool = pool };
+	uint64_t in_flight = UINT64_MAX;
+	pthread_mutex_lock(&pool->lock);
+	audit_locked(&a);
+	if (!a.nomem) {
+		for (struct iop_chunk *c = pool->slab.chunks; recover && pool->checked && c; c = c->next) {
+			for (uint32_t i = 0; i < c->bump; i++) {
+				uint64_t bit = 1ull << (i & 63);
+				if ((c->freemap[i >> 6] | c->audit_seen[i >> 6] | LOAD(&c->inuse[i >> 6])) & bit)
+					continue;
+				void *p = c->base + (uint64_t)i * pool->hot.stride;
+				_iop_poison_fill(pool, p);
+				ASAN_POISON(p, pool->hot.stride);
+				_iop_slab_put(pool, &p, 1);
+			}
+		}
+		uint64_t total = pool->slab.nchunks * pool->hot.objs_per_chunk;
+		uint64_t here = a.seen + pool->slab.free;
+		in_flight = total > here ? total - here : 0;
+	}
+	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next) {
+		free(c->audit_seen);
+		c->audit_seen = NULL;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return in_flight;
+}
+
 int iop_pool_audit(iop_pool_t *pool)
 {
 	if (!pool)

@@ -53,6 +53,23 @@ void _iop_tcache_drain(struct iop_pool *pool, struct iop_tcache *tc, void *unuse
 	ASTORE(&tc->trim, 0);
 }
 
+/* A slot of a thread that did not come along into a child of fork(): its
+ * magazines go to the depot when the slot is whole; one caught in the
+ * middle of a change (torn, or counts that do not fit) is dropped with
+ * its objects, which the child never hands out. Registry locked. */
+void _iop_tcache_forget(struct iop_pool *pool, struct iop_tcache *tc)
+{
+	uint32_t n = ALOAD(&tc->count), pn = ALOAD(&tc->prev_count);
+	bool whole = !ALOAD(&tc->torn) && n <= pool->mag_cap && pn <= pool->mag_cap && (tc->objs || !n) &&
+		     (tc->prev || !pn) && (!tc->prev || tc->prev != (void *)TC_LOADED(tc));
+	if (whole) {
+		_iop_tcache_drain(pool, tc, NULL);
+		return;
+	}
+	COUNT(&pool->alloc_fast, ALOAD(&tc->alloc_fast));
+	memset(tc, 0, sizeof(*tc));
+}
+
 /* ---- magazine exchange (Bonwick) ------------------------------------------ */
 
 static inline void set_loaded(struct iop_tcache *tc, struct iop_mag *m, uint32_t count)
@@ -61,13 +78,31 @@ static inline void set_loaded(struct iop_tcache *tc, struct iop_mag *m, uint32_t
 	ASTORE(&tc->count, count);
 }
 
+/* A change of several of the slot's words made without a lock: a child
+ * forked meanwhile sees `torn` and does not trust the slot. Compiler
+ * barriers keep the stores in order; a fork copies this thread's stores
+ * in program order (fork's own fences on the forking side). */
+static inline void torn_begin(struct iop_tcache *tc)
+{
+	ASTORE(&tc->torn, 1);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline void torn_end(struct iop_tcache *tc)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	ASTORE(&tc->torn, 0);
+}
+
 static void swap_mags(struct iop_tcache *tc)
 {
 	struct iop_mag *m = TC_PREV(tc);
 	uint32_t n = ALOAD(&tc->prev_count);
+	torn_begin(tc);
 	tc->prev = TC_LOADED(tc);
 	ASTORE(&tc->prev_count, ALOAD(&tc->count));
 	set_loaded(tc, m, n);
+	torn_end(tc);
 }
 
 /* The pool lock. Without grow, never wait for it: a few tries, then give
@@ -121,6 +156,8 @@ static unsigned refill(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 		return ALOAD(&tc->count);
 	}
 	unsigned d = _iop_domain_here();
+	if (grow)
+		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow))
 		return 0;
 	struct iop_mag *m = _iop_take_full(pool, d, grow);
@@ -224,6 +261,8 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 {
 	void *p = NULL;
 	unsigned d = _iop_domain_here();
+	if (grow)
+		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow))
 		return NULL;
 	struct iop_mag *m = _iop_take_full(pool, d, grow);
@@ -272,12 +311,14 @@ void _iop_slot_trim(struct iop_pool *pool, struct iop_tcache *tc)
 	ASTORE(&tc->trim, 0);
 	if (!tc->prev || !ALOAD(&tc->prev_count))
 		return;
+	torn_begin(tc);
 	pthread_mutex_lock(&pool->lock);
 	TC_PREV(tc)->count = ALOAD(&tc->prev_count);
 	_iop_depot_put(pool, TC_PREV(tc));
 	pthread_mutex_unlock(&pool->lock);
 	tc->prev = NULL;
 	ASTORE(&tc->prev_count, 0);
+	torn_end(tc);
 	COUNT(&pool->trims, 1);
 }
 

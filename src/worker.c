@@ -28,7 +28,8 @@
  * iop_pool_destroy() waits for it after unregistering the pool. Lock
  * order: wk_ctl (start and stop) before the registry lock before wk_lock
  * and a pool's lock; a worker's own mutex is taken with nothing else held
- * (or tried, by wake-ups).
+ * (or tried, by wake-ups). fork() takes them all (internal.h, fork.c); a
+ * child starts its own workers at its first call that may block.
  */
 #include <errno.h>
 #include <limits.h>
@@ -97,6 +98,12 @@ void _iop_worker_kick(struct iop_pool *pool, unsigned d, int why)
 
 /* ---- holding pools ------------------------------------------------------------ */
 
+/* The pools this thread holds (a hook run from a pass may reclaim), so
+ * that a child of fork() counts only its own thread's references. */
+#define HOLDS_KEPT 4
+static __thread struct iop_pool *my_holds[HOLDS_KEPT];
+static __thread unsigned my_nholds;
+
 /* The registered pool with this id, held against destruction; NULL when
  * there is none, it is still being created (populate must not race a
  * reclaim that undoes it), or, with workers_only, it does not use the
@@ -109,6 +116,9 @@ static struct iop_pool *hold(uint32_t id, bool workers_only)
 		pthread_mutex_lock(&wk_lock);
 		pool->wref++;
 		pthread_mutex_unlock(&wk_lock);
+		if (my_nholds < HOLDS_KEPT)
+			my_holds[my_nholds] = pool;
+		my_nholds++;
 	} else {
 		pool = NULL;
 	}
@@ -118,6 +128,7 @@ static struct iop_pool *hold(uint32_t id, bool workers_only)
 
 static void unhold(struct iop_pool *pool)
 {
+	my_nholds--;
 	pthread_mutex_lock(&wk_lock);
 	if (--pool->wref == 0)
 		pthread_cond_broadcast(&wk_released);
@@ -423,6 +434,79 @@ void _iop_worker_detach(struct iop_pool *pool)
 	pthread_mutex_lock(&wk_ctl);
 	if (--wk_users == 0 && wk_running)
 		stop_all();
+	pthread_mutex_unlock(&wk_ctl);
+}
+
+/* ---- fork() (fork.c) ------------------------------------------------------------------ */
+
+/* Workers that a child of fork() must start again (it has none). */
+static _Atomic bool wk_lost;
+
+/* wk_ctl is held while workers are joined, and they take the registry
+ * and pools' locks: it comes before those (leaf false). wk_lock and the
+ * workers' mutexes are taken with nothing of theirs nested: after them
+ * (leaf true). */
+void _iop_worker_atfork(int phase, bool leaf)
+{
+	if (!leaf) {
+		if (phase == IOP_FORK_PREPARE)
+			pthread_mutex_lock(&wk_ctl);
+		else if (phase == IOP_FORK_PARENT)
+			pthread_mutex_unlock(&wk_ctl);
+		else
+			pthread_mutex_init(&wk_ctl, NULL);
+		return;
+	}
+	if (phase == IOP_FORK_PREPARE) {
+		pthread_mutex_lock(&wk_lock);
+		for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++)
+			pthread_mutex_lock(&workers[d].mu);
+		return;
+	}
+	if (phase == IOP_FORK_PARENT) {
+		for (unsigned d = IOP_MAX_DOMAINS; d-- > 0;)
+			pthread_mutex_unlock(&workers[d].mu);
+		pthread_mutex_unlock(&wk_lock);
+		return;
+	}
+	/* The child: no worker came along (unless this thread is one, forking
+	 * from a hook, which ends its pass as usual). */
+	pthread_mutex_init(&wk_lock, NULL);
+	pthread_cond_init(&wk_released, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
+		struct worker *w = &workers[d];
+		pthread_mutex_init(&w->mu, NULL);
+		pthread_cond_init(&w->cv, &ca);
+		w->started = false;
+		w->stop = false;
+		atomic_store(&w->kick, 0);
+	}
+	pthread_condattr_destroy(&ca);
+	atomic_store(&wk_lost, wk_running);
+	wk_running = false;
+}
+
+/* The child: passes and reclaims of threads that did not come along hold
+ * the pool no more. */
+void _iop_worker_fork_pool(struct iop_pool *pool)
+{
+	uint32_t mine = 0;
+	for (unsigned i = 0; i < my_nholds && i < HOLDS_KEPT; i++)
+		mine += my_holds[i] == pool;
+	pool->wref = mine;
+}
+
+/* The child's first call that may block: its own workers. */
+void _iop_worker_resume(void)
+{
+	if (!atomic_load(&wk_lost))
+		return;
+	pthread_mutex_lock(&wk_ctl);
+	if (atomic_exchange(&wk_lost, false) && wk_users && !wk_running && !wk_exiting)
+		start_all();
 	pthread_mutex_unlock(&wk_ctl);
 }
 
