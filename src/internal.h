@@ -139,14 +139,20 @@ struct iop_chunk {
 	uint64_t *audit_seen;          /* scratch of iop_pool_audit() */
 	uint8_t domain;                /* memory domain (struct iop_dom) */
 	uint8_t kind;                  /* IOP_PAGES_* it got from the OS */
+	void *side;                    /* a front end's array per object (the
+	                                  heap's call sites when profiling),
+	                                  set once; unmapped with the chunk */
+	size_t side_bytes;
 };
 
 /*
  * The map is two parallel arrays indexed by address >> IOP_GRANULE_SHIFT,
- * reserved at the first pool creation and never freed: iop__map (iopool.h)
- * names the owning pool, which the inline free path compares with a single
- * scaled load; _iop_map_chunk names the chunk, for the slow paths. Entries
- * are read and written with ALOAD and ASTORE.
+ * reserved at the first pool creation (or large heap block) and never
+ * freed: iop__map (iopool.h) names the owning pool, which the inline free
+ * path compares with a single scaled load; _iop_map_chunk names the chunk,
+ * for the slow paths. A large block of the heap is a chunk with no pool
+ * (iop__map NULL, chunk->pool NULL). Entries are read and written with
+ * ALOAD and ASTORE.
  */
 IOP_HIDDEN extern struct iop_chunk **_iop_map_chunk;
 
@@ -353,16 +359,18 @@ IOP_HIDDEN struct iop_chunk *_iop_chunk_or_die(struct iop_pool *pool, const void
 #define IOP_ASSERT(pool, c) ((void)0)
 #endif
 
-/* ---- backing.c: the OS and the map -------------------------------------- */
+/* ---- backing.c: chunks and the map (the system calls: os/os.h) ----------- */
 
 IOP_HIDDEN int _iop_map_init(void);
-/* Map a chunk in domain d: hugetlbfs pages, else THP, else 4 KiB pages
- * (*kind says which); fault injection first (iop_fault.h). NULL with errno
- * ENOMEM on failure. */
-IOP_HIDDEN void *_iop_os_map(size_t size, size_t tail, uint32_t flags, unsigned d, uint8_t *kind);
-IOP_HIDDEN void _iop_os_unmap(void *p, size_t size);
-/* Fault [base, base+len) in without changing its contents. */
-IOP_HIDDEN void _iop_os_prefault(char *base, size_t len);
+/* Map len bytes aligned to align (>= 2 MiB), plus tail bytes, in domain d:
+ * hugetlbfs pages, else THP, else 4 KiB pages (*kind says which), as flags
+ * (IOP_F_HUGETLB, IOP_F_NO_THP, IOP_F_PREFAULT) allow; fault injection
+ * first (os/iop_fault.h). A pool's chunk or a large heap block. NULL with
+ * errno ENOMEM on failure; _iop_os_unmap() gives it back. */
+IOP_HIDDEN void *_iop_backing_map(size_t len, size_t align, size_t tail, uint32_t flags, unsigned d,
+				  uint8_t *kind);
+/* Name pool and chunk as the owners of every granule of [base, base+size);
+ * a large heap block is a chunk with no pool. */
 IOP_HIDDEN void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chunk *chunk);
 /* The map index of p, or -1 when p lies outside the mapped range. */
 IOP_HIDDEN intptr_t _iop_map_index(const void *p);
@@ -499,6 +507,15 @@ IOP_HIDDEN long _iop_poison_check(const struct iop_pool *pool, const void *p);
 /* ---- registry.c: pools and threads --------------------------------------- */
 
 /* The registry lock guards the pool table and the list of threads. */
+/* Run hook->fn(hook) once when the calling thread exits, after its cache
+ * slots are emptied; the hook (usually in the caller's TLS) must live until
+ * then. False past the thread's exit hook or without memory: no call will
+ * come. */
+struct iop_exit_hook {
+	struct iop_exit_hook *next;
+	void (*fn)(struct iop_exit_hook *hook);
+};
+IOP_HIDDEN bool _iop_on_thread_exit(struct iop_exit_hook *hook);
 IOP_HIDDEN void _iop_registry_lock(void);
 IOP_HIDDEN void _iop_registry_unlock(void);
 IOP_HIDDEN int _iop_pool_register(struct iop_pool *pool); /* registry locked */
@@ -663,8 +680,6 @@ IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
  * per-thread mode): its owner gives back its previous magazine on its
  * next call. */
 IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop_tcache *tc);
-/* Bytes of the pool's chunks in memory now (mincore); pool unlocked. */
-IOP_HIDDEN uint64_t _iop_resident(struct iop_pool *pool);
 
 /* ---- heap.c and profile.c -------------------------------------------------- */
 
@@ -705,9 +720,23 @@ static inline void _iop_profile_count(struct iop__site *site, int64_t bytes)
 
 /* ---- stats.c ------------------------------------------------------------- */
 
-/* iop_pool_stats() with the registry lock already held (every field of *out
- * is written; out->struct_size is set to sizeof). */
-IOP_HIDDEN void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out);
+/* The chunks of a pool, copied under its lock, whose residency is measured
+ * (mincore, one system call per chunk) once no lock is held. */
+struct iop_resident {
+	char **bases;
+	size_t n, chunk_size;
+};
+/* iop_pool_stats() with the registry lock already held: every field of
+ * *out but bytes_resident is written (out->struct_size is set to sizeof);
+ * *res gets the chunks for _iop_resident_bytes(), which the caller runs
+ * after dropping the registry lock, so that no thread's first call of a
+ * pool waits for the system calls. */
+IOP_HIDDEN void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out,
+				       struct iop_resident *res);
+/* Bytes of res's chunks in memory now (0 when the copy failed); frees the
+ * copy. Call it with no lock held; a chunk unmapped meanwhile counts
+ * nothing. */
+IOP_HIDDEN uint64_t _iop_resident_bytes(struct iop_resident *res);
 
 /* ---- publish.c ----------------------------------------------------------- */
 
