@@ -294,7 +294,7 @@ static struct iop_mag *take_batch(struct iop_pool *pool, bool grow)
 		errno = ENOMEM;
 		return NULL;
 	}
-	struct iop_mag *m = _iop_take_full(pool, d, grow);
+	struct iop_mag *m = _iop_cache_take_full(pool, d, grow);
 	if (!m && grow && (m = _iop_depot_take_empty(pool)) != NULL) {
 		m->count = 0;
 		if (_iop_depot_fill(pool, d, m) == 0) {

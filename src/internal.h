@@ -29,22 +29,33 @@
  *   decay     the worker's periodic return of idle depot objects to their
  *             chunks and of wholly free chunks to the OS (worker.c).
  *
- *   thread T (static TLS)                 pool P (shared)
- *   _iop_tls_cache[P->id]
- *   +-------------------+            +------------------------------+
- *   | count  cap  objs -+--> loaded  | lock                         |
- *   | loaded   prev     |   [o o o ] | depot: full  -> [ooo]->[oo]  |
- *   | prev_count        |            |        empty -> [   ]->[   ] |
- *   | stats             |            | chunks: partial -> C1 -> C3  |
- *   +-------------------+            +------------------------------+
- *          |                                   |
- *          |       map[addr >> 21] = {P, C}    v
- *          +------------------------------> chunk C: [obj|obj|...|obj]
- *                                           descriptor: freemap, bump,
- *                                           inuse bits (checked mode)
+ *   slot      one cache's hold on one pool: a CPU's (struct iop__cslot,
+ *             per-CPU mode, inline.h, ccache.c) or a thread's (struct
+ *             iop_tcache, per-thread mode, tcache.c; registry.c keeps them).
  *
- * Data moves down on allocation (cache -> depot -> slab -> OS) and up on
- * free. Lock order: registry lock (cache.c) before a pool's lock.
+ *   CPU c (per-CPU mode: rseq)          thread T (per-thread mode)
+ *   pool->hot.cpu[c]                    self (TLS) -> struct iop_thread
+ *   +-----------------------+           blocks[P->id / 64][P->id % 64]
+ *   | head: count | allocs  |           +-----------------------------+
+ *   | cap (0: closed) objs -+-> [o o ]  | count objs -> loaded [o o ] |
+ *   +-----------------------+           | prev (full or empty)        |
+ *              |                        +-----------------------------+
+ *              |    whole magazines, under P->lock    |
+ *              v                                      v
+ *   pool P: struct iop_depot   dom[d].full -> [ooo] -> [oo]   empty -> [   ]
+ *           struct iop_slab    chunks; dom[d].partial -> C1 -> C3; limit
+ *                                      |
+ *   iop__map[addr >> 21] = P           |   _iop_map_chunk[addr >> 21] = C
+ *   (a large heap block: NULL, and C   v    is the block's record)
+ *   chunk C: [obj|obj|...|obj](refcount tail)   record: freemap, bump,
+ *            from _iop_backing_map (backing.c)   inuse bits (checked),
+ *            through src/os/ (mmap, madvise,     side (heap call sites)
+ *            mbind, fault injection)
+ *
+ * Data moves down on allocation (cache -> depot -> slab -> backing -> os)
+ * and up on free. Lock order: the registry lock (registry.c) before a
+ * pool's cpu_lock and lock. Statistics make no system call under the
+ * registry lock (they copy what they need, and measure after it).
  */
 #ifndef IOP_INTERNAL_H
 #define IOP_INTERNAL_H
@@ -167,10 +178,10 @@ struct iop_waiter;
 
 struct iop_bound {
 	uint64_t limit;
-	uint64_t wait_max;   /* throttle_on: the most in flight an IOP_WAIT
-	                        caller may bring about */
-	uint64_t wait_off;   /* throttle_off: throttled waiters are served
-	                        again once fewer are in flight */
+	uint64_t throttle_on;  /* the most in flight an IOP_WAIT caller
+	                          may bring about (throttling starts) */
+	uint64_t throttle_off; /* throttled waiters are served again once
+	                          fewer are in flight */
 	/* Objects reserved for or held by callers. An allocation reserves
 	 * (atomic add) before it takes an object and gives the reservation
 	 * back if it gets none; a free releases after the caller let go. So
@@ -180,8 +191,8 @@ struct iop_bound {
 	_Atomic int64_t in_flight;
 	_Atomic uint64_t high_water;
 	_Atomic uint32_t nwaiters;  /* queued IOP_WAIT callers */
-	_Atomic bool throttled;     /* hysteresis state: set at wait_max,
-	                               cleared below wait_off */
+	_Atomic bool throttled;     /* hysteresis state: set at throttle_on,
+	                               cleared below throttle_off */
 	_Atomic bool shutdown;      /* iop_pool_destroy() was called */
 
 	/* The FIFO of waiters, under wlock. No other lock is taken while
@@ -554,7 +565,7 @@ IOP_HIDDEN bool _iop_pool_lock(struct iop_pool *pool, bool grow);
 /* A full magazine of domain d (without grow, of any domain rather than
  * none), waking d's worker when the depot is below its reserve. Pool
  * locked. */
-IOP_HIDDEN struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow);
+IOP_HIDDEN struct iop_mag *_iop_cache_take_full(struct iop_pool *pool, unsigned d, bool grow);
 /* The per-thread calls: objects already checked and accounted for on
  * free; allocations return unaccounted objects (cache.c does that). */
 IOP_HIDDEN void *_iop_thread_alloc(struct iop_pool *pool, bool grow);
