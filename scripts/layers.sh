@@ -89,8 +89,10 @@ function allowed(a, b,   ka, kb, ra, rb) {
 	if (a == b) return 1
 	ka = kind[a]; kb = kind[b]; ra = rank[a]; rb = rank[b]
 	if (kb == "shared") return 1
+	if (kb == "base") return ka != "base" || rb >= ra
+	if (ka == "base") return 0
 	if (ka == "stack" && kb == "stack") return rb >= ra
-	if (ka == "stack" && kb == "beside") return 1
+	if (ka == "stack" && kb == "beside") return ra < bottom
 	if (ka == "beside" && kb == "stack") return rb > 0
 	if (ka == "beside" && kb == "beside") return rb >= ra
 	return 0
@@ -102,8 +104,9 @@ BEGIN {
 		sub(/#.*/, "", line)
 		nw = split(line, w)
 		if (nw == 0) continue
-		if (w[1] == "module" && nw == 4 && w[2] ~ /^(stack|beside|shared)$/ && w[3] ~ /^[0-9]+$/) {
+		if (w[1] == "module" && nw == 4 && w[2] ~ /^(stack|beside|base|shared)$/ && w[3] ~ /^[0-9]+$/) {
 			kind[w[4]] = w[2]; rank[w[4]] = w[3] + 0
+			if (w[2] == "stack" && rank[w[4]] > bottom) bottom = rank[w[4]]
 		} else if (w[1] == "file" && nw == 3 && (w[3] in kind)) {
 			mod[w[2]] = w[3]
 		} else if (w[1] == "known" && nw >= 2) {

@@ -92,17 +92,17 @@ int _iop_bound_init(struct iop_pool *pool, uint64_t limit, uint32_t on_pct, uint
 	if (!b)
 		return -ENOMEM;
 	b->limit = limit;
-	b->wait_max = (limit * on_pct + 99) / 100;
-	if (b->wait_max == 0)
-		b->wait_max = 1;
+	b->throttle_on = (limit * on_pct + 99) / 100;
+	if (b->throttle_on == 0)
+		b->throttle_on = 1;
 	if (on_pct == 100 && off_pct == 100) {
-		b->wait_off = limit; /* no throttling: wait only at the limit */
+		b->throttle_off = limit; /* no throttling: wait only at the limit */
 	} else {
-		b->wait_off = limit * off_pct / 100;
-		if (b->wait_off == 0)
-			b->wait_off = 1;
-		if (b->wait_off > b->wait_max)
-			b->wait_off = b->wait_max;
+		b->throttle_off = limit * off_pct / 100;
+		if (b->throttle_off == 0)
+			b->throttle_off = 1;
+		if (b->throttle_off > b->throttle_on)
+			b->throttle_off = b->throttle_on;
 	}
 	pthread_mutex_init(&b->wlock, NULL);
 	pthread_cond_init(&b->idle, NULL);
@@ -133,7 +133,7 @@ static void note_high(struct iop_bound *b, int64_t v)
 }
 
 /* Enter the throttled state (IOP_WAIT callers wait until a grant pass
- * finds the count below wait_off); no store when it is set already. */
+ * finds the count below throttle_off); no store when it is set already. */
 static void throttle(struct iop_bound *b)
 {
 	if (!LOAD(&b->throttled))
@@ -258,14 +258,14 @@ static void *grant_pass_cpu(struct iop_bound *b, void *obj)
 		/* obj is still counted in flight: its caller has let go. */
 		int64_t now = cpu_estimate(pool) - (obj ? 1 : 0);
 		if (LOAD(&b->throttled)) {
-			if (now >= (int64_t)b->wait_off) {
+			if (now >= (int64_t)b->throttle_off) {
 				if (now < (int64_t)b->limit)
 					b->head->throttled = true;
 				break;
 			}
 			atomic_store(&b->throttled, false);
 		}
-		if ((uint64_t)now + 1 > b->wait_max) {
+		if ((uint64_t)now + 1 > b->throttle_on) {
 			if ((uint64_t)now + 1 <= b->limit)
 				b->head->throttled = true;
 			break;
@@ -275,7 +275,7 @@ static void *grant_pass_cpu(struct iop_bound *b, void *obj)
 		if (!p && (p = cpu_spare(pool, &carve)) == NULL && !carve)
 			break;
 		note_high(b, now + 1);
-		if ((uint64_t)now + 1 >= b->wait_max)
+		if ((uint64_t)now + 1 >= b->throttle_on)
 			throttle(b);
 		struct iop_waiter *w = b->head;
 		dequeue(b, w);
@@ -301,7 +301,7 @@ static void *grant_pass(struct iop_bound *b, void *obj)
 	while (b->head) {
 		if (LOAD(&b->throttled)) {
 			int64_t now = LOAD(&b->in_flight);
-			if (now >= (int64_t)b->wait_off) {
+			if (now >= (int64_t)b->throttle_off) {
 				if (now < (int64_t)b->limit)
 					b->head->throttled = true;
 				break;
@@ -309,14 +309,14 @@ static void *grant_pass(struct iop_bound *b, void *obj)
 			atomic_store(&b->throttled, false);
 		}
 		int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
-		if ((uint64_t)v > b->wait_max) {
+		if ((uint64_t)v > b->throttle_on) {
 			atomic_fetch_sub(&b->in_flight, 1);
 			if ((uint64_t)v <= b->limit)
 				b->head->throttled = true;
 			break;
 		}
 		note_high(b, v);
-		if ((uint64_t)v >= b->wait_max)
+		if ((uint64_t)v >= b->throttle_on)
 			throttle(b);
 		struct iop_waiter *w = b->head;
 		dequeue(b, w);
@@ -630,7 +630,7 @@ static int cpu_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t d
 		if (LOAD(&b->nwaiters) || LOAD(&b->throttled))
 			return wait_for(pool, objp, how, deadline, false);
 		int64_t v = cpu_estimate(pool);
-		if ((uint64_t)v >= b->wait_max) {
+		if ((uint64_t)v >= b->throttle_on) {
 			throttle(b);
 			bool at_limit = (uint64_t)v >= b->limit;
 			if (at_limit)
@@ -652,7 +652,7 @@ static int cpu_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t d
 		count_fail(pool, how);
 		return -err;
 	}
-	if ((how & IOP_WAIT) && (uint64_t)v >= b->wait_max)
+	if ((how & IOP_WAIT) && (uint64_t)v >= b->throttle_on)
 		throttle(b);
 	_iop_on_alloc(pool, p);
 	*objp = p;
@@ -743,12 +743,12 @@ unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, 
 		/* Per-thread mode: a reservation each, as a single call. */
 		while (got < n) {
 			if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled) ||
-				     (uint64_t)LOAD(&b->in_flight) >= b->wait_max))
+				     (uint64_t)LOAD(&b->in_flight) >= b->throttle_on))
 				break;
 			struct iop_tcache *tc = raise_slot(pool, false);
 			int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
 			IOP_FENCE_AFTER_RMW();
-			if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
+			if ((uint64_t)v > (wait ? b->throttle_on : b->limit)) {
 				if (tc)
 					_iop_slot_lower(tc);
 				unreserve(b, !grow);
@@ -776,7 +776,7 @@ unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, 
 	}
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
 		return 0;
-	int64_t room = wait ? (int64_t)b->wait_max - cpu_estimate(pool) : (int64_t)n;
+	int64_t room = wait ? (int64_t)b->throttle_on - cpu_estimate(pool) : (int64_t)n;
 	while (got < n && room-- > 0) {
 		void *p = cpu_take(pool, grow);
 		if (!p)
@@ -811,7 +811,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 	struct iop_tcache *tc = raise_slot(pool, false);
 	int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
 	IOP_FENCE_AFTER_RMW();
-	if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
+	if ((uint64_t)v > (wait ? b->throttle_on : b->limit)) {
 		if (tc)
 			_iop_slot_lower(tc);
 		unreserve(b, how & IOP_NOWAIT);
@@ -826,7 +826,7 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 		return -ENOMEM;
 	}
 	note_high(b, v);
-	if ((uint64_t)v >= b->wait_max)
+	if ((uint64_t)v >= b->throttle_on)
 		throttle(b);
 	settle(tc);
 	return take_reserved(pool, tc, how, objp);
@@ -965,8 +965,8 @@ void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s)
 	if (!b)
 		return;
 	s->limit = b->limit;
-	s->throttle_on = b->wait_max;
-	s->throttle_off = b->wait_off;
+	s->throttle_on = b->throttle_on;
+	s->throttle_off = b->throttle_off;
 	s->high_water = LOAD(&b->high_water);
 	/* Per-CPU mode: sampled on the slow paths; at least what is in
 	 * flight now (s->in_flight is filled first). */

@@ -34,10 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "os/os.h"
 #include "options.h"
 
 #if IOP__LIB_RSEQ
@@ -60,35 +60,6 @@ static pthread_once_t mode_once = PTHREAD_ONCE_INIT;
 
 _Static_assert(sizeof(struct iop__cslot) == 64, "one cache line per slot");
 _Static_assert(IOP_CACHE_SIZE_MAX < 0x10000, "the count fits the head's low 16 bits");
-
-static int membarrier(int cmd, unsigned flags, int cpu)
-{
-	return (int)syscall(__NR_membarrier, cmd, flags, cpu);
-}
-
-/* Possible CPUs: what the kernel may ever report in cpu_id. */
-static unsigned possible_cpus(void)
-{
-	unsigned n = 0;
-	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
-	if (f) {
-		/* "0-3" or "0,2-5": the last number is the highest id. */
-		char buf[256];
-		if (fgets(buf, sizeof(buf), f)) {
-			char *p = buf + strlen(buf);
-			while (p > buf && (p[-1] < '0' || p[-1] > '9'))
-				p--;
-			while (p > buf && p[-1] >= '0' && p[-1] <= '9')
-				p--;
-			n = (unsigned)strtoul(p, NULL, 10) + 1;
-		}
-		fclose(f);
-	}
-	long conf = sysconf(_SC_NPROCESSORS_CONF);
-	if (conf > 0 && (unsigned)conf > n)
-		n = (unsigned)conf;
-	return n ? n : 1;
-}
 
 /* The CPU the caller runs on according to its rseq area; -1 without rseq. */
 static int cpu_now(void)
@@ -116,7 +87,7 @@ int _iop_opt_cache(void)
 
 static void decide(void)
 {
-	_iop_ncpu = possible_cpus();
+	_iop_ncpu = _iop_os_possible_cpus();
 	const char *why = NULL;
 	int want = _iop_opt_cache();
 #if !IOP__LIB_RSEQ
@@ -128,7 +99,7 @@ static void decide(void)
 		why = "IOPOOL_CACHE=thread";
 	else if (cpu_now() < 0)
 		why = "rseq is not registered (valgrind, GLIBC_TUNABLES=glibc.pthread.rseq=0, seccomp or an old kernel)";
-	else if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
+	else if (_iop_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
 		why = "membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ) failed";
 #endif
 	if (!why) {
@@ -198,7 +169,7 @@ void _iop_cpu_atfork(struct iop_pool *pool, int phase)
 	} else {
 		pthread_mutex_init(&pool->cpu_lock, NULL);
 		if (pool->cpu_mode)
-			membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0);
+			_iop_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0);
 	}
 }
 
@@ -206,8 +177,8 @@ void _iop_cpu_atfork(struct iop_pool *pool, int phase)
 
 static void fence(struct iop_pool *pool, int cpu)
 {
-	int rc = cpu < 0 ? membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0)
-			 : membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu);
+	int rc = cpu < 0 ? _iop_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0)
+			 : _iop_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, cpu);
 	/* Registered at start; without the fence a drain could lose objects,
 	 * so there is nothing safe to go on with. */
 	if (rc != 0)
@@ -363,7 +334,7 @@ static struct iop_mag *take_batch(struct iop_pool *pool, bool grow)
 		errno = ENOMEM;
 		return NULL;
 	}
-	struct iop_mag *m = _iop_take_full(pool, d, grow);
+	struct iop_mag *m = _iop_cache_take_full(pool, d, grow);
 	if (!m && grow && (m = _iop_depot_take_empty(pool)) != NULL) {
 		m->count = 0;
 		if (_iop_depot_fill(pool, d, m) == 0) {

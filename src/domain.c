@@ -9,16 +9,12 @@
  * one node, there is one domain and nothing is bound.
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 #include "options.h"
-
-#ifdef IOP_HAVE_NUMA
-#include <numa.h>
-#endif
+#include "os/os.h"
 
 /* CPUs beyond this share the domain of cpu % IOP_DOMAIN_CPUS. */
 #define IOP_DOMAIN_CPUS 4096
@@ -39,20 +35,16 @@ static void fake(unsigned n)
 		domain_node[d] = -1;
 }
 
-#ifdef IOP_HAVE_NUMA
 static void real(void)
 {
-	if (numa_available() < 0)
-		return;
-	int maxnode = numa_max_node();
+	int maxnode = _iop_os_numa_max_node();
 	if (maxnode < 1)
 		return;
 	int node_dom[IOP_DOMAIN_CPUS];
 	unsigned n = 0, k = 0; /* domains; nodes with memory */
 	for (int node = 0; node <= maxnode && node < IOP_DOMAIN_CPUS; node++) {
-		long long freemem;
 		node_dom[node] = -1;
-		if (numa_node_size64(node, &freemem) <= 0)
+		if (!_iop_os_numa_has_memory(node))
 			continue; /* no memory: no domain, no worker */
 		if (n < IOP_MAX_DOMAINS)
 			domain_node[n++] = node;
@@ -61,12 +53,11 @@ static void real(void)
 	if (n < 2)
 		return;
 	for (unsigned c = 0; c < IOP_DOMAIN_CPUS; c++) {
-		int node = numa_node_of_cpu((int)c);
+		int node = _iop_os_numa_node_of_cpu((int)c);
 		cpu_domain[c] = (uint8_t)(node >= 0 && node <= maxnode && node_dom[node] >= 0 ? node_dom[node] : 0);
 	}
 	_iop_ndomains = n;
 }
-#endif
 
 static void domains_init(void)
 {
@@ -74,9 +65,7 @@ static void domains_init(void)
 		fake((unsigned)_iop_opt_uint(IOP_OPT_FAKE_NUMA));
 		return;
 	}
-#ifdef IOP_HAVE_NUMA
 	real();
-#endif
 }
 
 void _iop_domains_init(void)
@@ -88,29 +77,21 @@ unsigned _iop_domain_cpu(void)
 {
 	if (tls_worker_domain)
 		return tls_worker_domain - 1;
-	int cpu = sched_getcpu();
+	int cpu = _iop_os_cpu();
 	return cpu < 0 ? 0 : cpu_domain[(unsigned)cpu % IOP_DOMAIN_CPUS];
 }
 
 void _iop_domain_bind(void *base, size_t len, unsigned d)
 {
-#ifdef IOP_HAVE_NUMA
 	if (_iop_ndomains > 1 && domain_node[d] >= 0)
-		numa_tonode_memory(base, len, domain_node[d]);
-#else
-	(void)base;
-	(void)len;
-	(void)d;
-#endif
+		_iop_os_numa_bind(base, len, domain_node[d]);
 }
 
 void _iop_domain_enter(unsigned d)
 {
 	tls_worker_domain = d + 1;
-#ifdef IOP_HAVE_NUMA
 	if (_iop_ndomains > 1 && domain_node[d] >= 0)
-		numa_run_on_node(domain_node[d]);
-#endif
+		_iop_os_numa_run_on(domain_node[d]);
 }
 
 /* ---- public queries ---------------------------------------------------------- */
@@ -130,5 +111,5 @@ unsigned iop_domain_current(void)
 int iop_domain_of(const void *p)
 {
 	struct iop_chunk *c = _iop_map_chunk_of(p);
-	return c ? c->domain : -EINVAL;
+	return c && c->pool ? c->domain : -EINVAL; /* a large heap block is in no pool */
 }

@@ -19,23 +19,25 @@
  * least 2 MiB and the stride is c), which is what the aligned allocation
  * looks for.
  *
- * The granule table (`gran`, one entry per 2 MiB of address space, reserved
- * and never committed beyond what is used, like the pool map) names the
- * large block that covers a granule, and, when profiling is on, the array
- * holding the call site of every object of the class chunk starting there.
+ * Large blocks are on the address map as every pool's chunks are
+ * (backing.c): a large block is a chunk record with no pool, mapped by
+ * _iop_backing_map() (the caller's memory domain, fault injection) and
+ * named by the map entries of the granules it covers. When profiling is
+ * on, a class chunk's record holds the array of its objects' call sites
+ * (chunk->side, unmapped with the chunk).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "internal.h"
+#include "os/os.h"
 
 _Static_assert(IOP_HEAP_CLASS_MAX == IOP_OBJ_SIZE_MAX, "the largest class is the largest pool object");
 
 /* A block above IOP_HEAP_CLASS_MAX, mapped on its own. */
 struct large {
+	struct iop_chunk chunk; /* on the map: base, domain, kind; no pool */
 	char *base;
 	size_t len;             /* usable bytes: the request rounded up to
 	                           the page (what iop_heap_size() says) */
@@ -45,23 +47,8 @@ struct large {
 	struct large *next;     /* in the cache of freed blocks */
 };
 
-/* Profiling: the call site of each object of one class chunk. */
-struct sites {
-	struct iop_pool *pool;  /* the chunk's pool when the array was made */
-	uint64_t n;
-	struct iop__site *site[];
-};
-
-struct gran {
-	struct large *large;
-	struct sites *sites;
-};
-
 iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];  /* NULL until first used (iopool.h) */
-static struct gran *gran;
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t gran_once = PTHREAD_ONCE_INIT;
-static size_t page_size;
 
 /* Freed large blocks kept mapped for reuse (as the vmap nodes keep freed
  * areas instead of returning them to the global space): a syscall pair
@@ -105,29 +92,7 @@ static inline size_t lowest_bit(size_t x)
 }
 
 
-/* ---- the granule table ------------------------------------------------------ */
-
-static void gran_reserve(void)
-{
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	void *p = mmap(NULL, IOP_MAP_ENTRIES * sizeof(struct gran), PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p != MAP_FAILED)
-		__atomic_store_n(&gran, (struct gran *)p, __ATOMIC_RELEASE);
-}
-
-static int gran_init(void)
-{
-	pthread_once(&gran_once, gran_reserve);
-	return gran ? 0 : -ENOMEM;
-}
-
-static inline struct gran *gran_of(const void *p)
-{
-	uintptr_t g = (uintptr_t)p >> IOP_GRANULE_SHIFT;
-	struct gran *t = __atomic_load_n(&gran, __ATOMIC_ACQUIRE);
-	return t && g < IOP_MAP_ENTRIES ? &t[g] : NULL;
-}
+/* ---- the map ------------------------------------------------------------------ */
 
 /* The pool that owns the granule of p, NULL when none (or no pool yet:
  * the map is published with release when the first pool is made). */
@@ -178,13 +143,6 @@ static inline iop_pool_t *class_pool(unsigned c)
 
 /* ---- large blocks ----------------------------------------------------------- */
 
-static void large_set(struct large *b, struct large *v)
-{
-	uintptr_t g = (uintptr_t)b->base >> IOP_GRANULE_SHIFT;
-	uintptr_t last = ((uintptr_t)b->base + b->mapped - 1) >> IOP_GRANULE_SHIFT;
-	for (; g <= last; g++)
-		__atomic_store_n(&gran[g].large, v, __ATOMIC_RELEASE);
-}
 
 /* A cached block of len to len + len/8 bytes (the classes' waste bound)
  * whose start is a multiple of align; NULL when there is none. */
@@ -228,53 +186,54 @@ static bool cache_put(struct large *b)
 
 static IOP_NOINLINE void *large_alloc(size_t size, size_t align, struct iop__site *site)
 {
-	if (gran_init() != 0) {
+	if (_iop_map_init() != 0) {
 		errno = ENOMEM;
 		return NULL;
 	}
 	/* A granule at least: each granule then holds at most one block. */
 	size_t a = align > IOP_GRANULE ? align : IOP_GRANULE;
 	/* len + a cannot wrap then (a <= 1 GiB), and the block lies where
-	 * the granule table reaches. */
+	 * the address map reaches. */
 	if (size > IOP_HEAP_SIZE_MAX) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	size_t len = (size + page_size - 1) & ~(page_size - 1);
+	size_t page = _iop_os_page_size();
+	size_t len = (size + page - 1) & ~(page - 1);
 	struct large *b = cache_take(len, a);
 	if (b)
 		goto found;
-	if (!(b = malloc(sizeof(*b))))
+	if (!(b = calloc(1, sizeof(*b))))
 		return NULL;
-	size_t span = len + a;
-	char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (raw == MAP_FAILED) {
+	/* The heap's pools' policy: no THP (nor hugetlbfs), the caller's
+	 * domain. */
+	unsigned d = _iop_domain_here();
+	char *base = _iop_backing_map(len, a, 0, IOP_F_NO_THP, d, &b->chunk.kind);
+	if (!base) {
 		free(b);
 		errno = ENOMEM;
 		return NULL;
 	}
-	char *base = (char *)(((uintptr_t)raw + a - 1) & ~(uintptr_t)(a - 1));
-	if (base > raw)
-		munmap(raw, (size_t)(base - raw));
-	if (base + len < raw + span)
-		munmap(base + len, (size_t)(raw + span - (base + len)));
-	b->base = base;
+	b->chunk.base = b->base = base;
+	b->chunk.domain = (uint8_t)d;
 	b->mapped = len;
 found:
 	b->len = len;
 	b->site = site;
 	if (site)
 		_iop_profile_count(site, (int64_t)b->len);
-	large_set(b, b);
+	_iop_map_set(b->base, b->mapped, NULL, &b->chunk);
 	return b->base;
 }
 
 /* The large block holding p, or NULL. */
 static struct large *large_of(const void *p)
 {
-	struct gran *e = gran_of(p);
-	struct large *b = e ? __atomic_load_n(&e->large, __ATOMIC_ACQUIRE) : NULL;
-	if (b && ((const char *)p < b->base || (const char *)p >= b->base + b->mapped))
+	struct iop_chunk *c = _iop_map_chunk_of(p);
+	if (!c || c->pool)
+		return NULL; /* no block, or a pool's chunk */
+	struct large *b = (struct large *)(void *)((char *)c - offsetof(struct large, chunk));
+	if ((const char *)p < b->base || (const char *)p >= b->base + b->mapped)
 		return NULL; /* the granule's other part: not the block */
 	return b;
 }
@@ -309,43 +268,38 @@ static IOP_COLD _Noreturn void bad_pointer(const char *what, const void *p)
 
 /* ---- profiling: the site of each class object ------------------------------- */
 
-static IOP_COLD struct sites *sites_make(struct gran *e, struct iop_pool *pool)
+/* The chunk's array of call sites, one per object: made at the first
+ * profiled allocation from the chunk, unmapped with it (slab.c). */
+static IOP_COLD struct iop__site **sites_make(struct iop_chunk *c, struct iop_pool *pool)
 {
 	pthread_mutex_lock(&heap_lock);
-	struct sites *s = __atomic_load_n(&e->sites, __ATOMIC_ACQUIRE);
-	if (!s || s->pool != pool) {
-		/* A fresh chunk, or one whose granule an older chunk used
-		 * (whose objects are all free, so its sites are all NULL; the
-		 * old array is kept, since a racing free may still read it). */
-		size_t n = (size_t)pool->hot.objs_per_chunk;
-		size_t bytes = sizeof(*s) + n * sizeof(s->site[0]);
-		void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			       -1, 0);
-		s = m == MAP_FAILED ? NULL : m;
+	struct iop__site **s = __atomic_load_n(&c->side, __ATOMIC_ACQUIRE);
+	if (!s) {
+		size_t bytes = (size_t)pool->hot.objs_per_chunk * sizeof(*s);
+		s = _iop_os_reserve(bytes);
 		if (s) {
-			s->pool = pool;
-			s->n = n;
-			__atomic_store_n(&e->sites, s, __ATOMIC_RELEASE); /* after its fields */
+			c->side_bytes = bytes;
+			__atomic_store_n(&c->side, (void *)s, __ATOMIC_RELEASE); /* after side_bytes */
 		}
 	}
 	pthread_mutex_unlock(&heap_lock);
 	return s;
 }
 
-/* The slot for the site of object p of pool, made when `make`; NULL when
- * there is none (profiling could not get memory: the block goes uncounted). */
+/* The slot for the site of object p (in flight) of pool, made when `make`;
+ * NULL when there is none (profiling could not get memory: the block goes
+ * uncounted). */
 static inline struct iop__site **site_slot(struct iop_pool *pool, void *p, bool make)
 {
-	char *chunk = (char *)((uintptr_t)p & ~pool->hot.chunk_mask);
-	struct gran *e = gran_of(chunk);
-	struct sites *s = __atomic_load_n(&e->sites, __ATOMIC_ACQUIRE);
-	if (unlikely(!s || s->pool != pool)) {
+	struct iop_chunk *c = _iop_map_chunk_of(p);
+	struct iop__site **s = __atomic_load_n(&c->side, __ATOMIC_ACQUIRE);
+	if (unlikely(!s)) {
 		if (!make)
 			return NULL;
-		if (!(s = sites_make(e, pool)))
+		if (!(s = sites_make(c, pool)))
 			return NULL;
 	}
-	return &s->site[iop__obj_number(pool, p)];
+	return &s[iop__obj_number(pool, p)];
 }
 
 static void profile_alloc(struct iop_pool *pool, void *p, struct iop__site *site)
@@ -430,21 +384,14 @@ void *iop_heap_alloc_aligned(size_t size, size_t align)
 	return heap_alloc_aligned(size, align, NULL);
 }
 
-/* A profiled call needs the granule table for its sites; without one (no
- * address space for it) the block goes uncounted. */
-static inline struct iop__site *site_if_table(struct iop__site *site)
-{
-	return likely(__atomic_load_n(&gran, __ATOMIC_ACQUIRE) != NULL) || gran_init() == 0 ? site : NULL;
-}
-
 void *iop__heap_alloc_site(size_t size, struct iop__site *site)
 {
-	return heap_alloc(size, site_if_table(site));
+	return heap_alloc(size, site);
 }
 
 void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site)
 {
-	return heap_alloc_aligned(size, align, site_if_table(site));
+	return heap_alloc_aligned(size, align, site);
 }
 
 /* ---- free and size -------------------------------------------------------------- */
@@ -454,12 +401,12 @@ static IOP_NOINLINE void large_free(void *p)
 	struct large *b = large_of(p);
 	if (!b || b->base != p)
 		bad_pointer("invalid free", p);
-	large_set(b, NULL);
+	_iop_map_set(b->base, b->mapped, NULL, NULL);
 	if (b->site)
 		_iop_profile_count(b->site, -(int64_t)b->len);
 	if (cache_put(b))
 		return;
-	munmap(b->base, b->mapped);
+	_iop_os_unmap(b->base, b->mapped);
 	free(b);
 }
 
@@ -508,6 +455,6 @@ size_t iop_heap_class_size(size_t size)
 	/* What large_alloc() refuses, whatever the OS would give. */
 	if (size > IOP_HEAP_SIZE_MAX)
 		return 0;
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t page = _iop_os_page_size();
 	return (size + page - 1) & ~(page - 1);
 }

@@ -29,23 +29,34 @@
  *   decay     the worker's periodic return of idle depot objects to their
  *             chunks and of wholly free chunks to the OS (worker.c).
  *
- *   thread T (static TLS)                 pool P (shared)
- *   _iop_tls_cache[P->id]
- *   +-------------------+            +------------------------------+
- *   | count  cap  objs -+--> loaded  | lock                         |
- *   | loaded   prev     |   [o o o ] | depot: full  -> [ooo]->[oo]  |
- *   | prev_count        |            |        empty -> [   ]->[   ] |
- *   | stats             |            | chunks: partial -> C1 -> C3  |
- *   +-------------------+            +------------------------------+
- *          |                                   |
- *          |       map[addr >> 21] = {P, C}    v
- *          +------------------------------> chunk C: [obj|obj|...|obj]
- *                                           descriptor: freemap, bump,
- *                                           inuse bits (checked mode)
+ *   slot      one cache's hold on one pool: a CPU's (struct iop__cslot,
+ *             per-CPU mode, inline.h, ccache.c) or a thread's (struct
+ *             iop_tcache, per-thread mode, tcache.c; registry.c keeps them).
  *
- * Data moves down on allocation (cache -> depot -> slab -> OS) and up on
- * free. Lock order: registry lock before a pool's cpu_lock before its
- * lock; every lock's place is in the fork.c section below.
+ *   CPU c (per-CPU mode: rseq)          thread T (per-thread mode)
+ *   pool->hot.cpu[c]                    self (TLS) -> struct iop_thread
+ *   +-----------------------+           blocks[P->id / 64][P->id % 64]
+ *   | head: count | allocs  |           +-----------------------------+
+ *   | cap (0: closed) objs -+-> [o o ]  | count objs -> loaded [o o ] |
+ *   +-----------------------+           | prev (full or empty)        |
+ *              |                        +-----------------------------+
+ *              |    whole magazines, under P->lock    |
+ *              v                                      v
+ *   pool P: struct iop_depot   dom[d].full -> [ooo] -> [oo]   empty -> [   ]
+ *           struct iop_slab    chunks; dom[d].partial -> C1 -> C3; limit
+ *                                      |
+ *   iop__map[addr >> 21] = P           |   _iop_map_chunk[addr >> 21] = C
+ *   (a large heap block: NULL, and C   v    is the block's record)
+ *   chunk C: [obj|obj|...|obj](refcount tail)   record: freemap, bump,
+ *            from _iop_backing_map (backing.c)   inuse bits (checked),
+ *            through src/os/ (mmap, madvise,     side (heap call sites)
+ *            mbind, fault injection)
+ *
+ * Data moves down on allocation (cache -> depot -> slab -> backing -> os)
+ * and up on free. Lock order: the registry lock (registry.c) before a
+ * pool's cpu_lock before its lock; every lock's place is in the fork.c
+ * section below. Statistics make no system call under the
+ * registry lock (they copy what they need, and measure after it).
  */
 #ifndef IOP_INTERNAL_H
 #define IOP_INTERNAL_H
@@ -143,14 +154,20 @@ struct iop_chunk {
 	uint64_t *audit_seen;          /* scratch of iop_pool_audit() */
 	uint8_t domain;                /* memory domain (struct iop_dom) */
 	uint8_t kind;                  /* IOP_PAGES_* it got from the OS */
+	void *side;                    /* a front end's array per object (the
+	                                  heap's call sites when profiling),
+	                                  set once; unmapped with the chunk */
+	size_t side_bytes;
 };
 
 /*
  * The map is two parallel arrays indexed by address >> IOP_GRANULE_SHIFT,
- * reserved at the first pool creation and never freed: iop__map (iopool.h)
- * names the owning pool, which the inline free path compares with a single
- * scaled load; _iop_map_chunk names the chunk, for the slow paths. Entries
- * are read and written with ALOAD and ASTORE.
+ * reserved at the first pool creation (or large heap block) and never
+ * freed: iop__map (iopool.h) names the owning pool, which the inline free
+ * path compares with a single scaled load; _iop_map_chunk names the chunk,
+ * for the slow paths. A large block of the heap is a chunk with no pool
+ * (iop__map NULL, chunk->pool NULL). Entries are read and written with
+ * ALOAD and ASTORE.
  */
 IOP_HIDDEN extern struct iop_chunk **_iop_map_chunk;
 
@@ -166,10 +183,10 @@ struct iop_waiter;
 struct iop_bound {
 	struct iop_pool *pool;
 	uint64_t limit;
-	uint64_t wait_max;   /* throttle_on: the most in flight an IOP_WAIT
-	                        caller may bring about */
-	uint64_t wait_off;   /* throttle_off: throttled waiters are served
-	                        again once fewer are in flight */
+	uint64_t throttle_on;  /* the most in flight an IOP_WAIT caller
+	                          may bring about (throttling starts) */
+	uint64_t throttle_off; /* throttled waiters are served again once
+	                          fewer are in flight */
 	/* Objects reserved for or held by callers. An allocation reserves
 	 * (atomic add) before it takes an object and gives the reservation
 	 * back if it gets none; a free releases after the caller let go. So
@@ -179,8 +196,8 @@ struct iop_bound {
 	_Atomic int64_t in_flight;
 	_Atomic uint64_t high_water;
 	_Atomic uint32_t nwaiters;  /* queued IOP_WAIT callers */
-	_Atomic bool throttled;     /* hysteresis state: set at wait_max,
-	                               cleared below wait_off */
+	_Atomic bool throttled;     /* hysteresis state: set at throttle_on,
+	                               cleared below throttle_off */
 	_Atomic bool shutdown;      /* iop_pool_destroy() was called */
 
 	/* The FIFO of waiters, under wlock. No other lock is taken while
@@ -406,16 +423,18 @@ static inline int _iop_hook_check(struct iop_pool *pool, enum iop_call call)
 /* How many of the thread's running hooks are pool's `hook`. */
 IOP_HIDDEN unsigned _iop_hook_depth(const struct iop_pool *pool, enum iop_hook hook);
 
-/* ---- backing.c: the OS and the map -------------------------------------- */
+/* ---- backing.c: chunks and the map (the system calls: os/os.h) ----------- */
 
 IOP_HIDDEN int _iop_map_init(void);
-/* Map a chunk in domain d: hugetlbfs pages, else THP, else 4 KiB pages
- * (*kind says which); fault injection first (iop_fault.h). NULL with errno
- * ENOMEM on failure. */
-IOP_HIDDEN void *_iop_os_map(size_t size, size_t tail, uint32_t flags, unsigned d, uint8_t *kind);
-IOP_HIDDEN void _iop_os_unmap(void *p, size_t size);
-/* Fault [base, base+len) in without changing its contents. */
-IOP_HIDDEN void _iop_os_prefault(char *base, size_t len);
+/* Map len bytes aligned to align (>= 2 MiB), plus tail bytes, in domain d:
+ * hugetlbfs pages, else THP, else 4 KiB pages (*kind says which), as flags
+ * (IOP_F_HUGETLB, IOP_F_NO_THP, IOP_F_PREFAULT) allow; fault injection
+ * first (os/iop_fault.h). A pool's chunk or a large heap block. NULL with
+ * errno ENOMEM on failure; _iop_os_unmap() gives it back. */
+IOP_HIDDEN void *_iop_backing_map(size_t len, size_t align, size_t tail, uint32_t flags, unsigned d,
+				  uint8_t *kind);
+/* Name pool and chunk as the owners of every granule of [base, base+size);
+ * a large heap block is a chunk with no pool. */
 IOP_HIDDEN void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chunk *chunk);
 /* The map index of p, or -1 when p lies outside the mapped range. */
 IOP_HIDDEN intptr_t _iop_map_index(const void *p);
@@ -560,6 +579,15 @@ IOP_HIDDEN long _iop_poison_check(const struct iop_pool *pool, const void *p);
 /* ---- registry.c: pools and threads --------------------------------------- */
 
 /* The registry lock guards the pool table and the list of threads. */
+/* Run hook->fn(hook) once when the calling thread exits, after its cache
+ * slots are emptied; the hook (usually in the caller's TLS) must live until
+ * then. False past the thread's exit hook or without memory: no call will
+ * come. */
+struct iop_exit_hook {
+	struct iop_exit_hook *next;
+	void (*fn)(struct iop_exit_hook *hook);
+};
+IOP_HIDDEN bool _iop_on_thread_exit(struct iop_exit_hook *hook);
 IOP_HIDDEN void _iop_registry_lock(void);
 IOP_HIDDEN void _iop_registry_unlock(void);
 IOP_HIDDEN int _iop_pool_register(struct iop_pool *pool); /* registry locked */
@@ -598,7 +626,7 @@ IOP_HIDDEN bool _iop_pool_lock(struct iop_pool *pool, bool grow);
 /* A full magazine of domain d (without grow, of any domain rather than
  * none), waking d's worker when the depot is below its reserve. Pool
  * locked. */
-IOP_HIDDEN struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow);
+IOP_HIDDEN struct iop_mag *_iop_cache_take_full(struct iop_pool *pool, unsigned d, bool grow);
 /* The same for up to n objects copied into dst (_iop_depot_get_objs). */
 IOP_HIDDEN unsigned _iop_take_objs(struct iop_pool *pool, unsigned d, bool grow, void **dst, unsigned n);
 /* The per-thread calls: objects already checked and accounted for on
@@ -748,8 +776,6 @@ IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
  * per-thread mode): its owner gives back its previous magazine on its
  * next call. */
 IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop_tcache *tc);
-/* Bytes of the pool's chunks in memory now (mincore); pool unlocked. */
-IOP_HIDDEN uint64_t _iop_resident(struct iop_pool *pool);
 
 /* ---- heap.c and profile.c -------------------------------------------------- */
 
@@ -790,9 +816,23 @@ static inline void _iop_profile_count(struct iop__site *site, int64_t bytes)
 
 /* ---- stats.c ------------------------------------------------------------- */
 
-/* iop_pool_stats() with the registry lock already held (every field of *out
- * is written; out->struct_size is set to sizeof). */
-IOP_HIDDEN void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out);
+/* The chunks of a pool, copied under its lock, whose residency is measured
+ * (mincore, one system call per chunk) once no lock is held. */
+struct iop_resident {
+	char **bases;
+	size_t n, chunk_size;
+};
+/* iop_pool_stats() with the registry lock already held: every field of
+ * *out but bytes_resident is written (out->struct_size is set to sizeof);
+ * *res gets the chunks for _iop_resident_bytes(), which the caller runs
+ * after dropping the registry lock, so that no thread's first call of a
+ * pool waits for the system calls. */
+IOP_HIDDEN void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out,
+				       struct iop_resident *res);
+/* Bytes of res's chunks in memory now (0 when the copy failed); frees the
+ * copy. Call it with no lock held; a chunk unmapped meanwhile counts
+ * nothing. */
+IOP_HIDDEN uint64_t _iop_resident_bytes(struct iop_resident *res);
 
 /* ---- fork.c: pthread_atfork handlers ------------------------------------- */
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "os/os.h"
 #include "options.h"
 
 static void *einval(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -161,7 +162,7 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_opt_uint(IOP_OPT_CHECKED);
 	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;
 	if (pool->refcount) {
-		size_t page = (size_t)sysconf(_SC_PAGESIZE);
+		size_t page = _iop_os_page_size();
 		pool->refs_tail = (pool->hot.objs_per_chunk * sizeof(uint32_t) + page - 1) & ~(page - 1);
 	}
 	pool->map = p.map;

@@ -26,9 +26,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
+#include "os/os.h"
 
 #define counter iop_prof_counter
 
@@ -36,6 +36,7 @@ struct prof_thread {
 	struct prof_thread *next;
 	struct counter *table; /* IOP_PROFILE_SITES slots */
 	bool exited;           /* folded at exit: count on the records */
+	struct iop_exit_hook exit; /* the registry's (registry.c) */
 };
 static __thread struct prof_thread me __attribute__((tls_model("initial-exec")));
 /* me.table, where the inline counting finds it in one load. */
@@ -46,8 +47,6 @@ static struct iop__site *sites;                  /* every registered site */
 static struct iop__site *by_id[IOP_PROFILE_SITES]; /* table slots in use */
 static uint32_t nsites;
 static struct prof_thread *threads;              /* threads with a table */
-static pthread_key_t exit_key;
-static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
 /* Past the table (the sites beyond IOP_PROFILE_SITES): ids from here on
  * count on the record. */
@@ -80,9 +79,9 @@ static void fold(struct iop__site *site, int64_t bytes, int64_t calls)
 }
 
 /* Thread exit: fold the table into the records, then count on them. */
-static void thread_exit(void *arg)
+static void thread_exit(struct iop_exit_hook *hook)
 {
-	struct prof_thread *t = arg;
+	struct prof_thread *t = (struct prof_thread *)(void *)((char *)hook - offsetof(struct prof_thread, exit));
 	pthread_mutex_lock(&prof_lock);
 	for (uint32_t id = 1; id <= nsites; id++) {
 		struct counter *c = &t->table[id];
@@ -98,13 +97,7 @@ static void thread_exit(void *arg)
 	_iop_prof_table = NULL;
 	t->exited = true;
 	pthread_mutex_unlock(&prof_lock);
-	munmap(table, IOP_PROFILE_SITES * sizeof(struct counter));
-}
-
-static void make_exit_key(void)
-{
-	if (pthread_key_create(&exit_key, thread_exit) != 0)
-		_iop_fatal("profile", "cannot create the thread-exit key; exiting threads would lose their counts");
+	_iop_os_unmap(table, IOP_PROFILE_SITES * sizeof(struct counter));
 }
 
 /* The calling thread's table, made at its first profiled call; NULL when it
@@ -113,18 +106,23 @@ static IOP_COLD struct counter *table_setup(void)
 {
 	if (me.exited)
 		return NULL;
-	pthread_once(&exit_key_once, make_exit_key);
-	void *m = mmap(NULL, IOP_PROFILE_SITES * sizeof(struct counter), PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m == MAP_FAILED)
+	void *m = _iop_os_reserve(IOP_PROFILE_SITES * sizeof(struct counter));
+	if (!m)
 		return NULL;
+	/* The registry's exit hook folds the table; a thread past it (or
+	 * without memory for its record) counts on the records. */
+	me.exit.fn = thread_exit;
+	if (!_iop_on_thread_exit(&me.exit)) {
+		_iop_os_unmap(m, IOP_PROFILE_SITES * sizeof(struct counter));
+		me.exited = true;
+		return NULL;
+	}
 	pthread_mutex_lock(&prof_lock);
 	me.table = m;
 	me.next = threads;
 	threads = &me;
 	_iop_prof_table = m;
 	pthread_mutex_unlock(&prof_lock);
-	pthread_setspecific(exit_key, &me);
 	return m;
 }
 
@@ -173,7 +171,7 @@ void _iop_profile_atfork(int phase)
 			if (c->bytes || c->calls)
 				fold(by_id[id], c->bytes, c->calls);
 		}
-		munmap(t->table, IOP_PROFILE_SITES * sizeof(struct counter));
+		_iop_os_unmap(t->table, IOP_PROFILE_SITES * sizeof(struct counter));
 	}
 }
 

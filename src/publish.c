@@ -17,17 +17,16 @@
  * registry lock, never both (the whole order: internal.h, fork.c).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "os/os.h"
 #include "options.h"
 #include "iopool/shm.h"
 
@@ -60,6 +59,7 @@ static struct {
 
 struct fill {
 	struct iop_shm_record *rec;
+	struct iop_resident *res; /* each record's chunks, measured unlocked */
 	uint32_t n;
 };
 
@@ -71,9 +71,10 @@ static void fill_record(struct iop_pool *pool, void *arg)
 	struct iop_pool_stats s;
 	if (f->n >= IOP_PUBLISH_MAX_POOLS)
 		return; /* the segment's size (config.h) */
+	struct iop_resident *res = &f->res[f->n];
 	struct iop_shm_record *r = &f->rec[f->n++];
 
-	_iop_pool_stats_locked(pool, &s);
+	_iop_pool_stats_locked(pool, &s, res);
 	memset(r, 0, sizeof(*r));
 	memcpy(r->name, pool->name, sizeof(r->name));
 	r->kind = IOP_SHM_KIND_POOL;
@@ -91,11 +92,15 @@ static void update(void)
 {
 	struct iop_shm_header *h = pub.seg;
 	struct iop_shm_record *rec = (struct iop_shm_record *)(void *)((char *)h + sizeof(*h));
-	struct fill f = { pub.scratch, 0 };
+	static struct iop_resident res[IOP_PUBLISH_MAX_POOLS];
+	struct fill f = { pub.scratch, res, 0 };
 
 	_iop_registry_lock();
 	_iop_for_each_pool(fill_record, &f);
 	_iop_registry_unlock();
+	/* The system calls, with no lock held. */
+	for (uint32_t i = 0; i < f.n; i++)
+		f.rec[i].bytes_resident = _iop_resident_bytes(&res[i]);
 
 	/* Seqlock write side, as the kernel's write_seqcount_begin/end: an
 	 * odd count; the records and the header's variable fields as release
@@ -137,26 +142,10 @@ static int segment_open(const struct iop_publish_params *p)
 	size_t size = sizeof(struct iop_shm_header) + (size_t)IOP_PUBLISH_MAX_POOLS * sizeof(struct iop_shm_record);
 	snprintf(pub.shm_name, sizeof(pub.shm_name), "%s%d", IOP_SHM_PREFIX, (int)getpid());
 
-	int fd = shm_open(pub.shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 && errno == EEXIST) {
-		/* No live process but this one has this pid: a dead one with
-		 * the same pid left it. */
-		shm_unlink(pub.shm_name);
-		fd = shm_open(pub.shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	}
-	if (fd < 0)
-		return -errno;
-	/* Allocated now, not on first touch: a full /dev/shm fails here with
-	 * ENOSPC instead of killing the thread later with SIGBUS. */
-	int err = posix_fallocate(fd, 0, (off_t)size);
-	void *m = err ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (!err && m == MAP_FAILED)
-		err = errno;
-	close(fd);
-	if (err) {
-		shm_unlink(pub.shm_name);
+	int err = 0;
+	void *m = _iop_os_shm_create(pub.shm_name, size, &err);
+	if (!m)
 		return -err;
-	}
 
 	struct iop_shm_header *h = m;
 	h->version = IOP_SHM_VERSION;
@@ -181,9 +170,7 @@ static int segment_open(const struct iop_publish_params *p)
 
 static void segment_close(bool remove)
 {
-	munmap(pub.seg, pub.seg_size);
-	if (remove)
-		shm_unlink(pub.shm_name);
+	_iop_os_shm_close(pub.shm_name, pub.seg, pub.seg_size, remove);
 	pub.seg = NULL;
 	free(pub.scratch);
 	pub.scratch = NULL;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The registry: every live pool by id, and every thread that holds
- * per-thread cache slots, with the thread-exit hook that empties them.
+ * per-thread cache slots (or profiling counters), with the one thread-exit
+ * hook of the library: it empties the slots, then runs the hooks other
+ * files asked for (_iop_on_thread_exit: profiling folds its counters).
  *
  * Pool ids index the threads' slot tables; the table of pools grows as
  * pools are created (no fixed limit) and ids are reused after destroy.
@@ -28,6 +30,7 @@ struct iop_thread {
 	struct iop_thread *next, *prev;
 	struct iop_tcache **blocks; /* by pool id / SLOTS_PER_BLOCK */
 	uint32_t nblocks;
+	struct iop_exit_hook *hooks; /* run at exit, after the slots */
 };
 
 /* NULL: the thread has no record yet; &exited: its exit hook ran, and its
@@ -147,6 +150,11 @@ static void thread_exit(void *arg)
 	if (t->next)
 		t->next->prev = t->prev;
 	_iop_registry_unlock();
+	/* Only this thread adds hooks, and it is here. */
+	for (struct iop_exit_hook *h = t->hooks, *next; h; h = next) {
+		next = h->next;
+		h->fn(h);
+	}
 	for (uint32_t b = 0; b < t->nblocks; b++)
 		free(t->blocks[b]);
 	free(t->blocks);
@@ -184,6 +192,16 @@ static struct iop_thread *my_thread(void)
 	self = t;
 	pthread_setspecific(exit_key, t);
 	return t;
+}
+
+bool _iop_on_thread_exit(struct iop_exit_hook *hook)
+{
+	struct iop_thread *t = my_thread();
+	if (!t)
+		return false;
+	hook->next = t->hooks;
+	t->hooks = hook;
+	return true;
 }
 
 struct iop_tcache *_iop_my_slot(struct iop_pool *pool)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "os/os.h"
 
 static size_t bitmap_words(uint64_t nobj)
 {
@@ -44,7 +45,7 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 	struct iop_chunk *c = calloc(1, sizeof(*c) + maps * words * sizeof(uint64_t));
 	if (!c)
 		return NULL;
-	c->base = _iop_os_map(pool->chunk_size, pool->refs_tail, pool->flags | more, d, &c->kind);
+	c->base = _iop_backing_map(pool->chunk_size, pool->chunk_size, pool->refs_tail, pool->flags | more, d, &c->kind);
 	if (!c->base) {
 		int e = errno;
 		free(c);
@@ -147,6 +148,8 @@ static void chunk_free(struct iop_pool *pool, struct iop_chunk *c, bool dying)
 		_iop_hook_leave(&f);
 	}
 	_iop_os_unmap(c->base, pool->chunk_size + pool->refs_tail);
+	if (c->side)
+		_iop_os_unmap(c->side, c->side_bytes);
 	free(c);
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "os/os.h"
 #include "iopool/shm.h"
 
 /* ---- statistics --------------------------------------------------------- */
@@ -24,7 +25,7 @@ static void sum_tcache(struct iop_pool *pool, struct iop_tcache *tc, void *arg)
 	s->alloc_fast += ALOAD(&tc->alloc_fast);
 }
 
-void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
+void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out, struct iop_resident *res)
 {
 	struct iop_pool_stats s = { .struct_size = sizeof(s) };
 	struct tc_sum t = { 0 };
@@ -38,8 +39,14 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out)
 	for (unsigned d = 0; d < _iop_ndomains; d++)
 		s.reserve_short += pool->reserve_low && pool->depot.dom[d].objs < pool->reserve_low;
 	s.page_kind = pool->slab.page_kind;
+	/* Only the chunks' addresses here: their residency is measured
+	 * without the registry lock (and without this one). */
+	res->chunk_size = pool->chunk_size;
+	res->n = 0;
+	res->bases = s.chunks ? malloc(s.chunks * sizeof(char *)) : NULL;
+	for (struct iop_chunk *c = pool->slab.chunks; res->bases && c; c = c->next)
+		res->bases[res->n++] = c->base;
 	pthread_mutex_unlock(&pool->lock);
-	s.bytes_resident = _iop_resident(pool);
 
 	s.reserve_low = pool->reserve_low;
 	s.reserve_high = pool->reserve_high;
@@ -100,14 +107,24 @@ int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out)
 	if (err)
 		return err;
 	struct iop_pool_stats s;
+	struct iop_resident res;
 	_iop_registry_lock();
-	_iop_pool_stats_locked(pool, &s);
+	_iop_pool_stats_locked(pool, &s, &res);
 	_iop_registry_unlock();
+	s.bytes_resident = _iop_resident_bytes(&res);
 
 	uint32_t keep = out->struct_size;
 	memcpy(out, &s, keep < sizeof(s) ? keep : sizeof(s));
 	out->struct_size = keep;
 	return 0;
+}
+
+uint64_t _iop_resident_bytes(struct iop_resident *res)
+{
+	uint64_t bytes = _iop_os_resident(res->bases, res->bases ? res->n : 0, res->chunk_size);
+	free(res->bases);
+	res->bases = NULL;
+	return bytes;
 }
 
 /*

@@ -126,7 +126,7 @@ bool _iop_pool_lock(struct iop_pool *pool, bool grow)
 /* A full magazine of domain d (without grow, of any domain rather than
  * none), waking d's worker when the depot is below its reserve. Pool
  * locked. */
-struct iop_mag *_iop_take_full(struct iop_pool *pool, unsigned d, bool grow)
+struct iop_mag *_iop_cache_take_full(struct iop_pool *pool, unsigned d, bool grow)
 {
 	struct iop_mag *m = _iop_depot_take_full(pool, d, !grow);
 	if (pool->depot.dom[d].objs < pool->reserve_low)
@@ -145,7 +145,7 @@ unsigned _iop_take_objs(struct iop_pool *pool, unsigned d, bool grow, void **dst
 /* The loaded magazine is empty: make it hold objects. Returns how many it
  * holds, 0 when no memory could be had. Without grow, only the depot serves
  * (no chunk is mapped, no lock waited for). */
-static unsigned refill(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
+static unsigned reload(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 {
 	/* The worker asked for the previous magazine (decay); it waits for
 	 * a call that may take the lock. */
@@ -160,7 +160,7 @@ static unsigned refill(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow))
 		return 0;
-	struct iop_mag *m = _iop_take_full(pool, d, grow);
+	struct iop_mag *m = _iop_cache_take_full(pool, d, grow);
 	if (m) {
 		/* prev and loaded (if any) are both empty: loaded becomes
 		 * prev, and the old prev goes back to the depot. */
@@ -265,7 +265,7 @@ void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow)
 		_iop_fork_resume();
 	if (!_iop_pool_lock(pool, grow))
 		return NULL;
-	struct iop_mag *m = _iop_take_full(pool, d, grow);
+	struct iop_mag *m = _iop_cache_take_full(pool, d, grow);
 	int status;
 	if (!m && grow && _iop_slab_get_or_grow(pool, d, &p, 1, &status) == 0) {
 		m = _iop_depot_take_full(pool, d, true);
@@ -293,7 +293,7 @@ static void uncached_free(struct iop_pool *pool, void *obj)
 void *_iop_slot_pop(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 {
 	void *p = NULL;
-	if (ALOAD(&tc->count) || refill(pool, tc, grow)) {
+	if (ALOAD(&tc->count) || reload(pool, tc, grow)) {
 		uint32_t n = ALOAD(&tc->count) - 1;
 		p = tc->objs[n];
 		ASTORE(&tc->count, n);
@@ -441,7 +441,7 @@ unsigned _iop_thread_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
 	unsigned got = 0;
 	while (got < n) {
 		uint32_t c = ALOAD(&tc->count);
-		if (c == 0 && (c = refill(pool, tc, true)) == 0)
+		if (c == 0 && (c = reload(pool, tc, true)) == 0)
 			break;
 		uint32_t take = c < n - got ? c : n - got;
 		c -= take;

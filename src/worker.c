@@ -36,11 +36,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "os/os.h"
 #include "options.h"
 
 struct worker {
@@ -265,12 +265,8 @@ static double psi_avg10(void)
 {
 	char buf[256];
 	double v = -1;
-	FILE *f = fopen(psi_path, "re");
-	if (!f)
-		return -1;
-	if (fgets(buf, sizeof(buf), f) && sscanf(buf, "some avg10=%lf", &v) != 1)
+	if (_iop_os_read_line(psi_path, buf, sizeof(buf)) > 0 && sscanf(buf, "some avg10=%lf", &v) != 1)
 		v = -1;
-	fclose(f);
 	return v;
 }
 
@@ -567,33 +563,4 @@ int64_t iop_reclaim(void)
 		}
 	}
 	return bytes;
-}
-
-/* ---- statistics -------------------------------------------------------------------- */
-
-/* Bytes of the pool's chunks in memory now. The chunks' addresses are
- * copied under the lock and mincore() runs without it, so a pool of many
- * chunks does not hold its lock for as many system calls; a chunk unmapped
- * meanwhile makes mincore() fail (ENOMEM) and counts nothing. */
-uint64_t _iop_resident(struct iop_pool *pool)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	size_t pages = pool->chunk_size / (size_t)page, n = 0;
-	pthread_mutex_lock(&pool->lock);
-	size_t nchunks = pool->slab.nchunks;
-	char **bases = nchunks ? malloc(nchunks * sizeof(char *)) : NULL;
-	for (struct iop_chunk *c = pool->slab.chunks; bases && c; c = c->next)
-		bases[n++] = c->base;
-	pthread_mutex_unlock(&pool->lock);
-	unsigned char *vec = n ? malloc(pages) : NULL;
-	uint64_t resident = 0;
-	for (size_t i = 0; vec && i < n; i++) {
-		if (mincore(bases[i], pool->chunk_size, vec) != 0)
-			continue;
-		for (size_t j = 0; j < pages; j++)
-			resident += vec[j] & 1;
-	}
-	free(vec);
-	free(bases);
-	return resident * (uint64_t)page;
 }

@@ -875,6 +875,30 @@ TEST(fault_injection_reads_the_environment)
 	return TH_PASS;
 }
 
+/* The heap's large blocks come through the chunks' mapping path (issue
+ * 10): a chunk request each, so the fault injection fails them too, and
+ * they are on the address map (iop_heap_size() finds them). */
+TEST(fault_injection_fails_large_heap_blocks)
+{
+	uint64_t before = iop__fault_requests();
+	struct iop__fault all = { .fail_every = 1 };
+	iop__fault_set(&all);
+	errno = 0;
+	void *big = iop_heap_alloc(4 * MiB);
+	CHECK(big == NULL);
+	CHECK_EQ(errno, ENOMEM);
+	CHECK_EQ(iop__fault_injected(), 1);
+	iop__fault_set(NULL);
+	big = iop_heap_alloc(4 * MiB);
+	REQUIRE(big);
+	CHECK_EQ(iop__fault_requests() - before, 2);
+	CHECK_EQ(iop_heap_size(big), 4 * MiB);
+	memset(big, 1, 4 * MiB);
+	CHECK_EQ(iop_domain_of(big), -EINVAL); /* no pool's */
+	iop_heap_free(big);
+	return TH_PASS;
+}
+
 TEST(fault_injection_percentage_from_the_environment)
 {
 	setenv("IOPOOL_FAULT_CHUNK_FAIL_PCT", "100", 1);

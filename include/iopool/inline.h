@@ -114,8 +114,11 @@ IOP_API extern int iop__heap_profiling;
  * must not poison objects that the library's slow paths hand out unpoisoned,
  * and the reverse. */
 #if IOP__LIB_ASAN
-void __asan_poison_memory_region(void const volatile *addr, size_t size);
-void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+/* Weak: a program built without sanitizers links against the ASan library
+ * too; the library brings ASan's runtime (which must be loaded first, e.g.
+ * LD_PRELOAD), and the calls resolve there. */
+__attribute__((weak)) void __asan_poison_memory_region(void const volatile *addr, size_t size);
+__attribute__((weak)) void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define IOP__POISON(p, n) __asan_poison_memory_region((p), (n))
 #define IOP__UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
 #else
