@@ -252,20 +252,21 @@ void _iop_os_prefault(char *base, size_t len)
 	if (madvise(base, len, MADV_POPULATE_WRITE) == 0)
 		return;
 	/* Before Linux 5.14: write each page with what it holds. Object
-	 * memory may be poisoned for ASan; nothing is in flight here. */
-	ASAN_UNPOISON(base, len);
+	 * memory may be poisoned for ASan or no-access for memcheck;
+	 * nothing is in flight here. */
+	FREE_UNPOISON(base, len);
 	long page = sysconf(_SC_PAGESIZE);
 	for (size_t off = 0; off < len; off += (size_t)page) {
 		volatile char *b = base + off;
 		*b = *b;
 	}
-	ASAN_POISON(base, len);
+	FREE_POISON(base, len);
 }
 
 void _iop_os_unmap(void *p, size_t size)
 {
 	/* ASan keeps shadow across munmap: clear ours so the next mapping at
 	 * this address does not start out poisoned. */
-	ASAN_UNPOISON(p, size);
+	IOP__UNPOISON(p, size);
 	munmap(p, size);
 }

@@ -226,9 +226,9 @@ static void fault(struct audit *a, const char *fmt, ...)
 /* Every free object must be poisoned in checked mode. */
 static void check_poison(struct audit *a, void *p, const char *where)
 {
-	ASAN_UNPOISON(p, a->pool->hot.stride);
+	FREE_UNPOISON(p, a->pool->hot.stride);
 	long off = _iop_poison_check(a->pool, p);
-	ASAN_POISON(p, a->pool->hot.stride);
+	FREE_POISON(p, a->pool->hot.stride);
 	if (off >= 0)
 		fault(a, "free object %p (%s) was written at offset %ld", p, where, off);
 }
