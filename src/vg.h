@@ -52,12 +52,10 @@ extern bool _iop_vg __attribute__((visibility("hidden")));
 #define _iop_vg_pool_destroy(pool) IOP_VG_DO(VALGRIND_DESTROY_MEMPOOL((pool)))
 /* An object handed out: its obj_size bytes become a block, undefined; the
  * rest of its stride stays no-access (an overflow into it is reported). */
-#define _iop_vg_obj_alloc(pool, p, stride, size)                                 \
-	do {                                                                     \
-		if (IOP_VG_ON) {                                                 \
-			VALGRIND_MAKE_MEM_NOACCESS((p), (stride));               \
-			VALGRIND_MEMPOOL_ALLOC((pool), (p), (size));             \
-		}                                                                \
+#define _iop_vg_obj_alloc(pool, p, stride, size)                 \
+	do {                                                     \
+		IOP_VG_DO(VALGRIND_MAKE_MEM_NOACCESS((p), (stride))); \
+		IOP_VG_DO(VALGRIND_MEMPOOL_ALLOC((pool), (p), (size))); \
 	} while (0)
 /* An object given back: no access until it is handed out again. A second
  * free of it is reported ("Illegal memory pool address"). */
