@@ -120,6 +120,7 @@ bench: deps-bench build
 	$(BUILD)/bench/iopool-uptime --json $(BUILD)/uptime-results.json
 	$(BUILD)/bench/iopool-mempool-perf --json $(BUILD)/mempool-perf-results.json --markdown $(BUILD)/mempool-perf-results.md
 	$(BUILD)/bench/iopool-owner-bench --json $(BUILD)/owner-bench-results.json
+	$(BUILD)/bench/iopool-cached-bench --json $(BUILD)/cached-results.json
 	@rm -f $(BUILD)/udp-rx-results.jsonl
 	@if [ -x $(BUILD)/examples/udp_rx/iop-udp-rx ]; then \
 		echo "$(BUILD)/examples/udp_rx/iop-udp-rx --json $(BUILD)/udp-rx-results.jsonl"; \

@@ -385,12 +385,24 @@ IOP_API int iop_cache_mode(void);
  *                throttle_off_pct. Signals neither end a wait early nor
  *                lose a buffer.
  *
- * Objects cached by other threads, including idle threads that will never
- * call iopool again, serve a waiter too: the waiter takes them from the
- * idle thread's cache (a handshake with that thread's next call, so the
- * bounded path needs no lock). Bounded pools trade the inline fast path for
- * this: their calls run in the library, with one atomic operation each.
- * Unbounded pools are not affected.
+ * Per-CPU mode (the default, iop_cache_mode()): bounded pools keep the
+ * inline fast path of every pool. The limit is enforced where objects are
+ * carved from chunks (never more than `limit`), so it is exact under any
+ * interleaving. Objects cached by a CPU whose threads never call iopool
+ * again serve other callers: a caller that may block drains the CPUs'
+ * caches (a fence) before it fails at the limit, and while IOP_WAIT
+ * callers wait, every CPU's cache stays closed, so each free reaches the
+ * library and hands its object to the oldest waiter. Throttling and the
+ * high-water mark work from an estimate of the objects in flight: exact
+ * when no other thread is inside a call of the pool; otherwise off by at
+ * most cache_size objects per CPU, plus cache_size per thread inside a
+ * slow path at that moment. The high-water mark is sampled on the slow
+ * paths and by iop_pool_stats(), so a peak between samples may be missed.
+ *
+ * Per-thread mode (IOPOOL_CACHE=thread, no rseq, checked pools): the
+ * objects in flight are counted exactly (one atomic operation per call,
+ * in the library), and a waiter takes objects from idle threads' caches
+ * (a handshake with that thread's next call).
  *
  * Destroying a bounded pool wakes every waiter with -ESHUTDOWN, and every
  * later allocation fails with -ESHUTDOWN; if objects are still in flight,
@@ -427,6 +439,25 @@ IOP_API int iop_cache_mode(void);
  *   the map hook's errno, as for iop_alloc().
  */
 IOP_API int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns);
+
+/**
+ * Allocate up to n objects into objs[0..n) in the mode `how`, as
+ * iop_alloc_ex() allocates one: for a driver refilling a ring that may
+ * wait for a burst. The first object is allocated exactly as
+ * iop_alloc_ex() would (IOP_WAIT waits for it, first come first served,
+ * throttled, up to the timeout); the others are those to be had at once
+ * without waiting: IOP_NOWAIT takes them from the caller's cache and the
+ * depot only; the default mode and IOP_WAIT may map chunks up to a bounded
+ * pool's limit, and IOP_WAIT stops where a waiting caller would be held
+ * back (other waiters queued, or the throttle threshold). So a call
+ * returns as soon as one object is there, with as many as were available
+ * then.
+ *
+ * Returns the number of objects stored (1 to n), or a negative errno with
+ * nothing stored: the errors of iop_alloc_ex(), and -EINVAL also when
+ * objs is NULL, n is 0 or n is above INT_MAX.
+ */
+IOP_API int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, int64_t timeout_ns);
 
 /** iop_alloc_ex() for an IOP_F_REFCOUNT pool: the buffer comes with one
  *  reference. Returns as iop_alloc_ex() does, and -EINVAL when the pool is
@@ -962,17 +993,32 @@ IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_
 
 /**
  * Return memory to the OS now, until the pool maps at most target_bytes or
- * nothing more can go: the calling thread's cache of the pool and the
- * depots down to reserve_low go back to their chunks (a bounded pool's
- * idle threads' caches too; other threads of an unbounded pool are asked to
- * trim), then wholly free chunks are unmapped. Never touches an object in
- * flight. Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
+ * nothing more can go: every CPU's cache of the pool (each CPU fenced
+ * first), the calling thread's per-thread cache, a bounded pool's other
+ * threads' caches (those not inside a call just then) and the depots down
+ * to reserve_low go back to their chunks, what the depot keeps taken from
+ * the fullest chunks; then every chunk whose objects are all free is
+ * unmapped. Other threads' per-thread caches of an unbounded pool are only
+ * asked to give back their previous magazine on their next slow-path call.
+ * Never touches an object in flight.
+ *
+ * While threads use the pool, a chunk comes back when none of its objects
+ * is in flight or in a cache that shrink cannot reach (the per-thread
+ * caches above). A pool that a burst grew comes down to about the chunks
+ * its steady load holds (tested: two threads with up to 64 objects each in
+ * flight bring a pool grown to 9-16 chunks of 2048 objects down to at most
+ * 4, usually 1 or 2, both cache modes, plain and bounded); chunks the load
+ * needs again are mapped again. A load whose objects in flight are spread
+ * over every chunk keeps them all.
+ *
+ * Returns the bytes unmapped (>= 0), or -EINVAL when pool is NULL.
  * Not while the pool is being destroyed.
  */
 IOP_API int64_t iop_pool_shrink(iop_pool_t *pool, uint64_t target_bytes);
 
 /** iop_pool_shrink(pool, 0) for every pool of the process; returns the
- *  bytes unmapped in all. Safe while other threads destroy pools. */
+ *  bytes unmapped in all (>= 0). Safe while other threads create and destroy
+ *  pools (a destroyed pool's id is given to the next pool created). */
 IOP_API int64_t iop_reclaim(void);
 
 /* The inline fast paths (iop_alloc() and friends, above) and the internal

@@ -14,7 +14,27 @@
  * in the slab, or not yet carved (the slab carves at most `limit` objects,
  * which caps the pool's memory too).
  *
- * Stranded objects. When the calling thread's cache, the depot and the slab
+ * Per-CPU mode. Where the caches are per CPU (ccache.c), a bounded pool
+ * keeps the inline fast path of every pool: the limit holds where objects
+ * are carved (the slab carves at most `limit`, so objects in flight never
+ * exceed objects carved, which never exceed the limit, under any
+ * interleaving), and no reservation is counted. The objects in flight are
+ * estimated when a slow path needs them (cpu_estimate): carved, less those
+ * in the depot, less those in the CPUs' slots read without stopping them.
+ * At a quiescent moment it is exact; while others run it is off by at most
+ * one array (cache_size objects) per CPU for slots that change while they
+ * are read, plus one array per thread inside a slow path at that moment
+ * (a batch between the depot and a slot). Throttling and the high-water
+ * mark (sampled on the slow paths and by statistics) use it. At the
+ * carving limit a caller that may block drains the other CPUs' slots (a
+ * fence, ccache.c) before it gives up. IOP_WAIT callers that must wait
+ * hold every slot closed (_iop_cpu_hold, after moving the slots' objects
+ * to the depot): the closed slot is the one word the inline free already
+ * reads, so every free then comes here and hands its object to the oldest
+ * waiter. The hold ends with the last waiter; slots reopen on their next
+ * slow-path call.
+ *
+ * Stranded objects (per-thread mode). When the calling thread's cache, the depot and the slab
  * have nothing for an accepted reservation, the objects are in other
  * threads' caches. The caller takes them (_iop_scavenge): every slot of a
  * bounded pool is hidden from the inline path, and its owner and a thief
@@ -86,6 +106,7 @@ int _iop_bound_init(struct iop_pool *pool, uint64_t limit, uint32_t on_pct, uint
 	}
 	pthread_mutex_init(&b->wlock, NULL);
 	pthread_cond_init(&b->idle, NULL);
+	b->pool = pool;
 	pool->bound = b;
 	return 0;
 }
@@ -149,7 +170,124 @@ static void dequeue(struct iop_bound *b, struct iop_waiter *w)
 		w->next->prev = w->prev;
 	else
 		b->tail = w->prev;
-	atomic_fetch_sub(&b->nwaiters, 1);
+	/* The last waiter gone: the slots may open again. */
+	if (atomic_fetch_sub(&b->nwaiters, 1) == 1 && b->pool->cpu_mode)
+		_iop_cpu_hold(b->pool, false);
+}
+
+/* ---- per-CPU mode: the estimate, spare objects ------------------------------ */
+
+/* Objects in flight, estimated (the header comment says how well). */
+static int64_t cpu_estimate(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	uint64_t out = pool->slab.nchunks * pool->hot.objs_per_chunk - pool->slab.free - pool->depot.objs;
+	pthread_mutex_unlock(&pool->lock);
+	uint64_t cached = 0, allocs = 0;
+	_iop_cpu_sum(pool, &cached, &allocs);
+	return out > cached ? (int64_t)(out - cached) : 0;
+}
+
+static int64_t in_flight_now(struct iop_pool *pool)
+{
+	return pool->cpu_mode ? cpu_estimate(pool) : LOAD(&pool->bound->in_flight);
+}
+
+/* An object for a waiter with nothing mapped: from the depot, else the
+ * slab's free objects. None: *carve says whether the slab may still carve
+ * (a granted waiter then maps a chunk itself). */
+static void *cpu_spare(struct iop_pool *pool, bool *carve)
+{
+	unsigned d = _iop_domain_here();
+	void *p = NULL;
+	pthread_mutex_lock(&pool->lock);
+	struct iop_mag *m = _iop_depot_take_full(pool, d, true);
+	if (m) {
+		p = m->obj[--m->count];
+		_iop_depot_put(pool, m);
+	} else if (_iop_slab_get(pool, d, &p, 1) == 0) {
+		p = NULL;
+		*carve = _iop_carve_room(pool) > 0;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return p;
+}
+
+/* An object from this CPU's slot (refilled from the depot, or the slab up
+ * to the limit), or straight from the depot while waiters hold the slots
+ * closed or for a thread without rseq. Counted (fast in the slot's head,
+ * slow here). With grow, at the carving limit while the estimate says
+ * objects remain, the CPUs' slots are drained (a fence) and the take
+ * tried again: only objects in flight make it fail. NULL with errno. */
+static void *cpu_take(struct iop_pool *pool, bool grow)
+{
+	for (int tries = 0;; tries++) {
+		void *p;
+		if (_iop_cpu_alloc(pool, grow, &p) != 0) {
+			p = _iop_depot_or_slab_get(pool, grow);
+			if (p)
+				COUNT(&pool->alloc_slow, 1);
+		}
+		if (p)
+			return p;
+		if (!grow) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		int err = errno;
+		if (!_iop_slab_retry_helps(pool)) {
+			errno = err; /* the OS or the map hook failed */
+			return NULL;
+		}
+		if (tries == 3 || cpu_estimate(pool) >= (int64_t)pool->bound->limit) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		if (_iop_cpu_drain(pool) == 0)
+			sched_yield(); /* in transit in another slow path */
+	}
+}
+
+/* The grant pass of the per-CPU mode: no reservations; the estimate
+ * decides, and each waiter gets an object from the free (obj), the depot
+ * or the slab, or leave to carve one (one such waiter per pass). */
+static void *grant_pass_cpu(struct iop_bound *b, void *obj)
+{
+	struct iop_pool *pool = b->pool;
+	while (b->head) {
+		/* obj is still counted in flight: its caller has let go. */
+		int64_t now = cpu_estimate(pool) - (obj ? 1 : 0);
+		if (LOAD(&b->throttled)) {
+			if (now >= (int64_t)b->wait_off) {
+				if (now < (int64_t)b->limit)
+					b->head->throttled = true;
+				break;
+			}
+			atomic_store(&b->throttled, false);
+		}
+		if ((uint64_t)now + 1 > b->wait_max) {
+			if ((uint64_t)now + 1 <= b->limit)
+				b->head->throttled = true;
+			break;
+		}
+		void *p = obj;
+		bool carve = false;
+		if (!p && (p = cpu_spare(pool, &carve)) == NULL && !carve)
+			break;
+		note_high(b, now + 1);
+		if ((uint64_t)now + 1 >= b->wait_max)
+			throttle(b);
+		struct iop_waiter *w = b->head;
+		dequeue(b, w);
+		w->obj = p;
+		if (p && p == obj)
+			obj = NULL;
+		w->state = W_GRANTED;
+		pthread_cond_signal(&w->cv);
+		if (!p)
+			break; /* it carves its own; the next pass serves the next */
+	}
+	return obj;
 }
 
 /*
@@ -158,6 +296,8 @@ static void dequeue(struct iop_bound *b, struct iop_waiter *w)
  */
 static void *grant_pass(struct iop_bound *b, void *obj)
 {
+	if (b->pool->cpu_mode)
+		return grant_pass_cpu(b, obj);
 	while (b->head) {
 		if (LOAD(&b->throttled)) {
 			int64_t now = LOAD(&b->in_flight);
@@ -380,11 +520,22 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 	/* Buffers remain: this caller is held back by throttling or by the
 	 * waiters ahead of it, not by the limit (grant passes that stop at it
 	 * for throttling say so too). */
-	w.throttled = LOAD(&b->in_flight) < (int64_t)b->limit;
+	w.throttled = in_flight_now(pool) < (int64_t)b->limit;
 	if (!w.throttled && !counted)
 		COUNT(&b->limit_hits, 1);
-	enqueue(b, &w);
-	grant_pass(b, NULL);
+again:
+	if (LOAD(&b->shutdown)) {
+		w.state = W_SHUTDOWN; /* back for another round: destroy came */
+	} else {
+		enqueue(b, &w);
+		grant_pass(b, NULL);
+	}
+	if (pool->cpu_mode && w.state == W_WAITING) {
+		/* Close every slot, their objects to the depot: from now on
+		 * every free comes to a grant pass. Then look once more. */
+		_iop_cpu_hold(pool, true);
+		grant_pass(b, NULL);
+	}
 	bool waited = false;
 	while (w.state == W_WAITING) {
 		if (_iop_now_ns() >= deadline)
@@ -405,10 +556,26 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 		note_wait(b, _iop_now_ns() - t0, w.throttled);
 	int state = w.state;
 	wunlock(b);
-	pthread_cond_destroy(&w.cv);
 
 	int rc;
-	if (state == W_GRANTED) {
+	if (state == W_GRANTED && !w.obj && pool->cpu_mode) {
+		/* Leave to carve: map a chunk. Others may have been quicker;
+		 * then wait again, as long as the deadline allows. */
+		void *p = cpu_take(pool, true);
+		if (!p && errno == ENOMEM && _iop_now_ns() < deadline) {
+			pthread_mutex_lock(&b->wlock);
+			w.state = W_WAITING;
+			goto again;
+		}
+		if (p) {
+			_iop_on_alloc(pool, p);
+			*objp = p;
+			rc = 0;
+		} else {
+			rc = -(errno ? errno : ENOMEM);
+			count_fail(pool, how);
+		}
+	} else if (state == W_GRANTED) {
 		if (w.obj) {
 			rc = hand_out(pool, NULL, w.obj, objp);
 		} else {
@@ -422,10 +589,189 @@ static int wait_for(struct iop_pool *pool, void **objp, unsigned how, int64_t de
 		count_fail(pool, how);
 		rc = state == W_SHUTDOWN ? -ESHUTDOWN : -ETIMEDOUT;
 	}
+	pthread_cond_destroy(&w.cv);
 	pthread_mutex_lock(&b->wlock);
 	leave(b);
 	wunlock(b);
 	return rc;
+}
+
+/* ---- the calls, per-CPU mode ------------------------------------------------ */
+
+void _iop_bound_kick(struct iop_pool *pool)
+{
+	struct iop_bound *b = pool->bound;
+	if (b && LOAD(&b->nwaiters)) {
+		pthread_mutex_lock(&b->wlock);
+		grant_pass(b, NULL);
+		wunlock(b);
+	}
+}
+
+static int cpu_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline)
+{
+	struct iop_bound *b = pool->bound;
+	if (how & IOP_WAIT) {
+		/* First come, first served: behind the queue, or throttled. */
+		if (LOAD(&b->nwaiters) || LOAD(&b->throttled))
+			return wait_for(pool, objp, how, deadline, false);
+		int64_t v = cpu_estimate(pool);
+		if ((uint64_t)v >= b->wait_max) {
+			throttle(b);
+			bool at_limit = (uint64_t)v >= b->limit;
+			if (at_limit)
+				COUNT(&b->limit_hits, 1);
+			return wait_for(pool, objp, how, deadline, at_limit);
+		}
+	}
+	void *p = cpu_take(pool, !(how & IOP_NOWAIT));
+	int err = errno;
+	int64_t v = cpu_estimate(pool);
+	note_high(b, v);
+	if (!p) {
+		if ((uint64_t)v >= b->limit)
+			COUNT(&b->limit_hits, 1);
+		if ((how & IOP_WAIT) && err == ENOMEM) {
+			throttle(b);
+			return wait_for(pool, objp, how, deadline, true);
+		}
+		count_fail(pool, how);
+		return -err;
+	}
+	if ((how & IOP_WAIT) && (uint64_t)v >= b->wait_max)
+		throttle(b);
+	_iop_on_alloc(pool, p);
+	*objp = p;
+	/* A batch this call moved may have passed a waiter's last look. */
+	_iop_bound_kick(pool);
+	return 0;
+}
+
+static void cpu_free(struct iop_pool *pool, void *obj)
+{
+	struct iop_bound *b = pool->bound;
+	_iop_on_free(pool, obj);
+	if (LOAD(&b->nwaiters)) {
+		/* Somebody waits: the object goes to the oldest waiter. */
+		pthread_mutex_lock(&b->wlock);
+		obj = grant_pass(b, obj);
+		wunlock(b);
+		if (!obj) {
+			COUNT(&pool->free_slow, 1);
+			return;
+		}
+	}
+	if (_iop_cpu_free(pool, obj) != 0) {
+		/* Held closed by waiters (or no rseq): to the slab, where the
+		 * next grant pass finds it. */
+		pthread_mutex_lock(&pool->lock);
+		_iop_slab_put(pool, &obj, 1);
+		pthread_mutex_unlock(&pool->lock);
+		COUNT(&pool->free_slow, 1);
+	}
+	/* A waiter may have come between its last look and this free. */
+	_iop_bound_kick(pool);
+}
+
+unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
+{
+	struct iop_bound *b = pool->bound;
+	unsigned got = 0;
+	if (!pool->cpu_mode) {
+		/* Per-thread mode: one reservation per object. */
+		void *p;
+		while (got < n) {
+			int rc = _iop_bounded_alloc(pool, &p, 0, 0);
+			if (rc) {
+				errno = -rc;
+				break;
+			}
+			objs[got++] = p;
+		}
+		return got;
+	}
+	if (LOAD(&b->shutdown)) {
+		count_fail(pool, 0);
+		errno = ESHUTDOWN;
+		return 0;
+	}
+	if (_iop_cpu_alloc_bulk(pool, objs, n, &got) != 0)
+		got = 0; /* no slot: object by object from the depot */
+	void *p;
+	int err = 0;
+	while (got < n) {
+		if ((p = cpu_take(pool, true)) == NULL) {
+			err = errno;
+			break;
+		}
+		objs[got++] = p;
+	}
+	for (unsigned i = 0; i < got; i++)
+		_iop_on_alloc(pool, objs[i]);
+	int64_t v = cpu_estimate(pool);
+	note_high(b, v);
+	if (got < n) {
+		if ((uint64_t)v >= b->limit)
+			COUNT(&b->limit_hits, 1);
+		count_fail(pool, 0);
+		errno = err;
+	}
+	_iop_bound_kick(pool);
+	return got;
+}
+
+unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, unsigned how)
+{
+	struct iop_bound *b = pool->bound;
+	unsigned got = 0;
+	bool wait = how & IOP_WAIT, grow = !(how & IOP_NOWAIT);
+	if (!pool->cpu_mode) {
+		/* Per-thread mode: a reservation each, as a single call. */
+		while (got < n) {
+			if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled) ||
+				     (uint64_t)LOAD(&b->in_flight) >= b->wait_max))
+				break;
+			struct iop_tcache *tc = raise_slot(pool, false);
+			int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
+			IOP_FENCE_AFTER_RMW();
+			if ((uint64_t)v > (wait ? b->wait_max : b->limit)) {
+				if (tc)
+					_iop_slot_lower(tc);
+				unreserve(b, !grow);
+				break;
+			}
+			note_high(b, v);
+			settle(tc);
+			void *p = NULL;
+			if (tc && ALOAD(&tc->count)) {
+				uint32_t k = ALOAD(&tc->count) - 1;
+				p = tc->objs[k];
+				ASTORE(&tc->count, k);
+			} else {
+				p = take(pool, tc, grow);
+			}
+			if (tc)
+				_iop_slot_lower(tc);
+			if (!p) {
+				unreserve(b, !grow);
+				break;
+			}
+			hand_out(pool, tc, p, &objs[got++]);
+		}
+		return got;
+	}
+	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
+		return 0;
+	int64_t room = wait ? (int64_t)b->wait_max - cpu_estimate(pool) : (int64_t)n;
+	while (got < n && room-- > 0) {
+		void *p = cpu_take(pool, grow);
+		if (!p)
+			break;
+		_iop_on_alloc(pool, p);
+		objs[got++] = p;
+	}
+	note_high(b, cpu_estimate(pool));
+	return got;
 }
 
 /* ---- the calls ------------------------------------------------------------- */
@@ -439,6 +785,8 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 		count_fail(pool, how);
 		return -ESHUTDOWN;
 	}
+	if (pool->cpu_mode)
+		return cpu_alloc(pool, objp, how, deadline);
 	/* First come, first served: behind the queue, or throttled. */
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
 		return wait_for(pool, objp, how, deadline, false);
@@ -471,6 +819,10 @@ int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t
 void _iop_bounded_free(struct iop_pool *pool, void *obj)
 {
 	struct iop_bound *b = pool->bound;
+	if (pool->cpu_mode) {
+		cpu_free(pool, obj);
+		return;
+	}
 	_iop_on_free(pool, obj);
 	struct iop_tcache *tc = raise_slot(pool, false);
 	if (!tc)
@@ -526,7 +878,7 @@ uint64_t iop_pool_reset_high_water(iop_pool_t *pool)
 	if (!pool || !pool->bound)
 		return 0;
 	struct iop_bound *b = pool->bound;
-	int64_t now = LOAD(&b->in_flight);
+	int64_t now = in_flight_now(pool);
 	return atomic_exchange(&b->high_water, now > 0 ? (uint64_t)now : 0);
 }
 
@@ -559,6 +911,10 @@ void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s)
 	s->throttle_on = b->wait_max;
 	s->throttle_off = b->wait_off;
 	s->high_water = LOAD(&b->high_water);
+	/* Per-CPU mode: sampled on the slow paths; at least what is in
+	 * flight now (s->in_flight is filled first). */
+	if (pool->cpu_mode && s->in_flight > s->high_water)
+		s->high_water = s->in_flight;
 	s->waiters = LOAD(&b->nwaiters);
 	s->limit_hits = LOAD(&b->limit_hits);
 	s->waits = LOAD(&b->waits);

@@ -9,6 +9,7 @@
  * mode, ASan poisoning) happens here, once.
  */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "internal.h"
@@ -32,6 +33,17 @@ static void *unbounded_alloc(struct iop_pool *pool, bool grow)
 	if (!pool->cpu_mode || _iop_cpu_alloc(pool, grow, &p))
 		p = _iop_thread_alloc(pool, grow);
 	return handed_out(pool, p);
+}
+
+/* IOP_NOWAIT, without counting a failure (iop_alloc_bulk_ex's extras). */
+static void *unbounded_alloc_quiet(struct iop_pool *pool)
+{
+	void *p;
+	if (!pool->cpu_mode || _iop_cpu_alloc(pool, false, &p))
+		p = _iop_thread_alloc(pool, false);
+	if (p)
+		_iop_on_alloc(pool, p);
+	return p;
 }
 
 void *iop__alloc_slow(iop_pool_t *pool)
@@ -81,6 +93,30 @@ int iop_alloc_ex(iop_pool_t *pool, void **objp, unsigned how, int64_t timeout_ns
 	return 0;
 }
 
+int iop_alloc_bulk_ex(iop_pool_t *pool, void **objs, unsigned n, unsigned how, int64_t timeout_ns)
+{
+	if (!objs || n == 0 || n > INT_MAX)
+		return -EINVAL;
+	int rc = iop_alloc_ex(pool, &objs[0], how, timeout_ns);
+	if (rc)
+		return rc;
+	unsigned got = 1;
+	if (n == 1)
+		return 1;
+	if (pool->bound) {
+		got += _iop_bounded_take_more(pool, objs + 1, n - 1, how);
+	} else if (how & IOP_NOWAIT) {
+		void *p;
+		while (got < n && (p = unbounded_alloc_quiet(pool)) != NULL)
+			objs[got++] = p;
+	} else {
+		int saved = errno;
+		got += iop_alloc_bulk(pool, objs + 1, n - 1);
+		errno = saved;
+	}
+	return (int)got;
+}
+
 /* obj passed the owner check. */
 void iop__free_slow(iop_pool_t *pool, void *obj)
 {
@@ -98,11 +134,8 @@ unsigned iop__alloc_bulk_slow(iop_pool_t *pool, void **objs, unsigned n)
 	if (n == 0)
 		return 0;
 	unsigned got = 0;
-	if (pool->bound) {
-		while (got < n && (objs[got] = iop__alloc_slow(pool)) != NULL)
-			got++;
-		return got;
-	}
+	if (pool->bound)
+		return _iop_bounded_alloc_bulk(pool, objs, n);
 	if (!pool->cpu_mode || _iop_cpu_alloc_bulk(pool, objs, n, &got))
 		got = _iop_thread_alloc_bulk(pool, objs, n);
 	for (unsigned i = 0; i < got; i++)
@@ -119,7 +152,7 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
-	if (pool->bound) {
+	if (pool->bound && !pool->cpu_mode) {
 		for (unsigned i = 0; i < n; i++)
 			if (objs[i])
 				_iop_bounded_free(pool, objs[i]);
@@ -142,6 +175,8 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 			k = 0;
 		}
 	}
+	if (pool->bound)
+		_iop_bound_kick(pool);
 }
 
 int64_t iop_pool_flush(iop_pool_t *pool)

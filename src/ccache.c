@@ -20,8 +20,13 @@
  *
  * The mode is chosen once per process (_iop_cache_init): per-CPU where rseq
  * is registered and the membarrier command works, unless IOPOOL_CACHE says
- * otherwise; per-thread (tcache.c) elsewhere. Checked and bounded pools use
- * per-thread caches in either mode: their slots stay closed.
+ * otherwise; per-thread (tcache.c) elsewhere. Checked pools use per-thread
+ * caches in either mode: their slots stay closed.
+ *
+ * Bounded pools (bound.c) hold their slots closed while IOP_WAIT callers
+ * wait (_iop_cpu_hold): every free then reaches the library, which hands
+ * the object to the oldest waiter, and the objects the slots held are in
+ * the depot where a waiter finds them.
  */
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -165,7 +170,7 @@ int _iop_cpu_pool_init(struct iop_pool *pool)
 #if IOP__LIB_RSEQ
 	pool->hot.rseq_off = (int64_t)__rseq_offset;
 #endif
-	pool->cpu_mode = _iop_cache_mode == IOP_CACHE_CPU && !pool->checked && !pool->bound;
+	pool->cpu_mode = _iop_cache_mode == IOP_CACHE_CPU && !pool->checked;
 	pthread_mutex_init(&pool->cpu_lock, NULL);
 	return 0;
 }
@@ -200,7 +205,7 @@ static bool open_slot(struct iop_pool *pool, unsigned c)
 	struct iop__cslot *s = &pool->hot.cpu[c];
 	bool ok = true;
 	pthread_mutex_lock(&pool->cpu_lock);
-	if (pool->cpu_closing) {
+	if (pool->cpu_closing || pool->cpu_held) {
 		ok = false;
 	} else if (!ALOAD(&s->cap)) {
 		if (!s->objs)
@@ -216,7 +221,7 @@ static bool open_slot(struct iop_pool *pool, unsigned c)
 
 /* Give objs[0..n) to the depot, in magazines (or to the slab when no
  * magazine can be had). Pool lock held. */
-static void to_depot(struct iop_pool *pool, void **objs, uint32_t n)
+static void to_depot(struct iop_pool *pool, void *const *objs, uint32_t n)
 {
 	while (n) {
 		struct iop_mag *m = _iop_depot_take_empty(pool);
@@ -250,13 +255,13 @@ static uint32_t empty_slot(struct iop_pool *pool, struct iop__cslot *s)
 }
 
 /* The slots of `pool` that drain() may empty. */
-enum { DRAIN_ALL, DRAIN_IDLE, DRAIN_CLOSE };
+enum { DRAIN_ALL, DRAIN_IDLE, DRAIN_CLOSE, DRAIN_HOLD };
 
 /*
  * Empty the pool's CPU slots: every slot (shrink, reclaim), the slots that
- * served no allocation since the last DRAIN_IDLE pass (decay), or every
- * slot for good (destroy: they stay closed). Returns the objects moved to
- * the depot.
+ * served no allocation since the last DRAIN_IDLE pass (decay), every slot
+ * for good (destroy: they stay closed), or every slot until the hold ends
+ * (DRAIN_HOLD, with cpu_held set). Returns the objects moved to the depot.
  */
 static uint64_t drain(struct iop_pool *pool, int how)
 {
@@ -270,7 +275,7 @@ static uint64_t drain(struct iop_pool *pool, int how)
 	for (unsigned c = 0; c < _iop_ncpu; c++) {
 		struct iop__cslot *s = &pool->hot.cpu[c];
 		uint64_t h = ALOAD(&s->head);
-		bool take = HEAD_COUNT(h) != 0 || how == DRAIN_CLOSE;
+		bool take = HEAD_COUNT(h) != 0 || how == DRAIN_CLOSE || how == DRAIN_HOLD;
 		if (how == DRAIN_IDLE) {
 			take = HEAD_COUNT(h) && HEAD_ALLOCS(h) == SLOT_SEEN(s);
 			SLOT_SEEN(s) = HEAD_ALLOCS(h);
@@ -290,7 +295,7 @@ static uint64_t drain(struct iop_pool *pool, int how)
 		if (!SLOT_CLOSED_HERE(s) && !(how == DRAIN_CLOSE && HEAD_COUNT(ALOAD(&s->head))))
 			continue;
 		moved += empty_slot(pool, s);
-		if (SLOT_CLOSED_HERE(s) && how != DRAIN_CLOSE)
+		if (SLOT_CLOSED_HERE(s) && how != DRAIN_CLOSE && how != DRAIN_HOLD && !pool->cpu_held)
 			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
 		SLOT_CLOSED_HERE(s) = 0;
 	}
@@ -312,6 +317,20 @@ void _iop_cpu_close(struct iop_pool *pool)
 {
 	if (pool->cpu_mode)
 		drain(pool, DRAIN_CLOSE);
+}
+
+uint64_t _iop_cpu_hold(struct iop_pool *pool, bool on)
+{
+	if (!pool->cpu_mode)
+		return 0;
+	pthread_mutex_lock(&pool->cpu_lock);
+	bool was = pool->cpu_held;
+	pool->cpu_held = on;
+	pthread_mutex_unlock(&pool->cpu_lock);
+	/* Slots that open from now on see the hold (open_slot); the drain
+	 * closes the open ones. A released hold reopens slots lazily, on
+	 * each CPU's next slow-path call. */
+	return on && !was ? drain(pool, DRAIN_HOLD) : 0;
 }
 
 /* ---- the slow paths ------------------------------------------------------------ */
@@ -485,9 +504,18 @@ int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n)
 	while (done < n) {
 		struct iop__cslot *s = my_open_slot(pool);
 		if (!s) {
-			if (done == 0)
+			if (done == 0 && !pool->bound)
 				return 1;
-			_iop_thread_free_bulk(pool, objs + done, n - done);
+			if (pool->bound) {
+				/* Held: the rest to the depot (the waiters' grant
+				 * passes find it there). */
+				pthread_mutex_lock(&pool->lock);
+				to_depot(pool, objs + done, n - done);
+				pthread_mutex_unlock(&pool->lock);
+				COUNT(&pool->free_slow, n - done);
+			} else {
+				_iop_thread_free_bulk(pool, objs + done, n - done);
+			}
 			return 0;
 		}
 		uint32_t c = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
@@ -523,6 +551,16 @@ int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n)
 }
 
 /* ---- statistics and audits ------------------------------------------------------ */
+
+void _iop_cpu_drains_hold(struct iop_pool *pool)
+{
+	pthread_mutex_lock(&pool->cpu_lock);
+}
+
+void _iop_cpu_drains_release(struct iop_pool *pool)
+{
+	pthread_mutex_unlock(&pool->cpu_lock);
+}
 
 void _iop_cpu_sum(struct iop_pool *pool, uint64_t *cached, uint64_t *allocs)
 {

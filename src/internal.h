@@ -175,6 +175,7 @@ IOP_HIDDEN extern struct iop_chunk **_iop_map_chunk;
 struct iop_waiter;
 
 struct iop_bound {
+	struct iop_pool *pool;
 	uint64_t limit;
 	uint64_t wait_max;   /* throttle_on: the most in flight an IOP_WAIT
 	                        caller may bring about */
@@ -282,6 +283,8 @@ struct iop_pool {
 	uint32_t mag_cap;
 	bool cpu_mode;        /* served by per-CPU slots (ccache.c) */
 	bool cpu_closing;     /* destroy closed the slots for good */
+	bool cpu_held;        /* bounded: waiters hold the slots closed
+	                         (under cpu_lock) */
 	pthread_mutex_t cpu_lock; /* opening, draining, closing slots */
 	void *cpu_mem;        /* the slots' allocation (hot.cpu - 2) */
 	bool checked;
@@ -327,6 +330,8 @@ struct iop_pool {
 	                         pool (worker.c's lock); destroy waits for 0 */
 	uint64_t activity;    /* worker 0: slow-path counters at the last
 	                         decay pass, to tell an idle pool */
+	_Atomic uint64_t upkeep; /* depot gets and puts of the workers' own
+	                         refills and decays: not use (worker.c) */
 	_Atomic uint64_t wake_low, wake_empty, wake_fail;
 	_Atomic uint64_t refill_passes, refill_objs, refill_fail;
 	_Atomic uint64_t decay_passes, decay_objs, trims, sent_home;
@@ -589,12 +594,21 @@ IOP_HIDDEN int _iop_cpu_free_bulk(struct iop_pool *pool, void *const *objs, unsi
 IOP_HIDDEN uint64_t _iop_cpu_drain(struct iop_pool *pool);
 IOP_HIDDEN uint64_t _iop_cpu_drain_idle(struct iop_pool *pool);
 IOP_HIDDEN void _iop_cpu_close(struct iop_pool *pool);
+/* A bounded pool's waiters hold every slot closed (on) or no longer (off):
+ * slots do not open while held; turning it on closes and drains the open
+ * ones. Returns the objects moved to the depot. Takes cpu_lock. */
+IOP_HIDDEN uint64_t _iop_cpu_hold(struct iop_pool *pool, bool on);
 /* Objects cached in the pool's CPU slots and the allocations they served
  * (added to *cached and *allocs); a snapshot. */
 IOP_HIDDEN void _iop_cpu_sum(struct iop_pool *pool, uint64_t *cached, uint64_t *allocs);
 /* fn(pool, obj, arg) for every object in a CPU slot (audits). */
 IOP_HIDDEN void _iop_cpu_for_each_obj(struct iop_pool *pool, void (*fn)(struct iop_pool *, void *, void *),
 				      void *arg);
+/* Hold off drains (shrink, reclaim, decay on other threads) while an audit
+ * walks the slots and the depot: a drain moves a slot's objects to the
+ * depot before it clears the slot's count. Taken before the pool's lock. */
+IOP_HIDDEN void _iop_cpu_drains_hold(struct iop_pool *pool);
+IOP_HIDDEN void _iop_cpu_drains_release(struct iop_pool *pool);
 
 /* Threads that hold a slot of a bounded pool (never the inline path: the
  * slot is hidden) and other threads that take its objects meet in a
@@ -644,6 +658,10 @@ IOP_HIDDEN void *_iop_depot_or_slab_get(struct iop_pool *pool, bool grow);
 IOP_HIDDEN uint64_t _iop_scavenge(struct iop_pool *pool);
 /* The same for one slot (registry locked): false if its owner stayed busy. */
 IOP_HIDDEN bool _iop_slot_steal(struct iop_pool *pool, struct iop_tcache *tc);
+/* Destroy of a bounded pool: steal the slot (waiting out an owner still on
+ * its way out of a refused call) and reset it, so that the pool given this
+ * id next starts without the old one's counts. Registry locked. */
+IOP_HIDDEN void _iop_slot_retire(struct iop_pool *pool, struct iop_tcache *tc, void *unused);
 
 /* bound.c: the bounded slow paths (every call of a bounded pool lands here). */
 /* limit and the throttle thresholds already checked by iop_pool_create(). */
@@ -654,6 +672,15 @@ IOP_HIDDEN int64_t _iop_deadline(int64_t timeout_ns);
 IOP_HIDDEN void _iop_bound_free_memory(struct iop_pool *pool);
 IOP_HIDDEN int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline);
 IOP_HIDDEN void _iop_bounded_free(struct iop_pool *pool, void *obj);
+/* Up to n objects (fewer at the limit, errno set); frees of a bounded pool
+ * in the per-CPU mode go through the per-CPU bulk path, then wake waiters
+ * (_iop_bound_kick) from the depot. */
+IOP_HIDDEN unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n);
+IOP_HIDDEN void _iop_bound_kick(struct iop_pool *pool);
+/* iop_alloc_bulk_ex()'s objects after the first: up to n to be had at once
+ * in the mode how (see the header). Handed out and counted; no failure is
+ * counted. */
+IOP_HIDDEN unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, unsigned how);
 /* Wake every waiter with -ESHUTDOWN, refuse later allocations, and wait
  * until no caller is inside a wait. */
 IOP_HIDDEN void _iop_bound_shutdown(struct iop_pool *pool);

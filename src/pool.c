@@ -4,7 +4,6 @@
  * checks of a freed address.
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,13 +250,6 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 
 /* ---- destruction -------------------------------------------------------- */
 
-static void steal_slot(struct iop_pool *pool, struct iop_tcache *tc, void *unused)
-{
-	(void)unused;
-	while (!_iop_slot_steal(pool, tc))
-		sched_yield();
-}
-
 int iop_pool_destroy(iop_pool_t *pool)
 {
 	if (!pool)
@@ -276,7 +268,7 @@ int iop_pool_destroy(iop_pool_t *pool)
 	_iop_registry_lock();
 	/* A bounded pool's slots are taken by the handshake: a thread that
 	 * was just refused may still be on its way out of a call. */
-	_iop_for_each_tcache(pool, pool->bound ? steal_slot : _iop_tcache_drain, NULL);
+	_iop_for_each_tcache(pool, pool->bound ? _iop_slot_retire : _iop_tcache_drain, NULL);
 	pthread_mutex_lock(&pool->lock);
 	uint64_t in_flight = pool->slab.nchunks * pool->hot.objs_per_chunk - pool->slab.free - pool->depot.objs;
 	pthread_mutex_unlock(&pool->lock);

@@ -98,9 +98,21 @@ static struct iop_tcache *slot_of(struct iop_thread *t, uint32_t id)
 	return b < t->nblocks && t->blocks[b] ? &t->blocks[b][id % SLOTS_PER_BLOCK] : NULL;
 }
 
+/* The slots of a pool are found by its id, and a destroyed pool's id is
+ * given to the next pool created: a pool that is no longer registered has
+ * no slots (its destroy emptied them while it was). iop_reclaim() and the
+ * workers hold a pool across its unregistering, and must not take the new
+ * pool's objects into the old one's depot (issue 17). */
+static bool registered(const struct iop_pool *pool)
+{
+	return pool->id < npools && pools[pool->id] == pool;
+}
+
 void _iop_for_each_tcache(struct iop_pool *pool, void (*fn)(struct iop_pool *, struct iop_tcache *, void *),
 			  void *arg)
 {
+	if (!registered(pool))
+		return;
 	for (struct iop_thread *t = threads; t; t = t->next) {
 		struct iop_tcache *tc = slot_of(t, pool->id);
 		if (tc && tc->ready)
@@ -219,7 +231,7 @@ void _iop_slot_reready(struct iop_tcache *tc)
 struct iop_tcache *_iop_my_slot_if_any(struct iop_pool *pool)
 {
 	struct iop_thread *t = self;
-	if (!t || t == &exited)
+	if (!t || t == &exited || !registered(pool))
 		return NULL;
 	struct iop_tcache *tc = slot_of(t, pool->id);
 	return tc && tc->ready ? tc : NULL;

@@ -402,11 +402,13 @@ static void audit_locked(struct audit *a)
 	else if (pool->bound) {
 		struct iop_bound *b = pool->bound;
 		uint64_t in_flight = total - in_caches - depot - slab_free;
+		/* Per-CPU mode counts no reservations: the carving limit is
+		 * what holds. */
 		int64_t counted = LOAD(&b->in_flight);
 		if (total - slab_free > b->limit)
 			fault(a, "%llu objects are carved, above the limit of %llu",
 			      (unsigned long long)(total - slab_free), (unsigned long long)b->limit);
-		else if (counted < 0 || (uint64_t)counted != in_flight)
+		else if (!pool->cpu_mode && (counted < 0 || (uint64_t)counted != in_flight))
 			fault(a, "%lld objects are counted in flight, %llu are unaccounted for", (long long)counted,
 			      (unsigned long long)in_flight);
 		else if (LOAD(&b->high_water) > b->limit)
@@ -421,6 +423,7 @@ int iop_pool_audit(iop_pool_t *pool)
 		return -EINVAL;
 	struct audit a = { .pool = pool };
 	_iop_registry_lock();
+	_iop_cpu_drains_hold(pool);
 	pthread_mutex_lock(&pool->lock);
 	audit_locked(&a);
 	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next) {
@@ -428,6 +431,7 @@ int iop_pool_audit(iop_pool_t *pool)
 		c->audit_seen = NULL;
 	}
 	pthread_mutex_unlock(&pool->lock);
+	_iop_cpu_drains_release(pool);
 	_iop_registry_unlock();
 	if (a.nomem)
 		return -ENOMEM;

@@ -292,6 +292,19 @@ bool _iop_slot_steal(struct iop_pool *pool, struct iop_tcache *tc)
 	return true;
 }
 
+void _iop_slot_retire(struct iop_pool *pool, struct iop_tcache *tc, void *unused)
+{
+	(void)unused;
+	while (!_iop_slot_steal(pool, tc))
+		sched_yield();
+	/* busy and steal stay: they are the handshake's, and 0 again once
+	 * the owner is out. */
+	COUNT(&pool->alloc_fast, ALOAD(&tc->alloc_fast));
+	ASTORE(&tc->alloc_fast, 0);
+	ASTORE(&tc->trim, 0);
+	tc->ready = 0;
+}
+
 static void steal_one(struct iop_pool *pool, struct iop_tcache *tc, void *arg)
 {
 	uint64_t n = _iop_tcache_objs(tc);

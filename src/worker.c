@@ -31,6 +31,7 @@
  * (or tried, by wake-ups).
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,12 @@ struct worker {
 	_Atomic int kick;     /* a slow path wants a pass */
 	bool stop;            /* under mu */
 	bool started;         /* under wk_ctl */
+	/* Raised by each start (under mu and wk_ctl). A thread runs while
+	 * the generation it was started with is current: a worker detached
+	 * by a stop from its own pass (a hook that destroyed the last pool)
+	 * ends even when a start has meanwhile cleared stop for its
+	 * successor, so two threads never run one domain's passes. */
+	_Atomic unsigned gen;
 };
 
 static struct worker workers[IOP_MAX_DOMAINS];
@@ -126,6 +133,12 @@ static void back_off(struct iop_dom *dom, int64_t now)
 	dom->retry_ns = now + (int64_t)dom->backoff_ms * 1000000;
 }
 
+/* Depot traffic, the workers' own (upkeep) included. */
+static uint64_t depot_traffic(struct iop_pool *pool)
+{
+	return LOAD(&pool->depot_get) + LOAD(&pool->depot_put);
+}
+
 /* Fill domain d's depot to reserve_high once it is below reserve_low. */
 static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 {
@@ -136,8 +149,11 @@ static void refill(struct iop_pool *pool, unsigned d, int64_t now)
 		return;
 	}
 	COUNT(&pool->refill_passes, 1);
-	uint64_t added;
+	uint64_t added, before = depot_traffic(pool);
 	int rc = _iop_depot_reserve(pool, d, pool->reserve_high, &added);
+	/* Every depot call runs under the lock, which the reserve drops only
+	 * around a chunk's mapping: this is the refill's own traffic. */
+	COUNT(&pool->upkeep, depot_traffic(pool) - before);
 	if (rc == 0 || added)
 		dom->backoff_ms = 0;
 	/* At a bounded pool's carving limit, try again later, not at every
@@ -162,27 +178,30 @@ static void mark(struct iop_pool *pool, struct iop_tcache *tc, void *arg)
 		ASTORE(&tc->trim, 1);
 }
 
+/* What the pool's users did: slow paths, the slots' fast allocations, and
+ * depot traffic less the workers' own refills and decays (which would
+ * otherwise keep a decaying pool from ever looking idle). */
 static uint64_t activity(struct iop_pool *pool)
 {
-	uint64_t a = LOAD(&pool->alloc_slow) + LOAD(&pool->free_slow) + LOAD(&pool->depot_get) +
-		     LOAD(&pool->depot_put);
+	uint64_t a = LOAD(&pool->alloc_slow) + LOAD(&pool->free_slow) + depot_traffic(pool) - LOAD(&pool->upkeep);
 	_iop_for_each_tcache(pool, mark, &a);
 	return a;
 }
 
 static void trim_caches(struct iop_pool *pool)
 {
-	/* Per-CPU slots that served nothing since the last pass are drained
-	 * from here, whatever the pool's other activity. */
-	if (_iop_cpu_drain_idle(pool))
-		COUNT(&pool->trims, 1);
+	/* Idle or not is decided before this pass moves anything itself. */
 	_iop_registry_lock();
 	uint64_t a = activity(pool);
 	bool idle = a == pool->activity;
 	if (idle && !pool->bound)
 		_iop_for_each_tcache(pool, mark, NULL);
 	_iop_registry_unlock();
-	if (idle && pool->bound && _iop_scavenge(pool))
+	/* Per-CPU slots that served nothing since the last pass are drained
+	 * from here, whatever the pool's other activity. */
+	if (_iop_cpu_drain_idle(pool))
+		COUNT(&pool->trims, 1);
+	if (idle && pool->bound && !pool->cpu_mode && _iop_scavenge(pool))
 		COUNT(&pool->trims, 1);
 	_iop_registry_lock();
 	pool->activity = activity(pool);
@@ -192,7 +211,9 @@ static void trim_caches(struct iop_pool *pool)
 static void decay(struct iop_pool *pool, unsigned d)
 {
 	pthread_mutex_lock(&pool->lock);
+	uint64_t before = depot_traffic(pool);
 	uint64_t moved = _iop_depot_decay(pool, d, pool->reserve_high, pool->decay_pct);
+	COUNT(&pool->upkeep, depot_traffic(pool) - before);
 	struct iop_chunk *gone = _iop_slab_unlink_free(pool, d, 0);
 	COUNT(&pool->decay_passes, 1);
 	COUNT(&pool->decay_objs, moved);
@@ -240,19 +261,27 @@ static double psi_avg10(void)
 	return v;
 }
 
+/* The thread started as generation gen of worker w is to end. */
+static bool superseded(struct worker *w, unsigned gen)
+{
+	return atomic_load_explicit(&w->gen, memory_order_acquire) != gen;
+}
+
 static void *worker_main(void *arg)
 {
-	unsigned d = (unsigned)(uintptr_t)arg;
+	unsigned d = (unsigned)((uintptr_t)arg % IOP_MAX_DOMAINS);
+	unsigned gen = (unsigned)((uintptr_t)arg / IOP_MAX_DOMAINS);
 	struct worker *w = &workers[d];
 	_iop_domain_enter(d);
 	int64_t next = 0;
 	for (;;) {
 		pthread_mutex_lock(&w->mu);
-		while (!w->stop && !atomic_load_explicit(&w->kick, memory_order_relaxed) && _iop_now_ns() < next) {
+		while (!w->stop && !superseded(w, gen) && !atomic_load_explicit(&w->kick, memory_order_relaxed) &&
+		       _iop_now_ns() < next) {
 			struct timespec ts = _iop_timespec(next);
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 		}
-		bool stop = w->stop;
+		bool stop = w->stop || superseded(w, gen);
 		pthread_mutex_unlock(&w->mu);
 		if (stop)
 			break;
@@ -267,7 +296,9 @@ static void *worker_main(void *arg)
 		_iop_registry_lock();
 		uint32_t ids = _iop_pool_ids();
 		_iop_registry_unlock();
-		for (uint32_t id = 0; id < ids; id++) {
+		/* A hook run by this pass may have stopped this worker and
+		 * started its successor: leave the rest of the pass to it. */
+		for (uint32_t id = 0; id < ids && !superseded(w, gen); id++) {
 			struct iop_pool *pool = hold(id, true);
 			if (!pool)
 				continue;
@@ -317,9 +348,15 @@ static void start_all(void)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (unsigned d = 0; d < _iop_ndomains; d++) {
 		struct worker *w = &workers[d];
+		pthread_mutex_lock(&w->mu);
 		w->stop = false;
+		/* Wraps after 2^32 / IOP_MAX_DOMAINS starts; only a thread
+		 * still running from that many starts ago could be confused. */
+		unsigned gen = (atomic_load(&w->gen) + 1) % (UINT_MAX / IOP_MAX_DOMAINS);
+		atomic_store_explicit(&w->gen, gen, memory_order_release);
+		pthread_mutex_unlock(&w->mu);
 		atomic_store(&w->kick, 0);
-		int rc = pthread_create(&w->thread, NULL, worker_main, (void *)(uintptr_t)d);
+		int rc = pthread_create(&w->thread, NULL, worker_main, (void *)((uintptr_t)gen * IOP_MAX_DOMAINS + d));
 		if (rc == 0) {
 			char name[16] = "iop-refill/0"; /* d < IOP_MAX_DOMAINS */
 			name[11] = (char)('0' + d % 10);
@@ -404,7 +441,7 @@ static int64_t shrink(struct iop_pool *pool, uint64_t target)
 	pthread_mutex_unlock(&pool->lock);
 	if (!above)
 		return 0;
-	if (pool->bound) {
+	if (pool->bound && !pool->cpu_mode) {
 		_iop_scavenge(pool);
 	} else {
 		_iop_cpu_drain(pool);

@@ -546,6 +546,78 @@ static void idler_start(pthread_t *t, struct idler *d, iop_pool_t *pool, unsigne
 		REQUIRE(d->objs[i] != NULL);
 }
 
+/* ------------------------------------------------------------------------ */
+/* iop_alloc_bulk_ex                                                         */
+/* ------------------------------------------------------------------------ */
+
+struct bulk_waiter {
+	iop_pool_t *pool;
+	void *objs[8];
+	int rc;
+};
+
+static void *bulk_waiter_main(void *arg)
+{
+	struct bulk_waiter *w = arg;
+	w->rc = iop_alloc_bulk_ex(w->pool, w->objs, 8, IOP_WAIT, 20000 * MS);
+	return NULL;
+}
+
+TEST(alloc_bulk_ex_waits_for_the_first_and_takes_what_is_there)
+{
+	watchdog("alloc_bulk_ex_waits_for_the_first_and_takes_what_is_there", 60);
+	iop_pool_t *pool = mkbound("bulk-ex", 16, 100, 0, 0, 0, 0);
+	void *objs[32], *one[1];
+	CHECK_EQ(iop_alloc_bulk_ex(pool, NULL, 4, 0, 0), -EINVAL);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs, 0, 0, 0), -EINVAL);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs, 4, IOP_NOWAIT | IOP_WAIT, 0), -EINVAL);
+	CHECK_EQ(iop_alloc_bulk_ex(NULL, objs, 4, 0, 0), -EINVAL);
+	/* Up to the limit, not past it. */
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs, 32, 0, 0), 16);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, one, 1, IOP_NOWAIT, 0), -ENOMEM);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, one, 1, 0, 0), -ENOMEM);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, one, 1, IOP_WAIT, 0), -ETIMEDOUT);
+	CHECK_EQ(STATS(pool).in_flight, 16);
+
+	/* A waiting burst returns with the first freed object, and takes
+	 * what else is there at that moment. */
+	struct bulk_waiter w = { .pool = pool, .rc = -1 };
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, bulk_waiter_main, &w) == 0);
+	await_waiters(pool, 1);
+	iop_free(pool, objs[15]);
+	pthread_join(t, NULL);
+	CHECK_EQ(w.rc, 1);
+	CHECK_PTR_EQ(w.objs[0], objs[15]);
+	objs[15] = w.objs[0];
+	release(pool, objs + 8, 8);
+	/* Eight free now: a burst of 8 gets all of them at once. */
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs + 8, 8, IOP_WAIT, 1000 * MS), 8);
+	CHECK_EQ(STATS(pool).in_flight, 16);
+	release(pool, objs, 16);
+	finish(pool);
+
+	/* IOP_WAIT stops at the throttle threshold: 10 of 20. */
+	pool = mkbound("bulk-ex-throttle", 20, 50, 25, 0, 20, 0);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs, 15, IOP_WAIT, 0), 10);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs + 10, 5, IOP_NOWAIT, 0), 5);
+	release(pool, objs, 15);
+	finish(pool);
+
+	/* Unbounded pools: IOP_NOWAIT only what is cached. */
+	pool = MKPOOL("bulk-ex-unbounded", 256, 0, 0, 0, 0);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs, 8, IOP_NOWAIT, 0), -ENOMEM);
+	CHECK_EQ(iop_alloc_bulk_ex(pool, objs, 8, 0, 0), 8);
+	release(pool, objs, 8);
+	int got = iop_alloc_bulk_ex(pool, objs, 8, IOP_NOWAIT, 0);
+	CHECK_GE(got, 1);
+	CHECK_LE(got, 8);
+	if (got > 0)
+		release(pool, objs, (unsigned)got);
+	finish(pool);
+	return TH_PASS;
+}
+
 TEST(idle_thread_cache_serves_other_threads)
 {
 	watchdog("idle_thread_cache_serves_other_threads", 60);

@@ -158,7 +158,10 @@ TEST(drain_while_busy_loses_and_duplicates_nothing)
 	CHECK_EQ(st.in_flight, 0);
 	CHECK_CONSERVED(st);
 	CHECK_AUDIT(pool); /* a duplicate or a lost object fails here */
-	/* Every object can be handed out once, and only once. */
+	/* Every object can be handed out once, and only once: gathered from
+	 * every CPU's cache first (a bulk call drains only the caller's CPU,
+	 * and would map a chunk for objects cached on the other). */
+	CHECK_GE(iop_pool_flush(pool), 0);
 	uint64_t total = st.total;
 	void **all = calloc(total, sizeof(void *));
 	REQUIRE(all);
@@ -317,6 +320,164 @@ TEST(decay_drains_an_idle_cpu_cache)
 	CHECK_GT(st.cpu_drains, 0);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ---- bounded pools on the per-CPU caches ---------------------------------- */
+
+static iop_pool_t *mkbounded(const char *name, uint64_t limit, uint32_t cache)
+{
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = name;
+	pp.obj_size = OBJ;
+	pp.limit = limit;
+	pp.cache_size = cache;
+	pp.throttle_on_pct = 100; /* no throttling */
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	return p;
+}
+
+static void pin_to(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	(void)sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct filler {
+	iop_pool_t *pool;
+	int cpu;
+	unsigned n;
+};
+
+/* On its CPU: allocate n, free them into that CPU's cache, exit. */
+static void *fill_cpu_cache(void *arg)
+{
+	struct filler *f = arg;
+	pin_to(f->cpu);
+	void *o[256];
+	unsigned got = iop_alloc_bulk(f->pool, o, f->n);
+	for (unsigned i = 0; i < got; i++)
+		iop_free(f->pool, o[i]);
+	return NULL;
+}
+
+TEST(bounded_pool_takes_the_inline_path_and_other_cpus_caches)
+{
+	enum { LIMIT = 256 };
+	iop_pool_t *pool = mkbounded("bound-cpu", LIMIT, 32);
+	NEED_CPU_POOL(pool);
+	/* The pairs run inline: one slow call per refill or spill at most. */
+	for (int i = 0; i < 10000; i++) {
+		void *o = iop_alloc(pool);
+		REQUIRE(o);
+		iop_free(pool, o);
+	}
+	struct iop_pool_stats st = STATS(pool);
+	CHECK_GE(st.alloc_fast, 9900);
+	CHECK_LE(st.alloc_slow + st.free_slow, 100);
+
+	/* Objects cached on every CPU by threads that are gone: a caller on
+	 * CPU 0 still gets all LIMIT of them, and not one more. */
+	long n = ncpus();
+	if (n > 8)
+		n = 8;
+	pthread_t t[8];
+	struct filler f[8];
+	for (long c = 0; c < n; c++) {
+		f[c] = (struct filler){ pool, (int)c, LIMIT / (unsigned)n };
+		REQUIRE(pthread_create(&t[c], NULL, fill_cpu_cache, &f[c]) == 0);
+		pthread_join(t[c], NULL);
+	}
+	CHECK_GT(STATS(pool).cached, 0);
+	cpu_set_t saved;
+	REQUIRE(sched_getaffinity(0, sizeof(saved), &saved) == 0);
+	pin_to(0);
+	void *all[LIMIT + 1];
+	for (unsigned i = 0; i < LIMIT; i++) {
+		all[i] = iop_alloc(pool);
+		CHECK(all[i] != NULL);
+		if (!all[i])
+			return TH_FAIL;
+		th_stamp(all[i], OBJ, i);
+	}
+	errno = 0;
+	CHECK(iop_alloc(pool) == NULL);
+	CHECK_EQ(errno, ENOMEM);
+	void *p = (void *)1;
+	CHECK_EQ(iop_alloc_ex(pool, &p, IOP_NOWAIT, 0), -ENOMEM);
+	st = STATS(pool);
+	CHECK_EQ(st.in_flight, LIMIT);
+	CHECK_EQ(st.high_water, LIMIT);
+	CHECK_LE(st.total - st.slab_free, LIMIT); /* never carved past it */
+	for (unsigned i = 0; i < LIMIT; i++)
+		CHECK_STAMP(all[i], OBJ, i);
+	qsort(all, LIMIT, sizeof(void *), cmp_ptr);
+	for (unsigned i = 1; i < LIMIT; i++)
+		CHECK(all[i] != all[i - 1]); /* none handed out twice */
+	iop_free_bulk(pool, all, LIMIT);
+	REQUIRE(sched_setaffinity(0, sizeof(saved), &saved) == 0);
+	st = STATS(pool);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(pool);
+	CHECK_DESTROY(pool);
+	return TH_PASS;
+}
+
+struct bwaiter {
+	iop_pool_t *pool;
+	void *obj;
+	int rc;
+};
+
+static void *bwait(void *arg)
+{
+	struct bwaiter *w = arg;
+	w->rc = iop_alloc_ex(w->pool, &w->obj, IOP_WAIT, 20LL * 1000000000);
+	return NULL;
+}
+
+TEST(bounded_waiter_closes_every_cpu_cache_until_served)
+{
+	enum { LIMIT = 32 };
+	iop_pool_t *pool = mkbounded("bound-wait-cpu", LIMIT, 8);
+	NEED_CPU_POOL(pool);
+	void *held[LIMIT];
+	REQUIRE(iop_alloc_bulk(pool, held, LIMIT) == LIMIT);
+	struct bwaiter w = { pool, NULL, -1 };
+	pthread_t t;
+	REQUIRE(pthread_create(&t, NULL, bwait, &w) == 0);
+	while (STATS(pool).waiters != 1)
+		sched_yield();
+	/* Nothing cached while somebody waits, and a free reaches the
+	 * library, which hands the very object to the waiter. */
+	CHECK_EQ(STATS(pool).cached, 0);
+	uint64_t slow = STATS(pool).free_slow;
+	iop_free(pool, held[0]);
+	pthread_join(t, NULL);
+	CHECK_EQ(w.rc, 0);
+	CHECK_PTR_EQ(w.obj, held[0]);
+	CHECK_EQ(STATS(pool).free_slow, slow + 1);
+	/* The waiter gone, the caches open again. */
+	held[0] = w.obj;
+	iop_free_bulk(pool, held, LIMIT);
+	for (int i = 0; i < 4; i++) {
+		void *o = iop_alloc(pool);
+		REQUIRE(o);
+		iop_free(pool, o);
+	}
+	CHECK_GT(STATS(pool).cached, 0);
+	CHECK_AUDIT(pool);
+	CHECK_DESTROY(pool);
 	return TH_PASS;
 }
 

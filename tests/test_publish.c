@@ -388,6 +388,10 @@ TEST(tool_reads_back_every_counter_a_child_publishes)
 	snprintf(text, sizeof(text), "pid %d (vizchild), 3 pools", pid);
 	CHECK_STR_HAS(out, text);
 	CHECK_STR_HAS(out, "Objects in flight / total : 1042 /");
+	/* Which caches serve them: all three per CPU, or (checked pools, the
+	 * per-thread mode) all three per thread. */
+	CHECK(strstr(out, "caches: 3 pools per CPU, 0 per thread") != NULL ||
+	      strstr(out, "caches: 0 pools per CPU, 3 per thread") != NULL);
 	const char *row = strstr(out, "\nviz-small ");
 	CHECK(row != NULL);
 	if (row) {

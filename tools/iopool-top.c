@@ -43,6 +43,9 @@
 
 #include "iopool/shm.h"
 
+/* IOP_CACHE_MODE_CPU of <iopool.h> (this reader does not link iopool). */
+#define TOP_CACHE_MODE_CPU 2
+
 #define MAX_PROCS 1024
 /* How long a reader waits for an update in progress to finish before it
  * calls the segment torn: an update copies at most 80 KiB, so 100 ms means
@@ -784,9 +787,11 @@ static void render(struct screen *s, const struct proc *p, const struct row *row
 {
 	char up[32], age[32], mapped[32], rate[32];
 	uint64_t total = 0, inflight = 0, bytes = 0, allocs = 0, slow = 0, fails = 0;
+	uint32_t per_cpu = 0;
 	/* The totals are the process's, whatever the filter hides. */
 	for (uint32_t i = 0; i < p->n; i++) {
 		const struct iop_shm_record *x = &p->rec[i];
+		per_cpu += x->cache_mode == TOP_CACHE_MODE_CPU;
 		total += x->total;
 		inflight += x->in_flight;
 		bytes += x->bytes_mapped;
@@ -810,7 +815,10 @@ static void render(struct screen *s, const struct proc *p, const struct row *row
 			 p->alive ? "" : "; these are its last numbers (iopool-top --clean removes them)");
 	put_line(s, " Objects in flight / total : %llu / %llu (%.1f%%)", (unsigned long long)inflight,
 		 (unsigned long long)total, total ? 100.0 * (double)inflight / (double)total : 0.0);
-	put_line(s, " Memory mapped             : %s", mapped);
+	/* Which caches serve the pools (iop_cache_mode(); checked pools use
+	 * per-thread caches in either mode). */
+	put_line(s, " Memory mapped             : %s; caches: %u pools per CPU, %u per thread", mapped, per_cpu,
+		 p->n - per_cpu);
 	put_line(s, " Allocations               : %llu (%s/s), slow path %.2f%%, failed %llu",
 		 (unsigned long long)allocs, rate, allocs ? 100.0 * (double)slow / (double)allocs : 0.0,
 		 (unsigned long long)fails);
