@@ -5,11 +5,12 @@
 #   scripts/deps.sh [test|bench|deb]
 #
 #   test   cmake, make, a C compiler with the C library headers, pkg-config,
-#          abigail-tools (the ABI check);
+#          abigail-tools (the ABI check), valgrind (its headers, and the
+#          memcheck tests);
 #          with SANITIZE=address or SANITIZE=thread in the environment also the
 #          compiler's sanitizer runtime (checked by building a tiny program).
 #   bench  all of the above, plus the peers the benchmark compares against
-#          (jemalloc, mimalloc, tcmalloc, DPDK), valgrind for callgrind, and
+#          (jemalloc, mimalloc, tcmalloc, DPDK), and
 #          gnuplot (gnuplot-nox) and jq for the plots (bench/plot.sh).
 #   deb    all of test, plus what building and checking the Debian package
 #          needs (debhelper, dpkg-dev, build-essential, lintian): CI's deb
@@ -122,6 +123,9 @@ have_cmd gcc || required+=(gcc)
 have_cmd tmux || required+=(tmux)
 # man-db (with groff-base): the man page test renders every generated page.
 have_cmd man || required+=(man-db)
+# valgrind: its headers (<valgrind/memcheck.h>) let the library describe its
+# objects to memcheck, and the memcheck tests run it (ctest -L valgrind).
+have_cmd valgrind || required+=(valgrind)
 # abigail-tools: abidw and abidiff for the ABI check (scripts/abi.sh, the
 # ctest test `abi`).
 have_cmd abidiff && have_cmd abidw || required+=(abigail-tools)
@@ -167,7 +171,6 @@ if [ "$mode" = bench ]; then
 	for p in libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev dpdk-dev; do
 		have_pkg "$p" || peers+=("$p")
 	done
-	have_cmd valgrind || peers+=(valgrind)
 	have_cmd gnuplot || plotting+=(gnuplot-nox)
 	have_cmd jq || plotting+=(jq)
 fi

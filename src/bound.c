@@ -422,6 +422,7 @@ static int take_reserved(struct iop_pool *pool, struct iop_tcache *tc, unsigned 
 	if (tc && ALOAD(&tc->count)) {
 		uint32_t n = ALOAD(&tc->count) - 1;
 		p = tc->objs[n];
+		_iop_vg_forget(&tc->objs[n], sizeof(void *));
 		ASTORE(&tc->count, n);
 	} else {
 		p = take(pool, tc, !(how & IOP_NOWAIT));

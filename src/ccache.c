@@ -97,6 +97,8 @@ static void decide(void)
 #else
 	if (want == IOP_CACHE_THREAD)
 		why = "IOPOOL_CACHE=thread";
+	else if (IOP_VG_ON)
+		why = "valgrind's memcheck: every call goes through the library, which describes each object to it";
 	else if (cpu_now() < 0)
 		why = "rseq is not registered (valgrind, GLIBC_TUNABLES=glibc.pthread.rseq=0, seccomp or an old kernel)";
 	else if (_iop_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)

@@ -53,9 +53,9 @@ void iop__bad_free(iop_pool_t *pool, const void *p)
 
 void _iop_poison_fill(const struct iop_pool *pool, void *p)
 {
-	ASAN_UNPOISON(p, pool->hot.stride);
+	FREE_UNPOISON(p, pool->hot.stride);
 	memset(p, IOP_POISON_BYTE, pool->hot.stride);
-	ASAN_POISON(p, pool->hot.stride);
+	FREE_POISON(p, pool->hot.stride);
 }
 
 long _iop_poison_check(const struct iop_pool *pool, const void *p)
@@ -90,7 +90,7 @@ void _iop_checked_on_alloc(struct iop_pool *pool, void *p)
 	_Atomic uint64_t *w = inuse_word(pool, p, &idx, &bit);
 	if (atomic_fetch_or_explicit(w, bit, memory_order_acq_rel) & bit)
 		_iop_die(pool, "object %p handed out while in flight: the pool's free lists are corrupt", p);
-	ASAN_UNPOISON(p, pool->hot.stride);
+	FREE_UNPOISON(p, pool->hot.stride);
 	long off = _iop_poison_check(pool, p);
 	if (off >= 0)
 		_iop_die(pool, "use after free: object %p was written at offset %ld while it was free", p, off);

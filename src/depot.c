@@ -96,6 +96,7 @@ static unsigned send_home(struct iop_pool *pool, struct iop_mag *m)
 			COUNT(&pool->sent_home, 1);
 		}
 	}
+	_iop_vg_forget(m->obj + keep, (m->count - keep) * sizeof(void *));
 	m->count = keep;
 	return d;
 }
@@ -216,6 +217,7 @@ uint64_t _iop_depot_release(struct iop_pool *pool, unsigned d, uint64_t n)
 		unsigned k = n - moved < m->count ? (unsigned)(n - moved) : m->count;
 		_iop_slab_put(pool, m->obj + m->count - k, k);
 		m->count -= k;
+		_iop_vg_forget(m->obj + m->count, k * sizeof(void *));
 		count_out(dp, dom, k);
 		moved += k;
 		if (m->count == 0) {

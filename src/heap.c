@@ -120,7 +120,7 @@ static IOP_COLD iop_pool_t *class_pool_create(unsigned c)
 		/* 16 (what malloc gives) unless the class is not a multiple
 		 * of it; the pool then spaces objects by exactly the class. */
 		pp.align = lowest_bit(bytes) < 16 ? lowest_bit(bytes) : 16;
-		pool = iop_pool_create(&pp);
+		pool = _iop_pool_make(&pp, true);
 		if (pool) {
 			/* Before the class is published: a free sees the
 			 * pool in the map only once a block of it was handed
@@ -223,6 +223,8 @@ found:
 	if (site)
 		_iop_profile_count(site, (int64_t)b->len);
 	_iop_map_set(b->base, b->mapped, NULL, &b->chunk);
+	/* Under memcheck, a malloc-like block (vg.h). */
+	_iop_vg_block_alloc(b->base, b->len);
 	return b->base;
 }
 
@@ -402,6 +404,7 @@ static IOP_NOINLINE void large_free(void *p)
 	if (!b || b->base != p)
 		bad_pointer("invalid free", p);
 	_iop_map_set(b->base, b->mapped, NULL, NULL);
+	_iop_vg_block_free(b->base);
 	if (b->site)
 		_iop_profile_count(b->site, -(int64_t)b->len);
 	if (cache_put(b))

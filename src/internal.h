@@ -71,6 +71,7 @@
 #include "clock.h"
 #include "config.h"
 #include "iopool.h"
+#include "vg.h"
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -80,11 +81,21 @@
 
 /* ---- sanitizer support and relaxed atomics -------------------------------- */
 
-/* The poison macros come from iopool/inline.h and follow the library's
- * build (buildconf.h). Under ASan every object that is not in flight is
- * poisoned, so a use after free is reported. */
-#define ASAN_POISON(p, n) IOP__POISON((p), (n))
-#define ASAN_UNPOISON(p, n) IOP__UNPOISON((p), (n))
+/* Memory that is not in flight (free objects, the gaps between objects),
+ * hidden from the checkers and shown to the library's own visits: ASan's
+ * poison (iopool/inline.h's macros, which follow the library's build,
+ * buildconf.h) and, under valgrind's memcheck, its access bits (vg.h). So
+ * a use after free is reported by either. */
+#define FREE_POISON(p, n)                   \
+	do {                                \
+		IOP__POISON((p), (n));      \
+		_iop_vg_noaccess((p), (n)); \
+	} while (0)
+#define FREE_UNPOISON(p, n)                \
+	do {                               \
+		IOP__UNPOISON((p), (n));   \
+		_iop_vg_defined((p), (n)); \
+	} while (0)
 
 /* _Atomic fields (shared counters). Relaxed: counters only. */
 #define LOAD(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -129,6 +140,10 @@ struct iop_tcache {
 	uint32_t torn;       /* the owner is between the stores of a change
 	                        of both magazines, done without a lock: a
 	                        child of fork() must not trust the slot */
+	struct iop_mag *loaded; /* the magazine objs points into: a pointer to
+	                           its start, so that a leak checker finds it
+	                           reachable (valgrind calls a block known only
+	                           by an interior pointer "possibly lost") */
 } __attribute__((aligned(64)));
 #define TC_LOADED(tc) ((tc)->objs ? (struct iop_mag *)((char *)(tc)->objs - offsetof(struct iop_mag, obj)) : NULL)
 #define TC_PREV(tc) ((struct iop_mag *)(tc)->prev)
@@ -550,20 +565,22 @@ IOP_HIDDEN void _iop_poison_fill(const struct iop_pool *pool, void *p);
 
 /* The bookkeeping of every object handed out, and of every object given
  * back, off the inline path: the checked-mode checks, or under ASan the
- * poison of free objects. */
+ * poison of free objects; under memcheck the object's block (vg.h). */
 static inline void _iop_on_alloc(struct iop_pool *pool, void *p)
 {
 	if (pool->checked)
 		_iop_checked_on_alloc(pool, p);
 	else
-		ASAN_UNPOISON(p, pool->hot.stride);
+		IOP__UNPOISON(p, pool->hot.stride);
+	_iop_vg_obj_alloc(pool, p, pool->hot.stride, pool->obj_size);
 }
 static inline void _iop_on_free(struct iop_pool *pool, void *p)
 {
+	_iop_vg_obj_free(pool, p);
 	if (pool->checked)
 		_iop_checked_on_free(pool, p);
 	else
-		ASAN_POISON(p, pool->hot.stride);
+		IOP__POISON(p, pool->hot.stride);
 }
 /* Give an object that passed the owner check back to this CPU's slot, or
  * through the slow path (bookkeeping included) when that cannot be done. */
@@ -776,6 +793,12 @@ IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
  * per-thread mode): its owner gives back its previous magazine on its
  * next call. */
 IOP_HIDDEN void _iop_slot_trim(struct iop_pool *pool, struct iop_tcache *tc);
+
+/* ---- pool.c --------------------------------------------------------------- */
+
+/* iop_pool_create(); heap_class: one of the heap's size classes, whose
+ * objects sit exactly one class size apart (no memcheck gap, vg.h). */
+IOP_HIDDEN struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_class);
 
 /* ---- heap.c and profile.c -------------------------------------------------- */
 

@@ -48,10 +48,17 @@ static void pool_free_memory(struct iop_pool *pool)
 	_iop_cpu_pool_fini(pool);
 	_iop_bound_free_memory(pool);
 	pthread_mutex_destroy(&pool->lock);
+	/* Under memcheck: the pool's blocks are forgotten with it. */
+	_iop_vg_pool_destroy(pool);
 	free(pool);
 }
 
 iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
+{
+	return _iop_pool_make(params, false);
+}
+
+struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_class)
 {
 	struct iop_pool_params p = { 0 };
 	if (!params)
@@ -127,6 +134,13 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		return einval("decay_pct without decay_ms");
 
 	size_t stride = (p.obj_size + p.align - 1) & ~(p.align - 1);
+	/* Under memcheck, a no-access gap after every object, so that an
+	 * overflow is reported even into a neighbour in flight. Not in the
+	 * heap's classes, whose blocks sit at multiples of the class size
+	 * (heap.c), nor where the gap would not fit the caller's chunk. */
+	size_t vg_stride = (p.obj_size + IOP_VG_REDZONE + p.align - 1) & ~(p.align - 1);
+	if (IOP_VG_ON && !heap_class && (!p.chunk_size || p.chunk_size / vg_stride >= 1))
+		stride = vg_stride;
 	size_t chunk = p.chunk_size;
 	if (chunk == 0) {
 		chunk = IOP_CHUNK_DEFAULT;
@@ -230,6 +244,9 @@ iop_pool_t *iop_pool_create(const struct iop_pool_params *params)
 		return NULL;
 	}
 
+	/* Under memcheck, a mempool whose blocks are its objects in flight
+	 * (vg.h); before the first chunk, which starts out no-access. */
+	_iop_vg_pool_create(pool);
 	if (pool->uses_worker)
 		_iop_worker_attach(pool);
 	if (p.populate && (err = _iop_depot_populate(pool, _iop_domain_here(), p.populate)) != 0) {

@@ -76,8 +76,9 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 		c->inuse = (_Atomic uint64_t *)(c->freemap + words);
 	if (pool->refcount)
 		c->refs = (uint32_t *)(c->base + pool->chunk_size);
-	/* Under ASan every object that is not in flight is poisoned. */
-	ASAN_POISON(c->base, pool->chunk_size);
+	/* Under ASan every object that is not in flight is poisoned; under
+	 * memcheck it is no-access. */
+	FREE_POISON(c->base, pool->chunk_size);
 	return c;
 }
 

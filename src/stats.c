@@ -251,9 +251,9 @@ static void fault(struct audit *a, const char *fmt, ...)
 /* Every free object must be poisoned in checked mode. */
 static void check_poison(struct audit *a, void *p, const char *where)
 {
-	ASAN_UNPOISON(p, a->pool->hot.stride);
+	FREE_UNPOISON(p, a->pool->hot.stride);
 	long off = _iop_poison_check(a->pool, p);
-	ASAN_POISON(p, a->pool->hot.stride);
+	FREE_POISON(p, a->pool->hot.stride);
 	if (off >= 0)
 		fault(a, "free object %p (%s) was written at offset %ld", p, where, off);
 }
@@ -466,7 +466,7 @@ uint64_t _iop_pool_fork_recover(struct iop_pool *pool, bool recover)
 					continue;
 				void *p = c->base + (uint64_t)i * pool->hot.stride;
 				_iop_poison_fill(pool, p);
-				ASAN_POISON(p, pool->hot.stride);
+				FREE_POISON(p, pool->hot.stride);
 				_iop_slab_put(pool, &p, 1);
 			}
 		}

@@ -75,6 +75,7 @@ void _iop_tcache_forget(struct iop_pool *pool, struct iop_tcache *tc)
 static inline void set_loaded(struct iop_tcache *tc, struct iop_mag *m, uint32_t count)
 {
 	tc->objs = m ? m->obj : NULL;
+	tc->loaded = m;
 	ASTORE(&tc->count, count);
 }
 
@@ -296,6 +297,7 @@ void *_iop_slot_pop(struct iop_pool *pool, struct iop_tcache *tc, bool grow)
 	if (ALOAD(&tc->count) || reload(pool, tc, grow)) {
 		uint32_t n = ALOAD(&tc->count) - 1;
 		p = tc->objs[n];
+		_iop_vg_forget(&tc->objs[n], sizeof(void *));
 		ASTORE(&tc->count, n);
 	}
 	return p;
@@ -401,6 +403,7 @@ void *_iop_thread_alloc(struct iop_pool *pool, bool grow)
 	if (likely(ALOAD(&tc->count))) {
 		uint32_t n = ALOAD(&tc->count) - 1;
 		void *p = tc->objs[n];
+		_iop_vg_forget(&tc->objs[n], sizeof(void *));
 		ASTORE(&tc->count, n);
 		ASTORE(&tc->alloc_fast, tc->alloc_fast + 1);
 		return p;
@@ -446,6 +449,7 @@ unsigned _iop_thread_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
 		uint32_t take = c < n - got ? c : n - got;
 		c -= take;
 		memcpy(objs + got, tc->objs + c, take * sizeof(void *));
+		_iop_vg_forget(tc->objs + c, take * sizeof(void *));
 		ASTORE(&tc->count, c);
 		got += take;
 	}

@@ -74,7 +74,7 @@ void *_iop_os_map_aligned(size_t len, size_t align, size_t tail, bool hugetlb)
 void _iop_os_unmap(void *p, size_t len)
 {
 	/* ASan keeps shadow across munmap. */
-	ASAN_UNPOISON(p, len);
+	IOP__UNPOISON(p, len);
 	munmap(p, len);
 }
 
@@ -109,14 +109,15 @@ void _iop_os_prefault(char *base, size_t len)
 	if (madvise(base, len, MADV_POPULATE_WRITE) == 0)
 		return;
 	/* Before Linux 5.14: write each page with what it holds. Object
-	 * memory may be poisoned for ASan; nothing is in flight here. */
-	ASAN_UNPOISON(base, len);
+	 * memory may be poisoned for ASan or no-access for memcheck;
+	 * nothing is in flight here. */
+	FREE_UNPOISON(base, len);
 	size_t page = _iop_os_page_size();
 	for (size_t off = 0; off < len; off += page) {
 		volatile char *b = base + off;
 		*b = *b;
 	}
-	ASAN_POISON(base, len);
+	FREE_POISON(base, len);
 }
 
 uint64_t _iop_os_resident(char *const *bases, size_t n, size_t len)
