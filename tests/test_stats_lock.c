@@ -140,9 +140,13 @@ TEST(first_call_is_not_held_up_by_pool_stats)
 	       nchunks, (long long)(stats_ns / 1000), THREADS, (long long)(sum_ns / 1000),
 	       (long long)(max_ns / 1000), (long long)atomic_load(&stats_calls));
 	/* A first call that waits for the lock waits for what is left of a
-	 * statistics call, or more (the mutex is not fair): all of them
-	 * together must not take half of one. */
-	CHECK_LT(sum_ns * 2, stats_ns);
+	 * statistics call, or more (the mutex is not fair): half of one on
+	 * average. The median first call must take less than a quarter (the
+	 * median, not the sum: on a loaded machine a thread or two may be
+	 * preempted for milliseconds whatever the lock does). */
+	int64_t mid = median(took, THREADS);
+	printf("median first call: %lld us\n", (long long)(mid / 1000));
+	CHECK_LT(mid * 4, stats_ns);
 
 	for (size_t i = 0; i < nobj; i++)
 		iop_free(big, held[i]);
