@@ -481,6 +481,12 @@ static int publishing_child(iop_pool_t *p)
 TEST(child_of_a_publisher_publishes_under_its_own_pid)
 {
 	SKIP_UNDER_TSAN();
+	/* gcc 12's ASan allocator takes no lock across fork(): a busy parent
+	 * thread inside ASan's malloc at the fork leaves its lock held in the
+	 * child, and the child's new publisher and refill threads hang in
+	 * __sanitizer::SizeClassAllocator64::GetFromAllocator (seen in gdb).
+	 * The same case runs in the Release and TSan-less builds. */
+	TH_SKIP_IF(TH_ASAN, "ASan's allocator is not fork-safe for a child that starts threads");
 	signal(SIGALRM, parent_stuck);
 	alarm(child_s() + 30);
 	start_busy();
