@@ -14,12 +14,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <unistd.h>
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
 /* Create a pool or end the test. */
 #define MKPOOL(...) th_mkpool_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/*
+ * A watchdog for a case that could hang: after `seconds` (four times as
+ * long under sanitizers) the case fails with a message naming `what`,
+ * instead of running into CTest's timeout. th_watchdog(NULL, 0) disarms it.
+ */
+static const char *th_watchdog_what = "";
+
+TH_UNUSED static void th_watchdog_fired(int sig)
+{
+	(void)sig;
+	static const char msg[] = "watchdog: this took too long: ";
+	ssize_t w = write(2, msg, sizeof(msg) - 1);
+	w = write(2, th_watchdog_what, strlen(th_watchdog_what));
+	w = write(2, "\n", 1);
+	(void)w;
+	_exit(TH_FAIL);
+}
+
+TH_UNUSED static void th_watchdog(const char *what, unsigned seconds)
+{
+	if (!seconds) {
+		alarm(0);
+		return;
+	}
+	th_watchdog_what = what;
+	signal(SIGALRM, th_watchdog_fired);
+	alarm(TH_TSAN || TH_ASAN ? seconds * 4 : seconds);
+}
 
 TH_UNUSED static iop_pool_t *th_mkpool_at(const char *file, int line,
 					  const char *name, size_t obj_size,

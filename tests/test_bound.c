@@ -38,26 +38,6 @@ static void sleep_ms(int ms)
 		;
 }
 
-static const char *watchdog_what = "";
-
-static void watchdog_fired(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: the test hung (a lost wake-up?) in: ";
-	ssize_t w = write(2, msg, sizeof(msg) - 1);
-	w = write(2, watchdog_what, strlen(watchdog_what));
-	w = write(2, "\n", 1);
-	(void)w;
-	_exit(TH_FAIL);
-}
-
-static void watchdog(const char *what, unsigned seconds)
-{
-	watchdog_what = what;
-	signal(SIGALRM, watchdog_fired);
-	alarm(TH_TSAN || TH_ASAN ? seconds * 4 : seconds);
-}
-
 static iop_pool_t *mkbound(const char *name, uint64_t limit, uint32_t on, uint32_t off, uint32_t cache,
 			   size_t populate, uint32_t flags)
 {
@@ -304,7 +284,7 @@ TEST(alloc_ex_rejects_bad_arguments)
 
 TEST(wait_times_out_within_the_slack)
 {
-	watchdog("wait_times_out_within_the_slack", 30);
+	th_watchdog("wait_times_out_within_the_slack", 30);
 	iop_pool_t *pool = mkbound("timeout", 4, 100, 0, 0, 0, 0);
 	void *objs[4], *p;
 	hold(pool, objs, 4);
@@ -375,7 +355,7 @@ static void start_waiter(pthread_t *t, struct waiter *w)
 
 TEST(free_hands_its_object_to_the_waiter)
 {
-	watchdog("free_hands_its_object_to_the_waiter", 30);
+	th_watchdog("free_hands_its_object_to_the_waiter", 30);
 	iop_pool_t *pool = mkbound("handoff", 2, 100, 0, 0, 0, 0);
 	void *objs[2];
 	hold(pool, objs, 2);
@@ -401,7 +381,7 @@ TEST(free_hands_its_object_to_the_waiter)
 
 TEST(waiters_are_served_in_order_one_per_free)
 {
-	watchdog("waiters_are_served_in_order_one_per_free", 60);
+	th_watchdog("waiters_are_served_in_order_one_per_free", 60);
 	iop_pool_t *pool = mkbound("fifo", 4, 100, 0, 0, 0, 0);
 	void *objs[4];
 	hold(pool, objs, 4);
@@ -445,7 +425,7 @@ TEST(waiters_are_served_in_order_one_per_free)
 
 TEST(throttling_holds_waiting_callers_with_hysteresis)
 {
-	watchdog("throttling_holds_waiting_callers_with_hysteresis", 60);
+	th_watchdog("throttling_holds_waiting_callers_with_hysteresis", 60);
 	/* limit 20: waiting callers stop at 10 in flight and resume below 5. */
 	iop_pool_t *pool = mkbound("throttle", 20, 50, 25, 0, 20, 0);
 	struct iop_pool_stats st = STATS(pool);
@@ -565,7 +545,7 @@ static void *bulk_waiter_main(void *arg)
 
 TEST(alloc_bulk_ex_waits_for_the_first_and_takes_what_is_there)
 {
-	watchdog("alloc_bulk_ex_waits_for_the_first_and_takes_what_is_there", 60);
+	th_watchdog("alloc_bulk_ex_waits_for_the_first_and_takes_what_is_there", 60);
 	iop_pool_t *pool = mkbound("bulk-ex", 16, 100, 0, 0, 0, 0);
 	void *objs[32], *one[1];
 	CHECK_EQ(iop_alloc_bulk_ex(pool, NULL, 4, 0, 0), -EINVAL);
@@ -620,7 +600,7 @@ TEST(alloc_bulk_ex_waits_for_the_first_and_takes_what_is_there)
 
 TEST(idle_thread_cache_serves_other_threads)
 {
-	watchdog("idle_thread_cache_serves_other_threads", 60);
+	th_watchdog("idle_thread_cache_serves_other_threads", 60);
 	/* Magazines as large as the limit: the idle thread caches it all. */
 	iop_pool_t *pool = mkbound("strand", STRAND, 100, 0, STRAND, 0, 0);
 	struct idler d;
@@ -653,7 +633,7 @@ TEST(idle_thread_cache_serves_other_threads)
 
 TEST(blocked_caller_gets_a_buffer_from_a_thread_gone_idle)
 {
-	watchdog("blocked_caller_gets_a_buffer_from_a_thread_gone_idle", 60);
+	th_watchdog("blocked_caller_gets_a_buffer_from_a_thread_gone_idle", 60);
 	iop_pool_t *pool = mkbound("strand-blocked", STRAND, 100, 0, STRAND, 0, 0);
 	struct idler d;
 	pthread_t t;
@@ -748,7 +728,7 @@ static void *crowd_main(void *arg)
 
 TEST(limit_holds_with_four_times_the_threads)
 {
-	watchdog("limit_holds_with_four_times_the_threads", 240);
+	th_watchdog("limit_holds_with_four_times_the_threads", 240);
 	iop_pool_t *pool = mkbound("crowd", CROWD_LIMIT, 0, 0, 0, 0, 0);
 	struct crowd c = { .pool = pool };
 	pthread_t t[CROWD_THREADS];
@@ -782,7 +762,7 @@ TEST(limit_holds_with_four_times_the_threads)
  * allocation gets that same object. */
 TEST(free_racing_the_timeout_loses_nothing)
 {
-	watchdog("free_racing_the_timeout_loses_nothing", 120);
+	th_watchdog("free_racing_the_timeout_loses_nothing", 120);
 	enum { MIN_EACH = 5, MIN_ROUNDS = TH_TSAN ? 40 : 200, MAX_ROUNDS = 3000 };
 	iop_pool_t *pool = mkbound("race", 1, 100, 0, 0, 0, 0);
 	int rounds = 0, served = 0, timed_out = 0;
@@ -858,7 +838,7 @@ static void *storm_main(void *arg)
 
 TEST(signal_storm_neither_ends_waits_nor_loses_buffers)
 {
-	watchdog("signal_storm_neither_ends_waits_nor_loses_buffers", 60);
+	th_watchdog("signal_storm_neither_ends_waits_nor_loses_buffers", 60);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_usr1;
@@ -903,7 +883,7 @@ TEST(signal_storm_neither_ends_waits_nor_loses_buffers)
 
 TEST(destroy_wakes_waiters_with_eshutdown)
 {
-	watchdog("destroy_wakes_waiters_with_eshutdown", 60);
+	th_watchdog("destroy_wakes_waiters_with_eshutdown", 60);
 	iop_pool_t *pool = mkbound("shutdown", 4, 100, 0, 0, 0, 0);
 	void *objs[4];
 	hold(pool, objs, 4);
@@ -956,7 +936,7 @@ static void *putter_main(void *arg)
 
 TEST(refcounted_buffers_wait_and_hand_over)
 {
-	watchdog("refcounted_buffers_wait_and_hand_over", 30);
+	th_watchdog("refcounted_buffers_wait_and_hand_over", 30);
 	iop_pool_t *pool = mkbound("bufs", 2, 100, 0, 0, 0, IOP_F_REFCOUNT);
 	void *a, *b, *c;
 	CHECK_EQ(iop_buf_alloc_ex(pool, &a, IOP_WAIT, 0), 0);

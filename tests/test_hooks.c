@@ -31,26 +31,6 @@
 
 enum { K_CHECKED = 1, K_BOUNDED = 2, K_REFCOUNT = 4 };
 
-static const char *watchdog_what = "";
-
-static void watchdog_fired(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: the test hung in: ";
-	ssize_t w = write(2, msg, sizeof(msg) - 1);
-	w = write(2, watchdog_what, strlen(watchdog_what));
-	w = write(2, "\n", 1);
-	(void)w;
-	_exit(TH_FAIL);
-}
-
-static void watchdog(const char *what, unsigned seconds)
-{
-	watchdog_what = what;
-	signal(SIGALRM, watchdog_fired);
-	alarm(TH_TSAN || TH_ASAN ? seconds * 4 : seconds);
-}
-
 /* On one CPU, the objects of a per-CPU cache that the thread can reach are
  * those of that CPU's slot: the cases below count on it. */
 static void pin(void)
@@ -285,7 +265,7 @@ static const struct hooks script_hooks_release = { script_map, script_unmap, scr
 /* P and Q of the kind; the test holds all of P's first chunk. */
 static bool setup(int kind, const char *what)
 {
-	watchdog(what, 30);
+	th_watchdog(what, 30);
 	pin();
 	g_kind = kind;
 	g_armed = 0;
@@ -513,7 +493,7 @@ static int outer_map(void *arg, void *base, size_t len, uint64_t *handle)
 
 TEST(hook_nested_in_another_pools_hook_cannot_destroy_that_pool)
 {
-	watchdog(__func__, 30);
+	th_watchdog(__func__, 30);
 	struct hooks ho = { outer_map, NULL, NULL }, hi = { inner_map, NULL, NULL };
 	g_outer = make(0, "outer", &ho, 0);
 	g_inner = make(0, "inner", &hi, 0);
@@ -556,7 +536,7 @@ static int greedy_map(void *arg, void *base, size_t len, uint64_t *handle)
 
 static int run_greedy(int kind, const char *what)
 {
-	watchdog(what, 30);
+	th_watchdog(what, 30);
 	pin();
 	struct hooks h = { greedy_map, NULL, NULL };
 	iop_pool_t *p = make(kind, "greedy", &h, 0);
@@ -595,7 +575,7 @@ TEST(bounded_map_hook_allocating_at_every_chunk_is_refused_at_the_nesting_limit)
 
 TEST(refused_calls_name_the_hook_and_the_call)
 {
-	watchdog(__func__, 30);
+	th_watchdog(__func__, 30);
 	/* A map hook that destroys its own pool. */
 	struct hooks hd = { inner_map, NULL, NULL };
 	iop_pool_t *d = make(0, "self", &hd, 0);
@@ -632,7 +612,7 @@ static int reclaiming_map(void *arg, void *base, size_t len, uint64_t *handle)
 
 TEST(populate_finishes_when_its_map_hook_reclaims)
 {
-	watchdog(__func__, 20);
+	th_watchdog(__func__, 20);
 	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
 	pp.name = "populate";
 	pp.obj_size = OBJ;
@@ -672,7 +652,7 @@ static void *reclaimer(void *arg)
 TEST(checked_populate_finishes_under_a_concurrent_reclaim_and_decay)
 {
 	setenv("IOPOOL_CHECKED", "1", 1);
-	watchdog(__func__, 30);
+	th_watchdog(__func__, 30);
 	pthread_t t;
 	REQUIRE(pthread_create(&t, NULL, reclaimer, NULL) == 0);
 	for (int i = 0; i < 12; i++) {
@@ -734,7 +714,7 @@ static iop_pool_t *bounded(int kind, int (*map)(void *, void *, size_t, uint64_t
 
 static int flush_then_destroy(int kind, const char *what)
 {
-	watchdog(what, 20);
+	th_watchdog(what, 20);
 	iop_pool_t *p = bounded(kind, flushing_map, NULL);
 	REQUIRE(p != NULL);
 	void *v[LIMIT];
@@ -768,7 +748,7 @@ TEST(refcounted_bounded_map_hook_that_flushes_leaves_the_pool_destroyable)
 
 static int audit_in_map(int kind, const char *what)
 {
-	watchdog(what, 20);
+	th_watchdog(what, 20);
 	static iop_pool_t *self;
 	self = NULL;
 	iop_pool_t *p = bounded(kind, auditing_map, &self);
@@ -851,7 +831,7 @@ static void *share(void *arg)
 
 TEST(two_threads_share_a_bounded_pool_whose_map_hook_flushes)
 {
-	watchdog(__func__, 60);
+	th_watchdog(__func__, 60);
 	iop_pool_t *p = bounded(0, flushing_map, NULL);
 	REQUIRE(p != NULL);
 	/* The hook's thread first holds the whole limit (both chunks mapped

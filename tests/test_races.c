@@ -36,26 +36,6 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static const char *watchdog_what = "";
-
-static void watchdog_fired(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: this took too long: ";
-	ssize_t w = write(2, msg, sizeof(msg) - 1);
-	w = write(2, watchdog_what, strlen(watchdog_what));
-	w = write(2, "\n", 1);
-	(void)w;
-	_exit(TH_FAIL);
-}
-
-static void watchdog(const char *what, unsigned seconds)
-{
-	watchdog_what = what;
-	signal(SIGALRM, watchdog_fired);
-	alarm(seconds);
-}
-
 /* How long a stress case runs: ms in Release, less under sanitizers. */
 static int64_t run_ns(int ms)
 {
@@ -206,7 +186,7 @@ TEST(reclaim_and_shrink_racing_create_and_destroy_keep_pools_intact)
 	pp.cache_size = 8;
 	shared_pool = iop_pool_create(&pp);
 	REQUIRE(shared_pool);
-	watchdog("reclaim racing create and destroy (a destroy or a call hung)", TH_TSAN || TH_ASAN ? 240 : 60);
+	th_watchdog("reclaim racing create and destroy (a destroy or a call hung)", 60);
 	pthread_t t[CHURNERS];
 	struct churner c[CHURNERS];
 	for (int i = 0; i < CHURNERS; i++) {
@@ -282,7 +262,7 @@ TEST(a_pool_given_a_destroyed_pools_id_starts_clean)
  * if it never does. */
 #define WAIT_FOR(cond)                                                  \
 	do {                                                            \
-		watchdog(#cond, TH_TSAN || TH_ASAN ? 120 : 30);         \
+		th_watchdog(#cond, 30);                                 \
 		while (!(cond))                                         \
 			sleep_ms(1);                                    \
 		alarm(0);                                               \
@@ -537,7 +517,7 @@ static int shrink_under_load(bool bounded)
 		pp.limit = LOADERS * BURST;
 	iop_pool_t *p = iop_pool_create(&pp);
 	REQUIRE(p);
-	watchdog("shrink under load", TH_TSAN || TH_ASAN ? 240 : 60);
+	th_watchdog("shrink under load", 60);
 	atomic_store(&load_stop, false);
 	atomic_store(&load_steady, 0);
 	pthread_t t[LOADERS];

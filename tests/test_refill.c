@@ -38,29 +38,14 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static const char *watchdog_what = "";
-
-static void watchdog_fired(int sig)
-{
-	(void)sig;
-	static const char msg[] = "watchdog: waited too long for: ";
-	ssize_t w = write(2, msg, sizeof(msg) - 1);
-	w = write(2, watchdog_what, strlen(watchdog_what));
-	w = write(2, "\n", 1);
-	(void)w;
-	_exit(TH_FAIL);
-}
-
 /* Poll `cond` every millisecond until it holds; the watchdog ends the case
  * if it never does. */
 #define WAIT_FOR(cond)                                                  \
 	do {                                                            \
-		watchdog_what = #cond;                                  \
-		signal(SIGALRM, watchdog_fired);                        \
-		alarm(TH_TSAN || TH_ASAN ? 120 : 30);                   \
+		th_watchdog(#cond, 30);                                 \
 		while (!(cond))                                         \
 			sleep_ms(1);                                    \
-		alarm(0);                                               \
+		th_watchdog(NULL, 0);                                   \
 	} while (0)
 
 struct rparams {
