@@ -520,8 +520,9 @@ IOP_API int iop_cache_mode(void);
  * high-water mark work from an estimate of the objects in flight: exact
  * when no other thread is inside a call of the pool; otherwise off by at
  * most cache_size objects per CPU, plus cache_size per thread inside a
- * slow path at that moment. The high-water mark is sampled on the slow
- * paths and by iop_pool_stats(), so a peak between samples may be missed.
+ * slow path at that moment. The high-water mark is sampled when an
+ * allocation fails, by IOP_WAIT calls and by iop_pool_stats(), so a peak
+ * between samples may be missed.
  *
  * Per-thread mode (IOPOOL_CACHE=thread, no rseq, checked pools): the
  * objects in flight are counted exactly (one atomic operation per call,

@@ -25,7 +25,8 @@
  * one array (cache_size objects) per CPU for slots that change while they
  * are read, plus one array per thread inside a slow path at that moment
  * (a batch between the depot and a slot). Throttling and the high-water
- * mark (sampled on the slow paths and by statistics) use it. At the
+ * mark (sampled when an allocation fails, by IOP_WAIT calls and by
+ * statistics) use it. At the
  * carving limit a caller that may block drains the other CPUs' slots (a
  * fence, ccache.c) before it gives up. IOP_WAIT callers that must wait
  * hold every slot closed (_iop_cpu_hold, after moving the slots' objects
@@ -641,7 +642,10 @@ static int cpu_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t d
 	}
 	void *p = cpu_take(pool, !(how & IOP_NOWAIT));
 	int err = errno;
-	int64_t v = cpu_estimate(pool);
+	/* The estimate (the pool lock and every CPU's slot) only where it
+	 * decides something: a failure, or a call that may be throttled. A
+	 * refill that succeeds pays nothing for it. */
+	int64_t v = p && !(how & IOP_WAIT) ? 0 : cpu_estimate(pool);
 	note_high(b, v);
 	if (!p) {
 		if ((uint64_t)v >= b->limit)
@@ -723,9 +727,9 @@ unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
 	}
 	for (unsigned i = 0; i < got; i++)
 		_iop_on_alloc(pool, objs[i]);
-	int64_t v = cpu_estimate(pool);
-	note_high(b, v);
 	if (got < n) {
+		int64_t v = cpu_estimate(pool);
+		note_high(b, v);
 		if ((uint64_t)v >= b->limit)
 			COUNT(&b->limit_hits, 1);
 		count_fail(pool, 0);
@@ -969,7 +973,7 @@ void _iop_bound_stats(struct iop_pool *pool, struct iop_pool_stats *s)
 	s->throttle_on = b->throttle_on;
 	s->throttle_off = b->throttle_off;
 	s->high_water = LOAD(&b->high_water);
-	/* Per-CPU mode: sampled on the slow paths; at least what is in
+	/* Per-CPU mode: sampled (failures, IOP_WAIT calls); at least what is in
 	 * flight now (s->in_flight is filled first). */
 	if (pool->cpu_mode && s->in_flight > s->high_water)
 		s->high_water = s->in_flight;
