@@ -164,9 +164,12 @@ struct iop_pool_params {
 	                           malloc gives), values below 8 give 8; objects
 	                           are spaced by obj_size rounded up to this */
 	uint32_t cache_size;  /**< objects per magazine; a thread caches up to two
-	                           magazines per pool; 0 chooses from obj_size
-	                           (about 256 KiB per magazine, 4 to 256 objects);
-	                           at most IOP_CACHE_SIZE_MAX */
+	                           magazines per pool, and so does a CPU when
+	                           this is given; 0 chooses from obj_size
+	                           (about 256 KiB per magazine, 4 to 256 objects;
+	                           a CPU about 2 MiB, up to 1024 objects: see
+	                           iop_pool_stats.cpu_cache_size); at most
+	                           IOP_CACHE_SIZE_MAX */
 	uint32_t reserved0;   /**< must be zero */
 	size_t populate;      /**< objects to carve, fault in and place in the
 	                           depot at creation, so the first allocations do
@@ -519,7 +522,7 @@ IOP_API int iop_cache_mode(void);
  * library and hands its object to the oldest waiter. Throttling and the
  * high-water mark work from an estimate of the objects in flight: exact
  * when no other thread is inside a call of the pool; otherwise off by at
- * most cache_size objects per CPU, plus cache_size per thread inside a
+ * most cpu_cache_size objects per CPU, plus cache_size per thread inside a
  * slow path at that moment. The high-water mark is sampled when an
  * allocation fails, by IOP_WAIT calls and by iop_pool_stats(), so a peak
  * between samples may be missed.
@@ -711,6 +714,11 @@ struct iop_pool_stats {
 	                             IOP_CACHE_MODE_THREAD: per thread only */
 	uint64_t cpu_drains;    /**< CPU slots drained by other threads (after
 	                             a fence): shrink, reclaim, decay, flush */
+	uint64_t cpu_cache_size;/**< objects a CPU's slot holds at most (per-CPU
+	                             mode): 2 * cache_size when given, else
+	                             about 2 MiB of objects (2 magazines to
+	                             1024); a bounded pool's slots together
+	                             hold at most half its limit */
 };
 
 /** What backs a pool's chunks (iop_pool_stats.page_kind). */

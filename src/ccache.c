@@ -59,7 +59,8 @@ static pthread_once_t mode_once = PTHREAD_ONCE_INIT;
 #define SLOT_CLOSED_HERE(s) ((s)->priv_[1])
 
 _Static_assert(sizeof(struct iop__cslot) == 64, "one cache line per slot");
-_Static_assert(IOP_CACHE_SIZE_MAX < 0x10000, "the count fits the head's low 16 bits");
+_Static_assert(2 * IOP_CACHE_SIZE_MAX < 0x10000 && IOP_CPU_CACHE_MAX_AUTO < 0x10000,
+	       "a slot's count fits the head's low 16 bits");
 
 /* The CPU the caller runs on according to its rseq area; -1 without rseq. */
 static int cpu_now(void)
@@ -126,9 +127,33 @@ int iop_cache_mode(void)
 
 /* ---- set-up --------------------------------------------------------------- */
 
-int _iop_cpu_pool_init(struct iop_pool *pool)
+/* Objects per CPU slot (config.h, IOP_CPU_CACHE_BYTES): two magazines
+ * when the caller chose the magazine (cache_size), else about 2 MiB of
+ * objects; a bounded pool's slots share 1/IOP_BOUND_CPU_DIV of its limit. */
+static uint32_t slot_cap(const struct iop_pool *pool, uint32_t cache_size, uint64_t limit)
+{
+	uint64_t cap;
+	if (cache_size) {
+		cap = 2 * (uint64_t)cache_size;
+	} else {
+		cap = IOP_CPU_CACHE_BYTES / pool->hot.stride;
+		if (cap > IOP_CPU_CACHE_MAX_AUTO)
+			cap = IOP_CPU_CACHE_MAX_AUTO;
+		if (cap < 2 * (uint64_t)pool->mag_cap)
+			cap = 2 * (uint64_t)pool->mag_cap;
+	}
+	if (limit) {
+		uint64_t share = limit / IOP_BOUND_CPU_DIV / _iop_ncpu;
+		if (cap > share)
+			cap = share ? share : 1;
+	}
+	return (uint32_t)cap;
+}
+
+int _iop_cpu_pool_init(struct iop_pool *pool, uint32_t cache_size, uint64_t limit)
 {
 	_iop_cache_init();
+	pool->cpu_cap = slot_cap(pool, cache_size, limit);
 	/* Two closed slots before slot 0: cpu_id is -1 before and -2 after a
 	 * failed registration, and the sequences index with it unchecked. */
 	size_t bytes = (size_t)(_iop_ncpu + 2) * sizeof(struct iop__cslot);
@@ -187,7 +212,7 @@ static void fence(struct iop_pool *pool, int cpu)
 		_iop_die(pool, "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) failed: %s", strerror(errno));
 }
 
-/* Open slot c for the sequences: an array of mag_cap objects, made on the
+/* Open slot c for the sequences: an array of cpu_cap objects, made on the
  * CPU's first use. False without memory or while the pool is closing. */
 static bool open_slot(struct iop_pool *pool, unsigned c)
 {
@@ -199,9 +224,9 @@ static bool open_slot(struct iop_pool *pool, unsigned c)
 	} else if (!ALOAD(&s->cap)) {
 		if (!s->objs)
 			/* Whole cache lines: no two CPUs' arrays share one. */
-			s->objs = aligned_alloc(64, (pool->mag_cap * sizeof(void *) + 63) & ~(size_t)63);
+			s->objs = aligned_alloc(64, (pool->cpu_cap * sizeof(void *) + 63) & ~(size_t)63);
 		if (s->objs)
-			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
+			__atomic_store_n(&s->cap, pool->cpu_cap, __ATOMIC_RELEASE);
 		else
 			ok = false;
 	}
@@ -286,7 +311,7 @@ static uint64_t drain(struct iop_pool *pool, int how)
 			continue;
 		moved += empty_slot(pool, s);
 		if (SLOT_CLOSED_HERE(s) && how != DRAIN_CLOSE && how != DRAIN_HOLD && !pool->cpu_held)
-			__atomic_store_n(&s->cap, pool->mag_cap, __ATOMIC_RELEASE);
+			__atomic_store_n(&s->cap, pool->cpu_cap, __ATOMIC_RELEASE);
 		SLOT_CLOSED_HERE(s) = 0;
 	}
 	pthread_mutex_unlock(&pool->cpu_lock);
@@ -373,6 +398,24 @@ static struct iop__cslot *my_open_slot(struct iop_pool *pool)
 	return s;
 }
 
+/*
+ * The bulk slow paths trade with the depot once per call: the objects the
+ * slot cannot serve (or take) move straight between the caller's array and
+ * the depot's magazines (_iop_depot_get_objs/_put_objs copy across as many
+ * magazines as it takes), together with half a slot's worth for (or from)
+ * the slot, staged on the stack: a slot can only be written by its
+ * sequences. Half a slot, as in the single-object paths, so that at least
+ * half a slot of calls pass between depot visits. TRADE_MAX bounds the
+ * stack buffer (4 KiB).
+ */
+#define TRADE_MAX 512u
+
+static uint32_t half_slot(uint32_t cap)
+{
+	uint32_t h = cap / 2 ? cap / 2 : 1;
+	return h < TRADE_MAX ? h : TRADE_MAX;
+}
+
 /* Push what fits of m's top objects into this CPU's slot. */
 static void stock(struct iop_pool *pool, struct iop_mag *m)
 {
@@ -429,48 +472,17 @@ int _iop_cpu_free(struct iop_pool *pool, void *obj)
 		uint32_t cap = ALOAD(&s->cap), n = HEAD_COUNT(ALOAD(&s->head));
 		if (n < cap)
 			continue;
-		/* Full: half of it goes to the depot. */
+		/* Full: half of it goes to the depot, across as many
+		 * magazines as that takes (a slot holds more than one). */
+		void *buf[TRADE_MAX];
+		uint32_t h = half_slot(cap);
+		if (h > n || !iop__seq_pop_bulk(&pool->hot, buf, h, (uint64_t) - (int64_t)h))
+			continue; /* the slot moved under us: look again */
 		pthread_mutex_lock(&pool->lock);
-		struct iop_mag *m = _iop_depot_take_empty(pool);
+		_iop_depot_put_objs(pool, buf, h);
 		pthread_mutex_unlock(&pool->lock);
-		uint32_t k = cap / 2 ? cap / 2 : 1;
-		if (!m || !iop__seq_pop_bulk(&pool->hot, m->obj, k, (uint64_t)-(int64_t)k)) {
-			pthread_mutex_lock(&pool->lock);
-			if (m) {
-				m->count = 0;
-				_iop_depot_put(pool, m);
-			} else {
-				/* No magazine to be had: straight to the slab. */
-				_iop_slab_put(pool, &obj, 1);
-				pthread_mutex_unlock(&pool->lock);
-				COUNT(&pool->free_slow, 1);
-				return 0;
-			}
-			pthread_mutex_unlock(&pool->lock);
-			continue;
-		}
-		m->count = k;
-		put_back(pool, m);
 		COUNT(&pool->free_slow, 1);
 	}
-}
-
-/*
- * The bulk slow paths trade with the depot once per call: the objects the
- * slot cannot serve (or take) move straight between the caller's array and
- * the depot's magazines (_iop_depot_get_objs/_put_objs copy across as many
- * magazines as it takes), together with half a slot's worth for (or from)
- * the slot, staged on the stack: a slot can only be written by its
- * sequences. Half a slot, as in the single-object paths, so that at least
- * half a slot of calls pass between depot visits. TRADE_MAX bounds the
- * stack buffer (4 KiB).
- */
-#define TRADE_MAX 512u
-
-static uint32_t half_slot(uint32_t cap)
-{
-	uint32_t h = cap / 2 ? cap / 2 : 1;
-	return h < TRADE_MAX ? h : TRADE_MAX;
 }
 
 /* Push buf[0..n) into this CPU's slot; what does not fit (another thread

@@ -61,11 +61,10 @@
 #define IOP_ALIGN_DEFAULT 16
 
 /*
- * Automatic magazine size: about this many bytes per magazine. A CPU's slot
- * holds one magazine's worth (a thread's, in the per-thread mode, two), so
- * this bounds what a cache can hold (256 KiB per CPU and pool) while
- * keeping the depot lock to one acquisition per 64 objects of 2 KiB (the
- * slow paths move half a magazine).
+ * Automatic magazine size: about this many bytes per magazine, the unit the
+ * depot trades in. A thread's cache, in the per-thread mode, holds two
+ * magazines; the depot lock is taken about once per 64 objects of 2 KiB
+ * (the slow paths move half a magazine).
  */
 #define IOP_MAG_BYTES (256u << 10)
 /* Bounds of the automatic size: below 4, the depot lock is taken every few
@@ -73,6 +72,25 @@
  * few cache lines' worth of pointers to walk and drain quickly (2 KiB). */
 #define IOP_MAG_MIN 4u
 #define IOP_MAG_MAX_AUTO 256u
+
+/*
+ * A CPU's cache (per-CPU mode), automatic size: about this many bytes,
+ * between two magazines and IOP_CPU_CACHE_MAX_AUTO objects (1024 objects of
+ * 2 KiB: DPDK's mempool cache is 512 with a flush threshold of 768). The
+ * slot holds what a burst-at-a-time caller keeps in flight, so that a
+ * pipeline holding 512 objects in bulks never reaches the shared depot:
+ * between a full and an empty slot its slow paths move half a slot, so a
+ * caller that swings by s objects stays on the CPU when the slot holds
+ * about 2s (docs/BENCHMARKS.md, issue 12). With an explicit cache_size the
+ * slot holds two magazines (a thread's two in the per-thread mode). CPUs
+ * are few next to threads, and decay, shrink and reclaim drain the slots
+ * of idle CPUs.
+ */
+#define IOP_CPU_CACHE_BYTES (2u << 20)
+#define IOP_CPU_CACHE_MAX_AUTO 1024u
+/* A bounded pool's CPUs together cache at most 1/IOP_BOUND_CPU_DIV of its
+ * limit (each its share): the rest is always where IOP_NOWAIT finds it. */
+#define IOP_BOUND_CPU_DIV 2u
 
 /*
  * Bounded pools. Blocking callers are throttled from 70% of the limit until

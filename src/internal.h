@@ -301,7 +301,8 @@ struct iop_slab {
 struct iop_pool {
 	/* Read by the inline fast paths (iopool.h); must come first. */
 	struct iop__pool_hot hot;
-	uint32_t mag_cap;
+	uint32_t mag_cap;     /* objects per magazine (the depot's unit) */
+	uint32_t cpu_cap;     /* objects per CPU slot (config.h) */
 	bool cpu_mode;        /* served by per-CPU slots (ccache.c) */
 	bool cpu_closing;     /* destroy closed the slots for good */
 	bool cpu_held;        /* bounded: waiters hold the slots closed
@@ -664,7 +665,7 @@ IOP_HIDDEN void _iop_cache_init(void);
 /* IOPOOL_CACHE: IOP_CACHE_CPU, IOP_CACHE_THREAD, or -1 (unset: choose). */
 IOP_HIDDEN int _iop_opt_cache(void);
 /* A pool's slots (all closed), and whether it uses them. */
-IOP_HIDDEN int _iop_cpu_pool_init(struct iop_pool *pool);
+IOP_HIDDEN int _iop_cpu_pool_init(struct iop_pool *pool, uint32_t cache_size, uint64_t limit);
 IOP_HIDDEN void _iop_cpu_pool_fini(struct iop_pool *pool);
 /* The slow paths of the per-CPU mode. Each returns 1 when the caller must
  * use the per-thread path instead (no rseq on this thread, no memory for a

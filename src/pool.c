@@ -217,7 +217,7 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	pthread_mutex_init(&pool->lock, &lock_attr);
 	pthread_mutexattr_destroy(&lock_attr);
 	_iop_slab_init(pool, limit ? limit : UINT64_MAX);
-	if ((limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) || (err = _iop_cpu_pool_init(pool)) != 0) {
+	if ((limit && (err = _iop_bound_init(pool, limit, on, off)) != 0) || (err = _iop_cpu_pool_init(pool, p.cache_size, limit)) != 0) {
 		_iop_bound_free_memory(pool);
 		pthread_mutex_destroy(&pool->lock);
 		free(pool);

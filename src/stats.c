@@ -65,6 +65,7 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out, s
 	s.sent_home = LOAD(&pool->sent_home);
 	s.cache_mode = pool->cpu_mode ? IOP_CACHE_MODE_CPU : IOP_CACHE_MODE_THREAD;
 	s.cpu_drains = LOAD(&pool->cpu_drains);
+	s.cpu_cache_size = pool->cpu_mode ? pool->cpu_cap : 0;
 
 	s.cache_size = pool->mag_cap;
 	s.obj_size = pool->obj_size;

@@ -175,7 +175,7 @@ TH_UNUSED static void th_check_counts_at(const char *file, int line, iop_pool_t 
 /*
  * Caches that belong to no live thread. With per-thread caches a thread's
  * exit empties its slots, so none may hold anything; per-CPU slots belong
- * to no thread and keep up to a magazine per CPU until they are drained
+ * to no thread and keep up to cpu_cache_size objects per CPU until drained
  * (iop_pool_flush(), shrink, decay). th_unowned_max() is that bound for the
  * pool the statistics describe.
  */
@@ -185,7 +185,7 @@ TH_UNUSED static uint64_t th_unowned_max(const struct iop_pool_stats *st)
 	if (st->cache_mode != IOP_CACHE_MODE_CPU)
 		return 0;
 	long n = sysconf(_SC_NPROCESSORS_CONF);
-	return (uint64_t)(n > 0 ? n : 1) * st->cache_size;
+	return (uint64_t)(n > 0 ? n : 1) * st->cpu_cache_size;
 }
 #define CHECK_CACHED_BY_NO_THREAD(st) CHECK_LE((st).cached, th_unowned_max(&(st)))
 

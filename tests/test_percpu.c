@@ -214,7 +214,8 @@ TEST(threads_256_cache_at_most_a_slot_per_cpu)
 	pthread_barrier_wait(&bar);
 	struct iop_pool_stats st = STATS(pool);
 	/* 256 live threads, each freed 64: per thread that would be 16384. */
-	CHECK_LE(st.cached, (uint64_t)ncpus() * st.cache_size);
+	CHECK_LE(st.cached, (uint64_t)ncpus() * st.cpu_cache_size);
+	CHECK_EQ(st.cpu_cache_size, 2 * 64);
 	CHECK_EQ(st.in_flight, 0);
 	CHECK_CONSERVED(st);
 	pthread_barrier_wait(&bar);
@@ -320,6 +321,75 @@ TEST(decay_drains_an_idle_cpu_cache)
 	CHECK_GT(st.cpu_drains, 0);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* ---- how much a CPU's slot holds ---------------------------------------------- */
+
+/* A CPU's slot holds what a burst-at-a-time caller swings (config.h,
+ * IOP_CPU_CACHE_BYTES): two magazines when cache_size is given, about
+ * 2 MiB of objects otherwise, and a bounded pool's slots at most half its
+ * limit together. Checked against what one pinned thread's frees leave in
+ * the slot, not only against the statistic. */
+TEST(cpu_slot_holds_two_magazines_or_about_2_mib_and_half_a_bounded_limit)
+{
+	iop_pool_t *p2k = MKPOOL("slot2k", 2048, 0, 0, 0, 0);
+	NEED_CPU_POOL(p2k);
+	iop_pool_t *p64 = MKPOOL("slot64", 64, 0, 0, 0, 0);
+	iop_pool_t *pbig = MKPOOL("slot512k", 512 << 10, 0, 0, 0, 0);
+	iop_pool_t *p16 = MKPOOL("slot16", 2048, 0, 16, 0, 0);
+	struct iop_pool_stats s2k = STATS(p2k), s64 = STATS(p64), sbig = STATS(pbig), s16 = STATS(p16);
+	CHECK_EQ(s2k.cpu_cache_size, 1024);  /* 2 MiB / 2 KiB */
+	CHECK_EQ(s64.cpu_cache_size, 1024);  /* capped */
+	CHECK_EQ(sbig.cpu_cache_size, 2 * sbig.cache_size); /* 4 by size, 2 magazines at least */
+	CHECK_EQ(s16.cpu_cache_size, 32);
+
+	/* One thread on one CPU frees 3000 objects: the slot keeps more
+	 * than a magazine (it spills half a slot when full), never more
+	 * than its size; the depot has the rest. */
+	cpu_set_t old;
+	REQUIRE(sched_getaffinity(0, sizeof(old), &old) == 0);
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	int cpu = -1;
+	for (int c = 0; c < CPU_SETSIZE && cpu < 0; c++)
+		if (CPU_ISSET(c, &old))
+			cpu = c;
+	CPU_SET(cpu, &one);
+	REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+	iop_pool_t *pools[2] = { p2k, p16 };
+	for (int k = 0; k < 2; k++) {
+		enum { N = 3000 };
+		void **o = calloc(N, sizeof(*o));
+		REQUIRE(o);
+		for (unsigned i = 0; i < N; i++)
+			REQUIRE((o[i] = iop_alloc(pools[k])) != NULL);
+		for (unsigned i = 0; i < N; i++)
+			iop_free(pools[k], o[i]);
+		struct iop_pool_stats st = STATS(pools[k]);
+		CHECK_GT(st.cached, st.cache_size);
+		CHECK_LE(st.cached, st.cpu_cache_size);
+		CHECK_EQ(st.in_flight, 0);
+		CHECK_CONSERVED(st);
+		CHECK_AUDIT(pools[k]);
+		free(o);
+	}
+	REQUIRE(sched_setaffinity(0, sizeof(old), &old) == 0);
+
+	/* Bounded: the CPUs' slots together hold at most half the limit. */
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "slotbound";
+	pp.obj_size = 2048;
+	pp.limit = 1000;
+	iop_pool_t *pb = iop_pool_create(&pp);
+	REQUIRE(pb);
+	struct iop_pool_stats sb = STATS(pb);
+	CHECK_GT(sb.cpu_cache_size, 0);
+	CHECK_LE((uint64_t)ncpus() * sb.cpu_cache_size, 500);
+
+	iop_pool_t *all[] = { p2k, p64, pbig, p16, pb };
+	for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		CHECK_DESTROY(all[i]);
 	return TH_PASS;
 }
 

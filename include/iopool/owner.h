@@ -39,8 +39,9 @@
  *    pmuludq on 2 lanes and a subtraction's sign. AVX2 is taken when the
  *    compiler targets it, or when the CPU has it (checked per call: one
  *    load and a test; the AVX2 kernel is then a call, not inlined).
- *    Elsewhere: scalar. Under 16 pointers the set-up costs more than the
- *    vectors save: the scalar loop below.
+ *    Elsewhere: scalar. Under 16 pointers AVX2's set-up costs more than
+ *    it saves: 2 to 15 pointers take the SSE2 one-chunk test (x86-64), a
+ *    single pointer the scalar loop below, inline.
  *  - Pointers of several chunks: the AVX2 kernel stops at the first 16
  *    pointers that leave the first chunk; with AVX2, pointers of exactly
  *    two chunks (both in the map) take a second vector pass that compares
@@ -163,6 +164,47 @@ static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, u
 	if ((IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) != 0 || (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) != 3)
 		return 0;
 	return iop__owner_one_chunk(base, bad, mul, lim, objs + i, n - i);
+}
+
+/*
+ * SSE2 for any n >= 2, inline in the caller (iop_free_bulk): two pointers
+ * a step, an odd last one taken again with the one before it (OR and the
+ * sign test do not mind a pointer seen twice). A power-of-two stride is
+ * the OR alone: 8 pointers are 4 loads, 4 XORs and 4 ORs, then the
+ * reduction.
+ */
+static inline int iop__owner_sse2_short(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim,
+					void *const *objs, unsigned n)
+{
+	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
+	__m128i bits = _mm_setzero_si128();
+	unsigned i;
+
+	if (mul == 1) {
+		for (i = 0; i + 2 <= n; i += 2)
+			bits = _mm_or_si128(bits, _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + i))), vbase));
+		if (n & 1)
+			bits = _mm_or_si128(bits, _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + n - 2))), vbase));
+		bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
+		return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) == 0;
+	}
+	const __m128i vmul = _mm_set1_epi64x(mul), vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
+	__m128i neg = _mm_set1_epi64x(-1);
+	for (i = 0;; i += 2) {
+		if (i + 2 > n) {
+			if (!(n & 1))
+				break;
+			i = n - 2;
+		}
+		__m128i d = _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + i))), vbase);
+		bits = _mm_or_si128(bits, d);
+		neg = _mm_and_si128(neg, _mm_sub_epi64(_mm_and_si128(_mm_mul_epu32(d, vmul), lo32), vlim));
+		if (i + 2 == n)
+			break;
+	}
+	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
+	return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) == 0 &&
+	       (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) == 3;
 }
 
 /*
@@ -301,17 +343,22 @@ static inline unsigned iop__owner_kernel(void)
  * every objs[i] is an object of pool, else 0. pool, map and the hot fields
  * as in struct iop__pool_hot; chunk_mask below 4 GiB. Not inlined: the
  * caller's loop (an inlined iop_free_bulk) keeps its registers; the call
- * is paid once per array of 16 or more.
+ * is paid once per array of 2 or more.
+ *
+ * Under 16 pointers the AVX2 set-up (and its vzeroupper) costs more than it
+ * saves, so short arrays take the SSE2 one-chunk test (the x86-64
+ * baseline: no CPU check) whatever the kernel, or the scalar one-chunk
+ * loop for IOP__OWNER_SCALAR: 8 pointers of one chunk are 4 XORs, 4 ORs
+ * and a reduction for a power-of-two stride, against about 11
+ * instructions per pointer in iop__owned_array_scalar(), which stays the
+ * exact answer for arrays of several chunks.
  */
 __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kernel, const struct iop_pool *pool, struct iop_pool *const *map,
 					uintptr_t chunk_mask, uint64_t div_mul, unsigned div_shift,
 					uint64_t objs_per_chunk, void *const *objs, unsigned n)
 {
-	/* Below 16 pointers the vector set-up costs more than it saves
-	 * (iopool-owner-bench: 8 pointers of two chunks took 1.25 ns each in
-	 * the AVX2 kernel, 0.79 in the scalar loop). */
-	if (n < IOP__OWNER_VECTOR_MIN)
-		return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
+	if (n == 0)
+		return 1;
 	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
 	if (g >= IOP__MAP_ENTRIES || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
 		return 0;
@@ -319,30 +366,40 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 	const uint32_t mul = IOP__SCAST(uint32_t, div_mul), lim = IOP__SCAST(uint32_t, objs_per_chunk << div_shift);
 	int one_chunk;
 	(void)kernel;
-	switch (kernel) {
+	if (n < IOP__OWNER_VECTOR_MIN) {
 #if defined(IOP__OWNER_X86)
-	case IOP__OWNER_AVX2:
-		one_chunk = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
-				     : iop__owner_avx2(base, bad, mul, lim, objs, n);
-		if (__builtin_expect(!one_chunk, 0) && n >= 8) {
-			/* A second chunk, if the map says it is this pool's too. */
-			unsigned j = 1;
-			while (j < n && ((IOP__RCAST(uintptr_t, objs[j]) ^ a0) & ~chunk_mask) == 0)
-				j++;
-			uintptr_t a1 = j < n ? IOP__RCAST(uintptr_t, objs[j]) : 0, g1 = a1 >> IOP__GRANULE_SHIFT;
-			if (j < n && g1 < IOP__MAP_ENTRIES && __atomic_load_n(&map[g1], __ATOMIC_RELAXED) == pool)
-				one_chunk = iop__owner_avx2_two(base, a1 & ~chunk_mask, chunk_mask,
-							       (IOP__SCAST(uintptr_t, 1) << div_shift) - 1, mul, lim, objs, n);
-		}
-		break;
-	case IOP__OWNER_SSE2:
-		one_chunk = mul == 1 ? iop__owner_sse2(base, bad, mul, lim, objs, n, 1)
-				     : iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
-		break;
+		if (kernel != IOP__OWNER_SCALAR && n >= 2)
+			one_chunk = iop__owner_sse2_short(base, bad, mul, lim, objs, n);
+		else
 #endif
-	default:
-		one_chunk = iop__owner_one_chunk(base, bad, mul, lim, objs, n);
-		break;
+			one_chunk = iop__owner_one_chunk(base, bad, mul, lim, objs, n);
+	} else {
+		switch (kernel) {
+#if defined(IOP__OWNER_X86)
+		case IOP__OWNER_AVX2:
+			one_chunk = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
+					     : iop__owner_avx2(base, bad, mul, lim, objs, n);
+			if (__builtin_expect(!one_chunk, 0) && n >= 8) {
+				/* A second chunk, if the map says it is this pool's too. */
+				unsigned j = 1;
+				while (j < n && ((IOP__RCAST(uintptr_t, objs[j]) ^ a0) & ~chunk_mask) == 0)
+					j++;
+				uintptr_t a1 = j < n ? IOP__RCAST(uintptr_t, objs[j]) : 0, g1 = a1 >> IOP__GRANULE_SHIFT;
+				if (j < n && g1 < IOP__MAP_ENTRIES && __atomic_load_n(&map[g1], __ATOMIC_RELAXED) == pool)
+					one_chunk = iop__owner_avx2_two(base, a1 & ~chunk_mask, chunk_mask,
+								       (IOP__SCAST(uintptr_t, 1) << div_shift) - 1, mul, lim,
+								       objs, n);
+			}
+			break;
+		case IOP__OWNER_SSE2:
+			one_chunk = mul == 1 ? iop__owner_sse2(base, bad, mul, lim, objs, n, 1)
+					     : iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
+			break;
+#endif
+		default:
+			one_chunk = iop__owner_one_chunk(base, bad, mul, lim, objs, n);
+			break;
+		}
 	}
 	if (__builtin_expect(one_chunk, 1))
 		return 1;
@@ -352,14 +409,33 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 
 /*
  * Is every objs[0..n) an object of pool? 1 if so (and for n = 0), else 0.
- * Arguments are struct iop__pool_hot's fields and iop__map.
+ * Arguments are struct iop__pool_hot's fields and iop__map. Inline: the
+ * first pointer's map entry, then (x86-64) the SSE2 one-chunk test under
+ * 16 pointers or without AVX2, a call of the AVX2 kernel (its 6 arguments
+ * in registers) above; iop__owned_array_with() only when that says no
+ * (several chunks, or a bad pointer), for the exact answer.
  */
 static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool *const *map, uintptr_t chunk_mask,
 				   uint64_t div_mul, unsigned div_shift, uint64_t objs_per_chunk, void *const *objs,
 				   unsigned n)
 {
-	if (n < IOP__OWNER_VECTOR_MIN)
+	if (n <= 1)
 		return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
+#if defined(IOP__OWNER_X86)
+	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
+	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+		return 0;
+	const uintptr_t base = a0 & ~chunk_mask, bad = ~chunk_mask | ((IOP__SCAST(uintptr_t, 1) << div_shift) - 1);
+	const uint32_t mul = IOP__SCAST(uint32_t, div_mul), lim = IOP__SCAST(uint32_t, objs_per_chunk << div_shift);
+	int ok;
+	if (n < IOP__OWNER_VECTOR_MIN || iop__owner_kernel() != IOP__OWNER_AVX2)
+		ok = iop__owner_sse2_short(base, bad, mul, lim, objs, n);
+	else
+		ok = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
+			      : iop__owner_avx2(base, bad, mul, lim, objs, n);
+	if (__builtin_expect(ok, 1))
+		return 1;
+#endif
 	return iop__owned_array_with(iop__owner_kernel(), pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk,
 				     objs, n);
 }
