@@ -209,12 +209,11 @@ static inline int iop__owner_sse2_short(uintptr_t base, uintptr_t bad, uint32_t 
 
 /*
  * AVX2: 16 pointers per step, in four registers: the XOR with the base (the
- * load folded in), one test of their OR against bad (another chunk: stop
- * at once, for the caller's exact pass), then the 8 low halves of each pair
- * (in some order: the max does not care), vpmulld and vpmaxud. The last 8
- * or 16 pointers overlap the ones before when n is not a multiple of 8:
- * OR and max do not mind seeing a pointer twice. The max of the lanes is
- * compared once.
+ * load folded in), their OR into one register of bits (tested against
+ * bad once, after the loop), then the 8 low halves of each pair (in some
+ * order: the max does not care), vpmulld and vpmaxud. The last 8 pointers
+ * overlap the ones before when n is not a multiple of 8: OR and max do not
+ * mind seeing a pointer twice. The max of the lanes is compared once.
  */
 #define IOP__AVX2_D(p) _mm256_xor_si256(_mm256_loadu_si256(IOP__RCAST(const __m256i *, (p))), vbase)
 #define IOP__AVX2_LO(a, b) \
@@ -228,15 +227,16 @@ iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, 
 		return iop__owner_one_chunk(base, bad, mul, lim, objs, n);
 	const __m256i vbase = _mm256_set1_epi64x(IOP__SCAST(long long, base)), vbad = _mm256_set1_epi64x(IOP__SCAST(long long, bad));
 	const __m256i vmul = _mm256_set1_epi32(IOP__SCAST(int, mul));
-	__m256i max = _mm256_setzero_si256();
+	__m256i max = _mm256_setzero_si256(), bits = _mm256_setzero_si256();
 	void *const *p = objs, *const *end = objs + n, *const *last16 = end - 16;
 
 	/* Pointers, not an unsigned index: no zero-extension per load, and
-	 * one compare per step (p <= last16 is only formed when n >= 16). */
+	 * one compare per step (p <= last16 is only formed when n >= 16).
+	 * The bits are tested once, after the loop: an array of another
+	 * chunk is rare, and its exact pass reads the array again anyway. */
 	for (; n >= 16 && p <= last16; p += 16) {
 		__m256i a = IOP__AVX2_D(p), b = IOP__AVX2_D(p + 4), c = IOP__AVX2_D(p + 8), d = IOP__AVX2_D(p + 12);
-		if (__builtin_expect(!_mm256_testz_si256(_mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d)), vbad), 0))
-			return 0;
+		bits = _mm256_or_si256(bits, _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d)));
 		if (!pow2) {
 			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
 			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(c, d), vmul));
@@ -246,11 +246,12 @@ iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, 
 		if (end - p < 8)
 			p = end - 8;
 		__m256i a = IOP__AVX2_D(p), b = IOP__AVX2_D(p + 4);
-		if (!_mm256_testz_si256(_mm256_or_si256(a, b), vbad))
-			return 0;
+		bits = _mm256_or_si256(bits, _mm256_or_si256(a, b));
 		if (!pow2)
 			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
 	}
+	if (!_mm256_testz_si256(bits, vbad))
+		return 0;
 	if (pow2)
 		return 1;
 	__m128i m = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
@@ -313,10 +314,33 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2(uintptr_t base
 	return iop__owner_avx2_body(base, bad, mul, lim, objs, n, 0);
 }
 
+/*
+ * A power-of-two stride: the OR of the XORs alone, 16 pointers a step (4
+ * loads folded into 4 XORs, 4 ORs), the last 1 to 15 as one or two runs of
+ * 8 that end at the array's end; the bits reduced to one word and tested
+ * in a general register (a broadcast of bad would cost a stack frame).
+ */
 __attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(uintptr_t base, uintptr_t bad, uint32_t mul,
 								       uint32_t lim, void *const *objs, unsigned n)
 {
-	return iop__owner_avx2_body(base, bad, mul, lim, objs, n, 1);
+	if (n < 8)
+		return iop__owner_one_chunk(base, bad, mul, lim, objs, n);
+	const __m256i vbase = _mm256_set1_epi64x(IOP__SCAST(long long, base));
+	__m256i bits = _mm256_setzero_si256();
+	size_t i = 0;
+#define IOP__AVX2_D(q) _mm256_xor_si256(_mm256_loadu_si256(IOP__RCAST(const __m256i *, (q))), vbase)
+	for (; i + 16 <= n; i += 16)
+		bits = _mm256_or_si256(bits, _mm256_or_si256(_mm256_or_si256(IOP__AVX2_D(objs + i), IOP__AVX2_D(objs + i + 4)),
+							     _mm256_or_si256(IOP__AVX2_D(objs + i + 8), IOP__AVX2_D(objs + i + 12))));
+	if (i != n) {
+		if (n - i > 8)
+			bits = _mm256_or_si256(bits, _mm256_or_si256(IOP__AVX2_D(objs + i), IOP__AVX2_D(objs + i + 4)));
+		bits = _mm256_or_si256(bits, _mm256_or_si256(IOP__AVX2_D(objs + n - 8), IOP__AVX2_D(objs + n - 4)));
+	}
+#undef IOP__AVX2_D
+	__m128i b = _mm_or_si128(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+	b = _mm_or_si128(b, _mm_unpackhi_epi64(b, b));
+	return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(b)) & bad) == 0;
 }
 #endif /* IOP__OWNER_X86 */
 
