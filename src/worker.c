@@ -291,10 +291,12 @@ static void *worker_main(void *arg)
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 		}
 		bool stop = w->stop || superseded(w, gen);
+		/* Cleared under mu: a kick after this unlock (one that
+		 * _iop_worker_fill() makes surely) gets a pass of its own. */
+		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
 		pthread_mutex_unlock(&w->mu);
 		if (stop)
 			break;
-		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
 		int64_t now = _iop_now_ns();
 		next = now + wk_period_ns;
 		if (d == 0 && psi_threshold > 0 && now >= psi_next) {
@@ -417,6 +419,21 @@ void _iop_worker_attach(struct iop_pool *pool)
 	if (!wk_running && !wk_exiting)
 		start_all();
 	pthread_mutex_unlock(&wk_ctl);
+}
+
+void _iop_worker_fill(struct iop_pool *pool)
+{
+	if (!pool->reserve_low)
+		return;
+	for (unsigned d = 0; d < _iop_ndomains; d++) {
+		struct worker *w = &workers[d];
+		/* With the mutex, unlike a slow path's kick: this caller may
+		 * wait, and the kick is then never lost. */
+		pthread_mutex_lock(&w->mu);
+		atomic_store_explicit(&w->kick, 1, memory_order_relaxed);
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
 }
 
 void _iop_worker_detach(struct iop_pool *pool)

@@ -690,6 +690,40 @@ TEST(workers_start_lazily_and_stop_with_the_last_pool)
 	return TH_PASS;
 }
 
+/* Until the pool's depot holds n objects, at most ms milliseconds: whether
+ * it got there. */
+static bool depot_reaches(iop_pool_t *p, uint64_t n, int ms)
+{
+	for (int i = 0; i < ms; i++) {
+		if (field_depot(p) >= n)
+			return true;
+		sleep_ms(1);
+	}
+	return field_depot(p) >= n;
+}
+
+/*
+ * With a one-minute worker period, a new pool's reserve is filled within
+ * seconds of iop_pool_create(): the workers are woken once the pool can
+ * be worked on (the first pool's worker started while the pool was still
+ * being created, and skipped it; a later pool's found the worker asleep
+ * for the rest of its period).
+ */
+TEST(reserve_is_filled_at_creation_not_a_period_later)
+{
+	setenv("IOPOOL_WORKER_PERIOD_MS", "60000", 1);
+	iop_pool_t *a = mk_or_die("first", (struct rparams){ .obj_size = 256, .reserve_low = 10 });
+	CHECK(depot_reaches(a, 10, 10000));
+	/* The worker has done its passes and sleeps for a minute. */
+	sleep_ms(100);
+	iop_pool_t *b = mk_or_die("second", (struct rparams){ .obj_size = 512, .reserve_low = 20 });
+	CHECK(depot_reaches(b, 20, 10000));
+	CHECK_EQ(STATS(b).refill_passes, 1);
+	CHECK_DESTROY(b);
+	CHECK_DESTROY(a);
+	return TH_PASS;
+}
+
 /* The child of workers_stop_at_exit: a pool with a reserve and a 1 ms
  * decay keeps its worker busy; exit() must stop and join it. A handler
  * registered before the pool (so it runs after the library's, atexit
