@@ -107,6 +107,17 @@
 #define IOP_BACKOFF_MIN_MS 1
 #define IOP_DECAY_PCT_DEFAULT 25
 
+/*
+ * Memory pressure (IOPOOL_PSI_RECLAIM=P, worker.c): the PSI trigger's
+ * window. Reclaim starts once tasks stalled on memory for P% of it. 2 s
+ * is the shortest window the kernel gives a process without
+ * CAP_SYS_RESOURCE (it wants a multiple of 2 s from those, and updates
+ * their triggers every 2 s), and the same stall share as P% of avg10
+ * over a fifth of its time, so a reclaim starts within about 2 s of the
+ * stall where avg10 polling took a period and the average's lag.
+ */
+#define IOP_PSI_WINDOW_US 2000000u
+
 /* Byte written over free objects in checked mode ("iopool free"). */
 #define IOP_POISON_BYTE 0xa5
 
