@@ -297,6 +297,15 @@ static void *cache_holder(void *arg)
  * while its depot decayed, and an idle thread's cached objects were taken
  * only once the depot was empty (hundreds of passes). Idle, the caches go
  * within a few passes, while most of the depot is still there.
+ *
+ * Nothing here depends on when this thread runs: the holder's cache may
+ * be taken before this thread looks (under load it was, in about one run
+ * of ten when this read the cache right after the holder filled it, and
+ * then waited for a take that had already happened). So the count of
+ * takes is read before the holder starts, with every cache flushed, and
+ * the case waits for one more take and empty caches; passes 20 ms apart
+ * make half the depot last about 1.4 s, far longer than this thread is
+ * ever kept off a CPU.
  */
 TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 {
@@ -305,7 +314,7 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	pp.obj_size = 256;
 	pp.limit = 4000;
 	pp.cache_size = 16;
-	pp.decay_ms = 5;
+	pp.decay_ms = 20;
 	pp.decay_pct = 1;
 	iop_pool_t *p = iop_pool_create(&pp);
 	REQUIRE(p);
@@ -318,6 +327,12 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	free(objs);
 	/* The depot decays: each pass from now on puts magazines back. */
 	WAIT_FOR(STATS(p).decay_objs >= 1);
+	/* No cache holds anything: a take from now on is the holder's. */
+	FLUSH_ALL(p);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.cached, 0);
+	uint64_t depot0 = st.depot, trims0 = st.trims;
+	CHECK_GE(depot0, 2000);
 	/* A thread fills its cache (use: the next pass sees it), then
 	 * stays idle with it. */
 	struct holder h = { .pool = p, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
@@ -327,18 +342,15 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	while (h.stage != 1)
 		pthread_cond_wait(&h.cv, &h.mu);
 	pthread_mutex_unlock(&h.mu);
-	struct iop_pool_stats st = STATS(p);
-	CHECK_GE(st.cached, 1);
-	uint64_t depot0 = st.depot, trims0 = st.trims;
-	CHECK_GE(depot0, 2000);
-	WAIT_FOR(STATS(p).trims > trims0);
+	/* Its cache is taken (a take counted since trims0: it held
+	 * objects) and nothing is cached any more. */
+	WAIT_FOR(STATS(p).trims > trims0 && STATS(p).cached == 0);
 	st = STATS(p);
 	printf("caches taken after %llu decay passes, depot %llu of %llu left\n",
 	       (unsigned long long)st.decay_passes, (unsigned long long)st.depot, (unsigned long long)depot0);
 	/* 1% a pass: half of the depot is left for about 69 passes. */
 	CHECK_GE(st.depot, depot0 / 2);
 	CHECK_GE(st.decay_objs, 1); /* it did decay meanwhile */
-	WAIT_FOR(STATS(p).cached == 0);
 	CHECK_AUDIT(p);
 	pthread_mutex_lock(&h.mu);
 	h.stage = 2;
