@@ -27,6 +27,7 @@
  * so the reclaim starts within one window of the stall. Where the kernel
  * refuses the trigger, the domain-0 worker reads the file's "some avg10"
  * once a period instead (said once, on stderr).
+ *
  * Slow paths wake a worker with _iop_worker_wake(): a racy, rate-limited
  * store and a signal when the worker's mutex is free, so no caller ever
  * waits; a wake-up lost in that race is made up by the next period.
