@@ -312,6 +312,12 @@ static void *watch_main(void *arg)
 		int rc = _iop_os_psi_wait(fd, pw->wake_fd, -1);
 		if (atomic_load(&pw->stop))
 			break;
+		if (rc == -EBADF) {
+			/* Its eventfd was closed under it: it cannot be woken
+			 * any more, so it ends; the workers poll instead. */
+			psi_fall_back("lost its watcher's eventfd", EBADF);
+			break;
+		}
 		if (rc < 0 && fd >= 0) {
 			/* Its cgroup was removed: wait only to be stopped. */
 			psi_fall_back("lost its PSI trigger", -rc);

@@ -199,6 +199,10 @@ int _iop_os_psi_wait(int psi_fd, int wake_fd, int timeout_ms)
 	int n = poll(p, psi_fd >= 0 ? 2 : 1, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
+	/* The eventfd closed under the library (a program that closes every
+	 * descriptor): say so rather than return at once for ever. */
+	if (p[0].revents & (POLLERR | POLLNVAL))
+		return -EBADF;
 	int got = 0;
 	if (p[0].revents & POLLIN) {
 		uint64_t v;

@@ -82,7 +82,7 @@ IOP_HIDDEN int _iop_os_psi_open(const char *path, uint64_t stall_us, uint64_t wi
  * (-1: none, wait for wake_fd only) or a signal of wake_fd, which this
  * consumes: IOP_OS_PSI_EVENT and/or IOP_OS_PSI_WOKEN; 0 when the time
  * passed (or a signal interrupted the wait); -EIO when the trigger is
- * gone (its cgroup was removed). */
+ * gone (its cgroup was removed); -EBADF when wake_fd is no longer open. */
 IOP_HIDDEN int _iop_os_psi_wait(int psi_fd, int wake_fd, int timeout_ms);
 IOP_HIDDEN void _iop_os_psi_close(int psi_fd);
 /* An eventfd to wake a thread in _iop_os_psi_wait(): the descriptor, or
