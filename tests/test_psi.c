@@ -19,7 +19,6 @@
 #endif
 #include "iop_test.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -45,30 +44,6 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Threads of this process named `name` (/proc/self/task/N/comm). */
-static int threads_named(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		return -1;
-	int n = 0;
-	for (struct dirent *e; (e = readdir(d));) {
-		if (e->d_name[0] == '.')
-			continue;
-		char path[300], comm[32] = "";
-		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof comm, f))
-			comm[strcspn(comm, "\n")] = 0;
-		fclose(f);
-		n += strcmp(comm, name) == 0;
-	}
-	closedir(d);
-	return n;
-}
-
 /* Until cond holds, at most ms milliseconds (four times that under a
  * sanitizer): whether it came true. No watchdog: a case cleans up. */
 #define WITHIN(ms, cond)                                                               \
@@ -86,19 +61,6 @@ static bool write_str(const char *path, const char *s)
 		return false;
 	bool ok = write(fd, s, strlen(s)) == (ssize_t)strlen(s);
 	return close(fd) == 0 && ok;
-}
-
-static void write_psi(const char *path, const char *avg10)
-{
-	char tmp[256];
-	snprintf(tmp, sizeof tmp, "%s.new", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
-		avg10);
-	fclose(f);
-	rename(tmp, path);
 }
 
 /* A pool of free chunks, which a reclaim unmaps: its chunk count. */
@@ -149,7 +111,7 @@ TEST(a_file_without_triggers_falls_back_to_polling_avg10_once)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/tmp/iopool-test-psi-%d", (int)getpid());
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	setenv("IOPOOL_PSI_RECLAIM", "10", 1);
 	setenv("IOPOOL_PSI_FILE", path, 1);
 	setenv("IOPOOL_WORKER_PERIOD_MS", "10", 1);
@@ -160,7 +122,7 @@ TEST(a_file_without_triggers_falls_back_to_polling_avg10_once)
 	th_capture_begin();
 	iop_pool_t *w = worker_pool("workers");
 	bool made = w != NULL;
-	int watchers = threads_named("iop-psi");
+	int watchers = th_threads_named("iop-psi");
 	int passes = 0;
 	/* Twice: stopping and starting the workers says nothing more. */
 	for (int i = 0; made && i < 2; i++) {
@@ -170,21 +132,21 @@ TEST(a_file_without_triggers_falls_back_to_polling_avg10_once)
 	}
 	sleep_ms(50); /* some polls of 0.00 */
 	uint64_t before = STATS(p).chunks;
-	write_psi(path, "42.50");
+	th_write_psi(path, "42.50");
 	bool shrunk = WITHIN(10000, STATS(p).chunks == 0);
 	int msgs = captured_count(FALLBACK_MSG);
 	char *err = th_capture_end();
 	REQUIRE(made);
 	CHECK_EQ(passes, 2);
 	CHECK_EQ(watchers, 0);
-	CHECK_EQ(threads_named("iop-psi"), 0);
+	CHECK_EQ(th_threads_named("iop-psi"), 0);
 	CHECK_EQ(msgs, 1);
 	CHECK_STR_HAS(err, path);
 	CHECK_STR_HAS(err, "Operation not supported");
 	CHECK_EQ(before, chunks); /* no pressure, no shrink */
 	CHECK(shrunk);
 	free(err);
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(w);
 	CHECK_DESTROY(p);
@@ -208,7 +170,7 @@ static bool proc_triggers(void)
 
 static void exit_check(void)
 {
-	_exit(threads_named("iop-psi") == 0 ? 0 : 4);
+	_exit(th_threads_named("iop-psi") == 0 ? 0 : 4);
 }
 
 /* A child that exits with its pools alive: the library's exit handler
@@ -222,7 +184,7 @@ static int exit_child(void)
 	if (pid == 0) {
 		atexit(exit_check);
 		iop_pool_t *w = worker_pool("at-exit");
-		if (!w || threads_named("iop-psi") != 1)
+		if (!w || th_threads_named("iop-psi") != 1)
 			_exit(3);
 		exit(0);
 	}
@@ -240,16 +202,16 @@ static int fork_child(iop_pool_t *w)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
-		if (threads_named("iop-psi") != 0)
+		if (th_threads_named("iop-psi") != 0)
 			_exit(3);
 		iop_pool_t *c = worker_pool("child"); /* restarts the workers */
 		if (!c)
 			_exit(4);
-		if (threads_named("iop-psi") != 1)
+		if (th_threads_named("iop-psi") != 1)
 			_exit(5);
 		if (iop_pool_destroy(c) != 0 || iop_pool_destroy(w) != 0)
 			_exit(6);
-		_exit(threads_named("iop-psi") == 0 ? 0 : 7);
+		_exit(th_threads_named("iop-psi") == 0 ? 0 : 7);
 	}
 	int status;
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
@@ -269,14 +231,14 @@ TEST(the_watcher_runs_with_the_workers_and_stops_at_exit_and_after_fork)
 	th_capture_begin();
 	/* A pool without workers starts no watcher. */
 	iop_pool_t *p = MKPOOL("plain", 256, 0, 0, 0, 0);
-	int alone = threads_named("iop-psi");
+	int alone = th_threads_named("iop-psi");
 	iop_pool_t *w = worker_pool("workers");
-	int with = threads_named("iop-psi");
+	int with = th_threads_named("iop-psi");
 	CHECK(w != NULL);
 	CHECK_EQ(iop_pool_destroy(w), 0);
-	int after = threads_named("iop-psi");
+	int after = th_threads_named("iop-psi");
 	w = worker_pool("again");
-	int again = threads_named("iop-psi");
+	int again = th_threads_named("iop-psi");
 	char *err = th_capture_end();
 	CHECK_EQ(alone, 0);
 	CHECK_EQ(with, 1);
@@ -288,11 +250,11 @@ TEST(the_watcher_runs_with_the_workers_and_stops_at_exit_and_after_fork)
 	/* The TSan build of iopool has no fork handlers. */
 	if (!TH_TSAN) {
 		CHECK_EQ(fork_child(w), 0);
-		CHECK_EQ(threads_named("iop-psi"), 1); /* the parent's is still there */
+		CHECK_EQ(th_threads_named("iop-psi"), 1); /* the parent's is still there */
 	}
 	CHECK_DESTROY(w);
 	CHECK_DESTROY(p);
-	CHECK_EQ(threads_named("iop-psi"), 0);
+	CHECK_EQ(th_threads_named("iop-psi"), 0);
 	return TH_PASS;
 }
 
@@ -526,7 +488,7 @@ TEST(a_memory_stall_in_a_cgroup_reclaims_within_a_window)
 	iop_pool_t *p = pressed_pool();
 	iop_pool_t *w = worker_pool("workers");
 	uint64_t chunks = p ? STATS(p).chunks : 0;
-	int watchers = threads_named("iop-psi");
+	int watchers = th_threads_named("iop-psi");
 	int64_t t0 = now_ms();
 	bool go = write(cg.go, "g", 1) == 1;
 	bool shrunk = go && p && WITHIN(15000, STATS(p).chunks == 0);
@@ -553,7 +515,7 @@ TEST(a_memory_stall_in_a_cgroup_reclaims_within_a_window)
 	free(err);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(w);
-	CHECK_EQ(threads_named("iop-psi"), 0);
+	CHECK_EQ(th_threads_named("iop-psi"), 0);
 	CHECK_DESTROY(p);
 	return TH_PASS;
 }

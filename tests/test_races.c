@@ -14,7 +14,6 @@
 #endif
 #include "iop_test.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -53,30 +52,6 @@ static uint64_t rnd(uint64_t *s)
 	*s ^= *s >> 7;
 	*s ^= *s << 17;
 	return *s;
-}
-
-/* Threads of this process named `name` (/proc/self/task/N/comm). */
-static int threads_named(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		return -1;
-	int n = 0;
-	for (struct dirent *e; (e = readdir(d));) {
-		if (e->d_name[0] == '.')
-			continue;
-		char path[300], comm[32] = "";
-		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof comm, f))
-			comm[strcspn(comm, "\n")] = 0;
-		fclose(f);
-		n += strcmp(comm, name) == 0;
-	}
-	closedir(d);
-	return n;
 }
 
 /* ---- iop_reclaim() and shrink racing create, use and destroy ------------------ */
@@ -361,19 +336,6 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	return TH_PASS;
 }
 
-static void write_psi(const char *path, const char *avg10)
-{
-	char tmp[256];
-	snprintf(tmp, sizeof tmp, "%s.new", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
-		avg10);
-	fclose(f);
-	rename(tmp, path); /* the worker reads a whole file, old or new */
-}
-
 static struct {
 	iop_pool_t *last;      /* the only pool that uses the workers */
 	iop_pool_t *successor; /* made by the hook */
@@ -415,7 +377,7 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/tmp/iopool-races-psi-%d", (int)getpid());
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	setenv("IOPOOL_PSI_RECLAIM", "10", 1);
 	setenv("IOPOOL_PSI_FILE", path, 1);
 	setenv("IOPOOL_WORKER_PERIOD_MS", "5", 1);
@@ -440,10 +402,10 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 	restart.last = iop_pool_create(&pp);
 	REQUIRE(restart.last);
 	atomic_store(&restart.armed, 1);
-	CHECK_EQ(threads_named("iop-refill/0"), 1);
-	write_psi(path, "42.50");
+	CHECK_EQ(th_threads_named("iop-refill/0"), 1);
+	th_write_psi(path, "42.50");
 	WAIT_FOR(atomic_load(&restart.done) != 0);
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	REQUIRE(atomic_load(&restart.done) == 1);
 	/* The successor's worker runs its passes... */
 	uint64_t passes = STATS(restart.successor).decay_passes;
@@ -451,11 +413,11 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 	/* ...and the detached one ends after its pass: one worker, not two
 	 * running the same domain's passes. */
 	int64_t until = now_ns() + (int64_t)2000 * 1000000;
-	while (threads_named("iop-refill/0") > 1 && now_ns() < until)
+	while (th_threads_named("iop-refill/0") > 1 && now_ns() < until)
 		sleep_ms(5);
-	CHECK_EQ(threads_named("iop-refill/0"), 1);
+	CHECK_EQ(th_threads_named("iop-refill/0"), 1);
 	CHECK_DESTROY(restart.successor);
-	CHECK_EQ(threads_named("iop-refill/0"), 0);
+	CHECK_EQ(th_threads_named("iop-refill/0"), 0);
 	CHECK_AUDIT(pressed);
 	CHECK_DESTROY(pressed);
 	unlink(path);

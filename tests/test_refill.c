@@ -970,24 +970,11 @@ TEST(reclaim_is_safe_while_other_threads_destroy_pools)
 	return TH_PASS;
 }
 
-static void write_psi(const char *path, const char *avg10)
-{
-	char tmp[256];
-	snprintf(tmp, sizeof tmp, "%s.new", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
-		avg10);
-	fclose(f);
-	rename(tmp, path); /* the worker reads a whole file, old or new */
-}
-
 TEST(memory_pressure_shrinks_every_pool)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/tmp/iopool-psi-%d", (int)getpid());
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	setenv("IOPOOL_PSI_RECLAIM", "10", 1);
 	setenv("IOPOOL_PSI_FILE", path, 1);
 	setenv("IOPOOL_WORKER_PERIOD_MS", "10", 1);
@@ -1003,10 +990,10 @@ TEST(memory_pressure_shrinks_every_pool)
 	iop_pool_t *q = mk_or_die("decaying", (struct rparams){ .obj_size = 4096, .decay_ms = 10 });
 	WAIT_FOR(STATS(q).decay_passes >= 5);
 	CHECK_EQ(STATS(p).chunks, chunks); /* no pressure, no shrink */
-	write_psi(path, "42.50");
+	th_write_psi(path, "42.50");
 	WAIT_FOR(STATS(p).chunks == 0);
 	CHECK_AUDIT(p);
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	CHECK_DESTROY(q);
 	CHECK_DESTROY(p);
 	unlink(path);
