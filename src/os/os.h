@@ -9,8 +9,9 @@
  * reads as 0). Nothing here calls up the stack: only messages and options.
  *
  *   os.c     mappings (reserve, aligned map, advise, prefault, residency),
- *            files under /proc and /sys, CPUs, membarrier, NUMA (libnuma),
- *            the shared-memory segment of the statistics publisher
+ *            files under /proc and /sys, PSI triggers and the eventfd that
+ *            wakes their watcher, CPUs, membarrier, NUMA (libnuma), the
+ *            shared-memory segment of the statistics publisher
  *   fault.c  fault injection of chunk requests (iop_fault.h)
  */
 #ifndef IOP_OS_H
