@@ -125,6 +125,18 @@
 #define IOP_BACKOFF_MIN_MS 1
 #define IOP_DECAY_PCT_DEFAULT 25
 
+/*
+ * Memory pressure (IOPOOL_PSI_RECLAIM=P, worker.c): the PSI trigger's
+ * window. Reclaim starts once tasks stalled on memory for P% of it. 2 s
+ * is the shortest window the kernel gives a process without
+ * CAP_SYS_RESOURCE (it wants a multiple of 2 s from those, and updates
+ * their triggers every 2 s), so one value works for every process. The
+ * stall is measured over those 2 s alone, where avg10 (the fallback)
+ * climbs to P only after seconds of stall: 12 to 14 s for a 15% stall at
+ * P = 10 in tests/test_psi.c, against 2 s for the trigger.
+ */
+#define IOP_PSI_WINDOW_US 2000000u
+
 /* Byte written over free objects in checked mode ("iopool free"). */
 #define IOP_POISON_BYTE 0xa5
 

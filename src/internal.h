@@ -790,6 +790,10 @@ static inline void _iop_worker_wake(struct iop_pool *pool, unsigned d, int why)
  * them). */
 IOP_HIDDEN void _iop_worker_attach(struct iop_pool *pool);
 IOP_HIDDEN void _iop_worker_detach(struct iop_pool *pool);
+/* A new pool with a reserve: its workers fill it now (after creation, once
+ * a pass may take the pool), not up to a period later. May wait for a
+ * worker's mutex. */
+IOP_HIDDEN void _iop_worker_fill(struct iop_pool *pool);
 /* A slot the worker asked to trim (tc->trim, unbounded pools in the
  * per-thread mode): its owner gives back its previous magazine on its
  * next call. */

@@ -44,9 +44,11 @@
 	  "the publishing period of `IOPOOL_PUBLISH`, in milliseconds")                                        \
 	X(WORKER_PERIOD_MS, UINT, 1, 3600000, "1000", "the refill and decay workers' period, in milliseconds") \
 	X(PSI_RECLAIM, PERCENT, 0, 100, "off",                                                                  \
-	  "memory pressure (PSI `some avg10`, a percentage) at or above which the domain-0 worker shrinks "    \
-	  "every pool (`iop_reclaim()`)")                                                                       \
-	X(PSI_FILE, PATH, 0, 0, "`/proc/pressure/memory`", "the PSI file `IOPOOL_PSI_RECLAIM` reads")          \
+	  "memory pressure (PSI: tasks stalled on memory this percentage of a 2 s window) at which every pool " \
+	  "is shrunk (`iop_reclaim()`), by a PSI trigger; where the kernel refuses one, `some avg10` polled "   \
+	  "once a worker period")                                                                               \
+	X(PSI_FILE, PATH, 0, 0, "`/proc/pressure/memory`",                                                      \
+	  "the PSI file `IOPOOL_PSI_RECLAIM` watches (a cgroup's `memory.pressure`, a test's file)")           \
 	X(CACHE, WORD, 0, 0, "per CPU where rseq is registered",                                               \
 	  "`cpu` or `thread`: per-CPU caches on restartable sequences, or per-thread caches "                  \
 	  "(`iop_cache_mode()`); any other value is reported and ignored")                                      \

@@ -261,6 +261,7 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	_iop_registry_lock();
 	pool->creating = false;
 	_iop_registry_unlock();
+	_iop_worker_fill(pool);
 	_iop_publish_autostart();
 	return pool;
 }

@@ -19,6 +19,15 @@
  *           unmapped (the vmap series' lazy drain).
  *
  * and the domain-0 worker asks idle pools' thread caches to take part.
+ *
+ * Memory pressure (IOPOOL_PSI_RECLAIM=P): every pool is shrunk
+ * (iop_reclaim()) once tasks stalled on memory for P% of a PSI window
+ * (IOP_PSI_WINDOW_US). A watcher thread, "iop-psi", started and stopped
+ * with the workers, sleeps in poll() on a PSI trigger of the pressure file,
+ * so the reclaim starts within one window of the stall. Where the kernel
+ * refuses the trigger, the domain-0 worker reads the file's "some avg10"
+ * once a period instead (said once, on stderr).
+ *
  * Slow paths wake a worker with _iop_worker_wake(): a racy, rate-limited
  * store and a signal when the worker's mutex is free, so no caller ever
  * waits; a wake-up lost in that race is made up by the next period.
@@ -67,12 +76,28 @@ static unsigned wk_users;   /* pools using the workers; under wk_ctl */
 static bool wk_running;     /* under wk_ctl */
 static bool wk_exiting;     /* under wk_ctl: no start after exit began */
 static int64_t wk_period_ns = (int64_t)IOP_WORKER_PERIOD_MS * 1000000;
-/* Memory pressure (PSI): when IOPOOL_PSI_RECLAIM sets a threshold, the
- * domain-0 worker reads the "some avg10" figure of psi_path once a period
- * and shrinks every pool (iop_reclaim()) while it is at or above it. */
+/* Memory pressure (PSI): how IOPOOL_PSI_RECLAIM's threshold is watched.
+ * PSI_TRIGGER until the kernel refuses a trigger on psi_path (or the one
+ * armed goes away); then PSI_POLL for good: the domain-0 worker reads the
+ * "some avg10" figure of psi_path once a period and shrinks every pool
+ * while it is at or above the threshold. */
+enum { PSI_OFF, PSI_TRIGGER, PSI_POLL };
+static _Atomic int psi_mode;
 static double psi_threshold;
 static const char *psi_path = "/proc/pressure/memory";
 static int64_t psi_next; /* the domain-0 worker's only */
+
+/* The watcher of a PSI trigger: one per start of the workers. Its stopper
+ * joins it and frees it; stopped from its own thread (a hook run by its
+ * reclaim destroyed the last pool), it is an orphan that ends by itself
+ * and frees itself, while the next start makes a new one. */
+struct psi_watch {
+	pthread_t thread;
+	int psi_fd, wake_fd;
+	_Atomic bool stop;
+	bool orphan; /* written by the watcher's own thread only */
+};
+static struct psi_watch *watch; /* the current one; under wk_ctl */
 
 /* ---- wake-ups -------------------------------------------------------------- */
 
@@ -270,6 +295,45 @@ static double psi_avg10(void)
 	return v;
 }
 
+/* Give up the trigger for avg10 polling: once, with one message. */
+static void psi_fall_back(const char *what, int err)
+{
+	int mode = PSI_TRIGGER;
+	if (atomic_compare_exchange_strong(&psi_mode, &mode, PSI_POLL))
+		_iop_msg("IOPOOL_PSI_RECLAIM", "%s %s (%s): reading its avg10 once a worker period instead", psi_path,
+			 what, strerror(err));
+}
+
+static void *watch_main(void *arg)
+{
+	struct psi_watch *pw = arg;
+	int fd = pw->psi_fd;
+	while (!atomic_load(&pw->stop)) {
+		int rc = _iop_os_psi_wait(fd, pw->wake_fd, -1);
+		if (atomic_load(&pw->stop))
+			break;
+		if (rc == -EBADF) {
+			/* Its eventfd was closed under it: it cannot be woken
+			 * any more, so it ends; the workers poll instead. */
+			psi_fall_back("lost its watcher's eventfd", EBADF);
+			break;
+		}
+		if (rc < 0 && fd >= 0) {
+			/* Its cgroup was removed: wait only to be stopped. */
+			psi_fall_back("lost its PSI trigger", -rc);
+			fd = -1;
+		} else if (rc > 0 && (rc & IOP_OS_PSI_EVENT)) {
+			iop_reclaim();
+		}
+	}
+	if (pw->orphan) {
+		_iop_os_psi_close(pw->psi_fd);
+		_iop_os_wake_close(pw->wake_fd);
+		free(pw);
+	}
+	return NULL;
+}
+
 /* The thread started as generation gen of worker w is to end. */
 static bool superseded(struct worker *w, unsigned gen)
 {
@@ -291,13 +355,15 @@ static void *worker_main(void *arg)
 			pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 		}
 		bool stop = w->stop || superseded(w, gen);
+		/* Cleared under mu: a kick after this unlock (one that
+		 * _iop_worker_fill() makes surely) gets a pass of its own. */
+		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
 		pthread_mutex_unlock(&w->mu);
 		if (stop)
 			break;
-		atomic_store_explicit(&w->kick, 0, memory_order_relaxed);
 		int64_t now = _iop_now_ns();
 		next = now + wk_period_ns;
-		if (d == 0 && psi_threshold > 0 && now >= psi_next) {
+		if (d == 0 && atomic_load_explicit(&psi_mode, memory_order_relaxed) == PSI_POLL && now >= psi_next) {
 			psi_next = now + wk_period_ns;
 			if (psi_avg10() >= psi_threshold)
 				iop_reclaim();
@@ -322,8 +388,57 @@ static void *worker_main(void *arg)
 
 /* ---- starting and stopping (wk_ctl held) -------------------------------------------- */
 
+/* The PSI watcher, with its trigger armed; or the fallback to polling. */
+static void start_watch(void)
+{
+	if (atomic_load(&psi_mode) != PSI_TRIGGER)
+		return;
+	/* P% of the window; the kernel refuses a zero stall. */
+	uint64_t stall = (uint64_t)(psi_threshold / 100 * IOP_PSI_WINDOW_US);
+	stall = stall ? stall : 1;
+	struct psi_watch *pw = calloc(1, sizeof(*pw));
+	if (!pw) {
+		psi_fall_back("has no watcher", ENOMEM);
+		return;
+	}
+	pw->psi_fd = _iop_os_psi_open(psi_path, stall, IOP_PSI_WINDOW_US);
+	pw->wake_fd = pw->psi_fd < 0 ? -1 : _iop_os_wake_open();
+	int err = pw->psi_fd < 0 ? pw->psi_fd : pw->wake_fd < 0 ? pw->wake_fd : 0;
+	if (!err)
+		err = -pthread_create(&pw->thread, NULL, watch_main, pw);
+	if (err) {
+		psi_fall_back(pw->psi_fd < 0 ? "refuses a PSI trigger" : "has no watcher", -err);
+		_iop_os_psi_close(pw->psi_fd);
+		_iop_os_wake_close(pw->wake_fd);
+		free(pw);
+		return;
+	}
+	pthread_setname_np(pw->thread, "iop-psi");
+	watch = pw;
+}
+
+static void stop_watch(void)
+{
+	struct psi_watch *pw = watch;
+	if (!pw)
+		return;
+	watch = NULL;
+	atomic_store(&pw->stop, true);
+	if (pthread_equal(pw->thread, pthread_self())) {
+		pthread_detach(pw->thread);
+		pw->orphan = true;
+		return;
+	}
+	_iop_os_wake_signal(pw->wake_fd);
+	pthread_join(pw->thread, NULL);
+	_iop_os_psi_close(pw->psi_fd);
+	_iop_os_wake_close(pw->wake_fd);
+	free(pw);
+}
+
 static void stop_all(void)
 {
+	stop_watch();
 	for (unsigned d = 0; d < IOP_MAX_DOMAINS; d++) {
 		struct worker *w = &workers[d];
 		if (!w->started)
@@ -355,6 +470,7 @@ static void start_all(void)
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	start_watch();
 	for (unsigned d = 0; d < _iop_ndomains; d++) {
 		struct worker *w = &workers[d];
 		pthread_mutex_lock(&w->mu);
@@ -403,6 +519,8 @@ static void wk_init(void)
 	if (_iop_opt_given(IOP_OPT_WORKER_PERIOD_MS))
 		wk_period_ns = (int64_t)_iop_opt_uint(IOP_OPT_WORKER_PERIOD_MS) * 1000000;
 	psi_threshold = _iop_opt_percent(IOP_OPT_PSI_RECLAIM);
+	if (psi_threshold > 0)
+		atomic_store(&psi_mode, PSI_TRIGGER);
 	if (_iop_opt_given(IOP_OPT_PSI_FILE))
 		psi_path = _iop_opt_path(IOP_OPT_PSI_FILE);
 	atexit(stop_at_exit);
@@ -417,6 +535,21 @@ void _iop_worker_attach(struct iop_pool *pool)
 	if (!wk_running && !wk_exiting)
 		start_all();
 	pthread_mutex_unlock(&wk_ctl);
+}
+
+void _iop_worker_fill(struct iop_pool *pool)
+{
+	if (!pool->reserve_low)
+		return;
+	for (unsigned d = 0; d < _iop_ndomains; d++) {
+		struct worker *w = &workers[d];
+		/* With the mutex, unlike a slow path's kick: this caller may
+		 * wait, and the kick is then never lost. */
+		pthread_mutex_lock(&w->mu);
+		atomic_store_explicit(&w->kick, 1, memory_order_relaxed);
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
 }
 
 void _iop_worker_detach(struct iop_pool *pool)
@@ -466,7 +599,20 @@ void _iop_worker_atfork(int phase, bool leaf)
 		return;
 	}
 	/* The child: no worker came along (unless this thread is one, forking
-	 * from a hook, which ends its pass as usual). */
+	 * from a hook, which ends its pass as usual), nor the PSI watcher,
+	 * whose trigger is the parent's: the child arms its own at its
+	 * restart (a trigger's event goes to one poller only). */
+	if (watch) {
+		if (pthread_equal(watch->thread, pthread_self())) {
+			atomic_store(&watch->stop, true);
+			watch->orphan = true;
+		} else {
+			_iop_os_psi_close(watch->psi_fd);
+			_iop_os_wake_close(watch->wake_fd);
+			free(watch);
+		}
+		watch = NULL;
+	}
 	pthread_mutex_init(&wk_lock, NULL);
 	pthread_cond_init(&wk_released, NULL);
 	pthread_condattr_t ca;

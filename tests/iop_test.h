@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 #include <signal.h>
 #include <unistd.h>
@@ -192,6 +193,47 @@ TH_UNUSED static uint64_t th_unowned_max(const struct iop_pool_stats *st)
 /* The calling thread's caches and every CPU's cache of pool: empty them
  * (iop_thread_flush() alone leaves the CPUs' slots). */
 #define FLUSH_ALL(pool) (iop_thread_flush(), (void)iop_pool_flush(pool))
+
+/* Threads of this process named `name` (/proc/self/task/N/comm): the
+ * library names its own ("iop-refill/0", "iop-psi"). */
+TH_UNUSED static int th_threads_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return -1;
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof comm, f))
+			comm[strcspn(comm, "\n")] = 0;
+		fclose(f);
+		n += strcmp(comm, name) == 0;
+	}
+	closedir(d);
+	return n;
+}
+
+/* A fake PSI file (IOPOOL_PSI_FILE) whose "some avg10" reads avg10: a
+ * regular file, which takes no trigger, so the library polls it. Written
+ * whole and renamed into place: a reader sees the old file or the new. */
+TH_UNUSED static void th_write_psi(const char *path, const char *avg10)
+{
+	char tmp[256];
+	snprintf(tmp, sizeof tmp, "%s.new", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+		avg10);
+	fclose(f);
+	rename(tmp, path);
+}
 
 /* Audit, free of every pool test's end. */
 #define CHECK_AUDIT(pool) CHECK_EQ(iop_pool_audit(pool), 0)

@@ -14,7 +14,6 @@
 #endif
 #include "iop_test.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -53,30 +52,6 @@ static uint64_t rnd(uint64_t *s)
 	*s ^= *s >> 7;
 	*s ^= *s << 17;
 	return *s;
-}
-
-/* Threads of this process named `name` (/proc/self/task/N/comm). */
-static int threads_named(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
-		return -1;
-	int n = 0;
-	for (struct dirent *e; (e = readdir(d));) {
-		if (e->d_name[0] == '.')
-			continue;
-		char path[300], comm[32] = "";
-		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof comm, f))
-			comm[strcspn(comm, "\n")] = 0;
-		fclose(f);
-		n += strcmp(comm, name) == 0;
-	}
-	closedir(d);
-	return n;
 }
 
 /* ---- iop_reclaim() and shrink racing create, use and destroy ------------------ */
@@ -297,6 +272,15 @@ static void *cache_holder(void *arg)
  * while its depot decayed, and an idle thread's cached objects were taken
  * only once the depot was empty (hundreds of passes). Idle, the caches go
  * within a few passes, while most of the depot is still there.
+ *
+ * Nothing here depends on when this thread runs: the holder's cache may
+ * be taken before this thread looks (under load it was, in about one run
+ * of ten when this read the cache right after the holder filled it, and
+ * then waited for a take that had already happened). So the count of
+ * takes is read before the holder starts, with every cache flushed, and
+ * the case waits for one more take and empty caches; passes 20 ms apart
+ * make half the depot last about 1.4 s, far longer than this thread is
+ * ever kept off a CPU.
  */
 TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 {
@@ -305,7 +289,7 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	pp.obj_size = 256;
 	pp.limit = 4000;
 	pp.cache_size = 16;
-	pp.decay_ms = 5;
+	pp.decay_ms = 20;
 	pp.decay_pct = 1;
 	iop_pool_t *p = iop_pool_create(&pp);
 	REQUIRE(p);
@@ -318,6 +302,12 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	free(objs);
 	/* The depot decays: each pass from now on puts magazines back. */
 	WAIT_FOR(STATS(p).decay_objs >= 1);
+	/* No cache holds anything: a take from now on is the holder's. */
+	FLUSH_ALL(p);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_EQ(st.cached, 0);
+	uint64_t depot0 = st.depot, trims0 = st.trims;
+	CHECK_GE(depot0, 2000);
 	/* A thread fills its cache (use: the next pass sees it), then
 	 * stays idle with it. */
 	struct holder h = { .pool = p, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
@@ -327,18 +317,15 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	while (h.stage != 1)
 		pthread_cond_wait(&h.cv, &h.mu);
 	pthread_mutex_unlock(&h.mu);
-	struct iop_pool_stats st = STATS(p);
-	CHECK_GE(st.cached, 1);
-	uint64_t depot0 = st.depot, trims0 = st.trims;
-	CHECK_GE(depot0, 2000);
-	WAIT_FOR(STATS(p).trims > trims0);
+	/* Its cache is taken (a take counted since trims0: it held
+	 * objects) and nothing is cached any more. */
+	WAIT_FOR(STATS(p).trims > trims0 && STATS(p).cached == 0);
 	st = STATS(p);
 	printf("caches taken after %llu decay passes, depot %llu of %llu left\n",
 	       (unsigned long long)st.decay_passes, (unsigned long long)st.depot, (unsigned long long)depot0);
 	/* 1% a pass: half of the depot is left for about 69 passes. */
 	CHECK_GE(st.depot, depot0 / 2);
 	CHECK_GE(st.decay_objs, 1); /* it did decay meanwhile */
-	WAIT_FOR(STATS(p).cached == 0);
 	CHECK_AUDIT(p);
 	pthread_mutex_lock(&h.mu);
 	h.stage = 2;
@@ -347,19 +334,6 @@ TEST(a_decaying_pool_whose_only_traffic_is_the_workers_is_idle)
 	pthread_join(t, NULL);
 	CHECK_DESTROY(p);
 	return TH_PASS;
-}
-
-static void write_psi(const char *path, const char *avg10)
-{
-	char tmp[256];
-	snprintf(tmp, sizeof tmp, "%s.new", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
-		avg10);
-	fclose(f);
-	rename(tmp, path); /* the worker reads a whole file, old or new */
 }
 
 static struct {
@@ -403,7 +377,7 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/tmp/iopool-races-psi-%d", (int)getpid());
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	setenv("IOPOOL_PSI_RECLAIM", "10", 1);
 	setenv("IOPOOL_PSI_FILE", path, 1);
 	setenv("IOPOOL_WORKER_PERIOD_MS", "5", 1);
@@ -428,10 +402,10 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 	restart.last = iop_pool_create(&pp);
 	REQUIRE(restart.last);
 	atomic_store(&restart.armed, 1);
-	CHECK_EQ(threads_named("iop-refill/0"), 1);
-	write_psi(path, "42.50");
+	CHECK_EQ(th_threads_named("iop-refill/0"), 1);
+	th_write_psi(path, "42.50");
 	WAIT_FOR(atomic_load(&restart.done) != 0);
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	REQUIRE(atomic_load(&restart.done) == 1);
 	/* The successor's worker runs its passes... */
 	uint64_t passes = STATS(restart.successor).decay_passes;
@@ -439,11 +413,11 @@ TEST(a_worker_restarted_from_its_own_pass_runs_once)
 	/* ...and the detached one ends after its pass: one worker, not two
 	 * running the same domain's passes. */
 	int64_t until = now_ns() + (int64_t)2000 * 1000000;
-	while (threads_named("iop-refill/0") > 1 && now_ns() < until)
+	while (th_threads_named("iop-refill/0") > 1 && now_ns() < until)
 		sleep_ms(5);
-	CHECK_EQ(threads_named("iop-refill/0"), 1);
+	CHECK_EQ(th_threads_named("iop-refill/0"), 1);
 	CHECK_DESTROY(restart.successor);
-	CHECK_EQ(threads_named("iop-refill/0"), 0);
+	CHECK_EQ(th_threads_named("iop-refill/0"), 0);
 	CHECK_AUDIT(pressed);
 	CHECK_DESTROY(pressed);
 	unlink(path);

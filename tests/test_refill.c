@@ -690,6 +690,40 @@ TEST(workers_start_lazily_and_stop_with_the_last_pool)
 	return TH_PASS;
 }
 
+/* Until the pool's depot holds n objects, at most ms milliseconds: whether
+ * it got there. */
+static bool depot_reaches(iop_pool_t *p, uint64_t n, int ms)
+{
+	for (int i = 0; i < ms; i++) {
+		if (field_depot(p) >= n)
+			return true;
+		sleep_ms(1);
+	}
+	return field_depot(p) >= n;
+}
+
+/*
+ * With a one-minute worker period, a new pool's reserve is filled within
+ * seconds of iop_pool_create(): the workers are woken once the pool can
+ * be worked on (the first pool's worker started while the pool was still
+ * being created, and skipped it; a later pool's found the worker asleep
+ * for the rest of its period).
+ */
+TEST(reserve_is_filled_at_creation_not_a_period_later)
+{
+	setenv("IOPOOL_WORKER_PERIOD_MS", "60000", 1);
+	iop_pool_t *a = mk_or_die("first", (struct rparams){ .obj_size = 256, .reserve_low = 10 });
+	CHECK(depot_reaches(a, 10, 10000));
+	/* The worker has done its passes and sleeps for a minute. */
+	sleep_ms(100);
+	iop_pool_t *b = mk_or_die("second", (struct rparams){ .obj_size = 512, .reserve_low = 20 });
+	CHECK(depot_reaches(b, 20, 10000));
+	CHECK_EQ(STATS(b).refill_passes, 1);
+	CHECK_DESTROY(b);
+	CHECK_DESTROY(a);
+	return TH_PASS;
+}
+
 /* The child of workers_stop_at_exit: a pool with a reserve and a 1 ms
  * decay keeps its worker busy; exit() must stop and join it. A handler
  * registered before the pool (so it runs after the library's, atexit
@@ -936,24 +970,11 @@ TEST(reclaim_is_safe_while_other_threads_destroy_pools)
 	return TH_PASS;
 }
 
-static void write_psi(const char *path, const char *avg10)
-{
-	char tmp[256];
-	snprintf(tmp, sizeof tmp, "%s.new", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "some avg10=%s avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
-		avg10);
-	fclose(f);
-	rename(tmp, path); /* the worker reads a whole file, old or new */
-}
-
 TEST(memory_pressure_shrinks_every_pool)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/tmp/iopool-psi-%d", (int)getpid());
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	setenv("IOPOOL_PSI_RECLAIM", "10", 1);
 	setenv("IOPOOL_PSI_FILE", path, 1);
 	setenv("IOPOOL_WORKER_PERIOD_MS", "10", 1);
@@ -969,10 +990,10 @@ TEST(memory_pressure_shrinks_every_pool)
 	iop_pool_t *q = mk_or_die("decaying", (struct rparams){ .obj_size = 4096, .decay_ms = 10 });
 	WAIT_FOR(STATS(q).decay_passes >= 5);
 	CHECK_EQ(STATS(p).chunks, chunks); /* no pressure, no shrink */
-	write_psi(path, "42.50");
+	th_write_psi(path, "42.50");
 	WAIT_FOR(STATS(p).chunks == 0);
 	CHECK_AUDIT(p);
-	write_psi(path, "0.00");
+	th_write_psi(path, "0.00");
 	CHECK_DESTROY(q);
 	CHECK_DESTROY(p);
 	unlink(path);

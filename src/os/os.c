@@ -4,12 +4,15 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,6 +29,9 @@
 #define MAP_HUGE_SHIFT 26
 #endif
 #define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+/* statfs(2) f_type of the two file systems that have PSI files. */
+#define PROC_FS_MAGIC 0x9fa0
+#define CGROUP2_FS_MAGIC 0x63677270
 
 /* ---- memory ------------------------------------------------------------------ */
 
@@ -154,6 +160,87 @@ int _iop_os_read_line(const char *path, char *buf, size_t size)
 	if (nl)
 		nl[1] = 0;
 	return (int)strlen(buf);
+}
+
+/* ---- memory pressure: PSI triggers ------------------------------------------------ */
+
+int _iop_os_psi_open(const char *path, uint64_t stall_us, uint64_t window_us)
+{
+	int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* Only procfs and cgroup2 files take triggers: anything else (a
+	 * test's fake file) would take the text as data and never wake. */
+	struct statfs fs;
+	int err = 0;
+	if (fstatfs(fd, &fs) != 0)
+		err = -errno;
+	else if (fs.f_type != PROC_FS_MAGIC && fs.f_type != CGROUP2_FS_MAGIC)
+		err = -EOPNOTSUPP;
+	if (!err) {
+		/* The kernel wants the terminating NUL too (psi(7),
+		 * Documentation/accounting/psi.rst). */
+		char trig[64];
+		int n = snprintf(trig, sizeof(trig), "some %llu %llu", (unsigned long long)stall_us,
+				 (unsigned long long)window_us);
+		if (write(fd, trig, (size_t)n + 1) < 0)
+			err = -errno;
+	}
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int _iop_os_psi_wait(int psi_fd, int wake_fd, int timeout_ms)
+{
+	struct pollfd p[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = psi_fd, .events = POLLPRI } };
+	int n = poll(p, psi_fd >= 0 ? 2 : 1, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	/* The eventfd closed under the library (a program that closes every
+	 * descriptor): say so rather than return at once for ever. */
+	if (p[0].revents & (POLLERR | POLLNVAL))
+		return -EBADF;
+	int got = 0;
+	if (p[0].revents & POLLIN) {
+		uint64_t v;
+		ssize_t r = read(wake_fd, &v, sizeof(v));
+		(void)r; /* EAGAIN: another waiter took it; woken all the same */
+		got |= IOP_OS_PSI_WOKEN;
+	}
+	/* A trigger whose cgroup is gone polls as an error (with POLLPRI). */
+	if (psi_fd >= 0 && (p[1].revents & (POLLERR | POLLHUP | POLLNVAL)))
+		return -EIO;
+	if (psi_fd >= 0 && (p[1].revents & POLLPRI))
+		got |= IOP_OS_PSI_EVENT;
+	return got;
+}
+
+void _iop_os_psi_close(int psi_fd)
+{
+	if (psi_fd >= 0)
+		close(psi_fd);
+}
+
+int _iop_os_wake_open(void)
+{
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
+void _iop_os_wake_signal(int wake_fd)
+{
+	uint64_t one = 1;
+	ssize_t r = write(wake_fd, &one, sizeof(one));
+	(void)r; /* EAGAIN: the counter is full, so it is signalled already */
+}
+
+void _iop_os_wake_close(int wake_fd)
+{
+	if (wake_fd >= 0)
+		close(wake_fd);
 }
 
 unsigned _iop_os_possible_cpus(void)

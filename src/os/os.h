@@ -9,8 +9,9 @@
  * reads as 0). Nothing here calls up the stack: only messages and options.
  *
  *   os.c     mappings (reserve, aligned map, advise, prefault, residency),
- *            files under /proc and /sys, CPUs, membarrier, NUMA (libnuma),
- *            the shared-memory segment of the statistics publisher
+ *            files under /proc and /sys, PSI triggers and the eventfd that
+ *            wakes their watcher, CPUs, membarrier, NUMA (libnuma), the
+ *            shared-memory segment of the statistics publisher
  *   fault.c  fault injection of chunk requests (iop_fault.h)
  */
 #ifndef IOP_OS_H
@@ -63,6 +64,33 @@ IOP_HIDDEN int _iop_os_membarrier(int cmd, unsigned flags, int cpu);
 /* The first line of a /proc or /sys file into buf (NUL-terminated, the
  * newline kept): its length, or -1 when it cannot be read. */
 IOP_HIDDEN int _iop_os_read_line(const char *path, char *buf, size_t size);
+
+/* ---- memory pressure: PSI triggers (worker.c) ------------------------------------ */
+
+/* What _iop_os_psi_wait() saw (or'ed). */
+enum { IOP_OS_PSI_EVENT = 1, IOP_OS_PSI_WOKEN = 2 };
+/* Open the PSI file `path` (/proc/pressure/memory, or a cgroup v2
+ * memory.pressure) and arm a trigger on it: an event once tasks stalled on
+ * memory ("some") for stall_us within a window of window_us. The kernel
+ * fires at most one event per window while the stall lasts. The file
+ * descriptor, or -errno: EOPNOTSUPP when path is neither a procfs nor a
+ * cgroup2 file (a regular file is never written to), EINVAL or EPERM when
+ * the kernel refuses the trigger (a window it does not take from this
+ * process, PSI disabled), EACCES or ENOENT when the file cannot be opened
+ * for writing. */
+IOP_HIDDEN int _iop_os_psi_open(const char *path, uint64_t stall_us, uint64_t window_us);
+/* Wait up to timeout_ms (-1: no limit) for an event of the trigger psi_fd
+ * (-1: none, wait for wake_fd only) or a signal of wake_fd, which this
+ * consumes: IOP_OS_PSI_EVENT and/or IOP_OS_PSI_WOKEN; 0 when the time
+ * passed (or a signal interrupted the wait); -EIO when the trigger is
+ * gone (its cgroup was removed); -EBADF when wake_fd is no longer open. */
+IOP_HIDDEN int _iop_os_psi_wait(int psi_fd, int wake_fd, int timeout_ms);
+IOP_HIDDEN void _iop_os_psi_close(int psi_fd);
+/* An eventfd to wake a thread in _iop_os_psi_wait(): the descriptor, or
+ * -errno. Signalling never blocks and is async-signal-safe. */
+IOP_HIDDEN int _iop_os_wake_open(void);
+IOP_HIDDEN void _iop_os_wake_signal(int wake_fd);
+IOP_HIDDEN void _iop_os_wake_close(int wake_fd);
 
 /* ---- NUMA nodes (libnuma; one node without it) ------------------------------------- */
 
