@@ -416,6 +416,30 @@ static uint32_t half_slot(uint32_t cap)
 	return h < TRADE_MAX ? h : TRADE_MAX;
 }
 
+/* Push buf[0..n) into this CPU's slot; what does not fit (another thread
+ * on this CPU filled it, or the slot closed) goes back to the depot. */
+static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
+{
+	for (int tries = 0; n && tries < 4; tries++) {
+		struct iop__cslot *s = my_open_slot(pool);
+		if (!s)
+			break;
+		uint32_t c = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
+		uint32_t k = cap > c ? cap - c : 0;
+		if (k > n)
+			k = n;
+		if (k == 0)
+			break;
+		if (iop__seq_push_bulk(&pool->hot, buf + n - k, k))
+			n -= k;
+	}
+	if (n) {
+		pthread_mutex_lock(&pool->lock);
+		_iop_depot_put_objs(pool, buf, n);
+		pthread_mutex_unlock(&pool->lock);
+	}
+}
+
 /* Push what fits of m's top objects into this CPU's slot. */
 static void stock(struct iop_pool *pool, struct iop_mag *m)
 {
@@ -447,6 +471,24 @@ int _iop_cpu_alloc(struct iop_pool *pool, bool grow, void **objp)
 			return 1; /* per-thread */
 		if (HEAD_COUNT(ALOAD(&s->head)))
 			continue; /* another thread on this CPU refilled it */
+		/* One trip to the depot for half a slot, which may span
+		 * several magazines; the slab (which may map a chunk) only
+		 * when the depot has none. */
+		void *buf[TRADE_MAX];
+		if (grow)
+			_iop_fork_resume();
+		if (_iop_pool_lock(pool, grow)) {
+			uint32_t t = _iop_take_objs(pool, _iop_domain_here(), grow, buf, half_slot(ALOAD(&s->cap)));
+			pthread_mutex_unlock(&pool->lock);
+			if (t) {
+				p = buf[--t];
+				if (t)
+					stock_objs(pool, buf, t);
+				COUNT(&pool->alloc_slow, 1);
+				*objp = p;
+				return 0;
+			}
+		}
 		struct iop_mag *m = take_batch(pool, grow);
 		if (!m) {
 			*objp = NULL;
@@ -482,30 +524,6 @@ int _iop_cpu_free(struct iop_pool *pool, void *obj)
 		_iop_depot_put_objs(pool, buf, h);
 		pthread_mutex_unlock(&pool->lock);
 		COUNT(&pool->free_slow, 1);
-	}
-}
-
-/* Push buf[0..n) into this CPU's slot; what does not fit (another thread
- * on this CPU filled it, or the slot closed) goes back to the depot. */
-static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
-{
-	for (int tries = 0; n && tries < 4; tries++) {
-		struct iop__cslot *s = my_open_slot(pool);
-		if (!s)
-			break;
-		uint32_t c = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
-		uint32_t k = cap > c ? cap - c : 0;
-		if (k > n)
-			k = n;
-		if (k == 0)
-			break;
-		if (iop__seq_push_bulk(&pool->hot, buf + n - k, k))
-			n -= k;
-	}
-	if (n) {
-		pthread_mutex_lock(&pool->lock);
-		_iop_depot_put_objs(pool, buf, n);
-		pthread_mutex_unlock(&pool->lock);
 	}
 }
 
