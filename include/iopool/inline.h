@@ -261,7 +261,7 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
 #define IOP__SITE_HERE()                                                     \
 	__extension__({                                                      \
 		static struct iop__site iop__site_ = { __FILE__, __func__,  \
-						       __LINE__, 0, 0, 0, 0 }; \
+						       __LINE__, 0, IOP__NULL, 0, 0 }; \
 		&iop__site_;                                                 \
 	})
 #if defined(IOP_NO_INLINE)
