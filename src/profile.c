@@ -21,7 +21,15 @@
  *   +-------------------------+
  *
  * Which site a live block came from is kept by the heap (heap.c): per
- * object of a class chunk in a side array, in the record of a large block.
+ * object of a class chunk, its site's id in the chunk's array of ids (which
+ * iop__map_sites names per granule), in the record of a large block.
+ *
+ * The common case runs inline in the caller (inline.h): an IOP_PROFILE
+ * allocation of a class block stores its site's id and adds to
+ * iop__prof_table[id]; every heap free reads the id back and subtracts.
+ * What is here is the rest: a site's first use (its id), a thread's first
+ * profiled call (its table), sites past the table, exiting threads, the
+ * dump and fork().
  */
 #include <errno.h>
 #include <stdlib.h>
