@@ -138,6 +138,17 @@ __attribute__((weak)) void __asan_unpoison_memory_region(void const volatile *ad
 #else
 #define IOP__LD(p) (*(p))
 #endif
+/* The same for a pointer published (release) after what it points to was
+ * mapped: the profiling site arrays. The address dependency orders the
+ * loads on every CPU iopool runs on; ThreadSanitizer, which does not see
+ * it, is shown an acquire load. Plain otherwise, so that the compiler may
+ * keep the value from the allocation for the free (5 instructions per
+ * profiled pair, callgrind). */
+#if IOP__LIB_TSAN
+#define IOP__LD_DEP(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#else
+#define IOP__LD_DEP(p) (*(p))
+#endif
 
 /* The inline sequences: x86-64 with rseq, in a library that uses them. */
 #if defined(__x86_64__) && IOP__LIB_RSEQ && !IOP__LIB_TSAN
@@ -761,8 +772,8 @@ static inline void *iop__heap_alloc_prof(size_t size, struct iop__site *site)
 				return p;
 			uint32_t id = IOP__LD(&site->id);
 			struct iop__prof_counter *t = iop__prof_table;
-			uint32_t **ms = IOP__LD(&iop__map_sites);
-			uint32_t *s = ms ? IOP__LD(&ms[IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT]) : IOP__NULL;
+			uint32_t **ms = IOP__LD_DEP(&iop__map_sites);
+			uint32_t *s = ms ? IOP__LD_DEP(&ms[IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT]) : IOP__NULL;
 			if (__builtin_expect(s && t && id - 1 < IOP__PROFILE_SITES - 1, 1)) {
 				s[iop__obj_number(pool, p)] = id;
 				iop__prof_add(&t[id].bytes, IOP__SCAST(int64_t, IOP__HOT(pool)->stride));
@@ -788,8 +799,8 @@ IOPINLINE void(iop_heap_free)(void *p)
 			/* Profiling: the block's site, if a profiled call
 			 * allocated it, loses it here (unprofiled programs:
 			 * one load of iop__map_sites). */
-			uint32_t **ms = IOP__LD(&iop__map_sites);
-			uint32_t *s = ms ? IOP__LD(&ms[g]) : IOP__NULL;
+			uint32_t **ms = IOP__LD_DEP(&iop__map_sites);
+			uint32_t *s = ms ? IOP__LD_DEP(&ms[g]) : IOP__NULL;
 			if (__builtin_expect(s != IOP__NULL, 0)) {
 				uint32_t *slot = &s[iop__obj_number(pool, p)];
 				uint32_t id = *slot;
