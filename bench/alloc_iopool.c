@@ -271,6 +271,44 @@ int callgrind_heap(unsigned long n)
 	return 0;
 }
 
+/* The profiling cost: the same pair of 64 B, plain here, with IOP_PROFILE
+ * in cg_heap_prof.c. The plain run makes no profiled call, so its frees
+ * see profiling off; the profiled run's first pair registers the site and
+ * makes the thread's table and the chunk's site array. */
+void cg_heap64_loop(unsigned long n);
+
+CG_LOOP
+void cg_heap64_loop(unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = iop_heap_alloc(CG_HEAP64_SIZE);
+
+		if (p == NULL)
+			die("iop_heap_alloc failed");
+		escape_reg(p);
+		iop_heap_free(p);
+	}
+}
+
+int callgrind_heap64(unsigned long n)
+{
+	cg_rseq_stand_in();
+	iop_heap_free(iop_heap_alloc(CG_HEAP64_SIZE)); /* the class pool exists */
+	cg_heap64_loop(n);
+	printf("cg_heap64_loop: %lu iop_heap_alloc+iop_heap_free pairs of %u B\n", n, CG_HEAP64_SIZE);
+	return 0;
+}
+
+int callgrind_heap64_prof(unsigned long n)
+{
+	cg_rseq_stand_in();
+	cg_heap64_prof_loop(1); /* the pool, the site, the table, the array */
+	cg_heap64_prof_loop(n);
+	printf("cg_heap64_prof_loop: %lu profiled iop_heap_alloc+iop_heap_free pairs of %u B\n", n,
+	       CG_HEAP64_SIZE);
+	return 0;
+}
+
 int callgrind_malloc(unsigned long n)
 {
 	free(malloc(CG_HEAP_SIZE));

@@ -119,6 +119,10 @@ static void usage(FILE *f)
 	      "(limit 1024), in cg_fastpath_loop\n"
 	      "  --callgrind-loop-heap N   iop_heap_alloc(12288)+iop_heap_free "
 	      "pairs, in cg_heap_loop\n"
+	      "  --callgrind-loop-heap64 N iop_heap_alloc(64)+iop_heap_free "
+	      "pairs, in cg_heap64_loop\n"
+	      "  --callgrind-loop-heap64-prof N  the same with IOP_PROFILE, "
+	      "in cg_heap64_prof_loop\n"
 	      "  --callgrind-loop-malloc N malloc(12288)+free pairs (preload a "
 	      "peer to count it), in cg_malloc_loop\n"
 	      "  --callgrind-loop-bulk N   N objects through iop_alloc_bulk+"
@@ -140,6 +144,8 @@ static int (*callgrind_loop(const char *opt))(unsigned long)
 		{ "--callgrind-loop-buf", callgrind_iopool_buf },
 		{ "--callgrind-loop-bounded", callgrind_iopool_bounded },
 		{ "--callgrind-loop-heap", callgrind_heap },
+		{ "--callgrind-loop-heap64", callgrind_heap64 },
+		{ "--callgrind-loop-heap64-prof", callgrind_heap64_prof },
 		{ "--callgrind-loop-malloc", callgrind_malloc },
 		{ "--callgrind-loop-bulk", callgrind_iopool_bulk },
 		{ "--callgrind-loop-dpdk-bulk", callgrind_dpdk_bulk },

@@ -119,6 +119,12 @@ int callgrind_iopool(unsigned long n);
 int callgrind_iopool_buf(unsigned long n);
 int callgrind_iopool_bounded(unsigned long n);
 int callgrind_heap(unsigned long n);
+/* iop_heap_alloc(64)+iop_heap_free pairs, plain and with IOP_PROFILE (the
+ * profiling cost in instructions; cg_heap_prof.c has the profiled loop). */
+#define CG_HEAP64_SIZE 64u
+int callgrind_heap64(unsigned long n);
+int callgrind_heap64_prof(unsigned long n);
+void cg_heap64_prof_loop(unsigned long n);
 int callgrind_malloc(unsigned long n);
 int callgrind_dpdk(unsigned long n);
 /* The same for bulk calls of CG_BULK objects; n counts objects. */

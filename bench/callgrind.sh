@@ -16,6 +16,8 @@
 # iop_buf_put in an IOP_F_REFCOUNT pool (cg_buf_loop), --callgrind-loop-dpdk
 # for rte_mempool_get+put; --callgrind-loop-bulk and -dpdk-bulk count
 # N objects through bulk calls of 64 (instructions per object).
+# --callgrind-loop-heap64 and -heap64-prof count the heap's 64 B pair,
+# plain and compiled with IOP_PROFILE: the profiling cost.
 # Instruction counts are deterministic: unlike the timings they do not move
 # with a noisy machine, which makes them a regression guard.
 set -eu
@@ -95,6 +97,18 @@ fi
 # when it is installed).
 if ! report iopool --callgrind-loop-heap cg_heap_loop "iop_heap_alloc+iop_heap_free pair (12 KiB)"; then
 	echo "callgrind.sh: iopool (heap): failed:" >&2
+	tail -n 20 "$tmp/log" >&2
+	status=1
+fi
+# The profiling cost: the heap's 64 B pair, plain and with IOP_PROFILE.
+if ! report iopool --callgrind-loop-heap64 cg_heap64_loop "iop_heap_alloc+iop_heap_free pair (64 B)"; then
+	echo "callgrind.sh: iopool (heap, 64 B): failed:" >&2
+	tail -n 20 "$tmp/log" >&2
+	status=1
+fi
+if ! report iopool --callgrind-loop-heap64-prof cg_heap64_prof_loop \
+	"profiled iop_heap_alloc+iop_heap_free pair (64 B, IOP_PROFILE)"; then
+	echo "callgrind.sh: iopool (heap, 64 B, profiled): failed:" >&2
 	tail -n 20 "$tmp/log" >&2
 	status=1
 fi

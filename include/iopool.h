@@ -985,13 +985,16 @@ IOP_API size_t iop_heap_class_size(size_t size);
  * Define IOP_PROFILE before including this header (or build with
  * -DIOP_PROFILE) and iop_heap_alloc() and iop_heap_alloc_aligned() become
  * macros that pass a static record of their call site (file, line,
- * function) to the library: no lookup on the allocation path. Every free,
+ * function): no lookup on the allocation path, and for sizes up to
+ * IOP_HEAP_CLASS_MAX no library call (the site's id goes into the block's
+ * chunk, the size into the thread's counters, inline). Every free,
  * whichever file it is compiled in, finds the site of the block it
  * releases, so each site's live bytes and live allocations are exact.
  * Counters are per thread (no atomic read-modify-write) and summed when
  * read. Blocks from unprofiled calls are not counted anywhere. Bytes are
  * usable sizes (iop_heap_size()), as allocinfo counts slab object sizes.
- * Unprofiled programs pay one load of a flag per free.
+ * Unprofiled programs pay one load per free (of the site arrays' table,
+ * NULL until a profiled block is handed out).
  */
 
 /**

@@ -12,6 +12,9 @@
 
 iop_pool_t **iop__map;
 struct iop_chunk **_iop_map_chunk;
+/* Reserved at the first profiled heap block: profiling costs unprofiled
+ * programs no address space. */
+uint32_t **iop__map_sites;
 
 static pthread_once_t map_once = PTHREAD_ONCE_INIT;
 static int map_err;
@@ -79,6 +82,38 @@ void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chu
 		ASTORE(&_iop_map_chunk[g + i], chunk);
 		ASTORE(&iop__map[g + i], pool);
 	}
+	/* A new owner starts with no site array: the old one goes with its
+	 * chunk (slab.c), and every object of it was free, so none had a
+	 * site left to count. */
+	uint32_t **ms = __atomic_load_n(&iop__map_sites, __ATOMIC_ACQUIRE);
+	if (ms)
+		for (size_t i = 0; i < (size + IOP_GRANULE - 1) >> IOP_GRANULE_SHIFT; i++)
+			if (ALOAD(&ms[g + i]))
+				ASTORE(&ms[g + i], NULL);
+}
+
+static pthread_once_t sites_once = PTHREAD_ONCE_INIT;
+
+static void sites_reserve(void)
+{
+	/* Release: the inline code reads the entries without a lock. */
+	uint32_t **ms = _iop_os_reserve(IOP_MAP_ENTRIES * sizeof(*ms));
+	if (ms)
+		__atomic_store_n(&iop__map_sites, ms, __ATOMIC_RELEASE);
+}
+
+int _iop_map_sites_init(void)
+{
+	pthread_once(&sites_once, sites_reserve);
+	return iop__map_sites ? 0 : -ENOMEM;
+}
+
+void _iop_map_set_sites(char *base, size_t size, uint32_t *sites)
+{
+	size_t g = (uintptr_t)base >> IOP_GRANULE_SHIFT;
+	/* Release: a thread that reads an entry may write the array. */
+	for (size_t i = 0; i < size >> IOP_GRANULE_SHIFT; i++)
+		__atomic_store_n(&iop__map_sites[g + i], sites, __ATOMIC_RELEASE);
 }
 
 /* ---- chunks from the OS ------------------------------------------------------ */

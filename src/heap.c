@@ -23,8 +23,11 @@
  * (backing.c): a large block is a chunk record with no pool, mapped by
  * _iop_backing_map() (the caller's memory domain, fault injection) and
  * named by the map entries of the granules it covers. When profiling is
- * on, a class chunk's record holds the array of its objects' call sites
- * (chunk->side, unmapped with the chunk).
+ * on, a class chunk's record holds the array of its objects' site ids
+ * (chunk->side, unmapped with the chunk), which iop__map_sites names per
+ * granule for the inline code: an IOP_PROFILE allocation writes its site's
+ * id there and counts in the thread's table (profile.c), and every heap
+ * free reads the id back, clears it and counts, inline (inline.h).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -57,8 +60,6 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct large *cache;
 static size_t cache_bytes;
 static unsigned cache_blocks;
-
-int iop__heap_profiling;
 
 /* fork(): heap_lock is held while a class's pool is created (which takes
  * every other lock but the leaves): first of all (leaf false). cache_lock
@@ -270,31 +271,36 @@ static IOP_COLD _Noreturn void bad_pointer(const char *what, const void *p)
 
 /* ---- profiling: the site of each class object ------------------------------- */
 
-/* The chunk's array of call sites, one per object: made at the first
- * profiled allocation from the chunk, unmapped with it (slab.c). */
-static IOP_COLD struct iop__site **sites_make(struct iop_chunk *c, struct iop_pool *pool)
+/* The chunk's array of site ids, one per object: made at the first
+ * profiled allocation from the chunk, named by the address map's
+ * iop__map_sites entries of its granules (where the inline code finds it),
+ * unmapped with the chunk (slab.c). */
+static IOP_COLD uint32_t *sites_make(struct iop_chunk *c, struct iop_pool *pool)
 {
+	if (_iop_map_sites_init() != 0)
+		return NULL;
 	pthread_mutex_lock(&heap_lock);
-	struct iop__site **s = __atomic_load_n(&c->side, __ATOMIC_ACQUIRE);
+	uint32_t *s = __atomic_load_n(&c->side, __ATOMIC_ACQUIRE);
 	if (!s) {
 		size_t bytes = (size_t)pool->hot.objs_per_chunk * sizeof(*s);
 		s = _iop_os_reserve(bytes);
 		if (s) {
 			c->side_bytes = bytes;
 			__atomic_store_n(&c->side, (void *)s, __ATOMIC_RELEASE); /* after side_bytes */
+			_iop_map_set_sites(c->base, pool->chunk_size, s);
 		}
 	}
 	pthread_mutex_unlock(&heap_lock);
 	return s;
 }
 
-/* The slot for the site of object p (in flight) of pool, made when `make`;
- * NULL when there is none (profiling could not get memory: the block goes
- * uncounted). */
-static inline struct iop__site **site_slot(struct iop_pool *pool, void *p, bool make)
+/* The slot for the site id of object p (in flight) of pool, made when
+ * `make`; NULL when there is none (profiling could not get memory: the
+ * block goes uncounted). */
+static inline uint32_t *site_slot(struct iop_pool *pool, void *p, bool make)
 {
 	struct iop_chunk *c = _iop_map_chunk_of(p);
-	struct iop__site **s = __atomic_load_n(&c->side, __ATOMIC_ACQUIRE);
+	uint32_t *s = __atomic_load_n(&c->side, __ATOMIC_ACQUIRE);
 	if (unlikely(!s)) {
 		if (!make)
 			return NULL;
@@ -304,25 +310,35 @@ static inline struct iop__site **site_slot(struct iop_pool *pool, void *p, bool 
 	return &s[iop__obj_number(pool, p)];
 }
 
+/* What the inline path of an IOP_PROFILE allocation (inline.h) does, when
+ * it cannot: register the site, make the chunk's array or the thread's
+ * table. */
 static void profile_alloc(struct iop_pool *pool, void *p, struct iop__site *site)
 {
-	if (!ALOAD(&iop__heap_profiling))
-		ASTORE(&iop__heap_profiling, 1);
-	struct iop__site **slot = site_slot(pool, p, true);
+	uint32_t id = _iop_profile_site_id(site);
+	uint32_t *slot = id ? site_slot(pool, p, true) : NULL;
 	if (slot) {
-		*slot = site;
+		*slot = id;
 		_iop_profile_count(site, (int64_t)pool->hot.stride);
 	}
 }
 
+/* What the inline free does, when the thread has no table (exiting) or
+ * the site is past it. */
 static void profile_free(struct iop_pool *pool, void *p)
 {
-	struct iop__site **slot = site_slot(pool, p, false);
-	struct iop__site *site = slot ? *slot : NULL;
-	if (site) {
-		*slot = NULL;
-		_iop_profile_count(site, -(int64_t)pool->hot.stride);
+	uint32_t *slot = site_slot(pool, p, false);
+	uint32_t id = slot ? *slot : 0;
+	if (id) {
+		*slot = 0;
+		_iop_profile_count(_iop_profile_site_of(id), -(int64_t)pool->hot.stride);
 	}
+}
+
+void *iop__heap_site_record(iop_pool_t *pool, void *p, struct iop__site *site)
+{
+	profile_alloc(pool, p, site);
+	return p;
 }
 
 /* ---- allocation --------------------------------------------------------------- */
@@ -420,7 +436,7 @@ void iop__heap_free_slow(void *p)
 		/* The map said whose chunk it is: only the division test. */
 		if (unlikely(iop__obj_number(pool, p) >= pool->hot.objs_per_chunk))
 			bad_pointer("invalid free", p);
-		if (unlikely(ALOAD(&iop__heap_profiling)))
+		if (unlikely(ALOAD(&iop__map_sites) != NULL))
 			profile_free(pool, p);
 		_iop_push(pool, p);
 		return;

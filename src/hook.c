@@ -15,7 +15,7 @@
 
 #include "internal.h"
 
-/* One word of initial-exec TLS, as _iop_prof_table: glibc's static TLS
+/* One word of initial-exec TLS, as iop__prof_table: glibc's static TLS
  * surplus holds it for a dlopen()ed library; no array. */
 __thread struct iop_hook_frame *_iop_hook_top __attribute__((tls_model("initial-exec")));
 

@@ -452,6 +452,11 @@ IOP_HIDDEN void *_iop_backing_map(size_t len, size_t align, size_t tail, uint32_
 /* Name pool and chunk as the owners of every granule of [base, base+size);
  * a large heap block is a chunk with no pool. */
 IOP_HIDDEN void _iop_map_set(char *base, size_t size, struct iop_pool *pool, struct iop_chunk *chunk);
+/* Reserve iop__map_sites (once; 0 or -ENOMEM), and name sites, a class
+ * chunk's site array (heap.c), in the entries of its granules. Setting a
+ * granule's owner (_iop_map_set) clears its site entry. */
+IOP_HIDDEN int _iop_map_sites_init(void);
+IOP_HIDDEN void _iop_map_set_sites(char *base, size_t size, uint32_t *sites);
 /* The map index of p, or -1 when p lies outside the mapped range. */
 IOP_HIDDEN intptr_t _iop_map_index(const void *p);
 /* The pool and chunk owning p, NULL when none. */
@@ -807,25 +812,19 @@ IOP_HIDDEN struct iop_pool *_iop_pool_make(const struct iop_pool_params *params,
 
 /* ---- heap.c and profile.c -------------------------------------------------- */
 
-/* iop__heap_profiling (iopool.h) is set once the first profiled block is
- * handed out: from then on every heap free looks for the block's site. */
-/* A profiling thread's counters of one site (profile.c). */
-struct iop_prof_counter {
-	int64_t bytes;
-	int64_t calls; /* live allocations, as allocinfo's "calls" */
-};
-/* The calling thread's counter table, indexed by site id; NULL until its
- * first profiled call (and after its exit flush). */
-IOP_HIDDEN extern __thread struct iop_prof_counter *_iop_prof_table __attribute__((tls_model("initial-exec")));
+/* The counters (struct iop__prof_counter), each thread's table
+ * (iop__prof_table) and the heap's site arrays (iop__map_sites) are in
+ * inline.h: the IOP_PROFILE allocation and every heap free count inline. */
 /* The rest of _iop_profile_count(): a site's first use, a thread's first
  * call, a site past the table. */
 IOP_HIDDEN void _iop_profile_count_slow(struct iop__site *site, int64_t bytes);
+/* The site's id (registering it at its first use), 0 when it has none
+ * (past a million sites: its class blocks go uncounted). */
+IOP_HIDDEN uint32_t _iop_profile_site_id(struct iop__site *site);
+/* The site of an id that _iop_profile_site_id() returned. */
+IOP_HIDDEN struct iop__site *_iop_profile_site_of(uint32_t id);
 
-/* Only this thread writes its slots; dumps read them (relaxed) to sum. */
-static inline void _iop_prof_add(int64_t *c, int64_t v)
-{
-	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
-}
+#define _iop_prof_add iop__prof_add
 
 /* Count a profiled block of `bytes` at its site: +bytes on allocation,
  * -bytes on free (live allocations move by one either way). Two loads and
@@ -833,7 +832,7 @@ static inline void _iop_prof_add(int64_t *c, int64_t v)
 static inline void _iop_profile_count(struct iop__site *site, int64_t bytes)
 {
 	uint32_t id = ALOAD(&site->id);
-	struct iop_prof_counter *t = _iop_prof_table;
+	struct iop__prof_counter *t = iop__prof_table;
 	if (unlikely(!t || id - 1 >= IOP_PROFILE_SITES - 1)) {
 		_iop_profile_count_slow(site, bytes);
 		return;

@@ -21,7 +21,15 @@
  *   +-------------------------+
  *
  * Which site a live block came from is kept by the heap (heap.c): per
- * object of a class chunk in a side array, in the record of a large block.
+ * object of a class chunk, its site's id in the chunk's array of ids (which
+ * iop__map_sites names per granule), in the record of a large block.
+ *
+ * The common case runs inline in the caller (inline.h): an IOP_PROFILE
+ * allocation of a class block stores its site's id and adds to
+ * iop__prof_table[id]; every heap free reads the id back and subtracts.
+ * What is here is the rest: a site's first use (its id), a thread's first
+ * profiled call (its table), sites past the table, exiting threads, the
+ * dump and fork().
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -30,7 +38,17 @@
 #include "internal.h"
 #include "os/os.h"
 
-#define counter iop_prof_counter
+#define counter iop__prof_counter
+
+_Static_assert(IOP_PROFILE_SITES == IOP__PROFILE_SITES, "the inline code indexes the same table");
+
+/* Site ids: 1 .. SITE_IDS - 1, each naming one site (the heap's site
+ * arrays keep ids, 4 bytes an object, not pointers); those below
+ * IOP_PROFILE_SITES also index the per-thread tables. Past SITE_IDS sites
+ * (a million call sites) a site gets ID_NONE: its large blocks count on
+ * its record, its class blocks go uncounted. */
+#define SITE_IDS (1u << 20)
+#define ID_NONE UINT32_MAX
 
 struct prof_thread {
 	struct prof_thread *next;
@@ -39,18 +57,17 @@ struct prof_thread {
 	struct iop_exit_hook exit; /* the registry's (registry.c) */
 };
 static __thread struct prof_thread me __attribute__((tls_model("initial-exec")));
-/* me.table, where the inline counting finds it in one load. */
-__thread struct counter *_iop_prof_table __attribute__((tls_model("initial-exec")));
+/* me.table, where the inline counting (inline.h) finds it in one load. */
+__thread struct counter *iop__prof_table __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct iop__site *sites;                  /* every registered site */
-static struct iop__site *by_id[IOP_PROFILE_SITES]; /* table slots in use */
+/* The site of each id (SITE_IDS entries, reserved at the first site):
+ * written under prof_lock before the id is published, read by the frees
+ * that find an id in a site array. */
+static struct iop__site **by_id;
 static uint32_t nsites;
 static struct prof_thread *threads;              /* threads with a table */
-
-/* Past the table (the sites beyond IOP_PROFILE_SITES): ids from here on
- * count on the record. */
-#define ID_OVERFLOW UINT32_MAX
 
 /* A site's first use: its id (from 1) indexes the per-thread tables. */
 static uint32_t site_register(struct iop__site *site)
@@ -60,11 +77,13 @@ static uint32_t site_register(struct iop__site *site)
 	if (id == 0) {
 		site->next = sites;
 		sites = site;
-		if (nsites + 1 < IOP_PROFILE_SITES) {
+		if (!by_id)
+			by_id = _iop_os_reserve(SITE_IDS * sizeof(*by_id));
+		if (by_id && nsites + 1 < SITE_IDS) {
 			id = ++nsites;
-			by_id[id] = site;
+			__atomic_store_n(&by_id[id], site, __ATOMIC_RELEASE);
 		} else {
-			id = ID_OVERFLOW;
+			id = ID_NONE;
 		}
 		ASTORE(&site->id, id);
 	}
@@ -83,7 +102,7 @@ static void thread_exit(struct iop_exit_hook *hook)
 {
 	struct prof_thread *t = (struct prof_thread *)(void *)((char *)hook - offsetof(struct prof_thread, exit));
 	pthread_mutex_lock(&prof_lock);
-	for (uint32_t id = 1; id <= nsites; id++) {
+	for (uint32_t id = 1; id <= nsites && id < IOP_PROFILE_SITES; id++) {
 		struct counter *c = &t->table[id];
 		if (c->bytes || c->calls)
 			fold(by_id[id], c->bytes, c->calls);
@@ -94,7 +113,7 @@ static void thread_exit(struct iop_exit_hook *hook)
 	*pp = t->next;
 	struct counter *table = t->table;
 	t->table = NULL;
-	_iop_prof_table = NULL;
+	iop__prof_table = NULL;
 	t->exited = true;
 	pthread_mutex_unlock(&prof_lock);
 	_iop_os_unmap(table, IOP_PROFILE_SITES * sizeof(struct counter));
@@ -121,9 +140,23 @@ static IOP_COLD struct counter *table_setup(void)
 	me.table = m;
 	me.next = threads;
 	threads = &me;
-	_iop_prof_table = m;
+	iop__prof_table = m;
 	pthread_mutex_unlock(&prof_lock);
 	return m;
+}
+
+uint32_t _iop_profile_site_id(struct iop__site *site)
+{
+	uint32_t id = ALOAD(&site->id);
+	if (id == 0)
+		id = site_register(site);
+	return id == ID_NONE ? 0 : id;
+}
+
+struct iop__site *_iop_profile_site_of(uint32_t id)
+{
+	/* Acquire: the record's fields were written before by_id[id]. */
+	return __atomic_load_n(&by_id[id], __ATOMIC_ACQUIRE);
 }
 
 void _iop_profile_count_slow(struct iop__site *site, int64_t bytes)
@@ -133,7 +166,7 @@ void _iop_profile_count_slow(struct iop__site *site, int64_t bytes)
 	if (id == 0)
 		id = site_register(site);
 	struct counter *t = me.table;
-	if ((!t && !(t = table_setup())) || id == ID_OVERFLOW) {
+	if ((!t && !(t = table_setup())) || id >= IOP_PROFILE_SITES) {
 		fold(site, bytes, calls);
 		return;
 	}
@@ -166,7 +199,7 @@ void _iop_profile_atfork(int phase)
 			threads = t;
 			continue;
 		}
-		for (uint32_t id = 1; id <= nsites; id++) {
+		for (uint32_t id = 1; id <= nsites && id < IOP_PROFILE_SITES; id++) {
 			struct counter *c = &t->table[id];
 			if (c->bytes || c->calls)
 				fold(by_id[id], c->bytes, c->calls);
@@ -215,8 +248,8 @@ int iop_profile_dump(FILE *f)
 		r->bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
 		r->calls = __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
 		uint32_t id = ALOAD(&s->id);
-		if (id == ID_OVERFLOW)
-			continue;
+		if (id >= IOP_PROFILE_SITES)
+			continue; /* counted on the record only */
 		for (struct prof_thread *t = threads; t; t = t->next) {
 			r->bytes += __atomic_load_n(&t->table[id].bytes, __ATOMIC_RELAXED);
 			r->calls += __atomic_load_n(&t->table[id].calls, __ATOMIC_RELAXED);

@@ -210,6 +210,67 @@ TEST(profile_counts_stay_exact_across_threads_and_thread_exit)
 	return TH_PASS;
 }
 
+/* A class's chunks unmapped (shrink) while profiling, and mapped again,
+ * most likely at the same addresses: the new chunks start with no site
+ * array (the old ones went with their chunks), profiled blocks of them
+ * count at their new site, unprofiled ones nowhere. 12 KiB: 170 blocks a
+ * chunk, so RM_BLOCKS spans three chunks. */
+#define RM_SIZE 12288u
+#define RM_BLOCKS 400
+TEST(profile_counts_stay_exact_when_chunks_are_unmapped_and_mapped_again)
+{
+	struct line l[MAX_LINES];
+	static void *b[RM_BLOCKS];
+	unsigned at_a = 0, at_b = 0;
+	for (int i = 0; i < RM_BLOCKS; i++) {
+		at_a = __LINE__ + 1;
+		b[i] = iop_heap_alloc(RM_SIZE);
+		REQUIRE(b[i]);
+	}
+	iop_pool_t *pool = iop_pool_of(b[0]);
+	REQUIRE(pool);
+	unsigned n = dump(l);
+	CHECK_SITE(l, n, at_a, (long long)RM_BLOCKS * RM_SIZE, RM_BLOCKS, "profile_counts_stay_exact_when");
+	for (int i = 0; i < RM_BLOCKS; i++)
+		iop_heap_free(b[i]);
+	/* Every chunk of the class back to the OS, site arrays too. */
+	iop_pool_shrink(pool, 0);
+	struct iop_pool_stats st = { .struct_size = sizeof(st) };
+	CHECK_EQ(iop_pool_stats(pool, &st), 0);
+	CHECK_EQ(st.chunks, 0);
+	n = dump(l);
+	CHECK_SITE(l, n, at_a, 0, 0, "profile_counts_stay_exact_when");
+
+	/* Mapped again: odd blocks profiled at a second site, even ones not
+	 * (the parentheses stop the macro). */
+	for (int i = 0; i < RM_BLOCKS; i++) {
+		if (i % 2) {
+			at_b = __LINE__ + 1;
+			b[i] = iop_heap_alloc(RM_SIZE);
+		} else {
+			b[i] = (iop_heap_alloc)(RM_SIZE);
+		}
+		REQUIRE(b[i]);
+	}
+	CHECK_EQ(iop_pool_stats(pool, &st), 0);
+	CHECK_GE(st.chunks, 3);
+	n = dump(l);
+	CHECK_SITE(l, n, at_a, 0, 0, "profile_counts_stay_exact_when");
+	CHECK_SITE(l, n, at_b, (long long)RM_BLOCKS / 2 * RM_SIZE, RM_BLOCKS / 2, "profile_counts_stay_exact_when");
+	/* Unprofiled blocks first: they take nothing from either site. */
+	for (int i = 0; i < RM_BLOCKS; i += 2)
+		iop_heap_free(b[i]);
+	n = dump(l);
+	CHECK_SITE(l, n, at_a, 0, 0, "profile_counts_stay_exact_when");
+	CHECK_SITE(l, n, at_b, (long long)RM_BLOCKS / 2 * RM_SIZE, RM_BLOCKS / 2, "profile_counts_stay_exact_when");
+	for (int i = 1; i < RM_BLOCKS; i += 2)
+		iop_heap_free(b[i]);
+	n = dump(l);
+	CHECK_SITE(l, n, at_b, 0, 0, "profile_counts_stay_exact_when");
+	iop_pool_shrink(pool, 0);
+	return TH_PASS;
+}
+
 TEST(profile_dump_refuses_a_null_stream)
 {
 	CHECK_EQ(iop_profile_dump(NULL), -EINVAL);

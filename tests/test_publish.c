@@ -388,6 +388,9 @@ TEST(tool_reads_back_every_counter_a_child_publishes)
 	snprintf(text, sizeof(text), "pid %d (vizchild), 3 pools", pid);
 	CHECK_STR_HAS(out, text);
 	CHECK_STR_HAS(out, "Objects in flight / total : 1042 /");
+	/* Resident beside mapped, in the totals and as a column. */
+	CHECK_STR_HAS(out, " Memory mapped / resident  : ");
+	CHECK_STR_HAS(out, "   MAPPED RESIDENT ");
 	/* Which caches serve them: all three per CPU, or (checked pools, the
 	 * per-thread mode) all three per thread. */
 	CHECK(strstr(out, "caches: 3 pools per CPU, 0 per thread") != NULL ||
@@ -413,6 +416,9 @@ TEST(tool_reads_back_every_counter_a_child_publishes)
 	CHECK(rows_in_order(out, "\nviz-small", "\nviz-late", "\nviz-big"));
 	CHECK_STR_HAS(out, "Sorted by NAME (descending)");
 	free(out);
+	CHECK_EQ(tool(&out, "--once --sort resident %d", pid), 0);
+	CHECK_STR_HAS(out, "Sorted by RESIDENT (descending)");
+	free(out);
 	CHECK_EQ(tool(&out, "--once --sort nonsense %d", pid), 2);
 	CHECK_STR_HAS(out, "no column 'nonsense'");
 	free(out);
@@ -421,10 +427,20 @@ TEST(tool_reads_back_every_counter_a_child_publishes)
 	CHECK_EQ(tool(&out, "%s", ""), 0);
 	snprintf(text, sizeof(text), "\n%-8d vizchild ", pid);
 	CHECK_STR_HAS(out, text);
+	CHECK_STR_HAS(out, "    MAPPED   RESIDENT ");
 	free(out);
 	CHECK_EQ(tool(&out, "--json"), 0);
 	snprintf(text, sizeof(text), "{\"pid\": %d, \"status\": \"live\"", pid);
 	CHECK_STR_HAS(out, text);
+	{
+		/* The process's sums: resident bytes beside mapped ones. */
+		const char *me = strstr(out, text);
+		long long mapped = me ? json_num(me, "bytes_mapped") : -1;
+		long long resident = me ? json_num(me, "bytes_resident") : -1;
+		CHECK_GT(mapped, 0);
+		CHECK_GE(resident, 0);
+		CHECK_LE(resident, mapped);
+	}
 	free(out);
 
 	/* the refreshing view, twice, with rates from the second screen on */

@@ -4,7 +4,8 @@
 # tests/top_publisher (3 application pools and ~35 heap classes) publishes;
 # the tool runs in a tmux session of that size; capture-pane shows what is
 # on the screen after each key. Checks, at each size: the header; the
-# application's pools on the first screen; the heap's classes folded into
+# application's pools on the first screen; resident bytes beside mapped
+# ones (the totals line, the RESIDENT column, its sort key e); the heap's classes folded into
 # one row, opened by h; names in numeric order; the / filter and
 # --filter; scrolling the rows (PgDn) and, where columns are cut, the
 # columns (Right); no line wider than the terminal (wrapped lines are
@@ -110,7 +111,15 @@ run_size() {
 	grep -Eq '^heap \([0-9]+ classes\) ' "$tmp/screen" || fail "$size: no folded heap row"
 	grep -q 'heap-[0-9]' "$tmp/screen" && fail "$size: heap classes listed while folded"
 	grep -Eq '^ rows 1-[0-9]+ of 4 ' "$tmp/screen" || fail "$size: status line does not say 4 rows"
+	# Resident beside mapped: in the totals and as a column, even at 80.
+	grep -Eq '^ Memory mapped / resident  : [0-9.]+ [KMG]?i?B / [0-9.]+ [KMG]?i?B;' "$tmp/screen" ||
+		fail "$size: no 'Memory mapped / resident' line"
+	grep -Eq '^NAME .* MAPPED +RESIDENT' "$tmp/screen" || fail "$size: no RESIDENT column after MAPPED"
 	check_width "$w"
+
+	# e sorts by resident bytes.
+	keys e
+	wait_for 'Sorted by RESIDENT \(descending\)' || fail "$size: e did not sort by RESIDENT"
 
 	# h opens the heap; sorted by name (n), heap-104 comes before heap-1024.
 	keys h
@@ -136,7 +145,7 @@ run_size() {
 
 	# Columns: where they do not all fit, Right shows the next ones.
 	head=$(grep '^NAME ' "$tmp/screen")
-	if grep -Eq ' cols [0-9]+-[0-9]+ of 13 > ' "$tmp/screen"; then
+	if grep -Eq ' cols [0-9]+-[0-9]+ of 14 > ' "$tmp/screen"; then
 		keys Right
 		wait_for '^NAME +INFLIGHT' || fail "$size: Right did not scroll the columns"
 		grep '^NAME ' "$tmp/screen" | grep -q ' SIZE ' && fail "$size: SIZE still shown after Right"

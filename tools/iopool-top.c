@@ -344,14 +344,15 @@ static int list_processes(bool json)
 		printf("no process publishes iopool statistics (%s/%s*); start one with IOPOOL_PUBLISH=1 or "
 		       "iop_stats_publish()\n", IOP_SHM_DIR, IOP_SHM_PREFIX + 1);
 	else
-		printf("%-8s %-20s %6s %12s %10s %8s  %s\n", "PID", "NAME", "POOLS", "IN-FLIGHT", "MAPPED", "UPDATED",
-		       "STATUS");
+		printf("%-8s %-20s %6s %12s %10s %10s %8s  %s\n", "PID", "NAME", "POOLS", "IN-FLIGHT", "MAPPED",
+		       "RESIDENT", "UPDATED", "STATUS");
 	for (int i = 0; i < n; i++) {
 		struct proc p;
 		proc_read(pids[i], &p);
 		bool data = p.status != ST_BAD;
 		uint64_t inflight = sum_field(&p, offsetof(struct iop_shm_record, in_flight));
 		uint64_t mapped = sum_field(&p, offsetof(struct iop_shm_record, bytes_mapped));
+		uint64_t resident = sum_field(&p, offsetof(struct iop_shm_record, bytes_resident));
 		stale += !p.alive;
 		if (json) {
 			printf("%s\n  {\"pid\": %d, \"status\": \"%s\", \"segment\": \"%s/%s%d\"", i ? "," : "", p.pid,
@@ -360,9 +361,10 @@ static int list_processes(bool json)
 				fputs(", \"name\": ", stdout);
 				json_str(stdout, p.h.name);
 				printf(", \"pools\": %u, \"in_flight\": %llu, \"bytes_mapped\": %llu, "
-				       "\"updated_ns\": %llu, \"updates\": %llu",
+				       "\"bytes_resident\": %llu, \"updated_ns\": %llu, \"updates\": %llu",
 				       p.n, (unsigned long long)inflight, (unsigned long long)mapped,
-				       (unsigned long long)p.h.updated_ns, (unsigned long long)p.h.updates);
+				       (unsigned long long)resident, (unsigned long long)p.h.updated_ns,
+				       (unsigned long long)p.h.updates);
 			}
 			if (p.why[0]) {
 				fputs(", \"why\": ", stdout);
@@ -370,15 +372,16 @@ static int list_processes(bool json)
 			}
 			fputc('}', stdout);
 		} else {
-			char m[32], age[32];
+			char m[32], r[32], age[32];
 			scaled(m, sizeof(m), (double)mapped, 1024, "B");
+			scaled(r, sizeof(r), (double)resident, 1024, "B");
 			age_str(age, sizeof(age), p.h.updated_ns);
 			if (data)
-				printf("%-8d %-20s %6u %12llu %10s %8s  %s%s%s\n", p.pid, p.h.name, p.n,
-				       (unsigned long long)inflight, m, age, status_names[p.status],
+				printf("%-8d %-20s %6u %12llu %10s %10s %8s  %s%s%s\n", p.pid, p.h.name, p.n,
+				       (unsigned long long)inflight, m, r, age, status_names[p.status],
 				       p.why[0] ? ": " : "", p.why);
 			else
-				printf("%-8d %-20s %6s %12s %10s %8s  %s: %s\n", p.pid, "?", "-", "-", "-", "-",
+				printf("%-8d %-20s %6s %12s %10s %10s %8s  %s: %s\n", p.pid, "?", "-", "-", "-", "-", "-",
 				       status_names[p.status], p.why);
 		}
 		proc_free(&p);
@@ -429,7 +432,7 @@ static int clean(int pid)
 
 enum col {
 	C_NAME, C_SIZE, C_TOTAL, C_INFLIGHT, C_USE, C_CACHED, C_DEPOT, C_FREE,
-	C_CHUNKS, C_MAPPED, C_ALLOCS, C_RATE, C_SLOW, C_FAIL, NCOLS
+	C_CHUNKS, C_MAPPED, C_RESIDENT, C_ALLOCS, C_RATE, C_SLOW, C_FAIL, NCOLS
 };
 
 static const struct {
@@ -449,6 +452,7 @@ static const struct {
 	[C_FREE] = { "FREE", "free", 'f', 10, "objects free in chunks" },
 	[C_CHUNKS] = { "CHUNKS", "chunks", 'k', 7, "chunks mapped" },
 	[C_MAPPED] = { "MAPPED", "mapped", 'm', 8, "bytes mapped" },
+	[C_RESIDENT] = { "RESIDENT", "resident", 'e', 8, "bytes of it in memory (mincore)" },
 	[C_ALLOCS] = { "ALLOCS", "allocs", 'a', 12, "allocations so far" },
 	[C_RATE] = { "ALLOC/S", "rate", 'r', 8, "allocations per second since the last screen" },
 	[C_SLOW] = { "SLOW", "slow", 'w', 6, "allocations that took the slow path" },
@@ -467,7 +471,7 @@ struct row {
  * looks for first (how much is in use, how much memory, how busy) so that
  * an 80-column terminal shows it without scrolling. */
 static const enum col order[NCOLS] = {
-	C_NAME, C_SIZE, C_INFLIGHT, C_TOTAL, C_USE, C_MAPPED, C_RATE, C_ALLOCS,
+	C_NAME, C_SIZE, C_INFLIGHT, C_TOTAL, C_USE, C_MAPPED, C_RESIDENT, C_RATE, C_ALLOCS,
 	C_SLOW, C_FAIL, C_CACHED, C_DEPOT, C_FREE, C_CHUNKS,
 };
 
@@ -531,6 +535,7 @@ static double value(const struct row *w, enum col c)
 	case C_FREE: return (double)r->slab_free;
 	case C_CHUNKS: return (double)r->chunks;
 	case C_MAPPED: return (double)r->bytes_mapped;
+	case C_RESIDENT: return (double)r->bytes_resident;
 	case C_ALLOCS: return allocs;
 	case C_RATE: return w->rate;
 	case C_SLOW: return allocs ? 100.0 * (double)r->alloc_slow / allocs : 0;
@@ -570,6 +575,7 @@ static void cell(char *buf, size_t len, const struct row *w, enum col c)
 			snprintf(buf, len, "%.0f", v);
 		break;
 	case C_MAPPED:
+	case C_RESIDENT:
 		scaled(buf, len, v, 1024, "");
 		break;
 	case C_USE:
@@ -699,6 +705,7 @@ static uint32_t build_rows(const struct proc *cur, const struct proc *prev, stru
 		sum.r.slab_free += r->slab_free;
 		sum.r.chunks += r->chunks;
 		sum.r.bytes_mapped += r->bytes_mapped;
+		sum.r.bytes_resident += r->bytes_resident;
 		sum.r.alloc_fast += r->alloc_fast;
 		sum.r.alloc_slow += r->alloc_slow;
 		sum.r.alloc_fail += r->alloc_fail;
@@ -785,8 +792,8 @@ static int fit_columns(int width, int name_w, int hoff, int *shown)
 static void render(struct screen *s, const struct proc *p, const struct row *rows, uint32_t nrows,
 		   struct view *v, bool interactive)
 {
-	char up[32], age[32], mapped[32], rate[32];
-	uint64_t total = 0, inflight = 0, bytes = 0, allocs = 0, slow = 0, fails = 0;
+	char up[32], age[32], mapped[32], resident[32], rate[32];
+	uint64_t total = 0, inflight = 0, bytes = 0, res = 0, allocs = 0, slow = 0, fails = 0;
 	uint32_t per_cpu = 0;
 	/* The totals are the process's, whatever the filter hides. */
 	for (uint32_t i = 0; i < p->n; i++) {
@@ -795,6 +802,7 @@ static void render(struct screen *s, const struct proc *p, const struct row *row
 		total += x->total;
 		inflight += x->in_flight;
 		bytes += x->bytes_mapped;
+		res += x->bytes_resident;
 		allocs += x->alloc_fast + x->alloc_slow;
 		slow += x->alloc_slow;
 		fails += x->alloc_fail;
@@ -802,6 +810,7 @@ static void render(struct screen *s, const struct proc *p, const struct row *row
 	age_str(up, sizeof(up), p->h.published_ns);
 	age_str(age, sizeof(age), p->h.updated_ns);
 	scaled(mapped, sizeof(mapped), (double)bytes, 1024, "B");
+	scaled(resident, sizeof(resident), (double)res, 1024, "B");
 	if (v->rate >= 0)
 		scaled(rate, sizeof(rate), v->rate, 1000, "");
 	else
@@ -817,14 +826,17 @@ static void render(struct screen *s, const struct proc *p, const struct row *row
 		 (unsigned long long)total, total ? 100.0 * (double)inflight / (double)total : 0.0);
 	/* Which caches serve the pools (iop_cache_mode(); checked pools use
 	 * per-thread caches in either mode). */
-	put_line(s, " Memory mapped             : %s; caches: %u pools per CPU, %u per thread", mapped, per_cpu,
-		 p->n - per_cpu);
+	/* Resident beside mapped: the heap maps a chunk per size class, of
+	 * which a few pages may be all that is touched (README, "Mapped and
+	 * resident"). */
+	put_line(s, " Memory mapped / resident  : %s / %s; caches: %u pools per CPU, %u per thread", mapped,
+		 resident, per_cpu, p->n - per_cpu);
 	put_line(s, " Allocations               : %llu (%s/s), slow path %.2f%%, failed %llu",
 		 (unsigned long long)allocs, rate, allocs ? 100.0 * (double)slow / (double)allocs : 0.0,
 		 (unsigned long long)fails);
 	const char *dir = (sort_col == C_NAME) != sort_rev ? "ascending" : "descending";
 	if (interactive)
-		put_line(s, " Sorted by %s (%s); sort keys: n s t i u c d f k m a r w x (again: reverse)",
+		put_line(s, " Sorted by %s (%s); sort keys: n s t i u c d f k m e a r w x (again: reverse)",
 			 cols[sort_col].head, dir);
 	else
 		put_line(s, " Sorted by %s (%s)", cols[sort_col].head, dir);

@@ -53,7 +53,7 @@ extern "C" {
 #endif
 
 /* The layout of the inline ABI; the library's symbol versions carry it. */
-#define IOP__INLINE_ABI 2
+#define IOP__INLINE_ABI 3
 
 /* One per (CPU, pool): 64 bytes, one cache line. */
 struct iop__cslot {
@@ -103,11 +103,15 @@ IOP_API void *iop__buf_alloc_slow(iop_pool_t *pool);
 IOP_API void *iop__heap_alloc_slow(size_t size);
 IOP_API void iop__heap_free_slow(void *p);
 IOP_API void iop__bad_free(iop_pool_t *pool, const void *obj) __attribute__((cold, noreturn));
-/* The heap's class pools (NULL until a class is first used), and whether a
- * profiled block was ever handed out (then every free takes the library
- * path, which finds the block's call site). */
+/* The heap's class pools (NULL until a class is first used). */
 IOP_API extern iop_pool_t *iop__heap_class[IOP_HEAP_CLASSES];
-IOP_API extern int iop__heap_profiling;
+/* Per-call-site profiling (IOP_PROFILE): NULL until the first profiled
+ * block is handed out, then one entry per granule of the address map (as
+ * iop__map): NULL, or the site ids of the objects of the heap class chunk
+ * there, indexed by object number (every granule of a chunk names the same
+ * array). An id is written by the profiled allocation, read and cleared
+ * by the free, whichever file it is compiled in; 0 is no site. */
+IOP_API extern uint32_t **iop__map_sites;
 
 /* The library's build decides (buildconf.h), never the caller's flags: a
  * program built with -fsanitize=address and linked to a Release library
@@ -133,6 +137,17 @@ __attribute__((weak)) void __asan_unpoison_memory_region(void const volatile *ad
 #define IOP__LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #else
 #define IOP__LD(p) (*(p))
+#endif
+/* The same for a pointer published (release) after what it points to was
+ * mapped: the profiling site arrays. The address dependency orders the
+ * loads on every CPU iopool runs on; ThreadSanitizer, which does not see
+ * it, is shown an acquire load. Plain otherwise, so that the compiler may
+ * keep the value from the allocation for the free (5 instructions per
+ * profiled pair, callgrind). */
+#if IOP__LIB_TSAN
+#define IOP__LD_DEP(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#else
+#define IOP__LD_DEP(p) (*(p))
 #endif
 
 /* The inline sequences: x86-64 with rseq, in a library that uses them. */
@@ -223,16 +238,48 @@ struct iop__site {
 
 IOP_API void *iop__heap_alloc_site(size_t size, struct iop__site *site);
 IOP_API void *iop__heap_alloc_aligned_site(size_t size, size_t align, struct iop__site *site);
+/* Record the site of p, a block of pool just handed out by the inline
+ * path, when the inline code could not (no site array or table yet, a
+ * site not registered or past the table); returns p. */
+IOP_API void *iop__heap_site_record(iop_pool_t *pool, void *p, struct iop__site *site);
+
+/* A profiling thread's counters of one site: live bytes and live
+ * allocations. Only the owning thread writes them (a relaxed load and
+ * store, no read-modify-write); iop_profile_dump() reads them to sum. */
+struct iop__prof_counter {
+	int64_t bytes;
+	int64_t calls;
+};
+/* Slots in each thread's table: site ids 1 .. IOP__PROFILE_SITES - 1
+ * count there, inline; larger ids count in the library. */
+#define IOP__PROFILE_SITES 4096u
+/* The calling thread's counter table, indexed by site id; NULL until its
+ * first profiled call, and after its exit (then the library counts). */
+IOP_API extern __thread struct iop__prof_counter *iop__prof_table __attribute__((tls_model("initial-exec")));
+
+/* One writer per counter, so no read-modify-write: a relaxed load and
+ * store (dumps read the word whole). Not a plain `+=`: the compiler may
+ * merge the two counters' updates into one 16-byte load and store, which
+ * the CPU cannot forward from the two 8-byte stores of the allocation
+ * just before (a store-forwarding stall on every profiled pair). */
+static inline void iop__prof_add(int64_t *c, int64_t v)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
 
 #if defined(IOP_PROFILE) && !defined(IOP_BUILDING_LIBRARY)
 /* One static record per call site, made where the call is written. */
 #define IOP__SITE_HERE()                                                     \
 	__extension__({                                                      \
 		static struct iop__site iop__site_ = { __FILE__, __func__,  \
-						       __LINE__, 0, 0, 0, 0 }; \
+						       __LINE__, 0, IOP__NULL, 0, 0 }; \
 		&iop__site_;                                                 \
 	})
+#if defined(IOP_NO_INLINE)
 #define iop_heap_alloc(size) iop__heap_alloc_site((size), IOP__SITE_HERE())
+#else
+#define iop_heap_alloc(size) iop__heap_alloc_prof((size), IOP__SITE_HERE())
+#endif
 #define iop_heap_alloc_aligned(size, align) \
 	iop__heap_alloc_aligned_site((size), (align), IOP__SITE_HERE())
 #endif
@@ -708,16 +755,66 @@ IOPINLINE void *(iop_heap_alloc)(size_t size)
 	return iop__heap_alloc_slow(size);
 }
 
+/*
+ * IOP_PROFILE's allocation: the class pool's inline pop, then the block's
+ * site id into its chunk's site array and +stride, +1 into the thread's
+ * counters: a few loads and stores more than iop_heap_alloc(), no call.
+ * A site's first use, a thread's first profiled call, a chunk's first
+ * profiled block and sites past the table take the library path.
+ */
+static inline void *iop__heap_alloc_prof(size_t size, struct iop__site *site)
+{
+	if (__builtin_expect(size - 1 < IOP_HEAP_CLASS_MAX, 1)) {
+		iop_pool_t *pool = __atomic_load_n(&iop__heap_class[iop__heap_class_of(size)], __ATOMIC_ACQUIRE);
+		if (__builtin_expect(pool != IOP__NULL, 1)) {
+			void *p = iop_alloc(pool);
+			if (__builtin_expect(p == IOP__NULL, 0))
+				return p;
+			uint32_t id = IOP__LD(&site->id);
+			struct iop__prof_counter *t = iop__prof_table;
+			uint32_t **ms = IOP__LD_DEP(&iop__map_sites);
+			uint32_t *s = ms ? IOP__LD_DEP(&ms[IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT]) : IOP__NULL;
+			if (__builtin_expect(s && t && id - 1 < IOP__PROFILE_SITES - 1, 1)) {
+				s[iop__obj_number(pool, p)] = id;
+				iop__prof_add(&t[id].bytes, IOP__SCAST(int64_t, IOP__HOT(pool)->stride));
+				iop__prof_add(&t[id].calls, 1);
+				return p;
+			}
+			return iop__heap_site_record(pool, p, site);
+		}
+	}
+	return iop__heap_alloc_site(size, site);
+}
+
 IOPINLINE void(iop_heap_free)(void *p)
 {
 	uintptr_t g = IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT;
 	iop_pool_t **map = __atomic_load_n(&iop__map, __ATOMIC_ACQUIRE);
-	if (__builtin_expect(map && g < IOP__MAP_ENTRIES && !IOP__LD(&iop__heap_profiling), 1)) {
+	if (__builtin_expect(map && g < IOP__MAP_ENTRIES, 1)) {
 		iop_pool_t *pool = IOP__LD(&map[g]);
 		/* The map named the pool already: only the division test. */
 		if (__builtin_expect(pool && IOP__HOT(pool)->heap &&
 					     iop__obj_number(pool, p) < IOP__HOT(pool)->objs_per_chunk,
 				     1)) {
+			/* Profiling: the block's site, if a profiled call
+			 * allocated it, loses it here (unprofiled programs:
+			 * one load of iop__map_sites). */
+			uint32_t **ms = IOP__LD_DEP(&iop__map_sites);
+			uint32_t *s = ms ? IOP__LD_DEP(&ms[g]) : IOP__NULL;
+			if (__builtin_expect(s != IOP__NULL, 0)) {
+				uint32_t *slot = &s[iop__obj_number(pool, p)];
+				uint32_t id = *slot;
+				if (id) {
+					struct iop__prof_counter *t = iop__prof_table;
+					if (__builtin_expect(!t || id >= IOP__PROFILE_SITES, 0)) {
+						iop__heap_free_slow(p);
+						return;
+					}
+					*slot = 0;
+					iop__prof_add(&t[id].bytes, -IOP__SCAST(int64_t, IOP__HOT(pool)->stride));
+					iop__prof_add(&t[id].calls, -1);
+				}
+			}
 			IOP__POISON(p, IOP__HOT(pool)->stride);
 			if (__builtin_expect(iop__seq_push(IOP__HOT(pool), p), 1))
 				return;

@@ -10,6 +10,7 @@
 # C sources get -Wall -Wextra -pedantic -Werror; C++ sources also
 # -Wold-style-cast, and with clang++ -Wzero-as-null-pointer-constant (which
 # g++ applies to its own NULL, so only clang++ can hold a header to it).
+# Each is built twice: as it is, and with -DIOP_PROFILE.
 # Exit 77 (skipped) when the compiler is not installed.
 set -eu
 [ $# -eq 6 ] || { echo "usage: $0 COMPILER STD SOURCE INCLUDE_DIR LIBRARY OUT_DIR" >&2; exit 2; }
@@ -35,3 +36,9 @@ echo "$cc $flags $incs $src $lib"
 # shellcheck disable=SC2086 # flags and incs are lists on purpose
 "$cc" $flags $incs -o "$bin" "$src" "$lib" -Wl,-rpath,"$(dirname "$lib")" -pthread
 "$bin"
+# Again with IOP_PROFILE: the profiling macros and their inline path are
+# header code too.
+echo "$cc $flags -DIOP_PROFILE $incs $src $lib"
+# shellcheck disable=SC2086
+"$cc" $flags -DIOP_PROFILE $incs -o "$bin-profile" "$src" "$lib" -Wl,-rpath,"$(dirname "$lib")" -pthread
+"$bin-profile"
