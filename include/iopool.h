@@ -711,6 +711,17 @@ struct iop_pool_stats {
 	                             IOP_CACHE_MODE_THREAD: per thread only */
 	uint64_t cpu_drains;    /**< CPU slots drained by other threads (after
 	                             a fence): shrink, reclaim, decay, flush */
+
+	/* Since 0.5: free pages of partly used chunks given back to the OS
+	 * by shrink, reclaim and decay (see iop_pool_shrink()). */
+	uint64_t bytes_released;/**< bytes of the mapped chunks given back now
+	                             (released pages not yet used again);
+	                             bytes_mapped - bytes_released is the most
+	                             the chunks can hold in memory */
+	uint64_t page_release;  /**< pages given back (counter) */
+	uint64_t page_reuse;    /**< released pages used again: an object on
+	                             them handed out, the page faulted in anew
+	                             (counter) */
 };
 
 /** What backs a pool's chunks (iop_pool_stats.page_kind). */
