@@ -11,6 +11,7 @@
  *   again, and reused objects are writable and read back;
  * - checked pools (objects straddling pages) poison released pages again
  *   on reuse, so no false "use after free";
+ * - decay gives back the pages of the chunks it returns objects to;
  * - pools with a map hook keep their pages (a device may have pinned them).
  *
  * Registered twice: in the process's cache mode (per-CPU where rseq works)
@@ -259,6 +260,49 @@ TEST(pages_of_straddling_objects_go_only_when_wholly_free)
 TEST(checked_pool_poisons_released_pages_again_on_reuse)
 {
 	return straddling(IOP_F_CHECKED);
+}
+
+/* Decay gives back the free pages of the chunks it returns objects to:
+ * two chunks each keep one object, the rest goes idle in the depot. */
+TEST(decay_gives_back_the_free_pages_of_partly_used_chunks)
+{
+	th_watchdog(__func__, 60);
+	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
+	pp.name = "decaying";
+	pp.obj_size = OBJ;
+	pp.flags = IOP_F_NO_THP;
+	pp.decay_ms = 50;
+	pp.decay_pct = 100;
+	iop_pool_t *p = iop_pool_create(&pp);
+	REQUIRE(p);
+	enum { N = 2 * PER_CHUNK };
+	void *o[N];
+	REQUIRE(iop_alloc_bulk(p, o, N) == N);
+	qsort(o, N, sizeof(void *), cmp_ptr);
+	void *keep[2] = { o[0], o[N - 1] };
+	for (int i = 0; i < N; i++)
+		th_stamp(o[i], OBJ, (uint64_t)i);
+	iop_free_bulk(p, o + 1, N - 2);
+	/* This thread's cache to the depot (a per-thread cache is only asked
+	 * to trim); the CPUs' idle caches the worker drains itself. */
+	iop_thread_flush();
+	while (STATS(p).page_release == 0)
+		usleep(1000);
+	struct iop_pool_stats st = STATS(p);
+	printf("decay: %llu passes, %llu objects back to their chunks, %llu pages released, %llu chunks left\n",
+	       (unsigned long long)st.decay_passes, (unsigned long long)st.decay_objs,
+	       (unsigned long long)st.page_release, (unsigned long long)st.chunks);
+	CHECK_GT(st.decay_passes, 0);
+	CHECK_LE(st.bytes_released, st.page_release * (uint64_t)sysconf(_SC_PAGESIZE));
+	CHECK_STAMP(keep[0], OBJ, 0);
+	CHECK_STAMP(keep[1], OBJ, N - 1);
+	CHECK_AUDIT(p);
+	iop_free(p, keep[0]);
+	iop_free(p, keep[1]);
+	iop_thread_flush();
+	CHECK_DESTROY(p);
+	alarm(0);
+	return TH_PASS;
 }
 
 static int keep_map(void *arg, void *base, size_t len, uint64_t *handle)
