@@ -719,6 +719,17 @@ struct iop_pool_stats {
 	                             about 2 MiB of objects (2 magazines to
 	                             1024); a bounded pool's slots together
 	                             hold at most half its limit */
+
+	/* Since 0.5: free pages of partly used chunks given back to the OS
+	 * by shrink, reclaim and decay (see iop_pool_shrink()). */
+	uint64_t bytes_released;/**< bytes of the mapped chunks given back now
+	                             (released pages not yet used again);
+	                             bytes_mapped - bytes_released is the most
+	                             the chunks can hold in memory */
+	uint64_t page_release;  /**< pages given back (counter) */
+	uint64_t page_reuse;    /**< released pages used again: an object on
+	                             them handed out, the page faulted in anew
+	                             (counter) */
 };
 
 /** What backs a pool's chunks (iop_pool_stats.page_kind). */
@@ -1165,7 +1176,13 @@ IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_
  * threads' caches (those not inside a call just then) and the depots down
  * to reserve_low go back to their chunks, what the depot keeps taken from
  * the fullest chunks; then every chunk whose objects are all free is
- * unmapped. Other threads' per-thread caches of an unbounded pool are only
+ * unmapped, and, while the pool still maps more than target_bytes, every
+ * whole page of the other chunks that holds only free objects is given
+ * back to the OS (MADV_DONTNEED; not for pools with a map hook, nor
+ * hugetlbfs chunks), counted in bytes_released and page_release; such a
+ * page is faulted in again by the library when an object on it is
+ * handed out (page_reuse). Decay does the same for the chunks it returned
+ * objects to. Other threads' per-thread caches of an unbounded pool are only
  * asked to give back their previous magazine on their next slow-path call.
  * Never touches an object in flight.
  *
@@ -1178,7 +1195,8 @@ IOP_API int iop_pool_domain_stats(iop_pool_t *pool, unsigned domain, struct iop_
  * needs again are mapped again. A load whose objects in flight are spread
  * over every chunk keeps them all.
  *
- * Returns the bytes unmapped (>= 0), -EINVAL when pool is NULL, or
+ * Returns the bytes unmapped (>= 0; pages given back inside chunks are
+ * not included: see bytes_released), -EINVAL when pool is NULL, or
  * -EDEADLK from the pool's unmap hook inside its destroy (see "What a hook
  * may call"). Not while the pool is being destroyed.
  */

@@ -173,6 +173,9 @@ struct iop_chunk {
 	                                  heap's call sites when profiling),
 	                                  set once; unmapped with the chunk */
 	size_t side_bytes;
+	uint64_t *released;            /* bit i: page i given back to the OS
+	                                  (slab.c: _iop_slab_release_pages) */
+	uint32_t nreleased;            /* bits set in released */
 };
 
 /*
@@ -290,6 +293,9 @@ struct iop_slab {
 	 * memory; UINT64_MAX for an unbounded pool. */
 	uint64_t limit;
 	uint8_t page_kind;        /* IOP_PAGES_* of the latest chunk */
+	uint8_t page_shift;       /* log2 of the OS page size */
+	uint64_t released;        /* pages of the chunks given back now */
+	uint64_t page_release, page_reuse; /* counters (statistics) */
 	struct iop_slab_dom {
 		struct iop_chunk *partial; /* chunks with free objects */
 		uint64_t nchunks;
@@ -506,6 +512,14 @@ IOP_HIDDEN struct iop_chunk *_iop_slab_unlink_free(struct iop_pool *pool, unsign
 IOP_HIDDEN uint64_t _iop_slab_free_chunks(struct iop_pool *pool, struct iop_chunk *gone);
 /* Unmap every chunk, whatever it holds (destroy, or a failed create). */
 IOP_HIDDEN void _iop_slab_free_all(struct iop_pool *pool);
+/* Give back to the OS the whole pages of domain d's chunks (every domain
+ * with IOP_MAX_DOMAINS) that hold only free objects of the slab (decay,
+ * shrink). Returns the pages released. */
+IOP_HIDDEN uint64_t _iop_slab_release_pages(struct iop_pool *pool, unsigned d);
+/* For the audit: page pg of chunk c holds only free objects of the slab;
+ * object idx of c has a byte on a released page. */
+IOP_HIDDEN bool _iop_slab_page_is_free(const struct iop_pool *pool, const struct iop_chunk *c, uint64_t pg);
+IOP_HIDDEN bool _iop_slab_obj_released(const struct iop_pool *pool, const struct iop_chunk *c, uint64_t idx);
 
 /* ---- depot.c: magazine exchange (pool lock held) ------------------------- */
 

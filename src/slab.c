@@ -12,9 +12,26 @@
  * carving limit of a bounded pool (it never carves more objects than its
  * limit, which caps its memory). Callers learn about the limit from
  * return values (-ENOBUFS), never through errno.
+ *
+ * Released pages. A chunk goes back to the OS only whole, so decay and
+ * shrink also give back the pages inside partly used chunks that hold
+ * only free objects of the slab (bits in the freemap, objects above the
+ * bump, the padding at the chunk's end): MADV_DONTNEED, with the pool's
+ * lock held, and one bit per page in chunk->released. An object is only
+ * ever free here while its bit is set, and every carve and every return
+ * of a free object happens under the same lock, so no object handed out
+ * (in flight, or in a CPU's slot, a thread's magazine or the depot, none
+ * of which the freemap counts as free) can be on a page released or being
+ * released. When an object is handed out again its released pages are
+ * faulted in anew (zero) and their bits cleared (page_reuse); a checked
+ * pool poisons those pages again first, since the free objects that share
+ * them must read as poison. Chunks that a map hook registered with a
+ * device (which may have pinned the old pages) and hugetlbfs chunks keep
+ * their pages.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "os/os.h"
@@ -24,9 +41,15 @@ static size_t bitmap_words(uint64_t nobj)
 	return (size_t)((nobj + 63) / 64);
 }
 
+static size_t page_words(const struct iop_pool *pool)
+{
+	return bitmap_words(pool->chunk_size >> pool->slab.page_shift);
+}
+
 void _iop_slab_init(struct iop_pool *pool, uint64_t limit)
 {
 	pool->slab.limit = limit;
+	pool->slab.page_shift = (uint8_t)__builtin_ctzll(_iop_os_page_size());
 }
 
 /* Map a chunk in domain d and describe it; no lock needed. NULL on failure
@@ -42,7 +65,7 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 		errno = EDEADLK;
 		return NULL;
 	}
-	struct iop_chunk *c = calloc(1, sizeof(*c) + maps * words * sizeof(uint64_t));
+	struct iop_chunk *c = calloc(1, sizeof(*c) + (maps * words + page_words(pool)) * sizeof(uint64_t));
 	if (!c)
 		return NULL;
 	c->base = _iop_backing_map(pool->chunk_size, pool->chunk_size, pool->refs_tail, pool->flags | more, d, &c->kind);
@@ -74,6 +97,7 @@ static struct iop_chunk *chunk_new(struct iop_pool *pool, unsigned d, uint32_t m
 	c->freemap = (uint64_t *)(c + 1);
 	if (pool->checked)
 		c->inuse = (_Atomic uint64_t *)(c->freemap + words);
+	c->released = c->freemap + maps * words;
 	if (pool->refcount)
 		c->refs = (uint32_t *)(c->base + pool->chunk_size);
 	/* Under ASan every object that is not in flight is poisoned; under
@@ -129,6 +153,7 @@ static void chunk_unlink(struct iop_pool *pool, struct iop_chunk *c)
 	s->nchunks--;
 	dom->nchunks--;
 	s->free -= c->nfree;
+	s->released -= c->nreleased;
 	/* Nothing of it is in flight or cached, so no lookup can want it. */
 	_iop_map_set(c->base, pool->chunk_size, NULL, NULL);
 	/* Counted here, with nchunks, so statistics always see
@@ -163,6 +188,152 @@ uint64_t _iop_carve_room(const struct iop_pool *pool)
 	return carved < s->limit ? s->limit - carved : 0;
 }
 
+/* ---- released pages (pool lock held) ----------------------------------------- */
+
+static bool may_release(const struct iop_pool *pool, const struct iop_chunk *c)
+{
+	/* A map hook may have registered the chunk with a device that
+	 * pinned its pages: after MADV_DONTNEED the process would fault in
+	 * new ones and the device keep the old. hugetlbfs pages can only go
+	 * whole. */
+	return !pool->map && c->kind != IOP_PAGES_HUGETLB;
+}
+
+static bool page_released(const struct iop_chunk *c, uint64_t pg)
+{
+	return (c->released[pg >> 6] >> (pg & 63)) & 1;
+}
+
+/* Every object with a byte in chunk offsets [lo, hi) is free in the slab:
+ * its bit is set, or it was never carved (above the bump), or it is the
+ * padding after the last object. */
+static bool span_free(const struct iop_pool *pool, const struct iop_chunk *c, uint64_t lo, uint64_t hi)
+{
+	uint64_t first = lo / pool->hot.stride, last = (hi - 1) / pool->hot.stride;
+	if (first >= c->bump)
+		return true;
+	if (last >= c->bump)
+		last = c->bump - 1;
+	for (uint64_t i = first; i <= last;) {
+		uint64_t end = (i | 63) < last ? (i | 63) : last;
+		unsigned e = (unsigned)(end & 63);
+		uint64_t mask = (e == 63 ? ~0ull : (1ull << (e + 1)) - 1) & (~0ull << (i & 63));
+		if ((c->freemap[i >> 6] & mask) != mask)
+			return false;
+		i = end + 1;
+	}
+	return true;
+}
+
+bool _iop_slab_page_is_free(const struct iop_pool *pool, const struct iop_chunk *c, uint64_t pg)
+{
+	unsigned sh = pool->slab.page_shift;
+	return span_free(pool, c, pg << sh, (pg + 1) << sh);
+}
+
+bool _iop_slab_obj_released(const struct iop_pool *pool, const struct iop_chunk *c, uint64_t idx)
+{
+	unsigned sh = pool->slab.page_shift;
+	uint64_t start = idx * pool->hot.stride, end = start + pool->hot.stride;
+	for (uint64_t pg = start >> sh; pg <= (end - 1) >> sh; pg++)
+		if (page_released(c, pg))
+			return true;
+	return false;
+}
+
+/* Object idx is about to be handed out: the pages it covers are the
+ * process's again. Their bits go and each page is faulted in here, under
+ * the pool's lock, before the object leaves the slab (zero filled); in a
+ * checked pool the whole page is poisoned instead, for the free objects
+ * that share it (all of them free, or the page would not have been
+ * released).
+ *
+ * Why here and not at the user's first touch: in per-CPU mode, letting
+ * the threads that got the objects fault the pages in themselves (a
+ * write, or MADV_POPULATE_WRITE from that thread) made shrink_under_load
+ * lose a whole CPU slot: after a drain moved the slot's 256 objects to
+ * the depot, the slot counted 255 of them again (the audit's surplus of
+ * free objects is 255, and an object was found both in a CPU slot and
+ * free in its chunk before any page of it was released), the signature
+ * of a one-object sequence committing after the drain's fence. 18 of 310
+ * runs failed that way on Linux 6.18, 0 of 310 with the pages faulted in
+ * here, 0 with memset() instead of MADV_DONTNEED or with no release. The
+ * kernel-side mechanism is not pinned down (see the branch's report). */
+static void reuse_pages(struct iop_pool *pool, struct iop_chunk *c, uint64_t idx)
+{
+	unsigned sh = pool->slab.page_shift;
+	uint64_t start = idx * pool->hot.stride, end = start + pool->hot.stride;
+	for (uint64_t pg = start >> sh; pg <= (end - 1) >> sh; pg++) {
+		if (!page_released(c, pg))
+			continue;
+		c->released[pg >> 6] &= ~(1ull << (pg & 63));
+		c->nreleased--;
+		pool->slab.released--;
+		pool->slab.page_reuse++;
+		char *p = c->base + (pg << sh);
+		if (pool->checked) {
+			FREE_UNPOISON(p, (size_t)1 << sh);
+			memset(p, IOP_POISON_BYTE, (size_t)1 << sh);
+			FREE_POISON(p, (size_t)1 << sh);
+		} else {
+			_iop_os_prefault(p, (size_t)1 << sh);
+		}
+	}
+}
+
+/* Release the free pages of chunk c that hold a carved object (the pages
+ * above hold objects never handed out, not touched unless prefaulted), in
+ * runs of consecutive pages, one madvise() per run. */
+static uint64_t release_chunk(struct iop_pool *pool, struct iop_chunk *c)
+{
+	unsigned sh = pool->slab.page_shift;
+	uint64_t npg = ((uint64_t)c->bump * pool->hot.stride + ((uint64_t)1 << sh) - 1) >> sh;
+	uint64_t run = 0, gone = 0;
+	bool in_run = false;
+	for (uint64_t pg = 0; pg <= npg; pg++) {
+		bool ok = pg < npg && !page_released(c, pg) && span_free(pool, c, pg << sh, (pg + 1) << sh);
+		if (ok && !in_run) {
+			run = pg;
+			in_run = true;
+		} else if (!ok && in_run) {
+			in_run = false;
+			char *p = c->base + (run << sh);
+			size_t len = (size_t)(pg - run) << sh;
+			/* Refused (EAGAIN, a seccomp filter): the pages stay
+			 * the process's and nothing is lost. */
+			if (_iop_os_release(p, len) != 0)
+				continue;
+			/* Under memcheck a discarded range may read as
+			 * defined again: no access, as free memory is. */
+			FREE_POISON(p, len);
+			for (uint64_t i = run; i < pg; i++)
+				c->released[i >> 6] |= 1ull << (i & 63);
+			c->nreleased += (uint32_t)(pg - run);
+			gone += pg - run;
+		}
+	}
+	return gone;
+}
+
+uint64_t _iop_slab_release_pages(struct iop_pool *pool, unsigned d)
+{
+	struct iop_slab *s = &pool->slab;
+	uint64_t gone = 0;
+	for (unsigned i = 0; i < _iop_ndomains; i++) {
+		if (d != IOP_MAX_DOMAINS && i != d)
+			continue;
+		/* Chunks with free objects are exactly those on the partial
+		 * lists; one with none returned since it was carved has no
+		 * free carved object, so no whole free page below its bump. */
+		for (struct iop_chunk *c = s->dom[i].partial; c; c = c->next_partial)
+			if (c->nfree > c->nobj - c->bump && may_release(pool, c))
+				gone += release_chunk(pool, c);
+	}
+	s->released += gone;
+	s->page_release += gone;
+	return gone;
+}
+
 unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned n)
 {
 	struct iop_slab_dom *dom = &pool->slab.dom[d];
@@ -179,11 +350,15 @@ unsigned _iop_slab_get(struct iop_pool *pool, unsigned d, void **objs, unsigned 
 			while (c->freemap[w] && got < n) {
 				unsigned b = (unsigned)__builtin_ctzll(c->freemap[w]);
 				c->freemap[w] &= c->freemap[w] - 1;
+				if (c->nreleased)
+					reuse_pages(pool, c, (uint64_t)w * 64 + b);
 				objs[got++] = c->base + ((uint64_t)w * 64 + b) * pool->hot.stride;
 				c->nfree--;
 			}
 		}
 		while (got < n && c->bump < c->nobj) {
+			if (c->nreleased)
+				reuse_pages(pool, c, c->bump);
 			void *p = c->base + (uint64_t)c->bump++ * pool->hot.stride;
 			if (pool->checked)
 				_iop_poison_fill(pool, p);

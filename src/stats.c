@@ -39,6 +39,9 @@ void _iop_pool_stats_locked(struct iop_pool *pool, struct iop_pool_stats *out, s
 	for (unsigned d = 0; d < _iop_ndomains; d++)
 		s.reserve_short += pool->reserve_low && pool->depot.dom[d].objs < pool->reserve_low;
 	s.page_kind = pool->slab.page_kind;
+	s.bytes_released = pool->slab.released << pool->slab.page_shift;
+	s.page_release = pool->slab.page_release;
+	s.page_reuse = pool->slab.page_reuse;
 	/* Only the chunks' addresses here: their residency is measured
 	 * without the registry lock (and without this one). */
 	res->chunk_size = pool->chunk_size;
@@ -286,6 +289,8 @@ static void visit(struct audit *a, void *p, const char *where)
 		fault(a, "%p in %s is marked in flight", p, where);
 	else if (pool->refcount && ALOAD(&c->refs[idx]))
 		fault(a, "%p in %s has %u references", p, where, ALOAD(&c->refs[idx]));
+	else if (c->nreleased && _iop_slab_obj_released(pool, c, idx))
+		fault(a, "%p in %s is on a page given back to the OS", p, where);
 	c->audit_seen[idx >> 6] |= bit;
 	a->seen++;
 	if (pool->checked)
@@ -338,7 +343,7 @@ static void audit_locked(struct audit *a)
 {
 	struct iop_pool *pool = a->pool;
 	size_t words = (size_t)((pool->hot.objs_per_chunk + 63) / 64);
-	uint64_t slab_free = 0, nchunks = 0, npartial = 0, marked = 0;
+	uint64_t slab_free = 0, nchunks = 0, npartial = 0, marked = 0, released = 0;
 
 	for (struct iop_chunk *c = pool->slab.chunks; c; c = c->next) {
 		nchunks++;
@@ -357,9 +362,25 @@ static void audit_locked(struct audit *a)
 			fault(a, "chunk %p with %u free objects is %son the partial list", (void *)c->base, c->nfree,
 			      c->on_partial ? "" : "not ");
 		slab_free += c->nfree;
+		/* Released pages: counted right, and each holds only free
+		 * objects (a page released under an object handed out would
+		 * lose what the object's user wrote). */
+		uint64_t npg = pool->chunk_size >> pool->slab.page_shift;
+		uint64_t rel = popcount_words(c->released, (size_t)((npg + 63) / 64));
+		if (rel != c->nreleased)
+			fault(a, "chunk %p counts %u released pages, its bitmap says %llu", (void *)c->base,
+			      c->nreleased, (unsigned long long)rel);
+		released += rel;
+		for (uint64_t pg = 0; rel && pg < npg; pg++)
+			if (((c->released[pg >> 6] >> (pg & 63)) & 1) && !_iop_slab_page_is_free(pool, c, pg))
+				fault(a, "page %p of chunk %p was given back to the OS while an object on it is not free",
+				      (void *)(c->base + (pg << pool->slab.page_shift)), (void *)c->base);
 		if (pool->checked) {
+			/* A released page reads as zero until it is used again
+			 * (and poisoned then). */
 			for (uint32_t i = 0; i < c->bump; i++)
-				if (c->freemap[i >> 6] & (1ull << (i & 63)))
+				if ((c->freemap[i >> 6] & (1ull << (i & 63))) &&
+				    !(c->nreleased && _iop_slab_obj_released(pool, c, i)))
 					check_poison(a, c->base + (uint64_t)i * pool->hot.stride, "its chunk");
 			for (size_t w = 0; w < words; w++)
 				marked += (uint64_t)__builtin_popcountll(LOAD(&c->inuse[w]));
@@ -381,6 +402,9 @@ static void audit_locked(struct audit *a)
 	if (slab_free != pool->slab.free)
 		fault(a, "chunks hold %llu free objects, the pool counts %llu", (unsigned long long)slab_free,
 		      (unsigned long long)pool->slab.free);
+	if (released != pool->slab.released)
+		fault(a, "chunks hold %llu released pages, the pool counts %llu", (unsigned long long)released,
+		      (unsigned long long)pool->slab.released);
 
 	_iop_for_each_tcache(pool, visit_tcache, a);
 	_iop_cpu_for_each_obj(pool, visit_cpu_obj, a);

@@ -253,6 +253,8 @@ static void decay(struct iop_pool *pool, unsigned d)
 	uint64_t moved = _iop_depot_decay(pool, d, pool->reserve_high, pool->decay_pct);
 	COUNT(&pool->upkeep, depot_traffic(pool) - before);
 	struct iop_chunk *gone = _iop_slab_unlink_free(pool, d, 0);
+	/* What decay sent to partly used chunks: their wholly free pages. */
+	_iop_slab_release_pages(pool, d);
 	COUNT(&pool->decay_passes, 1);
 	COUNT(&pool->decay_objs, moved);
 	pthread_mutex_unlock(&pool->lock);
@@ -681,6 +683,11 @@ static int64_t shrink(struct iop_pool *pool, uint64_t target)
 	for (unsigned d = 0; d < _iop_ndomains; d++)
 		_iop_depot_compact(pool, d, pool->reserve_low);
 	struct iop_chunk *gone = _iop_slab_unlink_free(pool, IOP_MAX_DOMAINS, target);
+	/* Still above the target with every wholly free chunk gone: the
+	 * free pages of the partly used ones go too (under the lock, so no
+	 * object on them can be carved meanwhile; see slab.c). */
+	if (pool->slab.nchunks * pool->chunk_size > target)
+		_iop_slab_release_pages(pool, IOP_MAX_DOMAINS);
 	pthread_mutex_unlock(&pool->lock);
 	return (int64_t)_iop_slab_free_chunks(pool, gone);
 }

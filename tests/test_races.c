@@ -482,11 +482,11 @@ static void *loader_main(void *arg)
  * steady load holds (in flight, in the users' caches) and stays there. The
  * loaders' chunks are re-mapped as they need them; nothing is lost.
  */
-static int shrink_under_load(bool bounded)
+static int shrink_under_load(bool bounded, size_t obj_size)
 {
 	struct iop_pool_params pp = IOP_POOL_PARAMS_INIT;
 	pp.name = bounded ? "loaded-bounded" : "loaded";
-	pp.obj_size = 1024;
+	pp.obj_size = obj_size;
 	if (bounded)
 		pp.limit = LOADERS * BURST;
 	iop_pool_t *p = iop_pool_create(&pp);
@@ -526,11 +526,19 @@ static int shrink_under_load(bool bounded)
 	}
 	alarm(0);
 	st = STATS(p);
-	printf("%s, %s caches: grown to %llu chunks; %llu shrink+reclaim calls returned %lld bytes "
-	       "(chunk_release %llu, fewest chunks %llu) during %llu steady pairs\n",
+	printf("%s, %s caches, %zu-byte objects: grown to %llu chunks; %llu shrink+reclaim calls returned %lld bytes "
+	       "(chunk_release %llu, fewest chunks %llu) and released %llu pages (%llu used again) during %llu "
+	       "steady pairs\n",
 	       bounded ? "bounded" : "plain", st.cache_mode == IOP_CACHE_MODE_CPU ? "per-CPU" : "per-thread",
-	       (unsigned long long)grown, (unsigned long long)calls, (long long)bytes,
-	       (unsigned long long)st.chunk_release, (unsigned long long)fewest, (unsigned long long)pairs);
+	       obj_size, (unsigned long long)grown, (unsigned long long)calls, (long long)bytes,
+	       (unsigned long long)st.chunk_release, (unsigned long long)fewest, (unsigned long long)st.page_release,
+	       (unsigned long long)st.page_reuse, (unsigned long long)pairs);
+	/* Pages released and not used again, less those of the chunks
+	 * unmapped since: what is released now. */
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	CHECK_LE(st.page_reuse, st.page_release);
+	CHECK_LE(st.bytes_released, (st.page_release - st.page_reuse) * page);
+	CHECK_LE(st.bytes_released, st.bytes_mapped);
 	CHECK_GE(grown, 8);
 	/* The steady load holds at most 2 * 64 objects in flight and a few
 	 * magazines per thread or CPU, against 2048 objects a chunk: 1 or 2
@@ -546,18 +554,34 @@ static int shrink_under_load(bool bounded)
 	st = STATS(p);
 	CHECK_CACHED_BY_NO_THREAD(st);
 	CHECK_EQ(st.chunks, 0);
+	CHECK_EQ(st.bytes_released, 0);
 	CHECK_DESTROY(p);
 	return TH_PASS;
 }
 
+/* The loaders stamp every object they hold and check it before the free:
+ * an object handed out twice, or a page given back to the OS under one,
+ * fails the case. */
 TEST(shrink_under_load_returns_the_chunks_the_load_does_not_hold)
 {
-	return shrink_under_load(false);
+	return shrink_under_load(false, 1024);
 }
 
 TEST(shrink_under_load_returns_the_chunks_a_bounded_load_does_not_hold)
 {
-	return shrink_under_load(true);
+	return shrink_under_load(true, 1024);
+}
+
+/* 3000-byte objects straddle pages: released only when every object on
+ * the page is free. */
+TEST(shrink_under_load_releases_pages_under_straddling_objects_safely)
+{
+	return shrink_under_load(false, 3000);
+}
+
+TEST(shrink_under_load_releases_pages_of_a_bounded_pool_safely)
+{
+	return shrink_under_load(true, 3000);
 }
 
 int main(int argc, char **argv)

@@ -89,7 +89,8 @@
 	X(uint64_t, decay_passes) X(uint64_t, decay_objs) X(uint64_t, trims)           \
 	X(uint64_t, bytes_resident) X(uint64_t, page_kind) X(uint64_t, chunks_hugetlb) \
 	X(uint64_t, chunks_thp) X(uint64_t, domains) X(uint64_t, sent_home) \
-	X(uint64_t, cache_mode) X(uint64_t, cpu_drains) X(uint64_t, cpu_cache_size)
+	X(uint64_t, cache_mode) X(uint64_t, cpu_drains) X(uint64_t, cpu_cache_size)     \
+	X(uint64_t, bytes_released) X(uint64_t, page_release) X(uint64_t, page_reuse)
 
 /* How many fields the list has, and their bytes (without padding). */
 #define IOP_POOL_STATS_COUNT_ONE_(t, n) +1

@@ -110,6 +110,14 @@ long _iop_os_hugetlb_reserved(void)
 	return _iop_os_read_line("/proc/sys/vm/nr_hugepages", buf, sizeof(buf)) > 0 ? strtol(buf, NULL, 10) : 0;
 }
 
+int _iop_os_release(void *p, size_t len)
+{
+	/* DONTNEED, not FREE: the resident set falls now, not at the next
+	 * memory pressure, and what a released page reads is always zero
+	 * (checked mode poisons it again on reuse). */
+	return madvise(p, len, MADV_DONTNEED) == 0 ? 0 : -errno;
+}
+
 void _iop_os_prefault(char *base, size_t len)
 {
 	if (madvise(base, len, MADV_POPULATE_WRITE) == 0)

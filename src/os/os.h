@@ -46,6 +46,10 @@ IOP_HIDDEN void _iop_os_unmap(void *p, size_t len);
 IOP_HIDDEN bool _iop_os_advise_thp(void *p, size_t len);
 /* Huge pages reserved in the system's hugetlbfs pool (nr_hugepages). */
 IOP_HIDDEN long _iop_os_hugetlb_reserved(void);
+/* Give the pages of [p, p + len) (page aligned) back to the OS, keeping
+ * the mapping: MADV_DONTNEED, so the next touch faults in a zero page.
+ * 0 or -errno. */
+IOP_HIDDEN int _iop_os_release(void *p, size_t len);
 /* Fault [base, base + len) in without changing its contents. */
 IOP_HIDDEN void _iop_os_prefault(char *base, size_t len);
 /* Bytes of the n mappings bases[i] .. bases[i] + len that are in memory
