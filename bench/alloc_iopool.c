@@ -233,21 +233,9 @@ int callgrind_iopool_bulk(unsigned long n)
  * test_vmalloc's fix_size_alloc_test), for bench/callgrind.sh. */
 #define CG_HEAP_SIZE 12288u
 
-void cg_heap_loop(unsigned long n);
 void cg_malloc_loop(unsigned long n);
 
-CG_LOOP
-void cg_heap_loop(unsigned long n)
-{
-	for (unsigned long i = 0; i < n; i++) {
-		void *p = iop_heap_alloc(CG_HEAP_SIZE);
-
-		if (p == NULL)
-			die("iop_heap_alloc failed");
-		escape_reg(p);
-		iop_heap_free(p);
-	}
-}
+CG_HEAP_PAIR_LOOP(cg_heap_loop, CG_HEAP_SIZE)
 
 CG_LOOP
 void cg_malloc_loop(unsigned long n)
@@ -262,41 +250,30 @@ void cg_malloc_loop(unsigned long n)
 	}
 }
 
-int callgrind_heap(unsigned long n)
+/* Run one of the heap pair loops n times, its class pool made first. */
+static int heap_pairs(void (*loop)(unsigned long), const char *name, unsigned size, unsigned long n)
 {
 	cg_rseq_stand_in();
-	iop_heap_free(iop_heap_alloc(CG_HEAP_SIZE)); /* the class pool exists */
-	cg_heap_loop(n);
-	printf("cg_heap_loop: %lu iop_heap_alloc+iop_heap_free pairs of %u B\n", n, CG_HEAP_SIZE);
+	iop_heap_free(iop_heap_alloc(size)); /* the class pool exists */
+	loop(n);
+	printf("%s: %lu iop_heap_alloc+iop_heap_free pairs of %u B\n", name, n, size);
 	return 0;
+}
+
+int callgrind_heap(unsigned long n)
+{
+	return heap_pairs(cg_heap_loop, "cg_heap_loop", CG_HEAP_SIZE, n);
 }
 
 /* The profiling cost: the same pair of 64 B, plain here, with IOP_PROFILE
  * in cg_heap_prof.c. The plain run makes no profiled call, so its frees
  * see profiling off; the profiled run's first pair registers the site and
  * makes the thread's table and the chunk's site array. */
-void cg_heap64_loop(unsigned long n);
-
-CG_LOOP
-void cg_heap64_loop(unsigned long n)
-{
-	for (unsigned long i = 0; i < n; i++) {
-		void *p = iop_heap_alloc(CG_HEAP64_SIZE);
-
-		if (p == NULL)
-			die("iop_heap_alloc failed");
-		escape_reg(p);
-		iop_heap_free(p);
-	}
-}
+CG_HEAP_PAIR_LOOP(cg_heap64_loop, CG_HEAP64_SIZE)
 
 int callgrind_heap64(unsigned long n)
 {
-	cg_rseq_stand_in();
-	iop_heap_free(iop_heap_alloc(CG_HEAP64_SIZE)); /* the class pool exists */
-	cg_heap64_loop(n);
-	printf("cg_heap64_loop: %lu iop_heap_alloc+iop_heap_free pairs of %u B\n", n, CG_HEAP64_SIZE);
-	return 0;
+	return heap_pairs(cg_heap64_loop, "cg_heap64_loop", CG_HEAP64_SIZE, n);
 }
 
 int callgrind_heap64_prof(unsigned long n)

@@ -219,6 +219,22 @@ static inline void escape_reg(const void *p)
 	__asm__ volatile("" : : "r"(p));
 }
 
+/* A callgrind loop of n iop_heap_alloc(size)+iop_heap_free pairs, named
+ * for --toggle-collect (the profiled one is compiled in its own file, with
+ * IOP_PROFILE). The includer has <iopool.h>. */
+#define CG_HEAP_PAIR_LOOP(name, size)                                    \
+	void name(unsigned long n);                                      \
+	CG_LOOP void name(unsigned long n)                               \
+	{                                                                \
+		for (unsigned long i = 0; i < n; i++) {                  \
+			void *p = iop_heap_alloc(size);                  \
+			if (p == NULL)                                   \
+				die("iop_heap_alloc failed");            \
+			escape_reg(p);                                   \
+			iop_heap_free(p);                                \
+		}                                                        \
+	}
+
 static inline void touch(void *p, uint64_t i)
 {
 	*(volatile unsigned char *)p = (unsigned char)i;

@@ -10,17 +10,4 @@
 
 #include <iopool.h>
 
-void cg_heap64_prof_loop(unsigned long n);
-
-CG_LOOP
-void cg_heap64_prof_loop(unsigned long n)
-{
-	for (unsigned long i = 0; i < n; i++) {
-		void *p = iop_heap_alloc(CG_HEAP64_SIZE);
-
-		if (p == NULL)
-			die("iop_heap_alloc failed");
-		escape_reg(p);
-		iop_heap_free(p);
-	}
-}
+CG_HEAP_PAIR_LOOP(cg_heap64_prof_loop, CG_HEAP64_SIZE)
