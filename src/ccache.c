@@ -302,9 +302,24 @@ static uint64_t drain(struct iop_pool *pool, int how)
 			last = (int)c;
 		}
 	}
-	/* One CPU: fence just it; several: every CPU of the process. */
-	if (closed)
+	/*
+	 * One CPU: fence just it; several: every CPU of the process. Twice:
+	 * the fence IPIs the CPUs whose current task it sees belonging to
+	 * this process, so a thread being switched in on one of them while
+	 * the fence looks (another thread of the process yielded to it) can
+	 * start a sequence that read the slot still open and is neither
+	 * interrupted nor preempted before it commits (seen on Linux 6.18,
+	 * x86-64: our reading of it, the failure below is measured). After the first
+	 * fence every later sequence sees the slot closed; the second
+	 * interrupts (and so restarts) any still in flight. Without it,
+	 * threads that yield to each other while a drain runs had objects
+	 * handed out twice (tests/test_percpu.c, drain_racing_threads_that_
+	 * switch_on_a_cpu_hands_nothing_out_twice: 2 of 4 runs).
+	 */
+	if (closed) {
 		fence(pool, closed == 1 ? last : -1);
+		fence(pool, closed == 1 ? last : -1);
+	}
 	for (unsigned c = 0; c < _iop_ncpu; c++) {
 		struct iop__cslot *s = &pool->hot.cpu[c];
 		if (!SLOT_CLOSED_HERE(s) && !(how == DRAIN_CLOSE && HEAD_COUNT(ALOAD(&s->head))))
