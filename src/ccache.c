@@ -431,9 +431,10 @@ static uint32_t half_slot(uint32_t cap)
 	return h < TRADE_MAX ? h : TRADE_MAX;
 }
 
-/* Push buf[0..n) into this CPU's slot; what does not fit (another thread
- * on this CPU filled it, or the slot closed) goes back to the depot. */
-static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
+/* Push what fits of objs[0..n) (its top) into this CPU's slot; returns
+ * how many are left: another thread on this CPU filled it, the slot
+ * closed, or the caller has no slot. */
+static uint32_t push_what_fits(struct iop_pool *pool, void *const *objs, uint32_t n)
 {
 	for (int tries = 0; n && tries < 4; tries++) {
 		struct iop__cslot *s = my_open_slot(pool);
@@ -445,9 +446,16 @@ static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
 			k = n;
 		if (k == 0)
 			break;
-		if (iop__seq_push_bulk(&pool->hot, buf + n - k, k))
+		if (iop__seq_push_bulk(&pool->hot, objs + n - k, k))
 			n -= k;
 	}
+	return n;
+}
+
+/* Push buf[0..n) into this CPU's slot; the rest goes back to the depot. */
+static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
+{
+	n = push_what_fits(pool, buf, n);
 	if (n) {
 		pthread_mutex_lock(&pool->lock);
 		_iop_depot_put_objs(pool, buf, n);
@@ -458,19 +466,7 @@ static void stock_objs(struct iop_pool *pool, void **buf, uint32_t n)
 /* Push what fits of m's top objects into this CPU's slot. */
 static void stock(struct iop_pool *pool, struct iop_mag *m)
 {
-	for (int tries = 0; m->count && tries < 4; tries++) {
-		struct iop__cslot *s = my_open_slot(pool);
-		if (!s)
-			return;
-		uint32_t n = HEAD_COUNT(ALOAD(&s->head)), cap = ALOAD(&s->cap);
-		uint32_t k = cap > n ? cap - n : 0;
-		if (k > m->count)
-			k = m->count;
-		if (k == 0)
-			return;
-		if (iop__seq_push_bulk(&pool->hot, m->obj + m->count - k, k))
-			m->count -= k;
-	}
+	m->count = push_what_fits(pool, m->obj, m->count);
 }
 
 int _iop_cpu_alloc(struct iop_pool *pool, bool grow, void **objp)

@@ -220,8 +220,7 @@ static inline int iop__owner_sse2_short(uintptr_t base, uintptr_t bad, uint32_t 
 	_mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), 0x88))
 
 __attribute__((target("avx2"), always_inline)) static inline int
-iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, void *const *objs, unsigned n,
-		     const int pow2)
+iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, void *const *objs, unsigned n)
 {
 	if (n < 8)
 		return iop__owner_one_chunk(base, bad, mul, lim, objs, n);
@@ -237,23 +236,18 @@ iop__owner_avx2_body(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, 
 	for (; n >= 16 && p <= last16; p += 16) {
 		__m256i a = IOP__AVX2_D(p), b = IOP__AVX2_D(p + 4), c = IOP__AVX2_D(p + 8), d = IOP__AVX2_D(p + 12);
 		bits = _mm256_or_si256(bits, _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d)));
-		if (!pow2) {
-			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
-			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(c, d), vmul));
-		}
+		max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
+		max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(c, d), vmul));
 	}
 	for (; p < end; p += 8) {
 		if (end - p < 8)
 			p = end - 8;
 		__m256i a = IOP__AVX2_D(p), b = IOP__AVX2_D(p + 4);
 		bits = _mm256_or_si256(bits, _mm256_or_si256(a, b));
-		if (!pow2)
-			max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
+		max = _mm256_max_epu32(max, _mm256_mullo_epi32(IOP__AVX2_LO(a, b), vmul));
 	}
 	if (!_mm256_testz_si256(bits, vbad))
 		return 0;
-	if (pow2)
-		return 1;
 	__m128i m = _mm_max_epu32(_mm256_castsi256_si128(max), _mm256_extracti128_si256(max, 1));
 	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4e));
 	m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xb1));
@@ -311,7 +305,7 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2_two(uintptr_t 
 __attribute__((target("avx2"))) static inline int iop__owner_avx2(uintptr_t base, uintptr_t bad, uint32_t mul,
 								  uint32_t lim, void *const *objs, unsigned n)
 {
-	return iop__owner_avx2_body(base, bad, mul, lim, objs, n, 0);
+	return iop__owner_avx2_body(base, bad, mul, lim, objs, n);
 }
 
 /*
