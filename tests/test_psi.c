@@ -247,8 +247,11 @@ TEST(the_watcher_runs_with_the_workers_and_stops_at_exit_and_after_fork)
 	CHECK(strstr(err, "IOPOOL_PSI_RECLAIM") == NULL); /* no fallback */
 	free(err);
 	REQUIRE(w);
-	/* The TSan build of iopool has no fork handlers. */
-	if (!TH_TSAN) {
+	/* The TSan build of iopool has no fork handlers; under ASan a child
+	 * that starts threads can hang in ASan's allocator, whose lock a busy
+	 * parent thread held at the fork (test_fork.c's publisher case says
+	 * so; this case hung once in CI's asan stage, in fork_child). */
+	if (!TH_TSAN && !TH_ASAN) {
 		CHECK_EQ(fork_child(w), 0);
 		CHECK_EQ(th_threads_named("iop-psi"), 1); /* the parent's is still there */
 	}
