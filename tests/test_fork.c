@@ -174,6 +174,14 @@ static struct iop_pool_stats stats(iop_pool_t *p)
 	return s;
 }
 
+/* Empty the reserve into held[*n..cap) with IOP_NOWAIT calls (which map
+ * nothing and never block). */
+static void drain_reserve(void **held, size_t cap, size_t *n)
+{
+	while (*n < cap && iop_alloc_ex(reserved, &held[*n], IOP_NOWAIT, 0) == 0)
+		(*n)++;
+}
+
 /* The reserve, emptied by IOP_NOWAIT calls, is filled again by this
  * process's own worker (the parent's cannot reach the child's memory). */
 static int child_reserve(void)
@@ -183,8 +191,7 @@ static int child_reserve(void)
 	if (!held)
 		return child_fail("malloc", 0);
 	uint64_t passes = stats(reserved).refill_passes;
-	while (n < cap && iop_alloc_ex(reserved, &held[n], IOP_NOWAIT, 0) == 0)
-		n++;
+	drain_reserve(held, cap, &n);
 	/* A call that may block: the first after the fork starts the
 	 * child's workers. */
 	void *x = iop_alloc(reserved);
@@ -192,15 +199,34 @@ static int child_reserve(void)
 		return child_fail("iop_alloc(reserved)", errno);
 	uint64_t give_up = ms_now() + 5000;
 	struct iop_pool_stats s = stats(reserved);
+	unsigned redrained = 0;
 	while ((s.depot < RESERVE_LOW || s.refill_passes == passes) && ms_now() < give_up) {
+		/* Filled, but not by a worker pass: the objects this thread's
+		 * own slow path could not put in its CPU's slot (it moved to
+		 * a CPU whose slot was full) went to the depot. Empty it
+		 * again, so that only the worker can fill it. */
+		if (s.depot >= RESERVE_LOW && s.refill_passes == passes) {
+			drain_reserve(held, cap, &n);
+			redrained++;
+		}
 		usleep(1000);
 		s = stats(reserved);
 	}
 	int rc = 0;
-	if (s.depot < RESERVE_LOW || s.refill_passes == passes)
+	if (s.depot < RESERVE_LOW || s.refill_passes == passes) {
+		fprintf(stderr,
+			"child %d: drained %zu (%u times again); refill passes %llu before, %llu after; "
+			"depot_get %llu depot_put %llu alloc_slow %llu\n",
+			(int)getpid(), n, redrained, (unsigned long long)passes, (unsigned long long)s.refill_passes,
+			(unsigned long long)s.depot_get, (unsigned long long)s.depot_put,
+			(unsigned long long)s.alloc_slow);
 		rc = child_fail("the reserve was not refilled: depot", (long)s.depot);
-	else if (!has_thread("iop-refill/0"))
+	} else if (!has_thread("iop-refill/0")) {
 		rc = child_fail("no refill worker thread in the child", 0);
+	}
+	if (redrained)
+		fprintf(stderr, "child %d: the depot was filled by this thread's own slow path %u times\n",
+			(int)getpid(), redrained);
 	iop_free(reserved, x);
 	iop_free_bulk(reserved, held, (unsigned)n);
 	free(held);
