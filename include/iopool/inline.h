@@ -385,8 +385,8 @@ slow:
  * copied as two overlapping runs (the overlap writes the same values
  * twice). A sequence cannot call memcpy: the kernel restarts only what
  * runs between its start and its commit. Uses %[n] and %[x] as scratch,
- * %q[k] as the count, xmm0-xmm3, and the local labels 0, 5, 7, 8 and 9
- * (1-4 and 6 belong to the sequence around it).
+ * %q[k] as the count, xmm0-xmm3 (the AVX copy: ymm0-ymm7), and the local
+ * labels 0, 5, 7, 8 and 9 (1-4 and 6 belong to the sequence around it).
  */
 #define IOP__SEQ_COPY(S, D)                                                  \
 	"cmpl $8, %k[k]\n\t"                                                 \
@@ -438,36 +438,60 @@ slow:
 	"8:\n\t"
 
 /*
- * The same with 32-byte AVX moves, 16 pointers a loop, for k >= 16 (the
- * callers test), on CPUs that have AVX (the caller asks
- * __builtin_cpu_supports, a load and a test per call, as owner.h does).
+ * The same with 32-byte AVX moves, for k >= 16 (the callers test), on CPUs
+ * that have AVX (the caller asks __builtin_cpu_supports, a load and a test
+ * per call, as owner.h does): 32 pointers a loop in ymm0-ymm7, the last
+ * partial block as one run of 32 that ends at k (overlapping the one
+ * before); 16 to 31 pointers as two runs of 16, the first and the last.
  * vzeroupper at the end: SSE code after dirty upper halves is slow on
  * some cores.
  */
+#define IOP__SEQ_COPY_AVX32(S, D, I)                                         \
+	"vmovups (%[" S "],%[" I "],8), %%ymm0\n\t"                          \
+	"vmovups 32(%[" S "],%[" I "],8), %%ymm1\n\t"                        \
+	"vmovups 64(%[" S "],%[" I "],8), %%ymm2\n\t"                        \
+	"vmovups 96(%[" S "],%[" I "],8), %%ymm3\n\t"                        \
+	"vmovups 128(%[" S "],%[" I "],8), %%ymm4\n\t"                       \
+	"vmovups 160(%[" S "],%[" I "],8), %%ymm5\n\t"                       \
+	"vmovups 192(%[" S "],%[" I "],8), %%ymm6\n\t"                       \
+	"vmovups 224(%[" S "],%[" I "],8), %%ymm7\n\t"                       \
+	"vmovups %%ymm0, (%[" D "],%[" I "],8)\n\t"                          \
+	"vmovups %%ymm1, 32(%[" D "],%[" I "],8)\n\t"                        \
+	"vmovups %%ymm2, 64(%[" D "],%[" I "],8)\n\t"                        \
+	"vmovups %%ymm3, 96(%[" D "],%[" I "],8)\n\t"                        \
+	"vmovups %%ymm4, 128(%[" D "],%[" I "],8)\n\t"                       \
+	"vmovups %%ymm5, 160(%[" D "],%[" I "],8)\n\t"                       \
+	"vmovups %%ymm6, 192(%[" D "],%[" I "],8)\n\t"                       \
+	"vmovups %%ymm7, 224(%[" D "],%[" I "],8)\n\t"
 #define IOP__SEQ_COPY_AVX(S, D)                                              \
+	"cmpl $32, %k[k]\n\t"                                                \
+	"jb 7f\n\t"                                                          \
 	"xorl %k[n], %k[n]\n\t"                                              \
-	"leal -16(%q[k]), %k[x]\n\t"                                         \
-	"5: vmovups (%[" S "],%[n],8), %%ymm0\n\t"                           \
-	"vmovups 32(%[" S "],%[n],8), %%ymm1\n\t"                            \
-	"vmovups 64(%[" S "],%[n],8), %%ymm2\n\t"                            \
-	"vmovups 96(%[" S "],%[n],8), %%ymm3\n\t"                            \
-	"vmovups %%ymm0, (%[" D "],%[n],8)\n\t"                              \
-	"vmovups %%ymm1, 32(%[" D "],%[n],8)\n\t"                            \
-	"vmovups %%ymm2, 64(%[" D "],%[n],8)\n\t"                            \
-	"vmovups %%ymm3, 96(%[" D "],%[n],8)\n\t"                            \
-	"addl $16, %k[n]\n\t"                                                \
+	"leal -32(%q[k]), %k[x]\n\t"                                         \
+	"5: " IOP__SEQ_COPY_AVX32(S, D, "n")                                 \
+	"addl $32, %k[n]\n\t"                                                \
 	"cmpl %k[x], %k[n]\n\t"                                              \
 	"jbe 5b\n\t"                                                         \
 	"cmpl %k[k], %k[n]\n\t"                                              \
 	"je 8f\n\t"                                                          \
-	"vmovups (%[" S "],%[x],8), %%ymm0\n\t"                              \
-	"vmovups 32(%[" S "],%[x],8), %%ymm1\n\t"                            \
-	"vmovups 64(%[" S "],%[x],8), %%ymm2\n\t"                            \
-	"vmovups 96(%[" S "],%[x],8), %%ymm3\n\t"                            \
-	"vmovups %%ymm0, (%[" D "],%[x],8)\n\t"                              \
-	"vmovups %%ymm1, 32(%[" D "],%[x],8)\n\t"                            \
-	"vmovups %%ymm2, 64(%[" D "],%[x],8)\n\t"                            \
-	"vmovups %%ymm3, 96(%[" D "],%[x],8)\n\t"                            \
+	IOP__SEQ_COPY_AVX32(S, D, "x")                                       \
+	"jmp 8f\n\t"                                                         \
+	"7: vmovups (%[" S "]), %%ymm0\n\t"                                  \
+	"vmovups 32(%[" S "]), %%ymm1\n\t"                                   \
+	"vmovups 64(%[" S "]), %%ymm2\n\t"                                   \
+	"vmovups 96(%[" S "]), %%ymm3\n\t"                                   \
+	"vmovups -128(%[" S "],%q[k],8), %%ymm4\n\t"                         \
+	"vmovups -96(%[" S "],%q[k],8), %%ymm5\n\t"                          \
+	"vmovups -64(%[" S "],%q[k],8), %%ymm6\n\t"                          \
+	"vmovups -32(%[" S "],%q[k],8), %%ymm7\n\t"                          \
+	"vmovups %%ymm0, (%[" D "])\n\t"                                     \
+	"vmovups %%ymm1, 32(%[" D "])\n\t"                                   \
+	"vmovups %%ymm2, 64(%[" D "])\n\t"                                   \
+	"vmovups %%ymm3, 96(%[" D "])\n\t"                                   \
+	"vmovups %%ymm4, -128(%[" D "],%q[k],8)\n\t"                         \
+	"vmovups %%ymm5, -96(%[" D "],%q[k],8)\n\t"                          \
+	"vmovups %%ymm6, -64(%[" D "],%q[k],8)\n\t"                          \
+	"vmovups %%ymm7, -32(%[" D "],%q[k],8)\n\t"                          \
 	"8: vzeroupper\n\t"
 
 /* Pop k >= 1 objects into out[0..k) (the slot's top k, in order); the
@@ -494,7 +518,8 @@ slow:
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
 			       [k] "r"(IOP__SCAST(uint64_t, k)), [dw] "r"(dw)               \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", \
+			       "xmm6", "xmm7"                                               \
 			     : slow);                                                       \
 		return 1;                                                                  \
 	slow:                                                                              \
@@ -521,7 +546,8 @@ slow:
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
 			       [k] "r"(IOP__SCAST(uint64_t, k))                             \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", \
+			       "xmm6", "xmm7"                                               \
 			     : slow);                                                       \
 		return 1;                                                                  \
 	slow:                                                                              \

@@ -309,8 +309,8 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2(uintptr_t base
 }
 
 /*
- * A power-of-two stride: the OR of the XORs alone, 16 pointers a step (4
- * loads folded into 4 XORs, 4 ORs), the last 1 to 15 as one or two runs of
+ * A power-of-two stride: the OR of the XORs alone, 32 pointers a step (8
+ * loads folded into 8 XORs, 8 ORs), then a run of 16, the last 1 to 15 as one or two runs of
  * 8 that end at the array's end; the bits reduced to one word and tested
  * in a general register (a broadcast of bad would cost a stack frame).
  */
@@ -323,9 +323,17 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(uintptr_t
 	__m256i bits = _mm256_setzero_si256();
 	size_t i = 0;
 #define IOP__AVX2_D(q) _mm256_xor_si256(_mm256_loadu_si256(IOP__RCAST(const __m256i *, (q))), vbase)
-	for (; i + 16 <= n; i += 16)
-		bits = _mm256_or_si256(bits, _mm256_or_si256(_mm256_or_si256(IOP__AVX2_D(objs + i), IOP__AVX2_D(objs + i + 4)),
-							     _mm256_or_si256(IOP__AVX2_D(objs + i + 8), IOP__AVX2_D(objs + i + 12))));
+#define IOP__AVX2_16(q) \
+	_mm256_or_si256(_mm256_or_si256(IOP__AVX2_D((q)), IOP__AVX2_D((q) + 4)), \
+			_mm256_or_si256(IOP__AVX2_D((q) + 8), IOP__AVX2_D((q) + 12)))
+	/* 32 a step: the loop's compare, branch and add count per step. */
+	for (; i + 32 <= n; i += 32)
+		bits = _mm256_or_si256(bits, _mm256_or_si256(IOP__AVX2_16(objs + i), IOP__AVX2_16(objs + i + 16)));
+	if (i + 16 <= n) {
+		bits = _mm256_or_si256(bits, IOP__AVX2_16(objs + i));
+		i += 16;
+	}
+#undef IOP__AVX2_16
 	if (i != n) {
 		if (n - i > 8)
 			bits = _mm256_or_si256(bits, _mm256_or_si256(IOP__AVX2_D(objs + i), IOP__AVX2_D(objs + i + 4)));
