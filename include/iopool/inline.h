@@ -388,6 +388,7 @@ slow:
  * %q[k] as the count, xmm0-xmm3 (the AVX copy: ymm0-ymm7), and the local
  * labels 0, 5, 7, 8 and 9 (1-4 and 6 belong to the sequence around it).
  */
+#define IOP__SEQ_COPY_CLOBBERS
 #define IOP__SEQ_COPY(S, D)                                                  \
 	"cmpl $8, %k[k]\n\t"                                                 \
 	"jb 7f\n\t"                                                          \
@@ -442,7 +443,8 @@ slow:
  * that have AVX (the caller asks __builtin_cpu_supports, a load and a test
  * per call, as owner.h does): 32 pointers a loop in ymm0-ymm7, the last
  * partial block as one run of 32 that ends at k (overlapping the one
- * before); 16 to 31 pointers as two runs of 16, the first and the last.
+ * before); 16 pointers as one run, 17 to 31 as two, the first 16 and the
+ * last 16.
  * vzeroupper at the end: SSE code after dirty upper halves is slow on
  * some cores.
  */
@@ -463,6 +465,7 @@ slow:
 	"vmovups %%ymm5, 160(%[" D "],%[" I "],8)\n\t"                       \
 	"vmovups %%ymm6, 192(%[" D "],%[" I "],8)\n\t"                       \
 	"vmovups %%ymm7, 224(%[" D "],%[" I "],8)\n\t"
+#define IOP__SEQ_COPY_AVX_CLOBBERS , "xmm4", "xmm5", "xmm6", "xmm7"
 #define IOP__SEQ_COPY_AVX(S, D)                                              \
 	"cmpl $32, %k[k]\n\t"                                                \
 	"jb 7f\n\t"                                                          \
@@ -480,14 +483,16 @@ slow:
 	"vmovups 32(%[" S "]), %%ymm1\n\t"                                   \
 	"vmovups 64(%[" S "]), %%ymm2\n\t"                                   \
 	"vmovups 96(%[" S "]), %%ymm3\n\t"                                   \
-	"vmovups -128(%[" S "],%q[k],8), %%ymm4\n\t"                         \
-	"vmovups -96(%[" S "],%q[k],8), %%ymm5\n\t"                          \
-	"vmovups -64(%[" S "],%q[k],8), %%ymm6\n\t"                          \
-	"vmovups -32(%[" S "],%q[k],8), %%ymm7\n\t"                          \
 	"vmovups %%ymm0, (%[" D "])\n\t"                                     \
 	"vmovups %%ymm1, 32(%[" D "])\n\t"                                   \
 	"vmovups %%ymm2, 64(%[" D "])\n\t"                                   \
 	"vmovups %%ymm3, 96(%[" D "])\n\t"                                   \
+	"cmpl $16, %k[k]\n\t"                                               \
+	"je 8f\n\t"                                                          \
+	"vmovups -128(%[" S "],%q[k],8), %%ymm4\n\t"                         \
+	"vmovups -96(%[" S "],%q[k],8), %%ymm5\n\t"                          \
+	"vmovups -64(%[" S "],%q[k],8), %%ymm6\n\t"                          \
+	"vmovups -32(%[" S "],%q[k],8), %%ymm7\n\t"                          \
 	"vmovups %%ymm4, -128(%[" D "],%q[k],8)\n\t"                         \
 	"vmovups %%ymm5, -96(%[" D "],%q[k],8)\n\t"                          \
 	"vmovups %%ymm6, -64(%[" D "],%q[k],8)\n\t"                          \
@@ -518,8 +523,7 @@ slow:
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
 			       [k] "r"(IOP__SCAST(uint64_t, k)), [dw] "r"(dw)               \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", \
-			       "xmm6", "xmm7"                                               \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
 		return 1;                                                                  \
 	slow:                                                                              \
@@ -546,8 +550,7 @@ slow:
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
 			       [k] "r"(IOP__SCAST(uint64_t, k))                             \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", \
-			       "xmm6", "xmm7"                                               \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
 		return 1;                                                                  \
 	slow:                                                                              \
