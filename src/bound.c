@@ -342,9 +342,9 @@ static void wunlock(struct iop_bound *b)
  * and stopped short, so run one if anybody waits. An IOP_NOWAIT caller must
  * not sleep on wlock: it leaves the pass to the holder (which runs it before
  * unlocking) and spins only until the holder has taken it on. */
-static void unreserve(struct iop_bound *b, bool nowait)
+static void unreserve_n(struct iop_bound *b, int64_t n, bool nowait)
 {
-	atomic_fetch_sub(&b->in_flight, 1);
+	atomic_fetch_sub(&b->in_flight, n);
 	if (!LOAD(&b->nwaiters))
 		return;
 	if (!nowait) {
@@ -362,6 +362,11 @@ static void unreserve(struct iop_bound *b, bool nowait)
 #endif
 	}
 	wunlock(b);
+}
+
+static void unreserve(struct iop_bound *b, bool nowait)
+{
+	unreserve_n(b, 1, nowait);
 }
 
 /* ---- taking an object for an accepted reservation -------------------------- */
@@ -692,27 +697,86 @@ static void cpu_free(struct iop_pool *pool, void *obj)
 	_iop_bound_kick(pool);
 }
 
+/*
+ * A bulk call in the per-thread mode: one reservation for the whole call
+ * (one fetch_add of n), the part above the cap (the limit, or throttle_on
+ * for IOP_WAIT) given back at once, then the objects from the thread's
+ * slot, the depot and the slab; what could not be had goes back in one
+ * more subtraction. So a call makes at most two atomic read-modify-writes
+ * on the shared count and one grant decision, whatever its n. Returns how
+ * many it stored; *at_limit says whether the limit cut the call short.
+ * errno is set when fewer than n came.
+ */
+static unsigned thread_bulk(struct iop_pool *pool, void **objs, unsigned n, unsigned how, bool *at_limit)
+{
+	struct iop_bound *b = pool->bound;
+	bool wait = how & IOP_WAIT, grow = !(how & IOP_NOWAIT);
+	uint64_t cap = wait ? b->throttle_on : b->limit;
+	*at_limit = false;
+	struct iop_tcache *tc = raise_slot(pool, false);
+	int64_t v = atomic_fetch_add(&b->in_flight, (int64_t)n) + (int64_t)n;
+	IOP_FENCE_AFTER_RMW();
+	int64_t over = (uint64_t)v > cap ? v - (int64_t)cap : 0;
+	if (over > (int64_t)n)
+		over = n;
+	if (over) {
+		*at_limit = (uint64_t)v > b->limit;
+		unreserve_n(b, over, !grow);
+	}
+	unsigned k = n - (unsigned)over, got = 0;
+	if (k == 0) {
+		if (tc)
+			_iop_slot_lower(tc);
+		errno = ENOMEM;
+		return 0;
+	}
+	note_high(b, v - over);
+	if ((uint64_t)(v - over) >= b->throttle_on)
+		throttle(b);
+	settle(tc);
+	int err = ENOMEM;
+	while (got < k) {
+		void *p;
+		if (tc && ALOAD(&tc->count)) {
+			uint32_t c = ALOAD(&tc->count) - 1;
+			p = tc->objs[c];
+			_iop_vg_forget(&tc->objs[c], sizeof(void *));
+			ASTORE(&tc->count, c);
+		} else if ((p = take(pool, tc, grow)) == NULL) {
+			err = errno; /* take() set it */
+			break;
+		}
+		hand_out(pool, tc, p, &objs[got++]);
+	}
+	if (tc)
+		_iop_slot_lower(tc);
+	if (got < k)
+		unreserve_n(b, k - got, !grow);
+	if (got < n)
+		errno = got < k ? err : ENOMEM;
+	return got;
+}
+
 unsigned _iop_bounded_alloc_bulk(struct iop_pool *pool, void **objs, unsigned n)
 {
 	struct iop_bound *b = pool->bound;
 	unsigned got = 0;
-	if (!pool->cpu_mode) {
-		/* Per-thread mode: one reservation per object. */
-		void *p;
-		while (got < n) {
-			int rc = _iop_bounded_alloc(pool, &p, 0, 0);
-			if (rc) {
-				errno = -rc;
-				break;
-			}
-			objs[got++] = p;
-		}
-		return got;
-	}
 	if (LOAD(&b->shutdown)) {
 		count_fail(pool, 0);
 		errno = _iop_hook_check(pool, IOP_CALL_ALLOC) ? EDEADLK : ESHUTDOWN;
 		return 0;
+	}
+	if (!pool->cpu_mode) {
+		bool at_limit;
+		got = thread_bulk(pool, objs, n, 0, &at_limit);
+		if (got < n) {
+			int err = errno;
+			if (at_limit)
+				COUNT(&b->limit_hits, 1);
+			count_fail(pool, 0);
+			errno = err;
+		}
+		return got;
 	}
 	if (_iop_cpu_alloc_bulk(pool, objs, n, &got) != 0)
 		got = 0; /* no slot: object by object from the depot */
@@ -744,43 +808,17 @@ unsigned _iop_bounded_take_more(struct iop_pool *pool, void **objs, unsigned n, 
 	struct iop_bound *b = pool->bound;
 	unsigned got = 0;
 	bool wait = how & IOP_WAIT, grow = !(how & IOP_NOWAIT);
-	if (!pool->cpu_mode) {
-		/* Per-thread mode: a reservation each, as a single call. */
-		while (got < n) {
-			if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled) ||
-				     (uint64_t)LOAD(&b->in_flight) >= b->throttle_on))
-				break;
-			struct iop_tcache *tc = raise_slot(pool, false);
-			int64_t v = atomic_fetch_add(&b->in_flight, 1) + 1;
-			IOP_FENCE_AFTER_RMW();
-			if ((uint64_t)v > (wait ? b->throttle_on : b->limit)) {
-				if (tc)
-					_iop_slot_lower(tc);
-				unreserve(b, !grow);
-				break;
-			}
-			note_high(b, v);
-			settle(tc);
-			void *p = NULL;
-			if (tc && ALOAD(&tc->count)) {
-				uint32_t k = ALOAD(&tc->count) - 1;
-				p = tc->objs[k];
-				ASTORE(&tc->count, k);
-			} else {
-				p = take(pool, tc, grow);
-			}
-			if (tc)
-				_iop_slot_lower(tc);
-			if (!p) {
-				unreserve(b, !grow);
-				break;
-			}
-			hand_out(pool, tc, p, &objs[got++]);
-		}
-		return got;
-	}
+	/* First come, first served: an IOP_WAIT call takes nothing more
+	 * behind a queue or while throttled. */
 	if (wait && (LOAD(&b->nwaiters) || LOAD(&b->throttled)))
 		return 0;
+	if (!pool->cpu_mode) {
+		bool at_limit;
+		int saved = errno;
+		got = thread_bulk(pool, objs, n, how, &at_limit);
+		errno = saved;
+		return got;
+	}
 	int64_t room = wait ? (int64_t)b->throttle_on - cpu_estimate(pool) : (int64_t)n;
 	while (got < n && room-- > 0) {
 		void *p = cpu_take(pool, grow);
@@ -877,6 +915,68 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 	pthread_mutex_lock(&pool->lock);
 	_iop_slab_put(pool, &obj, 1);
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void _iop_bounded_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n)
+{
+	struct iop_bound *b = pool->bound;
+	int64_t m = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (objs[i]) {
+			_iop_on_free(pool, objs[i]);
+			m++;
+		}
+	if (m == 0)
+		return;
+	struct iop_tcache *tc = raise_slot(pool, false);
+	if (!tc)
+		COUNT(&pool->free_slow, (uint64_t)m); /* the others are derived */
+	atomic_fetch_sub(&b->in_flight, m);
+	IOP_FENCE_AFTER_RMW();
+	settle(tc);
+	if (tc && !LOAD(&b->nwaiters)) {
+		/* The common case: the slot's loaded magazine. */
+		for (unsigned i = 0; i < n; i++) {
+			if (!objs[i])
+				continue;
+			uint32_t c = ALOAD(&tc->count);
+			if (tc->objs && c < pool->mag_cap) {
+				tc->objs[c] = objs[i];
+				ASTORE(&tc->count, c + 1);
+			} else {
+				_iop_slot_push(pool, tc, objs[i]);
+			}
+		}
+		_iop_slot_lower(tc);
+		return;
+	}
+	if (tc)
+		_iop_slot_lower(tc);
+	/* Somebody waits: the objects go to the oldest waiters, a grant
+	 * pass each under one hold of wlock per 64; what they do not take
+	 * (throttled), or a thread without a cache's, goes back to the slab
+	 * after wlock is dropped (as a single free does). */
+	bool waiters = LOAD(&b->nwaiters) != 0;
+	for (unsigned i = 0; i < n;) {
+		void *rest[64];
+		unsigned k = 0;
+		if (waiters)
+			pthread_mutex_lock(&b->wlock);
+		for (; i < n && k < 64; i++) {
+			void *obj = objs[i];
+			if (obj && waiters)
+				obj = grant_pass(b, obj);
+			if (obj)
+				rest[k++] = obj;
+		}
+		if (waiters)
+			wunlock(b);
+		if (k) {
+			pthread_mutex_lock(&pool->lock);
+			_iop_slab_put(pool, rest, k);
+			pthread_mutex_unlock(&pool->lock);
+		}
+	}
 }
 
 void _iop_bound_shutdown(struct iop_pool *pool)

@@ -244,9 +244,7 @@ void iop__free_bulk_slow(iop_pool_t *pool, void *const *objs, unsigned n)
 		if (objs[i] && !iop__owned(pool, objs[i]))
 			iop__bad_free(pool, objs[i]);
 	if (pool->bound && !pool->cpu_mode) {
-		for (unsigned i = 0; i < n; i++)
-			if (objs[i])
-				_iop_bounded_free(pool, objs[i]);
+		_iop_bounded_free_bulk(pool, objs, n);
 		return;
 	}
 	/* Checked mode checks every object (double frees inside the array

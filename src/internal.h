@@ -778,6 +778,10 @@ IOP_HIDDEN int64_t _iop_deadline(int64_t timeout_ns);
 IOP_HIDDEN void _iop_bound_free_memory(struct iop_pool *pool);
 IOP_HIDDEN int _iop_bounded_alloc(struct iop_pool *pool, void **objp, unsigned how, int64_t deadline);
 IOP_HIDDEN void _iop_bounded_free(struct iop_pool *pool, void *obj);
+/* A per-thread-mode bulk free of objs[0..n) (NULL entries skipped, every
+ * other one past the owner check): checked mode checks all before any is
+ * freed; one subtraction from the in-flight count for the whole call. */
+IOP_HIDDEN void _iop_bounded_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n);
 /* Up to n objects (fewer at the limit, errno set); frees of a bounded pool
  * in the per-CPU mode go through the per-CPU bulk path, then wake waiters
  * (_iop_bound_kick) from the depot. */

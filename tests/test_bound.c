@@ -222,6 +222,76 @@ TEST(bound_default_mode_fails_at_the_limit)
 	return TH_PASS;
 }
 
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* objs[0..n) are n different addresses. */
+static void check_distinct(void *const *objs, unsigned n)
+{
+	void **s = malloc(n * sizeof(void *));
+	REQUIRE(s);
+	memcpy(s, objs, n * sizeof(void *));
+	qsort(s, n, sizeof(void *), cmp_ptr);
+	for (unsigned i = 1; i < n; i++)
+		CHECK(s[i] != s[i - 1]);
+	free(s);
+}
+
+/*
+ * A bulk call near the limit gets what fits and no more; the part of its
+ * reservation it could not use is given back at once (in the per-thread
+ * mode the call reserves all n in one step), so the count stays exact:
+ * in flight is what the caller holds, a single allocation at the limit
+ * fails, and after the frees a bulk call of exactly the limit succeeds.
+ */
+TEST(bulk_at_the_limit_takes_what_fits_and_gives_back_the_rest)
+{
+	enum { LIMIT = 100 };
+	iop_pool_t *pool = mkbound("bulklimit", LIMIT, 0, 0, 0, 0, 0);
+	void *held[LIMIT], *more[2 * LIMIT];
+	hold(pool, held, 90);
+	errno = 0;
+	CHECK_EQ(iop_alloc_bulk(pool, more, 20), 10);
+	CHECK_EQ(errno, ENOMEM);
+	struct iop_pool_stats st = STATS(pool);
+	CHECK_EQ(st.in_flight, LIMIT);
+	CHECK_EQ(st.high_water, LIMIT);
+	CHECK_EQ(st.limit_hits, 1);
+	CHECK_EQ(st.fail_default, 1);
+	CHECK(iop_alloc(pool) == NULL);
+	/* Nothing fits: 0, and nothing reserved. */
+	errno = 0;
+	CHECK_EQ(iop_alloc_bulk(pool, more + 10, 8), 0);
+	CHECK_EQ(errno, ENOMEM);
+	CHECK_EQ(STATS(pool).in_flight, LIMIT);
+	release(pool, more, 5);
+	CHECK_EQ(iop_alloc_bulk(pool, more, 8), 5);
+	CHECK_EQ(STATS(pool).in_flight, LIMIT);
+	for (unsigned i = 0; i < 10; i++)
+		CHECK_PTR_EQ(iop_pool_of(more[i]), pool);
+	release(pool, more, 10);
+	release(pool, held, 90);
+	CHECK_EQ(STATS(pool).in_flight, 0);
+	/* The whole limit in one call, then past it by one. */
+	CHECK_EQ(iop_alloc_bulk(pool, more, LIMIT), LIMIT);
+	check_distinct(more, LIMIT);
+	iop_free_bulk(pool, more, LIMIT);
+	CHECK_EQ(iop_alloc_bulk(pool, more, LIMIT + 1), LIMIT);
+	iop_free_bulk(pool, more, LIMIT);
+	/* IOP_WAIT's extras stop at throttle_on (here 80% of the limit). */
+	iop_pool_t *thr = mkbound("bulkthrottle", LIMIT, 80, 50, 0, 0, 0);
+	int got = iop_alloc_bulk_ex(thr, more, LIMIT, IOP_WAIT, 0);
+	CHECK_EQ(got, 80);
+	CHECK_EQ(STATS(thr).in_flight, 80);
+	iop_free_bulk(thr, more, (unsigned)got);
+	finish(thr);
+	finish(pool);
+	return TH_PASS;
+}
+
 TEST(nowait_uses_only_the_cache_and_the_depot)
 {
 	/* Nothing cached: fails at once, maps nothing. */
@@ -752,6 +822,74 @@ TEST(limit_holds_with_four_times_the_threads)
 	CHECK_LE(st.total - st.slab_free, CROWD_LIMIT);
 	uint64_t got = (uint64_t)(atomic_load(&c.got[0]) + atomic_load(&c.got[1]) + atomic_load(&c.got[2]));
 	CHECK_COUNTS(pool, 0, got, got); /* each object got was freed */
+	finish(pool);
+	return TH_PASS;
+}
+
+/* Bulk calls of 1 to 24 from 4 threads on a limit of 64: every call gets
+ * at most what it asked for, the objects the callers hold (counted by
+ * them) never pass the limit, and every object comes back. */
+#define BULK_CROWD_LIMIT 64
+#define BULK_CROWD_THREADS 4
+
+struct bulk_crowd {
+	iop_pool_t *pool;
+	atomic_long held, most, got, calls, short_calls;
+};
+
+static void *bulk_crowd_main(void *arg)
+{
+	struct bulk_crowd *c = arg;
+	static atomic_uint seeds;
+	uint64_t rng = th_seed(91, atomic_fetch_add(&seeds, 1));
+	void *objs[24];
+	for (int i = 0; i < CROWD_ITERS; i++) {
+		unsigned n = 1 + (unsigned)(th_rand(&rng) % 24);
+		unsigned got = iop_alloc_bulk(c->pool, objs, n);
+		atomic_fetch_add(&c->calls, 1);
+		if (got > n) {
+			th_fail_at(__FILE__, __LINE__, "asked for %u, got %u", n, got);
+			return NULL;
+		}
+		if (got < n)
+			atomic_fetch_add(&c->short_calls, 1);
+		atomic_fetch_add(&c->got, got);
+		long h = atomic_fetch_add(&c->held, got) + got;
+		if (h > BULK_CROWD_LIMIT)
+			th_fail_at(__FILE__, __LINE__, "%ld objects held, limit %d", h, BULK_CROWD_LIMIT);
+		long m = atomic_load(&c->most);
+		while (h > m && !atomic_compare_exchange_weak(&c->most, &m, h))
+			;
+		for (unsigned k = 0; k < got; k++)
+			memset(objs[k], 0x5a, 64);
+		if (th_rand(&rng) % 4 == 0)
+			sched_yield();
+		atomic_fetch_sub(&c->held, got);
+		iop_free_bulk(c->pool, objs, got);
+	}
+	return NULL;
+}
+
+TEST(bulk_callers_never_pass_the_limit)
+{
+	th_watchdog("bulk_callers_never_pass_the_limit", 240);
+	iop_pool_t *pool = mkbound("bulkcrowd", BULK_CROWD_LIMIT, 0, 0, 0, 0, 0);
+	struct bulk_crowd c = { .pool = pool };
+	pthread_t t[BULK_CROWD_THREADS];
+	for (int i = 0; i < BULK_CROWD_THREADS; i++)
+		REQUIRE(pthread_create(&t[i], NULL, bulk_crowd_main, &c) == 0);
+	for (int i = 0; i < BULK_CROWD_THREADS; i++)
+		pthread_join(t[i], NULL);
+	CHECK_LE(atomic_load(&c.most), BULK_CROWD_LIMIT);
+	CHECK_GT(atomic_load(&c.got), 0);
+	struct iop_pool_stats st = STATS(pool);
+	CHECK_LE(st.high_water, BULK_CROWD_LIMIT);
+	CHECK_LE(st.total - st.slab_free, BULK_CROWD_LIMIT);
+	uint64_t got = (uint64_t)atomic_load(&c.got);
+	CHECK_COUNTS(pool, 0, got, got);
+	printf("%s: %ld calls, %ld short, %llu objects, at most %ld held\n",
+	       st.cache_mode == IOP_CACHE_MODE_CPU ? "per CPU" : "per thread", atomic_load(&c.calls),
+	       atomic_load(&c.short_calls), (unsigned long long)got, atomic_load(&c.most));
 	finish(pool);
 	return TH_PASS;
 }
