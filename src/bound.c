@@ -419,20 +419,40 @@ static int hand_out(struct iop_pool *pool, struct iop_tcache *tc, void *p, void 
 	return 0;
 }
 
+/* The top object of the slot's loaded magazine (tc raised and settled),
+ * NULL when it is empty. */
+static void *loaded_pop(struct iop_tcache *tc)
+{
+	uint32_t n = ALOAD(&tc->count);
+	if (!n)
+		return NULL;
+	void *p = tc->objs[--n];
+	_iop_vg_forget(&tc->objs[n], sizeof(void *));
+	ASTORE(&tc->count, n);
+	return p;
+}
+
+/* obj onto the slot's loaded magazine, or through the slot's slow push
+ * when it is full (tc raised and settled). */
+static void loaded_push(struct iop_pool *pool, struct iop_tcache *tc, void *obj)
+{
+	uint32_t n = ALOAD(&tc->count);
+	if (tc->objs && n < pool->mag_cap) {
+		tc->objs[n] = obj;
+		ASTORE(&tc->count, n + 1);
+	} else {
+		_iop_slot_push(pool, tc, obj);
+	}
+}
+
 /* Take an object for a reservation the caller holds (tc raised and
  * settled, or NULL); on failure give the reservation back. */
 static int take_reserved(struct iop_pool *pool, struct iop_tcache *tc, unsigned how, void **objp)
 {
-	void *p = NULL;
 	/* The common case: the slot's loaded magazine. */
-	if (tc && ALOAD(&tc->count)) {
-		uint32_t n = ALOAD(&tc->count) - 1;
-		p = tc->objs[n];
-		_iop_vg_forget(&tc->objs[n], sizeof(void *));
-		ASTORE(&tc->count, n);
-	} else {
+	void *p = tc ? loaded_pop(tc) : NULL;
+	if (!p)
 		p = take(pool, tc, !(how & IOP_NOWAIT));
-	}
 	if (tc)
 		_iop_slot_lower(tc);
 	if (!p) {
@@ -719,16 +739,20 @@ static unsigned thread_bulk(struct iop_pool *pool, void **objs, unsigned n, unsi
 	int64_t over = (uint64_t)v > cap ? v - (int64_t)cap : 0;
 	if (over > (int64_t)n)
 		over = n;
-	if (over) {
-		*at_limit = (uint64_t)v > b->limit;
-		unreserve_n(b, over, !grow);
-	}
 	unsigned k = n - (unsigned)over, got = 0;
-	if (k == 0) {
+	if (over) {
+		/* Lowered first, as a single call is: a grant pass under
+		 * wlock may wait for this slot (_iop_scavenge). */
+		*at_limit = (uint64_t)v > b->limit;
 		if (tc)
 			_iop_slot_lower(tc);
-		errno = ENOMEM;
-		return 0;
+		unreserve_n(b, over, !grow);
+		if (k == 0) {
+			errno = ENOMEM;
+			return 0;
+		}
+		if (tc)
+			_iop_slot_raise_fenced(tc);
 	}
 	note_high(b, v - over);
 	if ((uint64_t)(v - over) >= b->throttle_on)
@@ -736,13 +760,8 @@ static unsigned thread_bulk(struct iop_pool *pool, void **objs, unsigned n, unsi
 	settle(tc);
 	int err = ENOMEM;
 	while (got < k) {
-		void *p;
-		if (tc && ALOAD(&tc->count)) {
-			uint32_t c = ALOAD(&tc->count) - 1;
-			p = tc->objs[c];
-			_iop_vg_forget(&tc->objs[c], sizeof(void *));
-			ASTORE(&tc->count, c);
-		} else if ((p = take(pool, tc, grow)) == NULL) {
+		void *p = tc ? loaded_pop(tc) : NULL;
+		if (!p && (p = take(pool, tc, grow)) == NULL) {
 			err = errno; /* take() set it */
 			break;
 		}
@@ -901,13 +920,7 @@ void _iop_bounded_free(struct iop_pool *pool, void *obj)
 			return;
 	} else if (tc) {
 		/* The common case: the slot's loaded magazine. */
-		uint32_t n = ALOAD(&tc->count);
-		if (tc->objs && n < pool->mag_cap) {
-			tc->objs[n] = obj;
-			ASTORE(&tc->count, n + 1);
-		} else {
-			_iop_slot_push(pool, tc, obj);
-		}
+		loaded_push(pool, tc, obj);
 		_iop_slot_lower(tc);
 		return;
 	}
@@ -936,17 +949,9 @@ void _iop_bounded_free_bulk(struct iop_pool *pool, void *const *objs, unsigned n
 	settle(tc);
 	if (tc && !LOAD(&b->nwaiters)) {
 		/* The common case: the slot's loaded magazine. */
-		for (unsigned i = 0; i < n; i++) {
-			if (!objs[i])
-				continue;
-			uint32_t c = ALOAD(&tc->count);
-			if (tc->objs && c < pool->mag_cap) {
-				tc->objs[c] = objs[i];
-				ASTORE(&tc->count, c + 1);
-			} else {
-				_iop_slot_push(pool, tc, objs[i]);
-			}
-		}
+		for (unsigned i = 0; i < n; i++)
+			if (objs[i])
+				loaded_push(pool, tc, objs[i]);
 		_iop_slot_lower(tc);
 		return;
 	}

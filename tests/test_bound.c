@@ -763,6 +763,18 @@ TEST(blocked_caller_gets_a_buffer_from_a_thread_gone_idle)
 #endif
 #define CROWD_THREADS (4 * CROWD_LIMIT)
 
+/* The callers took n more objects: count them in *held (the callers' own
+ * count), keep its largest value in *most, and fail past the limit. */
+static void note_held(atomic_long *held, atomic_long *most, long n, long limit)
+{
+	long h = atomic_fetch_add(held, n) + n;
+	if (h > limit)
+		th_fail_at(__FILE__, __LINE__, "%ld objects held, limit %ld", h, limit);
+	long m = atomic_load(most);
+	while (h > m && !atomic_compare_exchange_weak(most, &m, h))
+		;
+}
+
 struct crowd {
 	iop_pool_t *pool;
 	atomic_long held;   /* objects callers hold, counted by the callers */
@@ -789,12 +801,7 @@ static void *crowd_main(void *arg)
 			continue;
 		}
 		atomic_fetch_add(&c->got[mode], 1);
-		long h = atomic_fetch_add(&c->held, 1) + 1;
-		if (h > CROWD_LIMIT)
-			th_fail_at(__FILE__, __LINE__, "%ld objects held, limit %d", h, CROWD_LIMIT);
-		long m = atomic_load(&c->most);
-		while (h > m && !atomic_compare_exchange_weak(&c->most, &m, h))
-			;
+		note_held(&c->held, &c->most, 1, CROWD_LIMIT);
 		memset(p, 0x5a, 64);
 		if (th_rand(&rng) % 4 == 0)
 			sched_yield();
@@ -854,12 +861,7 @@ static void *bulk_crowd_main(void *arg)
 		if (got < n)
 			atomic_fetch_add(&c->short_calls, 1);
 		atomic_fetch_add(&c->got, got);
-		long h = atomic_fetch_add(&c->held, got) + got;
-		if (h > BULK_CROWD_LIMIT)
-			th_fail_at(__FILE__, __LINE__, "%ld objects held, limit %d", h, BULK_CROWD_LIMIT);
-		long m = atomic_load(&c->most);
-		while (h > m && !atomic_compare_exchange_weak(&c->most, &m, h))
-			;
+		note_held(&c->held, &c->most, got, BULK_CROWD_LIMIT);
 		for (unsigned k = 0; k < got; k++)
 			memset(objs[k], 0x5a, 64);
 		if (th_rand(&rng) % 4 == 0)

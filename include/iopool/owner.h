@@ -310,9 +310,10 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2(uintptr_t base
 
 /*
  * A power-of-two stride: the OR of the XORs alone, 32 pointers a step (8
- * loads folded into 8 XORs, 8 ORs), then a run of 16, the last 1 to 15 as one or two runs of
- * 8 that end at the array's end; the bits reduced to one word and tested
- * in a general register (a broadcast of bad would cost a stack frame).
+ * loads folded into 8 XORs, 8 ORs), then a run of 16, the last 1 to 15 as
+ * one or two runs of 8 that end at the array's end; the bits reduced to
+ * one word and tested in a general register (a broadcast of bad would
+ * cost a stack frame).
  */
 __attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(uintptr_t base, uintptr_t bad, uint32_t mul,
 								       uint32_t lim, void *const *objs, unsigned n)
