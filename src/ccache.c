@@ -11,7 +11,10 @@
  * then fenced: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) on that
  * CPU restarts any sequence running there, and the restarted one sees
  * cap = 0. After the fence the slot's head and array are the drainer's
- * alone until it reopens the slot (tcmalloc's "fence", docs/rseq.md).
+ * alone until it reopens the slot (tcmalloc's "fence"; docs/ARCHITECTURE.md): it
+ * stores the head first and the cap last, and every sequence reads the
+ * cap before the head (include/iopool/inline.h), so one that starts after
+ * the fence sees either a closed slot or the head the drain left.
  *
  * The slow paths move whole batches with the same sequences: an empty slot
  * gets a magazine's worth of objects pushed into it (whatever fits), a

@@ -290,8 +290,9 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
  *   6: arm      store the address of its descriptor (3:) in the thread's
  *               rseq area (rseq_cs, at offset 8);
  *   1: start    read cpu_id (offset 4; -1 or -2 without rseq, which index
- *               the two closed slots before slot 0), find the slot, test
- *               count and cap;
+ *               the two closed slots before slot 0), find the slot, read
+ *               its cap, then its head word, and test the count against
+ *               the cap;
  *      commit   one store of the slot's head word;
  *   2: end
  *   4: abort    (in section __rseq_failure, after the 4-byte signature the
@@ -300,6 +301,20 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
  *               never written, so a restart sees them unchanged.
  * A slot whose test fails (empty, full, closed) leaves through %l[slow]
  * before the commit, having stored nothing the slot's readers use.
+ *
+ * Cap before head: a drain (src/ccache.c) closes the slot (cap = 0),
+ * fences, stores the emptied head, then reopens (cap). A sequence that
+ * starts after the fence is not restarted by it; it is safe only if a head
+ * it reads is the one the drain left. Read after an open cap, it is (x86
+ * keeps loads in order, and the drain stores head before cap). Read
+ * before it, as this code did until 0.5, a sequence could load the head
+ * before the drain emptied the slot and the cap after it reopened, and
+ * commit a count the drain had moved to the depot: a slot's objects
+ * handed out twice. The two loads are adjacent, so it took the vCPU
+ * being descheduled between them (no interrupt, no preemption the guest
+ * sees): tests/test_percpu.c's drain_racing_threads_that_switch_on_a_cpu_
+ * hands_nothing_out_twice failed 2 of 50 runs beside two busy loops on
+ * the 2-vCPU VM before the change.
  */
 #define IOP__RSEQ_SIG "0x53053053"
 #define IOP__RSEQ_DESC                                 \
@@ -330,10 +345,11 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
 	do {                                                                       \
 		uint64_t t_, w_, n_;                                               \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM             \
+					  "movl 8(%[t]), %k[p]\n\t"                \
 					  "movq (%[t]), %[w]\n\t"                  \
 					  "movzwl %w[w], %k[n]\n\t"                \
 					  "subl $1, %k[n]\n\t"                     \
-					  "cmpl 8(%[t]), %k[n]\n\t"                \
+					  "cmpl %k[p], %k[n]\n\t"                  \
 					  "jae %l[" #slow "]\n\t"                  \
 					  "movq 16(%[t]), %[p]\n\t"                \
 					  "movq (%[p],%[n],8), %[p]\n\t"           \
@@ -360,9 +376,10 @@ static inline int iop__seq_push(const struct iop__pool_hot *h, void *obj)
 {
 	uint64_t t, w, n, a;
 	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     "movl 8(%[t]), %k[a]\n\t"
 		     "movq (%[t]), %[w]\n\t"
 		     "movzwl %w[w], %k[n]\n\t"
-		     "cmpl 8(%[t]), %k[n]\n\t"
+		     "cmpl %k[a], %k[n]\n\t"
 		     "jae %l[slow]\n\t"
 		     "movq 16(%[t]), %[a]\n\t"
 		     "movq %[obj], (%[a],%[n],8)\n\t"
@@ -507,11 +524,12 @@ slow:
 	{                                                                                  \
 		uint64_t t, w, n, s, x;                                                    \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     "movl 8(%[t]), %k[s]\n\t"                                      \
 			     "movq (%[t]), %[w]\n\t"                                        \
 			     "movzwl %w[w], %k[n]\n\t"                                      \
 			     "cmpl %k[k], %k[n]\n\t"                                        \
 			     "jb %l[slow]\n\t"                                              \
-			     "cmpl 8(%[t]), %k[n]\n\t"                                      \
+			     "cmpl %k[s], %k[n]\n\t"                                        \
 			     "ja %l[slow]\n\t"                                              \
 			     "subl %k[k], %k[n]\n\t"                                        \
 			     "movq 16(%[t]), %[s]\n\t"                                      \
@@ -536,10 +554,11 @@ slow:
 	{                                                                                  \
 		uint64_t t, w, n, d, x;                                                    \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     "movl 8(%[t]), %k[d]\n\t"                                      \
 			     "movq (%[t]), %[w]\n\t"                                        \
 			     "movzwl %w[w], %k[n]\n\t"                                      \
 			     "leal (%q[n],%q[k]), %k[x]\n\t"                                \
-			     "cmpl 8(%[t]), %k[x]\n\t"                                      \
+			     "cmpl %k[d], %k[x]\n\t"                                        \
 			     "ja %l[slow]\n\t"                                              \
 			     "movq 16(%[t]), %[d]\n\t"                                      \
 			     "leaq (%[d],%[n],8), %[d]\n\t"                                 \
