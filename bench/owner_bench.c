@@ -117,8 +117,7 @@ static inline int check(enum form f, const struct setup *s, void *const *a, unsi
 		return iop__owned_array_with(IOP__OWNER_AVX2, pool, map, h->chunk_mask, h->div_mul, h->div_shift,
 					     h->objs_per_chunk, a, n);
 	default:
-		return iop__owned_array(pool, map, h->chunk_mask, h->div_mul, h->div_shift, h->objs_per_chunk, a,
-					n);
+		return iop__owned_array(pool, map, h, a, n);
 	}
 }
 

@@ -172,6 +172,7 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	pool->hot.objs_per_chunk = chunk / stride;
 	pool->hot.div_shift = (uint32_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
+	pool->hot.owner_bad = ~pool->hot.chunk_mask | (((uint64_t)1 << pool->hot.div_shift) - 1);
 	pool->flags = p.flags;
 	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_opt_uint(IOP_OPT_CHECKED);
 	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;

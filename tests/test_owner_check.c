@@ -131,8 +131,7 @@ static int agree(const struct tpool *t, void *const *a, unsigned n, int want, co
 		}
 	}
 	const struct iop__pool_hot *h = t->h;
-	if (iop__owned_array((const struct iop_pool *)t->pool, (struct iop_pool *const *)iop__map, h->chunk_mask,
-			     h->div_mul, h->div_shift, h->objs_per_chunk, a, n) != ref) {
+	if (iop__owned_array((const struct iop_pool *)t->pool, (struct iop_pool *const *)iop__map, h, a, n) != ref) {
 		th_fail_at(__FILE__, __LINE__, "stride %zu, n %u, %s at %u: iop__owned_array disagrees", (size_t)h->stride,
 			n, what, pos);
 		ok = 0;

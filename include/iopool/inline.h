@@ -81,6 +81,9 @@ struct iop__pool_hot {
 	                           not IOP_F_REFCOUNT, a release hook, checked */
 	uint8_t heap;           /* one of the heap's size classes */
 	uint16_t unused_;
+	uint64_t owner_bad;     /* ~chunk_mask | (2^div_shift - 1): the bits
+	                           an object's address never differs from its
+	                           chunk's base in (owner.h) */
 };
 
 #define IOP__GRANULE_SHIFT 21
@@ -219,8 +222,7 @@ static inline int iop__owned_all_scalar(const iop_pool_t *pool, void *const *obj
 
 static inline int iop__owned_all(const iop_pool_t *pool, void *const *objs, unsigned n)
 {
-	const struct iop__pool_hot *h = IOP__HOT(pool);
-	return iop__owned_array(pool, iop__map, h->chunk_mask, h->div_mul, h->div_shift, h->objs_per_chunk, objs, n);
+	return iop__owned_array(pool, iop__map, IOP__HOT(pool), objs, n);
 }
 
 /* ---- per-call-site profiling (IOP_PROFILE) ---- */
@@ -659,9 +661,9 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 #endif
 
 /*
- * Budget (gcc 12, Release, x86-64): a pop is the sequence's 15
+ * Budget (gcc 12, Release, x86-64): a pop is the sequence's 16
  * instructions; a free is the owner check (about 14: the map load, then
- * the division as a multiply and a rotate) and the push's 14. No lock, no
+ * the division as a multiply and a rotate) and the push's 15. No lock, no
  * atomic read-modify-write, no call, no system call. The caller guarantees
  * that `pool` is live.
  */

@@ -167,44 +167,63 @@ static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, u
 }
 
 /*
- * SSE2 for any n >= 2, inline in the caller (iop_free_bulk): two pointers
- * a step, an odd last one taken again with the one before it (OR and the
- * sign test do not mind a pointer seen twice). A power-of-two stride is
- * the OR alone: 8 pointers are 4 loads, 4 XORs and 4 ORs, then the
- * reduction.
+ * SSE2 for 2 <= n < 16, inline in the caller (iop_free_bulk): no loop, but
+ * overlapping runs, as the sequences' copy does: 2 to 3 pointers are the
+ * first two and the last two, 4 to 7 the first four and the last four, 8
+ * to 15 the first eight and the last eight (OR and the sign test do not
+ * mind a pointer seen twice). A power-of-two stride is the OR alone: 4
+ * pointers are 4 loads, 4 XORs and 4 ORs, then the reduction.
  */
+__attribute__((always_inline)) static inline int iop__owner_sse2_runs(uintptr_t base, uintptr_t bad, uint32_t mul,
+								     uint32_t lim, void *const *objs, unsigned n,
+								     const int pow2)
+{
+	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
+	const __m128i vmul = _mm_set1_epi64x(mul), vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
+	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
+#define IOP__SSE2_D(i)                                                                                   \
+	do {                                                                                             \
+		__m128i d_ = _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + (i)))), vbase); \
+		bits = _mm_or_si128(bits, d_);                                                           \
+		if (!pow2)                                                                               \
+			neg = _mm_and_si128(neg, _mm_sub_epi64(_mm_and_si128(_mm_mul_epu32(d_, vmul), lo32), vlim)); \
+	} while (0)
+	if (n < 4) {
+		IOP__SSE2_D(0);
+		if (n != 2)
+			IOP__SSE2_D(1);
+	} else if (n < 8) {
+		IOP__SSE2_D(0);
+		IOP__SSE2_D(2);
+		if (n != 4) {
+			IOP__SSE2_D(n - 4);
+			IOP__SSE2_D(n - 2);
+		}
+	} else {
+		IOP__SSE2_D(0);
+		IOP__SSE2_D(2);
+		IOP__SSE2_D(4);
+		IOP__SSE2_D(6);
+		if (n != 8) {
+			IOP__SSE2_D(n - 8);
+			IOP__SSE2_D(n - 6);
+			IOP__SSE2_D(n - 4);
+			IOP__SSE2_D(n - 2);
+		}
+	}
+#undef IOP__SSE2_D
+	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
+	if (pow2)
+		return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) == 0;
+	return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) == 0 &&
+	       (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) == 3;
+}
+
 static inline int iop__owner_sse2_short(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim,
 					void *const *objs, unsigned n)
 {
-	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
-	__m128i bits = _mm_setzero_si128();
-	unsigned i;
-
-	if (mul == 1) {
-		for (i = 0; i + 2 <= n; i += 2)
-			bits = _mm_or_si128(bits, _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + i))), vbase));
-		if (n & 1)
-			bits = _mm_or_si128(bits, _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + n - 2))), vbase));
-		bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
-		return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) == 0;
-	}
-	const __m128i vmul = _mm_set1_epi64x(mul), vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
-	__m128i neg = _mm_set1_epi64x(-1);
-	for (i = 0;; i += 2) {
-		if (i + 2 > n) {
-			if (!(n & 1))
-				break;
-			i = n - 2;
-		}
-		__m128i d = _mm_xor_si128(_mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + i))), vbase);
-		bits = _mm_or_si128(bits, d);
-		neg = _mm_and_si128(neg, _mm_sub_epi64(_mm_and_si128(_mm_mul_epu32(d, vmul), lo32), vlim));
-		if (i + 2 == n)
-			break;
-	}
-	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
-	return (IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) == 0 &&
-	       (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) == 3;
+	return mul == 1 ? iop__owner_sse2_runs(base, bad, mul, lim, objs, n, 1)
+			: iop__owner_sse2_runs(base, bad, mul, lim, objs, n, 0);
 }
 
 /*
@@ -436,35 +455,39 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 
 /*
  * Is every objs[0..n) an object of pool? 1 if so (and for n = 0), else 0.
- * Arguments are struct iop__pool_hot's fields and iop__map. Inline: the
- * first pointer's map entry, then (x86-64) the SSE2 one-chunk test under
- * 16 pointers or without AVX2, a call of the AVX2 kernel (its 6 arguments
- * in registers) above; iop__owned_array_with() only when that says no
- * (several chunks, or a bad pointer), for the exact answer.
+ * h is the pool's struct iop__pool_hot, map iop__map. Inline: the first
+ * pointer's map entry, then (x86-64) the SSE2 one-chunk test under 16
+ * pointers or without AVX2, a call of the AVX2 kernel above;
+ * iop__owned_array_with() only when that says no (several chunks, or a
+ * bad pointer), for the exact answer.
  */
-static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool *const *map, uintptr_t chunk_mask,
-				   uint64_t div_mul, unsigned div_shift, uint64_t objs_per_chunk, void *const *objs,
-				   unsigned n)
+static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool *const *map,
+				   const struct iop__pool_hot *h, void *const *objs, unsigned n)
 {
 	if (n <= 1)
-		return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
+		return iop__owned_array_scalar(pool, map, h->chunk_mask, h->div_mul, h->div_shift, h->objs_per_chunk,
+					       objs, n);
 #if defined(IOP__OWNER_X86)
 	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
 	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
 		return 0;
-	const uintptr_t base = a0 & ~chunk_mask, bad = ~chunk_mask | ((IOP__SCAST(uintptr_t, 1) << div_shift) - 1);
-	const uint32_t mul = IOP__SCAST(uint32_t, div_mul), lim = IOP__SCAST(uint32_t, objs_per_chunk << div_shift);
+	const uintptr_t base = a0 & ~h->chunk_mask, bad = h->owner_bad;
+	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
+	const uint32_t lim = IOP__SCAST(uint32_t, h->objs_per_chunk << h->div_shift);
 	int ok;
-	if (n < IOP__OWNER_VECTOR_MIN || iop__owner_kernel() != IOP__OWNER_AVX2)
+	if (n < IOP__OWNER_VECTOR_MIN)
 		ok = iop__owner_sse2_short(base, bad, mul, lim, objs, n);
-	else
+	else if (iop__owner_kernel() == IOP__OWNER_AVX2)
 		ok = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
 			      : iop__owner_avx2(base, bad, mul, lim, objs, n);
+	else
+		ok = mul == 1 ? iop__owner_sse2(base, bad, mul, lim, objs, n, 1)
+			      : iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
 	if (__builtin_expect(ok, 1))
 		return 1;
 #endif
-	return iop__owned_array_with(iop__owner_kernel(), pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk,
-				     objs, n);
+	return iop__owned_array_with(iop__owner_kernel(), pool, map, h->chunk_mask, h->div_mul, h->div_shift,
+				     h->objs_per_chunk, objs, n);
 }
 
 #ifdef __cplusplus
