@@ -219,8 +219,8 @@ __attribute__((always_inline)) static inline int iop__owner_sse2_runs(uintptr_t 
 	       (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) == 3;
 }
 
-static inline int iop__owner_sse2_short(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim,
-					void *const *objs, unsigned n)
+__attribute__((always_inline)) static inline int iop__owner_sse2_short(uintptr_t base, uintptr_t bad, uint32_t mul,
+								      uint32_t lim, void *const *objs, unsigned n)
 {
 	return mul == 1 ? iop__owner_sse2_runs(base, bad, mul, lim, objs, n, 1)
 			: iop__owner_sse2_runs(base, bad, mul, lim, objs, n, 0);
