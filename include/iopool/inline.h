@@ -316,7 +316,8 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
  * being descheduled between them (no interrupt, no preemption the guest
  * sees): tests/test_percpu.c's drain_racing_threads_that_switch_on_a_cpu_
  * hands_nothing_out_twice failed 2 of 50 runs beside two busy loops on
- * the 2-vCPU VM before the change.
+ * the 2-vCPU VM before the change. scripts/seq-order.sh checks the order
+ * in the compiled code (ctest sequences_read_the_cap_before_the_head).
  */
 #define IOP__RSEQ_SIG "0x53053053"
 #define IOP__RSEQ_DESC                                 \
