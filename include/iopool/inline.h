@@ -401,9 +401,10 @@ slow:
 /*
  * Copy k >= 1 pointers from %[S] to %[D] (registers holding the addresses)
  * at memcpy speed inside a sequence: 16-byte SSE2 moves (the x86-64
- * baseline), 8 pointers a loop, the last partial block and arrays under 8
- * copied as two overlapping runs (the overlap writes the same values
- * twice). A sequence cannot call memcpy: the kernel restarts only what
+ * baseline), 8 pointers a loop, the last partial block and arrays of up to
+ * 8 copied as two overlapping runs (the overlap writes the same values
+ * twice), tested 4 to 8 first, then 2 to 3, then 1: bursts of 4 and 8
+ * take one compare and no loop. A sequence cannot call memcpy: the kernel restarts only what
  * runs between its start and its commit. Uses %[n] and %[x] as scratch,
  * %q[k] as the count, xmm0-xmm3 (the AVX copy: ymm0-ymm7), and the local
  * labels 0, 5, 7, 8 and 9 (1-4 and 6 belong to the sequence around it).
@@ -411,7 +412,7 @@ slow:
 #define IOP__SEQ_COPY_CLOBBERS
 #define IOP__SEQ_COPY(S, D)                                                  \
 	"cmpl $8, %k[k]\n\t"                                                 \
-	"jb 7f\n\t"                                                          \
+	"jbe 7f\n\t"                                                         \
 	"xorl %k[n], %k[n]\n\t"                                              \
 	"leal -8(%q[k]), %k[x]\n\t"                                          \
 	"5: movups (%[" S "],%[n],8), %%xmm0\n\t"                            \
@@ -436,9 +437,7 @@ slow:
 	"movups %%xmm2, 32(%[" D "],%[x],8)\n\t"                             \
 	"movups %%xmm3, 48(%[" D "],%[x],8)\n\t"                             \
 	"jmp 8f\n\t"                                                         \
-	"7: cmpl $2, %k[k]\n\t"                                              \
-	"jb 9f\n\t"                                                          \
-	"cmpl $4, %k[k]\n\t"                                                 \
+	"7: cmpl $4, %k[k]\n\t"                                              \
 	"jb 0f\n\t"                                                          \
 	"movups (%[" S "]), %%xmm0\n\t"                                      \
 	"movups 16(%[" S "]), %%xmm1\n\t"                                    \
@@ -449,7 +448,9 @@ slow:
 	"movups %%xmm2, -32(%[" D "],%q[k],8)\n\t"                           \
 	"movups %%xmm3, -16(%[" D "],%q[k],8)\n\t"                           \
 	"jmp 8f\n\t"                                                         \
-	"0: movups (%[" S "]), %%xmm0\n\t"                                   \
+	"0: cmpl $2, %k[k]\n\t"                                              \
+	"jb 9f\n\t"                                                          \
+	"movups (%[" S "]), %%xmm0\n\t"                                      \
 	"movups -16(%[" S "],%q[k],8), %%xmm1\n\t"                           \
 	"movups %%xmm0, (%[" D "])\n\t"                                      \
 	"movups %%xmm1, -16(%[" D "],%q[k],8)\n\t"                           \
