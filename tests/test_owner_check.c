@@ -131,6 +131,39 @@ static int agree(const struct tpool *t, void *const *a, unsigned n, int want, co
 		}
 	}
 	const struct iop__pool_hot *h = t->h;
+#if defined(IOP__OWNER_X86)
+	/* iop_free_bulk's check of 2 to 8 pointers, and the runs it stores
+	 * into the CPU's slot: they must be the array's pointers. It tests
+	 * one chunk, the first pointer's: an array of several chunks of the
+	 * pool goes to the slow path (0 here), never a bad one through. */
+	if (n >= 2 && n <= 8) {
+		struct iop__runs r;
+		int one_chunk = 1;
+		for (unsigned i = 1; i < n; i++)
+			if (((uintptr_t)a[i] ^ (uintptr_t)a[0]) & ~h->chunk_mask)
+				one_chunk = 0;
+		int got = iop__owned_runs8((const struct iop_pool *)t->pool, (struct iop_pool *const *)iop__map, h, a, n,
+					   &r);
+		if (got != (ref && one_chunk)) {
+			th_fail_at(__FILE__, __LINE__, "stride %zu, n %u, %s at %u: iop__owned_runs8 says %d, scalar %d%s",
+				(size_t)h->stride, n, what, pos, got, ref, one_chunk ? "" : " (several chunks)");
+			ok = 0;
+		} else if (got) {
+			void *run[4][2];
+			memcpy(run[0], &r.a, 16);
+			memcpy(run[1], &r.b, 16);
+			memcpy(run[2], &r.c, 16);
+			memcpy(run[3], &r.e, 16);
+			unsigned at[4] = { 0, n >= 4 ? 2 : 0, n >= 4 ? n - 4 : n - 2, n - 2 };
+			for (unsigned q = 0; q < 4; q++)
+				if (run[q][0] != a[at[q]] || run[q][1] != a[at[q] + 1]) {
+					th_fail_at(__FILE__, __LINE__, "n %u: run %u is not objs[%u..%u]", n, q, at[q],
+						at[q] + 1);
+					ok = 0;
+				}
+		}
+	}
+#endif
 	if (iop__owned_array((const struct iop_pool *)t->pool, (struct iop_pool *const *)iop__map, h, a, n) != ref) {
 		th_fail_at(__FILE__, __LINE__, "stride %zu, n %u, %s at %u: iop__owned_array disagrees", (size_t)h->stride,
 			n, what, pos);

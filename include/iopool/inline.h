@@ -610,6 +610,45 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 		return iop__seq_push_bulk_avx(h, in, k);
 	return iop__seq_push_bulk_sse(h, in, k);
 }
+/*
+ * Push 2 <= k <= 8 objects that the caller holds as the 16-byte runs of
+ * owner.h's iop__owner_runs8() (a = in[0..1], b = in[2..3], c =
+ * in[k-4..k-3], e = in[k-2..k-1]; b and c unused under 4): the stores
+ * alone inside the sequence, the array's loads done once, by the owner
+ * check. 0 when they do not all fit or the slot is closed.
+ */
+#if defined(IOP__OWNER_X86)
+static inline int iop__seq_push_runs(const struct iop__pool_hot *h, const struct iop__runs *r, unsigned k)
+{
+	uint64_t t, w, n, d, x;
+	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     "movl 8(%[t]), %k[d]\n\t"
+		     "movq (%[t]), %[w]\n\t"
+		     "movzwl %w[w], %k[n]\n\t"
+		     "leal (%q[n],%q[k]), %k[x]\n\t"
+		     "cmpl %k[d], %k[x]\n\t"
+		     "ja %l[slow]\n\t"
+		     "movq 16(%[t]), %[d]\n\t"
+		     "leaq (%[d],%[n],8), %[d]\n\t"
+		     "cmpl $4, %k[k]\n\t"
+		     "jb 0f\n\t"
+		     "movups %[b], 16(%[d])\n\t"
+		     "movups %[c], -32(%[d],%q[k],8)\n\t"
+		     "0: movups %[a], (%[d])\n\t"
+		     "movups %[e], -16(%[d],%q[k],8)\n\t"
+		     "addq %q[k], %[w]\n\t"
+		     "movq %[w], (%[t])\n\t"
+		     IOP__RSEQ_ABORT
+		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [k] "r"(IOP__SCAST(uint64_t, k)),
+		       [a] "x"(r->a), [b] "x"(r->b), [c] "x"(r->c), [e] "x"(r->e)
+		     : "cc", "memory"
+		     : slow);
+	return 1;
+slow:
+	return 0;
+}
+#endif
 #else
 #define IOP__SEQ_POP(h, p, slow)         \
 	do {                             \
@@ -714,6 +753,18 @@ IOPINLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n)
 
 IOPINLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n)
 {
+#if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
+	/* Bursts of 2 to 8: the owner check's loads are the push's data. */
+	if (n - 2u <= 6u) {
+		struct iop__runs r;
+		if (!IOP__NULL_POOL(pool) &&
+		    __builtin_expect(iop__owned_runs8(pool, iop__map, IOP__HOT(pool), objs, n, &r), 1) &&
+		    __builtin_expect(iop__seq_push_runs(IOP__HOT(pool), &r, n), 1))
+			return;
+		iop__free_bulk_slow(pool, objs, n);
+		return;
+	}
+#endif
 	if (!IOP__NULL_POOL(pool) && __builtin_expect(n != 0 && iop__owned_all(pool, objs, n), 1)) {
 #if IOP__LIB_ASAN
 		for (unsigned i = 0; i < n; i++)

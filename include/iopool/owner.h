@@ -167,17 +167,66 @@ static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, u
 }
 
 /*
- * SSE2 for 2 <= n < 16, inline in the caller (iop_free_bulk): no loop, but
- * overlapping runs, as the sequences' copy does: 2 to 3 pointers are the
- * first two and the last two, 4 to 7 the first four and the last four, 8
- * to 15 the first eight and the last eight (OR and the sign test do not
- * mind a pointer seen twice). A power-of-two stride is the OR alone: 4
- * pointers are 4 loads, 4 XORs and 4 ORs, then the reduction.
+ * SSE2 for 2 <= n <= 8, no loop: the array as four 16-byte runs that
+ * overlap where n is not 8 (OR and the sign test do not mind a pointer
+ * seen twice): a = objs[0..1], b = objs[2..3], c = objs[n-4..n-3],
+ * e = objs[n-2..n-1] from 4 pointers up; under 4, a and e, with b = a and
+ * c = e. The runs are left in *r: iop_free_bulk() stores them into the
+ * CPU's slot without loading the array again (iop__seq_push_runs). A
+ * power-of-two stride is the OR alone: 4 pointers are 2 loads, 2 XORs and
+ * an OR, then the reduction.
+ */
+struct iop__runs {
+	__m128i a, b, c, e;
+};
+
+__attribute__((always_inline)) static inline int iop__owner_runs8(uintptr_t base, uintptr_t bad, uint32_t mul,
+								 uint32_t lim, void *const *objs, unsigned n,
+								 struct iop__runs *r, const int pow2)
+{
+#define IOP__SSE2_L(i) _mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + (i))))
+	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
+	r->a = IOP__SSE2_L(0);
+	r->e = IOP__SSE2_L(n - 2);
+	__m128i da = _mm_xor_si128(r->a, vbase), de = _mm_xor_si128(r->e, vbase);
+	__m128i bits = _mm_or_si128(da, de), db = da, dc = de;
+	if (n >= 4) {
+		r->b = IOP__SSE2_L(2);
+		r->c = IOP__SSE2_L(n - 4);
+		db = _mm_xor_si128(r->b, vbase);
+		dc = _mm_xor_si128(r->c, vbase);
+		bits = _mm_or_si128(bits, _mm_or_si128(db, dc));
+	} else {
+		r->b = r->a;
+		r->c = r->e;
+	}
+#undef IOP__SSE2_L
+	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
+	if ((IOP__SCAST(uintptr_t, _mm_cvtsi128_si64(bits)) & bad) != 0)
+		return 0;
+	if (pow2)
+		return 1;
+	const __m128i vmul = _mm_set1_epi64x(mul), vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
+#define IOP__SSE2_T(d) _mm_sub_epi64(_mm_and_si128(_mm_mul_epu32((d), vmul), lo32), vlim)
+	__m128i neg = _mm_and_si128(_mm_and_si128(IOP__SSE2_T(da), IOP__SSE2_T(db)),
+				    _mm_and_si128(IOP__SSE2_T(dc), IOP__SSE2_T(de)));
+#undef IOP__SSE2_T
+	return (_mm_movemask_pd(_mm_castsi128_pd(neg)) & 3) == 3;
+}
+
+/*
+ * SSE2 for 2 <= n < 16, inline in the caller (iop_free_bulk): up to 8 the
+ * four runs above; 9 to 15 the first eight and the last eight, as the
+ * sequences' copy does.
  */
 __attribute__((always_inline)) static inline int iop__owner_sse2_runs(uintptr_t base, uintptr_t bad, uint32_t mul,
 								     uint32_t lim, void *const *objs, unsigned n,
 								     const int pow2)
 {
+	if (n <= 8) {
+		struct iop__runs r;
+		return iop__owner_runs8(base, bad, mul, lim, objs, n, &r, pow2);
+	}
 	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
 	const __m128i vmul = _mm_set1_epi64x(mul), vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
 	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
@@ -188,29 +237,14 @@ __attribute__((always_inline)) static inline int iop__owner_sse2_runs(uintptr_t 
 		if (!pow2)                                                                               \
 			neg = _mm_and_si128(neg, _mm_sub_epi64(_mm_and_si128(_mm_mul_epu32(d_, vmul), lo32), vlim)); \
 	} while (0)
-	if (n < 4) {
-		IOP__SSE2_D(0);
-		if (n != 2)
-			IOP__SSE2_D(1);
-	} else if (n < 8) {
-		IOP__SSE2_D(0);
-		IOP__SSE2_D(2);
-		if (n != 4) {
-			IOP__SSE2_D(n - 4);
-			IOP__SSE2_D(n - 2);
-		}
-	} else {
-		IOP__SSE2_D(0);
-		IOP__SSE2_D(2);
-		IOP__SSE2_D(4);
-		IOP__SSE2_D(6);
-		if (n != 8) {
-			IOP__SSE2_D(n - 8);
-			IOP__SSE2_D(n - 6);
-			IOP__SSE2_D(n - 4);
-			IOP__SSE2_D(n - 2);
-		}
-	}
+	IOP__SSE2_D(0);
+	IOP__SSE2_D(2);
+	IOP__SSE2_D(4);
+	IOP__SSE2_D(6);
+	IOP__SSE2_D(n - 8);
+	IOP__SSE2_D(n - 6);
+	IOP__SSE2_D(n - 4);
+	IOP__SSE2_D(n - 2);
 #undef IOP__SSE2_D
 	bits = _mm_or_si128(bits, _mm_unpackhi_epi64(bits, bits));
 	if (pow2)
@@ -489,6 +523,30 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 	return iop__owned_array_with(iop__owner_kernel(), pool, map, h->chunk_mask, h->div_mul, h->div_shift,
 				     h->objs_per_chunk, objs, n);
 }
+
+#if defined(IOP__OWNER_X86)
+/*
+ * iop__owned_array() for 2 <= n <= 8, keeping the array's runs in *r for
+ * the caller's push (iop_free_bulk). 1 when every objs[i] is an object of
+ * the chunk of objs[0], which the map says is pool's; 0 otherwise (the
+ * caller then takes the slow path, which finds the exact answer).
+ */
+__attribute__((always_inline)) static inline int iop__owned_runs8(const struct iop_pool *pool,
+								 struct iop_pool *const *map,
+								 const struct iop__pool_hot *h, void *const *objs,
+								 unsigned n, struct iop__runs *r)
+{
+	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
+	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+		return 0;
+	const uintptr_t base = a0 & ~h->chunk_mask;
+	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
+	if (mul == 1)
+		return iop__owner_runs8(base, h->owner_bad, 1, 0, objs, n, r, 1);
+	return iop__owner_runs8(base, h->owner_bad, mul, IOP__SCAST(uint32_t, h->objs_per_chunk << h->div_shift), objs,
+				n, r, 0);
+}
+#endif
 
 #ifdef __cplusplus
 }
