@@ -145,6 +145,7 @@ static inline int iop__owner_one_chunk(uintptr_t base, uintptr_t bad, uint32_t m
 static inline int iop__owner_sse2(uintptr_t base, uintptr_t bad, uint32_t mul, uint32_t lim, void *const *objs,
 				  unsigned n, const int pow2)
 {
+	__asm__("" : "+r"(objs)); /* as in iop__owner_runs8() */
 	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base)), vmul = _mm_set1_epi64x(mul);
 	const __m128i vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
 	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
@@ -184,6 +185,10 @@ __attribute__((always_inline)) static inline int iop__owner_runs8(uintptr_t base
 								 uint32_t lim, void *const *objs, unsigned n,
 								 struct iop__runs *r, const int pow2)
 {
+	/* The array's size is n, which the compiler may not know: hidden,
+	 * so that its -Warray-bounds does not judge a short array (void
+	 * *b[3]) by the loads of the branch for 4 and more. No instruction. */
+	__asm__("" : "+r"(objs));
 #define IOP__SSE2_L(i) _mm_loadu_si128(IOP__RCAST(const __m128i *, (objs + (i))))
 	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
 	r->a = IOP__SSE2_L(0);
@@ -227,6 +232,7 @@ __attribute__((always_inline)) static inline int iop__owner_sse2_runs(uintptr_t 
 		struct iop__runs r;
 		return iop__owner_runs8(base, bad, mul, lim, objs, n, &r, pow2);
 	}
+	__asm__("" : "+r"(objs)); /* as in iop__owner_runs8() */
 	const __m128i vbase = _mm_set1_epi64x(IOP__SCAST(long long, base));
 	const __m128i vmul = _mm_set1_epi64x(mul), vlim = _mm_set1_epi64x(lim), lo32 = _mm_set1_epi64x(0xffffffffll);
 	__m128i bits = _mm_setzero_si128(), neg = _mm_set1_epi64x(-1);
