@@ -811,24 +811,42 @@ static void *crowd_main(void *arg)
 	return NULL;
 }
 
+/* Run fn(arg) on `threads` threads at once and join them. */
+static void run_crowd(int threads, void *(*fn)(void *), void *arg)
+{
+	pthread_t *t = calloc((size_t)threads, sizeof(*t));
+	REQUIRE(t);
+	for (int i = 0; i < threads; i++)
+		REQUIRE(pthread_create(&t[i], NULL, fn, arg) == 0);
+	for (int i = 0; i < threads; i++)
+		pthread_join(t[i], NULL);
+	free(t);
+}
+
+/* After a crowd: the callers never held more than the limit (their own
+ * count, `most`), nor did the pool's high-water mark or its carved
+ * objects pass it, and each of the `got` objects was freed. Returns the
+ * pool's statistics. */
+static struct iop_pool_stats check_crowd(iop_pool_t *pool, atomic_long *most, uint64_t limit, uint64_t got)
+{
+	CHECK_LE(atomic_load(most), limit);
+	struct iop_pool_stats st = STATS(pool);
+	CHECK_LE(st.high_water, limit);
+	CHECK_LE(st.total - st.slab_free, limit);
+	CHECK_COUNTS(pool, 0, got, got);
+	return st;
+}
+
 TEST(limit_holds_with_four_times_the_threads)
 {
 	th_watchdog("limit_holds_with_four_times_the_threads", 240);
 	iop_pool_t *pool = mkbound("crowd", CROWD_LIMIT, 0, 0, 0, 0, 0);
 	struct crowd c = { .pool = pool };
-	pthread_t t[CROWD_THREADS];
-	for (int i = 0; i < CROWD_THREADS; i++)
-		REQUIRE(pthread_create(&t[i], NULL, crowd_main, &c) == 0);
-	for (int i = 0; i < CROWD_THREADS; i++)
-		pthread_join(t[i], NULL);
+	run_crowd(CROWD_THREADS, crowd_main, &c);
 	CHECK_EQ(atomic_load(&c.waits_failed), 0);
-	CHECK_LE(atomic_load(&c.most), CROWD_LIMIT);
 	CHECK_GT(atomic_load(&c.got[2]), 0);
-	struct iop_pool_stats st = STATS(pool);
-	CHECK_LE(st.high_water, CROWD_LIMIT);
-	CHECK_LE(st.total - st.slab_free, CROWD_LIMIT);
 	uint64_t got = (uint64_t)(atomic_load(&c.got[0]) + atomic_load(&c.got[1]) + atomic_load(&c.got[2]));
-	CHECK_COUNTS(pool, 0, got, got); /* each object got was freed */
+	check_crowd(pool, &c.most, CROWD_LIMIT, got);
 	finish(pool);
 	return TH_PASS;
 }
@@ -877,18 +895,10 @@ TEST(bulk_callers_never_pass_the_limit)
 	th_watchdog("bulk_callers_never_pass_the_limit", 240);
 	iop_pool_t *pool = mkbound("bulkcrowd", BULK_CROWD_LIMIT, 0, 0, 0, 0, 0);
 	struct bulk_crowd c = { .pool = pool };
-	pthread_t t[BULK_CROWD_THREADS];
-	for (int i = 0; i < BULK_CROWD_THREADS; i++)
-		REQUIRE(pthread_create(&t[i], NULL, bulk_crowd_main, &c) == 0);
-	for (int i = 0; i < BULK_CROWD_THREADS; i++)
-		pthread_join(t[i], NULL);
-	CHECK_LE(atomic_load(&c.most), BULK_CROWD_LIMIT);
+	run_crowd(BULK_CROWD_THREADS, bulk_crowd_main, &c);
 	CHECK_GT(atomic_load(&c.got), 0);
-	struct iop_pool_stats st = STATS(pool);
-	CHECK_LE(st.high_water, BULK_CROWD_LIMIT);
-	CHECK_LE(st.total - st.slab_free, BULK_CROWD_LIMIT);
 	uint64_t got = (uint64_t)atomic_load(&c.got);
-	CHECK_COUNTS(pool, 0, got, got);
+	struct iop_pool_stats st = check_crowd(pool, &c.most, BULK_CROWD_LIMIT, got);
 	printf("%s: %ld calls, %ld short, %llu objects, at most %ld held\n",
 	       st.cache_mode == IOP_CACHE_MODE_CPU ? "per CPU" : "per thread", atomic_load(&c.calls),
 	       atomic_load(&c.short_calls), (unsigned long long)got, atomic_load(&c.most));
