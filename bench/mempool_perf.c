@@ -318,7 +318,17 @@ void mp_runner_stop(struct mp_runner *r)
 /* iopool, as a user would call it                                            */
 /* ------------------------------------------------------------------------ */
 
-static inline int iop_get(iop_pool_t *pool, void **objs, unsigned n)
+/*
+ * The two wrappers are always_inline, as rte_mempool_get_bulk/put_bulk
+ * are (__rte_always_inline): a user who writes iop_alloc_bulk() in a loop
+ * gets it inlined there, with the burst's size as the compiler knows it.
+ * Plain `static inline`, GCC 12 called iop_get() out of line from all 13
+ * loops (it is large once the bulk call is inlined into it), so the size
+ * was a variable even in the const cells and every get paid a call: at
+ * bursts of 4, 38.3 instructions per object got and put against 23.8
+ * inlined (callgrind, a copy of the const loop; DPDK's: 21.1).
+ */
+static inline __attribute__((always_inline)) int iop_get(iop_pool_t *pool, void **objs, unsigned n)
 {
 	if (n == 1) {
 		void *p = iop_alloc(pool);
@@ -336,7 +346,7 @@ static inline int iop_get(iop_pool_t *pool, void **objs, unsigned n)
 	return -1;
 }
 
-static inline void iop_put(iop_pool_t *pool, void **objs, unsigned n)
+static inline __attribute__((always_inline)) void iop_put(iop_pool_t *pool, void **objs, unsigned n)
 {
 	if (n == 1)
 		iop_free(pool, objs[0]);
