@@ -895,44 +895,90 @@ TEST(alloc_bulk_spans_many_chunks)
  * per CPU, off the slow paths), and at least every size up to a slot must
  * have.
  */
+/* One size of the two tests below, k objects: 1 when neither call went to
+ * the depot (nor, per CPU, to a slow path) and so the same objects had to
+ * come back. always_inline, so that a constant k stays one at the bulk
+ * calls. */
+enum { RT_MAXK = 128 };
+static inline __attribute__((always_inline)) unsigned bulk_roundtrip(iop_pool_t *p, bool per_cpu, void **a, void **b,
+								    unsigned k)
+{
+	void *sorted[RT_MAXK];
+	unsigned fast = 0;
+	CHECK_EQ(iop_alloc_bulk(p, a, k), k);
+	for (unsigned i = 0; i < k; i++)
+		CHECK_PTR_EQ(iop_pool_of(a[i]), p);
+	memcpy(sorted, a, k * sizeof(void *));
+	check_disjoint(sorted, k, 64);
+	CHECK_EQ(STATS(p).in_flight, k);
+	struct iop_pool_stats st0 = STATS(p);
+	iop_free_bulk(p, a, k);
+	CHECK_EQ(iop_alloc_bulk(p, b, k), k);
+	struct iop_pool_stats st1 = STATS(p);
+	bool off_depot = st1.depot_get == st0.depot_get && st1.depot_put == st0.depot_put;
+	if (per_cpu && off_depot && st1.alloc_slow == st0.alloc_slow && st1.free_slow == st0.free_slow) {
+		fast = 1;
+		for (unsigned i = 0; i < k; i++)
+			CHECK_PTR_EQ(b[i], a[i]);
+	} else if (!per_cpu && off_depot) {
+		fast = 1;
+		void *sb[RT_MAXK];
+		memcpy(sb, b, k * sizeof(void *));
+		qsort(sb, k, sizeof(void *), cmp_ptr);
+		for (unsigned i = 0; i < k; i++)
+			CHECK_PTR_EQ(sb[i], sorted[i]);
+	}
+	iop_free_bulk(p, b, k);
+	CHECK_EQ(STATS(p).in_flight, 0);
+	return fast;
+}
+
 TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
 {
 	enum { CAP = 32, MAXK = 3 * CAP + 9 };
+	_Static_assert((int)MAXK <= (int)RT_MAXK, "bulk_roundtrip's arrays");
 	iop_pool_t *p = MKPOOL("bulkorder", 64, 0, CAP, 0, 0);
 	pin_here();
 	bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
-	void *a[MAXK], *b[MAXK], *sorted[MAXK];
+	void *a[MAXK], *b[MAXK];
+	unsigned fast = 0;
+	for (unsigned round = 0; round < 3; round++)
+		for (unsigned k = 1; k <= MAXK; k++)
+			fast += bulk_roundtrip(p, per_cpu, a, b, k);
+	CHECK_GE(fast, 3 * CAP);
+	struct iop_pool_stats st = STATS(p);
+	CHECK_CONSERVED(st);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/*
+ * The same with the size a constant at each call, 1 to 64
+ * (IOP__SEQ_CONST_MAX) and 65, past it: there the bulk calls take the
+ * sequences whose copies the assembler lays out for that size (inline.h,
+ * IOP__SEQ_COPYC: one 8-byte move, one to four 16-byte moves, or groups of
+ * four 16- or 32-byte moves with the last group ending at k), and iop_
+ * free_bulk() of 2 to 8 only the stores that size needs. A copy that
+ * dropped, doubled or moved a pointer gives back other objects or another
+ * order. Every size fits the slot (cache 80), so every call must stay on
+ * the fast path (per CPU; a thread's magazines, without rseq).
+ */
+TEST(bulk_of_every_constant_size_gets_back_what_it_freed)
+{
+	iop_pool_t *p = MKPOOL("bulkconst", 64, 0, 80, 0, 0);
+	pin_here();
+	bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
+	void *a[RT_MAXK], *b[RT_MAXK];
 	unsigned fast = 0;
 	for (unsigned round = 0; round < 3; round++) {
-		for (unsigned k = 1; k <= MAXK; k++) {
-			CHECK_EQ(iop_alloc_bulk(p, a, k), k);
-			for (unsigned i = 0; i < k; i++)
-				CHECK_PTR_EQ(iop_pool_of(a[i]), p);
-			memcpy(sorted, a, k * sizeof(void *));
-			check_disjoint(sorted, k, 64);
-			CHECK_EQ(STATS(p).in_flight, k);
-			struct iop_pool_stats st0 = STATS(p);
-			iop_free_bulk(p, a, k);
-			CHECK_EQ(iop_alloc_bulk(p, b, k), k);
-			struct iop_pool_stats st1 = STATS(p);
-			bool off_depot = st1.depot_get == st0.depot_get && st1.depot_put == st0.depot_put;
-			if (per_cpu && off_depot && st1.alloc_slow == st0.alloc_slow && st1.free_slow == st0.free_slow) {
-				fast++;
-				for (unsigned i = 0; i < k; i++)
-					CHECK_PTR_EQ(b[i], a[i]);
-			} else if (!per_cpu && off_depot) {
-				fast++;
-				void *sb[MAXK];
-				memcpy(sb, b, k * sizeof(void *));
-				qsort(sb, k, sizeof(void *), cmp_ptr);
-				for (unsigned i = 0; i < k; i++)
-					CHECK_PTR_EQ(sb[i], sorted[i]);
-			}
-			iop_free_bulk(p, b, k);
-			CHECK_EQ(STATS(p).in_flight, 0);
-		}
+#define RT(k) fast += bulk_roundtrip(p, per_cpu, a, b, k);
+#define RT8(k) RT(k + 1) RT(k + 2) RT(k + 3) RT(k + 4) RT(k + 5) RT(k + 6) RT(k + 7) RT(k + 8)
+		RT8(0) RT8(8) RT8(16) RT8(24) RT8(32) RT8(40) RT8(48) RT8(56) RT(65)
+#undef RT8
+#undef RT
 	}
-	CHECK_GE(fast, 3 * CAP);
+	CHECK_GE(fast, 3 * 65);
 	struct iop_pool_stats st = STATS(p);
 	CHECK_CONSERVED(st);
 	CHECK_AUDIT(p);

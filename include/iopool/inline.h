@@ -521,6 +521,81 @@ slow:
 	"vmovups %%ymm7, -32(%[" D "],%q[k],8)\n\t"                          \
 	"8: vzeroupper\n\t"
 
+/*
+ * The copies for a k the compiler knows (bursts of a fixed size, the
+ * usual case in a driver: __builtin_constant_p, up to IOP__SEQ_CONST_MAX),
+ * with k as the "i" operand %c[k]: the assembler picks the moves, so there
+ * is no test of k and no loop, and every address is a register plus a
+ * displacement. 1: one 8-byte move; 2-3: one or two 16-byte moves; 4-8:
+ * two or four (the last two end at k, overlapping); 9 and up: groups of
+ * four 16-byte moves (the AVX copy, from 16 up: four 32-byte moves), the
+ * last group ending at k. .Liop_o counts the offset: a local assembler
+ * symbol, set again by each copy.
+ */
+#define IOP__SEQ_CONST_MAX 64u
+#define IOP__SEQ_CONST(k) (__builtin_constant_p(k) && (k) >= 1 && (k) <= IOP__SEQ_CONST_MAX)
+#define IOP__SEQ_COPYC_SSE4(S, D, O)                                         \
+	"movups " O "(%[" S "]), %%xmm0\n\t"                                 \
+	"movups " O "+16(%[" S "]), %%xmm1\n\t"                              \
+	"movups " O "+32(%[" S "]), %%xmm2\n\t"                              \
+	"movups " O "+48(%[" S "]), %%xmm3\n\t"                              \
+	"movups %%xmm0, " O "(%[" D "])\n\t"                                 \
+	"movups %%xmm1, " O "+16(%[" D "])\n\t"                              \
+	"movups %%xmm2, " O "+32(%[" D "])\n\t"                              \
+	"movups %%xmm3, " O "+48(%[" D "])\n\t"
+#define IOP__SEQ_COPYC(S, D)                                                 \
+	".if %c[k] == 1\n\t"                                                 \
+	"movq (%[" S "]), %[x]\n\t"                                          \
+	"movq %[x], (%[" D "])\n\t"                                          \
+	".elseif %c[k] <= 3\n\t"                                             \
+	"movups (%[" S "]), %%xmm0\n\t"                                      \
+	".if %c[k] == 3\n\t"                                                 \
+	"movups 8(%[" S "]), %%xmm1\n\t"                                     \
+	"movups %%xmm1, 8(%[" D "])\n\t"                                     \
+	".endif\n\t"                                                         \
+	"movups %%xmm0, (%[" D "])\n\t"                                      \
+	".elseif %c[k] <= 8\n\t"                                             \
+	"movups (%[" S "]), %%xmm0\n\t"                                      \
+	"movups 16(%[" S "]), %%xmm1\n\t"                                    \
+	".if %c[k] > 4\n\t"                                                  \
+	"movups %c[k]*8-32(%[" S "]), %%xmm2\n\t"                            \
+	"movups %c[k]*8-16(%[" S "]), %%xmm3\n\t"                            \
+	"movups %%xmm2, %c[k]*8-32(%[" D "])\n\t"                            \
+	"movups %%xmm3, %c[k]*8-16(%[" D "])\n\t"                            \
+	".endif\n\t"                                                         \
+	"movups %%xmm0, (%[" D "])\n\t"                                      \
+	"movups %%xmm1, 16(%[" D "])\n\t"                                    \
+	".else\n\t"                                                          \
+	".set .Liop_o, 0\n\t"                                                \
+	".rept %c[k]/8\n\t"                                                  \
+	IOP__SEQ_COPYC_SSE4(S, D, ".Liop_o")                                 \
+	".set .Liop_o, .Liop_o+64\n\t"                                       \
+	".endr\n\t"                                                          \
+	".if %c[k] %% 8\n\t"                                                 \
+	IOP__SEQ_COPYC_SSE4(S, D, "%c[k]*8-64")                              \
+	".endif\n\t"                                                         \
+	".endif\n\t"
+#define IOP__SEQ_COPYC_AVX4(S, D, O)                                         \
+	"vmovups " O "(%[" S "]), %%ymm0\n\t"                                \
+	"vmovups " O "+32(%[" S "]), %%ymm1\n\t"                             \
+	"vmovups " O "+64(%[" S "]), %%ymm2\n\t"                             \
+	"vmovups " O "+96(%[" S "]), %%ymm3\n\t"                             \
+	"vmovups %%ymm0, " O "(%[" D "])\n\t"                                \
+	"vmovups %%ymm1, " O "+32(%[" D "])\n\t"                             \
+	"vmovups %%ymm2, " O "+64(%[" D "])\n\t"                             \
+	"vmovups %%ymm3, " O "+96(%[" D "])\n\t"
+/* k >= 16 (the callers test). */
+#define IOP__SEQ_COPYC_AVX(S, D)                                             \
+	".set .Liop_o, 0\n\t"                                                \
+	".rept %c[k]/16\n\t"                                                 \
+	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o")                                 \
+	".set .Liop_o, .Liop_o+128\n\t"                                      \
+	".endr\n\t"                                                          \
+	".if %c[k] %% 16\n\t"                                                \
+	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128")                             \
+	".endif\n\t"                                                         \
+	"vzeroupper\n\t"
+
 /* Pop k >= 1 objects into out[0..k) (the slot's top k, in order); the
  * head moves by dw (-k, plus k << 16 when they count as allocations).
  * 0 when the slot holds fewer or is closed. COPY is IOP__SEQ_COPY or
@@ -581,6 +656,70 @@ slow:
 		return 0;                                                                  \
 	}
 
+/* The same for a k the compiler knows: k an immediate ("i"), the copy
+ * IOP__SEQ_COPYC or IOP__SEQ_COPYC_AVX. */
+#define IOP__SEQ_POP_BULK_C(COPY)                                                          \
+	{                                                                                  \
+		uint64_t t, w, n, s, x;                                                    \
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     "movl 8(%[t]), %k[s]\n\t"                                      \
+			     "movq (%[t]), %[w]\n\t"                                        \
+			     "movzwl %w[w], %k[n]\n\t"                                      \
+			     "cmpl $%c[k], %k[n]\n\t"                                       \
+			     "jb %l[slow]\n\t"                                              \
+			     "cmpl %k[s], %k[n]\n\t"                                        \
+			     "ja %l[slow]\n\t"                                              \
+			     "movq 16(%[t]), %[s]\n\t"                                      \
+			     "leaq -%c[k]*8(%[s],%[n],8), %[s]\n\t"                         \
+			     COPY("s", "out")                                               \
+			     "addq %[dw], %[w]\n\t"                                         \
+			     "movq %[w], (%[t])\n\t"                                        \
+			     IOP__RSEQ_ABORT                                                \
+			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
+			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
+			       [k] "i"(k), [dw] "er"(dw)                                    \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
+			     : slow);                                                       \
+		return 1;                                                                  \
+	slow:                                                                              \
+		return 0;                                                                  \
+	}
+
+#define IOP__SEQ_PUSH_BULK_C(COPY)                                                         \
+	{                                                                                  \
+		uint64_t t, w, n, d, x;                                                    \
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     "movl 8(%[t]), %k[d]\n\t"                                      \
+			     "movq (%[t]), %[w]\n\t"                                        \
+			     "movzwl %w[w], %k[n]\n\t"                                      \
+			     "leal %c[k](%q[n]), %k[x]\n\t"                                 \
+			     "cmpl %k[d], %k[x]\n\t"                                        \
+			     "ja %l[slow]\n\t"                                              \
+			     "movq 16(%[t]), %[d]\n\t"                                      \
+			     "leaq (%[d],%[n],8), %[d]\n\t"                                 \
+			     COPY("in", "d")                                                \
+			     "addq $%c[k], %[w]\n\t"                                        \
+			     "movq %[w], (%[t])\n\t"                                        \
+			     IOP__RSEQ_ABORT                                                \
+			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
+			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
+			       [k] "i"(k)                                                   \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
+			     : slow);                                                       \
+		return 1;                                                                  \
+	slow:                                                                              \
+		return 0;                                                                  \
+	}
+
+__attribute__((always_inline)) static inline int iop__seq_pop_bulk_c_sse(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC)
+__attribute__((always_inline)) static inline int iop__seq_pop_bulk_c_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC_AVX)
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_c_sse(const struct iop__pool_hot *h, void *const *in, unsigned k)
+	IOP__SEQ_PUSH_BULK_C(IOP__SEQ_COPYC)
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_c_avx(const struct iop__pool_hot *h, void *const *in, unsigned k)
+	IOP__SEQ_PUSH_BULK_C(IOP__SEQ_COPYC_AVX)
+
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk_sse(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 	IOP__SEQ_POP_BULK(IOP__SEQ_COPY)
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
@@ -600,6 +739,11 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_avx(const st
 
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 {
+	if (IOP__SEQ_CONST(k)) {
+		if (k >= 16 && IOP__HAVE_AVX())
+			return iop__seq_pop_bulk_c_avx(h, out, k, dw);
+		return iop__seq_pop_bulk_c_sse(h, out, k, dw);
+	}
 	if (k >= 16 && IOP__HAVE_AVX())
 		return iop__seq_pop_bulk_avx(h, out, k, dw);
 	return iop__seq_pop_bulk_sse(h, out, k, dw);
@@ -607,6 +751,11 @@ __attribute__((always_inline)) static inline int iop__seq_pop_bulk(const struct 
 
 __attribute__((always_inline)) static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const *in, unsigned k)
 {
+	if (IOP__SEQ_CONST(k)) {
+		if (k >= 16 && IOP__HAVE_AVX())
+			return iop__seq_push_bulk_c_avx(h, in, k);
+		return iop__seq_push_bulk_c_sse(h, in, k);
+	}
 	if (k >= 16 && IOP__HAVE_AVX())
 		return iop__seq_push_bulk_avx(h, in, k);
 	return iop__seq_push_bulk_sse(h, in, k);
@@ -623,6 +772,38 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk(const struct
 __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct iop__pool_hot *h, const struct iop__runs *r, unsigned k)
 {
 	uint64_t t, w, n, d, x;
+	if (IOP__SEQ_CONST(k)) {
+		/* k known: only the stores it needs (2: a; 3: a, e; 4: a, b;
+		 * 5-8: all four, c and e ending at k). */
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+			     "movl 8(%[t]), %k[d]\n\t"
+			     "movq (%[t]), %[w]\n\t"
+			     "movzwl %w[w], %k[n]\n\t"
+			     "leal %c[k](%q[n]), %k[x]\n\t"
+			     "cmpl %k[d], %k[x]\n\t"
+			     "ja %l[slow]\n\t"
+			     "movq 16(%[t]), %[d]\n\t"
+			     "leaq (%[d],%[n],8), %[d]\n\t"
+			     "movups %[a], (%[d])\n\t"
+			     ".if %c[k] == 3\n\t"
+			     "movups %[e], 8(%[d])\n\t"
+			     ".elseif %c[k] >= 4\n\t"
+			     "movups %[b], 16(%[d])\n\t"
+			     ".endif\n\t"
+			     ".if %c[k] >= 5\n\t"
+			     "movups %[c], %c[k]*8-32(%[d])\n\t"
+			     "movups %[e], %c[k]*8-16(%[d])\n\t"
+			     ".endif\n\t"
+			     "addq $%c[k], %[w]\n\t"
+			     "movq %[w], (%[t])\n\t"
+			     IOP__RSEQ_ABORT
+			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
+			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [k] "i"(k),
+			       [a] "x"(r->a), [b] "x"(r->b), [c] "x"(r->c), [e] "x"(r->e)
+			     : "cc", "memory"
+			     : slow);
+		return 1;
+	}
 	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
 		     "movl 8(%[t]), %k[d]\n\t"
 		     "movq (%[t]), %[w]\n\t"
