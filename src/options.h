@@ -37,6 +37,9 @@
 	X(CHECKED, BOOL, 0, 1, "0",                                                                             \
 	  "1: every pool is checked, as if created with `IOP_F_CHECKED` (double frees and writes to free "     \
 	  "objects are caught)")                                                                                \
+	X(SPREAD, BOOL, 0, 1, "0",                                                                              \
+	  "1: every pool is spread over the cache sets, as if created with `IOP_F_SPREAD` (the heap's "        \
+	  "classes excepted)")                                                                                  \
 	X(PUBLISH, BOOL, 0, 1, "0",                                                                             \
 	  "1: publish statistics from the first `iop_pool_create()`, as `iop_stats_publish(NULL)` (for "       \
 	  "`iopool-top`)")                                                                                      \

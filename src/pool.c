@@ -134,6 +134,14 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 		return einval("decay_pct without decay_ms");
 
 	size_t stride = (p.obj_size + p.align - 1) & ~(p.align - 1);
+	/* IOP_F_SPREAD: a stride of a multiple of 8 cache lines puts every
+	 * object's first line into at most 8 of 64 L1 sets (a stride of 2048,
+	 * into 2); one more unit (a line, or the alignment when larger)
+	 * shifts each object by a set from the one before. */
+	const size_t spread_unit = p.align > 64 ? p.align : 64;
+	const bool spread = (p.flags & IOP_F_SPREAD) || (!heap_class && _iop_opt_uint(IOP_OPT_SPREAD));
+	if (spread && stride % (8 * spread_unit) == 0)
+		stride += spread_unit;
 	/* Under memcheck, a no-access gap after every object, so that an
 	 * overflow is reported even into a neighbour in flight. Not in the
 	 * heap's classes, whose blocks sit at multiples of the class size

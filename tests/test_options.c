@@ -80,6 +80,7 @@ TEST(options_valid_values_are_read)
 	setenv("IOPOOL_FAULT_CHUNK_FAIL_PCT", "0", 1);
 	setenv("IOPOOL_FAULT_CHUNK_DELAY_US", "1", 1);
 	setenv("IOPOOL_CACHE", "thread", 1);
+	setenv("IOPOOL_SPREAD", "on", 1);
 	th_capture_begin();
 	iop_pool_t *p = MKPOOL("env-valid", 64, 0, 0, 0, 0);
 	char *msg = th_capture_end();
@@ -99,6 +100,7 @@ TEST(options_valid_values_are_read)
 	CHECK_EQ(_iop_opt_uint(IOP_OPT_FAULT_CHUNK_FAIL_EVERY), 1000);
 	CHECK_EQ(_iop_opt_uint(IOP_OPT_FAULT_CHUNK_FAIL_PCT), 0);
 	CHECK_EQ(_iop_opt_uint(IOP_OPT_FAULT_CHUNK_DELAY_US), 1);
+	CHECK_EQ(_iop_opt_uint(IOP_OPT_SPREAD), 1);
 	/* and through the API */
 	CHECK_EQ(iop_domain_count(), 3);
 	CHECK(segment_exists());
@@ -115,6 +117,7 @@ static const struct {
 	const char *says;
 } bad[] = {
 	{ IOP_OPT_CHECKED, "maybe", "iopool: IOPOOL_CHECKED: 'maybe' is not 0 or 1: ignored" },
+	{ IOP_OPT_SPREAD, "2112", "iopool: IOPOOL_SPREAD: '2112' is not 0 or 1: ignored" },
 	{ IOP_OPT_PUBLISH, "2", "iopool: IOPOOL_PUBLISH: '2' is not 0 or 1: ignored" },
 	{ IOP_OPT_PUBLISH_INTERVAL_MS, "9", "iopool: IOPOOL_PUBLISH_INTERVAL_MS: '9' is not a number from 10 to 3600000" },
 	{ IOP_OPT_WORKER_PERIOD_MS, "0", "iopool: IOPOOL_WORKER_PERIOD_MS: '0' is not a number from 1 to 3600000" },
@@ -142,9 +145,32 @@ TEST(options_invalid_values_are_reported_and_ignored)
 	/* the defaults hold: no fake domains, nothing published */
 	CHECK_LE(iop_domain_count(), IOP_MAX_DOMAINS);
 	CHECK(!segment_exists());
+	CHECK_EQ(STATS(p).obj_stride, 64); /* not spread (nor would it be: 64 B) */
 	void *o = iop_alloc(p); /* no injected failure */
 	CHECK(o != NULL);
 	iop_free(p, o);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+/* IOPOOL_SPREAD=1: a pool created without IOP_F_SPREAD is spread (2 KiB
+ * objects 2112 bytes apart), and the heap's classes are not: their blocks
+ * stay at multiples of the class size, as iop_heap_alloc_aligned()
+ * relies on. */
+TEST(spread_option_spreads_pools_but_not_the_heap_classes)
+{
+	unset_all();
+	setenv("IOPOOL_SPREAD", "1", 1);
+	iop_pool_t *p = MKPOOL("env-spread", 2048, 0, 0, 0, 0);
+	CHECK_EQ(STATS(p).obj_stride, 2112);
+	void *b[16];
+	for (int i = 0; i < 16; i++) {
+		b[i] = iop_heap_alloc(2048);
+		REQUIRE(b[i] != NULL);
+		CHECK_EQ((uintptr_t)b[i] % 2048, 0);
+	}
+	for (int i = 0; i < 16; i++)
+		iop_heap_free(b[i]);
 	CHECK_DESTROY(p);
 	return TH_PASS;
 }
