@@ -139,6 +139,8 @@ bench: deps-bench build
 	else echo "iop-tcp-zc not built (liburing-dev missing): skipping the zero-copy TCP run"; fi
 	@if command -v valgrind >/dev/null 2>&1; then \
 		echo "sh bench/callgrind.sh $(BENCH_BIN)"; sh bench/callgrind.sh $(BENCH_BIN); \
+		echo "sh bench/mp_callgrind.sh $(BUILD)/bench/iopool-mempool-perf"; \
+		sh bench/mp_callgrind.sh $(BUILD)/bench/iopool-mempool-perf; \
 	else \
 		echo "valgrind not installed: skipping callgrind (scripts/deps.sh bench installs it)"; \
 	fi

@@ -7,10 +7,6 @@
  */
 #include "bench.h"
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
-#include <sys/rseq.h>
-#endif
-
 #include <errno.h>
 #include <string.h>
 
@@ -142,25 +138,6 @@ void cg_buf_loop(iop_pool_t *pool, unsigned long n)
 	}
 }
 
-/*
- * valgrind does not implement rseq, so glibc's registration fails under it
- * and cpu_id reads -2: the library would serve every call through the
- * per-thread fallback, and callgrind would count that path instead of the
- * per-CPU sequences a real run takes. This one-thread measurement stands in
- * for the kernel: it writes CPU 0 into the thread's rseq area before the
- * first pool is made (the library then picks the per-CPU mode, and
- * membarrier works under valgrind). Nothing can preempt a sequence here
- * that another thread could race with: there is no other thread.
- */
-static void cg_rseq_stand_in(void)
-{
-#if defined(__x86_64__) && defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
-	int32_t *cpu_id = (int32_t *)(void *)((char *)__builtin_thread_pointer() + __rseq_offset + 4);
-	if (*cpu_id < 0)
-		*cpu_id = 0;
-#endif
-}
-
 /* Create the pool, run one of the loops above n times in it, destroy it. */
 static int callgrind_run(const char *name, uint64_t limit, uint32_t flags,
 			 void (*loop)(iop_pool_t *, unsigned long), unsigned long n,
@@ -170,7 +147,7 @@ static int callgrind_run(const char *name, uint64_t limit, uint32_t flags,
 	iop_pool_t *pool;
 	int rc;
 
-	cg_rseq_stand_in();
+	bench_rseq_stand_in();
 	p.name = name;
 	p.obj_size = OBJ_SIZE_DEFAULT;
 	p.limit = limit;
@@ -253,7 +230,7 @@ void cg_malloc_loop(unsigned long n)
 /* Run one of the heap pair loops n times, its class pool made first. */
 static int heap_pairs(void (*loop)(unsigned long), const char *name, unsigned size, unsigned long n)
 {
-	cg_rseq_stand_in();
+	bench_rseq_stand_in();
 	iop_heap_free(iop_heap_alloc(size)); /* the class pool exists */
 	loop(n);
 	printf("%s: %lu iop_heap_alloc+iop_heap_free pairs of %u B\n", name, n, size);
@@ -278,7 +255,7 @@ int callgrind_heap64(unsigned long n)
 
 int callgrind_heap64_prof(unsigned long n)
 {
-	cg_rseq_stand_in();
+	bench_rseq_stand_in();
 	cg_heap64_prof_loop(1); /* the pool, the site, the table, the array */
 	cg_heap64_prof_loop(n);
 	printf("cg_heap64_prof_loop: %lu profiled iop_heap_alloc+iop_heap_free pairs of %u B\n", n,

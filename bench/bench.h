@@ -137,6 +137,10 @@ int callgrind_dpdk_bulk(unsigned long n);
  * again, its runtime directory removed (alloc_dpdk.c); die() on failure. */
 void bench_eal_up(void);
 void bench_eal_down(void);
+/* Under valgrind (no rseq): CPU 0 in this thread's rseq area, so that
+ * pools made after it use the per-CPU sequences a real run takes
+ * (common.c says why that is sound for one thread). */
+void bench_rseq_stand_in(void);
 
 /* The callgrind loops must stay one function under their own name, which
  * --toggle-collect matches: not inlined, and not cloned into a renamed copy

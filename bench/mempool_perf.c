@@ -384,6 +384,7 @@ struct mp_run {
 	size_t obj_size;
 	int quick;
 	const char *json_path, *md_path;
+	const char *cg_loop;     /* --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS */
 	char alloc_why[MP_ALLOCS][256];
 	struct machine machine;
 	struct mp_cellres res[MP_CORES_MAX][MP_CELLS];   /* by index in cores[] */
@@ -403,6 +404,10 @@ static void usage(FILE *f)
 	      "  --lock-timing    time every mutex acquisition and hold (slows the depot)\n"
 	      "  --json PATH      results as JSON (default " DEFAULT_JSON ")\n"
 	      "  --markdown PATH  the tables as markdown too\n"
+	      "  --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS\n"
+	      "                   only call one cell's loop CALLS times, one round of 65536 objects\n"
+	      "                   each, on this thread (for bench/mp_callgrind.sh); ALLOC iopool or\n"
+	      "                   dpdk, KIND var or const\n"
 	      "  --help\n",
 	      f);
 }
@@ -492,6 +497,8 @@ static void parse_args(int argc, char **argv, struct mp_run *r)
 			r->json_path = v;
 		} else if (strcmp(a, "--markdown") == 0) {
 			r->md_path = v;
+		} else if (strcmp(a, "--callgrind-loop") == 0) {
+			r->cg_loop = v;
 		} else {
 			fprintf(stderr, "iopool-mempool-perf: unknown option %s\n", a);
 			usage(stderr);
@@ -857,6 +864,75 @@ static int write_json(const struct mp_run *r)
 	return fclose(f) == 0 ? 0 : -1;
 }
 
+/*
+ * --callgrind-loop (bench/mp_callgrind.sh): CALLS calls of one cell's loop,
+ * each one round of MP_ROUND objects (the deadline is 0, so the loop's
+ * clock is read once a call), on this thread, and nothing else timed.
+ * Under callgrind with --toggle-collect on the loop (iop_loop_* or
+ * dpdk_loop_*), the difference between two CALLS is one round's
+ * instructions: the first call's misses of an empty cache drop out. iopool
+ * gets the rseq stand-in (bench_rseq_stand_in), so that the per-CPU
+ * sequences are what is counted; DPDK runs in this process, as lcore 0.
+ */
+static int callgrind_loop(const struct mp_run *r)
+{
+	char alloc[16];
+	unsigned keep, get, put, calls, cell = MP_CELLS;
+	char kind[8];
+	int used = 0;
+
+	if (sscanf(r->cg_loop, "%15[a-z]:%u:%u:%u:%7[a-z]:%u%n", alloc, &keep, &get, &put, kind, &calls, &used) != 6 ||
+	    r->cg_loop[used] != 0 || calls < 1 || (strcmp(kind, "var") != 0 && strcmp(kind, "const") != 0)) {
+		fprintf(stderr, "iopool-mempool-perf: --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS, not '%s'\n",
+			r->cg_loop);
+		return 2;
+	}
+	for (unsigned i = 0; i < MP_CELLS; i++) {
+		struct mp_cell c;
+		mp_cell_get(i, &c);
+		if (c.keep == keep && c.get == get && c.put == put && c.is_const == (strcmp(kind, "const") == 0))
+			cell = i;
+	}
+	if (cell == MP_CELLS) {
+		fprintf(stderr, "iopool-mempool-perf: no cell %u %u %u %s in the matrix\n", keep, get, put, kind);
+		return 2;
+	}
+	char why[256] = "";
+	unsigned need = MP_CORES_MAX * (MP_KEEP_MAX + 768 + MP_BULK_MAX), pool_objs = 1;
+	while (pool_objs < need)
+		pool_objs = pool_objs * 2 + 1;
+	if (strcmp(alloc, "dpdk") == 0) {
+		if (mp_dpdk_count(cell, calls, pool_objs, r->obj_size, why, sizeof(why)) != 0) {
+			fprintf(stderr, "iopool-mempool-perf: dpdk: %s\n", why);
+			return 1;
+		}
+		return 0;
+	}
+	if (strcmp(alloc, "iopool") != 0) {
+		fprintf(stderr, "iopool-mempool-perf: --callgrind-loop: ALLOC is iopool or dpdk, not '%s'\n", alloc);
+		return 2;
+	}
+	static void *table[MP_KEEP_MAX];
+	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
+	struct mp_cell c;
+	bench_rseq_stand_in();
+	p.obj_size = r->obj_size;
+	p.cache_size = r->cache;
+	p.name = "mempool_perf";
+	iop_pool_t *pool = iop_pool_create(&p);
+	if (pool == NULL)
+		die("iop_pool_create: %s", strerror(errno));
+	mp_cell_get(cell, &c);
+	mp_loop_fn fn = iop_loop_pick(&c);
+	for (unsigned i = 0; i < calls; i++) {
+		fn(pool, &c, table, 0, why, sizeof(why));
+		if (why[0])
+			die("%s", why);
+	}
+	iop_pool_destroy(pool);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct mp_run *r = calloc(1, sizeof(*r));
@@ -869,6 +945,8 @@ int main(int argc, char **argv)
 	if (r == NULL)
 		die("out of memory");
 	parse_args(argc, argv, r);
+	if (r->cg_loop)
+		return callgrind_loop(r);
 	/* A core count above the CPUs this process may use cannot pin its
 	 * workers apart: left out, and said so (CI machines may have one). */
 	cpu_set_t cpus;

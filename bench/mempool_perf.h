@@ -152,6 +152,10 @@ struct mp_dpdk *mp_dpdk_open(unsigned cores_max, unsigned pool_objs, size_t obj_
 /* Run cell i on `cores` cores in the child; -1 when the child is gone. */
 int mp_dpdk_run(struct mp_dpdk *d, unsigned cell, unsigned cores, double seconds, struct mp_result *out);
 void mp_dpdk_close(struct mp_dpdk *d);
+/* --callgrind-loop for DPDK: in this process (no child, no thread), bring
+ * EAL up, make the same pool and call cell i's loop `calls` times, each one
+ * round (deadline 0). 0, or -1 with a reason. */
+int mp_dpdk_count(unsigned cell, unsigned calls, unsigned pool_objs, size_t obj_size, char *why, size_t len);
 /* The DPDK version built against, or "" */
 extern const char mp_dpdk_version[];
 

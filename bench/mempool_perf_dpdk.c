@@ -129,6 +129,34 @@ static void child_main(int in, int out, unsigned cores_max, unsigned pool_objs, 
 	_exit(0);
 }
 
+int mp_dpdk_count(unsigned cell, unsigned calls, unsigned pool_objs, size_t obj_size, char *why, size_t len)
+{
+	static void *table[MP_KEEP_MAX];
+	struct rte_mempool *mp;
+	struct mp_cell c;
+
+	bench_child_name = "dpdk";
+	bench_eal_up();
+	mp = rte_mempool_create("mempool_perf", pool_objs, (unsigned)obj_size, RTE_MEMPOOL_CACHE_MAX_SIZE, 0,
+				NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
+	if (mp == NULL) {
+		snprintf(why, len, "rte_mempool_create: %s", rte_strerror(rte_errno));
+		bench_eal_down();
+		return -1;
+	}
+	mp_cell_get(cell, &c);
+	mp_loop_fn fn = dpdk_loop_pick(&c);
+	int rc = 0;
+	for (unsigned i = 0; i < calls && rc == 0; i++) {
+		why[0] = 0;
+		fn(mp, &c, table, 0, why, len);
+		rc = why[0] ? -1 : 0;
+	}
+	rte_mempool_free(mp);
+	bench_eal_down();
+	return rc;
+}
+
 struct mp_dpdk *mp_dpdk_open(unsigned cores_max, unsigned pool_objs, size_t obj_size, char *why, size_t len)
 {
 	int req[2], ans[2];
@@ -205,6 +233,16 @@ int mp_dpdk_run(struct mp_dpdk *d, unsigned cell, unsigned cores, double seconds
 void mp_dpdk_close(struct mp_dpdk *d)
 {
 	(void)d;
+}
+
+int mp_dpdk_count(unsigned cell, unsigned calls, unsigned pool_objs, size_t obj_size, char *why, size_t len)
+{
+	(void)cell;
+	(void)calls;
+	(void)pool_objs;
+	(void)obj_size;
+	snprintf(why, len, "%s", bench_allocs[ALLOC_DPDK].why_not);
+	return -1;
 }
 
 #endif /* IOP_BENCH_HAVE_DPDK */
