@@ -533,6 +533,8 @@ slow:
  * symbol, set again by each copy.
  */
 #define IOP__SEQ_CONST_MAX 64u
+#define IOP__SEQ_COPYC_CLOBBERS
+#define IOP__SEQ_COPYC_AVX_CLOBBERS
 #define IOP__SEQ_CONST(k) (__builtin_constant_p(k) && (k) >= 1 && (k) <= IOP__SEQ_CONST_MAX)
 #define IOP__SEQ_COPYC_SSE4(S, D, O)                                         \
 	"movups " O "(%[" S "]), %%xmm0\n\t"                                 \
@@ -599,117 +601,80 @@ slow:
 /* Pop k >= 1 objects into out[0..k) (the slot's top k, in order); the
  * head moves by dw (-k, plus k << 16 when they count as allocations).
  * 0 when the slot holds fewer or is closed. COPY is IOP__SEQ_COPY or
- * IOP__SEQ_COPY_AVX. */
-#define IOP__SEQ_POP_BULK(COPY)                                                            \
+ * IOP__SEQ_COPY_AVX (k in a register, [k] "r"), or, for a k the compiler
+ * knows, IOP__SEQ_COPYC or IOP__SEQ_COPYC_AVX (k an immediate, [k] "i",
+ * %c[k] in the text). KCMP compares k with the count in %k[n]; KAT points
+ * %[s], the slot's objs, at the first of the k. */
+#define IOP__SEQ_POP_BULK_(COPY, KCMP, KAT, KARG, DWARG)                                   \
 	{                                                                                  \
 		uint64_t t, w, n, s, x;                                                    \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
 			     "movl 8(%[t]), %k[s]\n\t"                                      \
 			     "movq (%[t]), %[w]\n\t"                                        \
 			     "movzwl %w[w], %k[n]\n\t"                                      \
-			     "cmpl %k[k], %k[n]\n\t"                                        \
+			     KCMP                                                           \
 			     "jb %l[slow]\n\t"                                              \
 			     "cmpl %k[s], %k[n]\n\t"                                        \
 			     "ja %l[slow]\n\t"                                              \
-			     "subl %k[k], %k[n]\n\t"                                        \
 			     "movq 16(%[t]), %[s]\n\t"                                      \
-			     "leaq (%[s],%[n],8), %[s]\n\t"                                 \
+			     KAT                                                            \
 			     COPY("s", "out")                                               \
 			     "addq %[dw], %[w]\n\t"                                         \
 			     "movq %[w], (%[t])\n\t"                                        \
 			     IOP__RSEQ_ABORT                                                \
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
-			       [k] "r"(IOP__SCAST(uint64_t, k)), [dw] "r"(dw)               \
+			       KARG, DWARG                                                  \
 			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
 		return 1;                                                                  \
 	slow:                                                                              \
 		return 0;                                                                  \
 	}
+#define IOP__SEQ_POP_BULK(COPY)                                                            \
+	IOP__SEQ_POP_BULK_(COPY, "cmpl %k[k], %k[n]\n\t",                                  \
+			   "subl %k[k], %k[n]\n\t"                                         \
+			   "leaq (%[s],%[n],8), %[s]\n\t",                                 \
+			   [k] "r"(IOP__SCAST(uint64_t, k)), [dw] "r"(dw))
+#define IOP__SEQ_POP_BULK_C(COPY)                                                          \
+	IOP__SEQ_POP_BULK_(COPY, "cmpl $%c[k], %k[n]\n\t",                                 \
+			   "leaq -%c[k]*8(%[s],%[n],8), %[s]\n\t",                         \
+			   [k] "i"(k), [dw] "er"(dw))
 
 /* Push k >= 1 objects from in[0..k); 0 when they do not all fit or the
- * slot is closed. */
-#define IOP__SEQ_PUSH_BULK(COPY)                                                           \
+ * slot is closed. KSUM sets %k[x] to the count plus k, KADD adds k to the
+ * head in %[w]; COPY and KARG as above. */
+#define IOP__SEQ_PUSH_BULK_(COPY, KSUM, KADD, KARG)                                        \
 	{                                                                                  \
 		uint64_t t, w, n, d, x;                                                    \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
 			     "movl 8(%[t]), %k[d]\n\t"                                      \
 			     "movq (%[t]), %[w]\n\t"                                        \
 			     "movzwl %w[w], %k[n]\n\t"                                      \
-			     "leal (%q[n],%q[k]), %k[x]\n\t"                                \
+			     KSUM                                                           \
 			     "cmpl %k[d], %k[x]\n\t"                                        \
 			     "ja %l[slow]\n\t"                                              \
 			     "movq 16(%[t]), %[d]\n\t"                                      \
 			     "leaq (%[d],%[n],8), %[d]\n\t"                                 \
 			     COPY("in", "d")                                                \
-			     "addq %q[k], %[w]\n\t"                                         \
+			     KADD                                                           \
 			     "movq %[w], (%[t])\n\t"                                        \
 			     IOP__RSEQ_ABORT                                                \
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
-			       [k] "r"(IOP__SCAST(uint64_t, k))                             \
+			       KARG                                                         \
 			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
 		return 1;                                                                  \
 	slow:                                                                              \
 		return 0;                                                                  \
 	}
-
-/* The same for a k the compiler knows: k an immediate ("i"), the copy
- * IOP__SEQ_COPYC or IOP__SEQ_COPYC_AVX. */
-#define IOP__SEQ_POP_BULK_C(COPY)                                                          \
-	{                                                                                  \
-		uint64_t t, w, n, s, x;                                                    \
-		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
-			     "movl 8(%[t]), %k[s]\n\t"                                      \
-			     "movq (%[t]), %[w]\n\t"                                        \
-			     "movzwl %w[w], %k[n]\n\t"                                      \
-			     "cmpl $%c[k], %k[n]\n\t"                                       \
-			     "jb %l[slow]\n\t"                                              \
-			     "cmpl %k[s], %k[n]\n\t"                                        \
-			     "ja %l[slow]\n\t"                                              \
-			     "movq 16(%[t]), %[s]\n\t"                                      \
-			     "leaq -%c[k]*8(%[s],%[n],8), %[s]\n\t"                         \
-			     COPY("s", "out")                                               \
-			     "addq %[dw], %[w]\n\t"                                         \
-			     "movq %[w], (%[t])\n\t"                                        \
-			     IOP__RSEQ_ABORT                                                \
-			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
-			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
-			       [k] "i"(k), [dw] "er"(dw)                                    \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
-			     : slow);                                                       \
-		return 1;                                                                  \
-	slow:                                                                              \
-		return 0;                                                                  \
-	}
-
+#define IOP__SEQ_PUSH_BULK(COPY)                                                           \
+	IOP__SEQ_PUSH_BULK_(COPY, "leal (%q[n],%q[k]), %k[x]\n\t", "addq %q[k], %[w]\n\t", \
+			    [k] "r"(IOP__SCAST(uint64_t, k)))
 #define IOP__SEQ_PUSH_BULK_C(COPY)                                                         \
-	{                                                                                  \
-		uint64_t t, w, n, d, x;                                                    \
-		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
-			     "movl 8(%[t]), %k[d]\n\t"                                      \
-			     "movq (%[t]), %[w]\n\t"                                        \
-			     "movzwl %w[w], %k[n]\n\t"                                      \
-			     "leal %c[k](%q[n]), %k[x]\n\t"                                 \
-			     "cmpl %k[d], %k[x]\n\t"                                        \
-			     "ja %l[slow]\n\t"                                              \
-			     "movq 16(%[t]), %[d]\n\t"                                      \
-			     "leaq (%[d],%[n],8), %[d]\n\t"                                 \
-			     COPY("in", "d")                                                \
-			     "addq $%c[k], %[w]\n\t"                                        \
-			     "movq %[w], (%[t])\n\t"                                        \
-			     IOP__RSEQ_ABORT                                                \
-			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
-			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
-			       [k] "i"(k)                                                   \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3"               \
-			     : slow);                                                       \
-		return 1;                                                                  \
-	slow:                                                                              \
-		return 0;                                                                  \
-	}
+	IOP__SEQ_PUSH_BULK_(COPY, "leal %c[k](%q[n]), %k[x]\n\t", "addq $%c[k], %[w]\n\t", \
+			    [k] "i"(k))
 
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk_c_sse(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC)
