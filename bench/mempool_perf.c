@@ -326,7 +326,9 @@ void mp_runner_stop(struct mp_runner *r)
  * loops (it is large once the bulk call is inlined into it), so the size
  * was a variable even in the const cells and every get paid a call: at
  * bursts of 4, 38.3 instructions per object got and put against 23.8
- * inlined (callgrind, a copy of the const loop; DPDK's: 21.1).
+ * inlined (callgrind, a copy of the const loop built at -O2). In this
+ * file's own loop, with the constant-size sequences since: 19.97, DPDK's
+ * 19.91 (bench/mp_callgrind.sh).
  */
 static inline __attribute__((always_inline)) int iop_get(iop_pool_t *pool, void **objs, unsigned n)
 {
@@ -865,6 +867,20 @@ static int write_json(const struct mp_run *r)
 }
 
 /*
+ * DPDK's pool (and the bounded pool's limit): each of MP_CORES_MAX cores
+ * keeps up to 512 and caches up to its flush threshold (1.5 x 512) plus a
+ * bulk; the ring's exact fit above that. The same size whatever --cores
+ * says.
+ */
+static unsigned pool_objs(void)
+{
+	unsigned need = MP_CORES_MAX * (MP_KEEP_MAX + 768 + MP_BULK_MAX), n = 1;
+	while (n < need)
+		n = n * 2 + 1;
+	return n;
+}
+
+/*
  * --callgrind-loop (bench/mp_callgrind.sh): CALLS calls of one cell's loop,
  * each one round of MP_ROUND objects (the deadline is 0, so the loop's
  * clock is read once a call), on this thread, and nothing else timed.
@@ -898,11 +914,8 @@ static int callgrind_loop(const struct mp_run *r)
 		return 2;
 	}
 	char why[256] = "";
-	unsigned need = MP_CORES_MAX * (MP_KEEP_MAX + 768 + MP_BULK_MAX), pool_objs = 1;
-	while (pool_objs < need)
-		pool_objs = pool_objs * 2 + 1;
 	if (strcmp(alloc, "dpdk") == 0) {
-		if (mp_dpdk_count(cell, calls, pool_objs, r->obj_size, why, sizeof(why)) != 0) {
+		if (mp_dpdk_count(cell, calls, pool_objs(), r->obj_size, why, sizeof(why)) != 0) {
 			fprintf(stderr, "iopool-mempool-perf: dpdk: %s\n", why);
 			return 1;
 		}
@@ -966,13 +979,7 @@ int main(int argc, char **argv)
 	r->ncores = kept;
 	machine_probe(&r->machine);
 	read_loadavg(r->machine.load_start, sizeof(r->machine.load_start));
-	/* DPDK's pool: each of MP_CORES_MAX cores keeps up to 512 and caches up
-	 * to its flush threshold (1.5 x 512) plus a bulk; the ring's exact fit
-	 * above that. The same size whatever --cores says. */
-	unsigned need = MP_CORES_MAX * (MP_KEEP_MAX + 768 + MP_BULK_MAX);
-	r->pool_objs = 1;
-	while (r->pool_objs < need)
-		r->pool_objs = r->pool_objs * 2 + 1;
+	r->pool_objs = pool_objs();
 
 	/* DPDK first: its child is forked before this process starts a thread. */
 	dpdk = mp_dpdk_open(cores_max, r->pool_objs, r->obj_size, why, sizeof(why));
