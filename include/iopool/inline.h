@@ -641,25 +641,36 @@ slow:
 			   "leaq -%c[k]*8(%[s],%[n],8), %[s]\n\t",                         \
 			   [k] "i"(k), [dw] "er"(dw))
 
+/*
+ * The text of every push of k: the head, the test that k more fit under
+ * the cap (KSUM sets %k[x] to the count plus k), %[d] pointed at the
+ * first free place; then, after the stores, the commit (KADD adds k to the
+ * head in %[w]). For k in a register (_R) or an immediate (_I).
+ */
+#define IOP__SEQ_PUSH_HEAD(KSUM)                                             \
+	"movl 8(%[t]), %k[d]\n\t"                                             \
+	"movq (%[t]), %[w]\n\t"                                               \
+	"movzwl %w[w], %k[n]\n\t"                                             \
+	KSUM                                                                 \
+	"cmpl %k[d], %k[x]\n\t"                                               \
+	"ja %l[slow]\n\t"                                                     \
+	"movq 16(%[t]), %[d]\n\t"                                             \
+	"leaq (%[d],%[n],8), %[d]\n\t"
+#define IOP__SEQ_PUSH_COMMIT(KADD) KADD "movq %[w], (%[t])\n\t" IOP__RSEQ_ABORT
+#define IOP__SEQ_KSUM_R "leal (%q[n],%q[k]), %k[x]\n\t"
+#define IOP__SEQ_KSUM_I "leal %c[k](%q[n]), %k[x]\n\t"
+#define IOP__SEQ_KADD_R "addq %q[k], %[w]\n\t"
+#define IOP__SEQ_KADD_I "addq $%c[k], %[w]\n\t"
+
 /* Push k >= 1 objects from in[0..k); 0 when they do not all fit or the
- * slot is closed. KSUM sets %k[x] to the count plus k, KADD adds k to the
- * head in %[w]; COPY and KARG as above. */
+ * slot is closed. COPY and KARG as above. */
 #define IOP__SEQ_PUSH_BULK_(COPY, KSUM, KADD, KARG)                                        \
 	{                                                                                  \
 		uint64_t t, w, n, d, x;                                                    \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
-			     "movl 8(%[t]), %k[d]\n\t"                                      \
-			     "movq (%[t]), %[w]\n\t"                                        \
-			     "movzwl %w[w], %k[n]\n\t"                                      \
-			     KSUM                                                           \
-			     "cmpl %k[d], %k[x]\n\t"                                        \
-			     "ja %l[slow]\n\t"                                              \
-			     "movq 16(%[t]), %[d]\n\t"                                      \
-			     "leaq (%[d],%[n],8), %[d]\n\t"                                 \
+			     IOP__SEQ_PUSH_HEAD(KSUM)                                       \
 			     COPY("in", "d")                                                \
-			     KADD                                                           \
-			     "movq %[w], (%[t])\n\t"                                        \
-			     IOP__RSEQ_ABORT                                                \
+			     IOP__SEQ_PUSH_COMMIT(KADD)                                     \
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
 			       KARG                                                         \
@@ -669,12 +680,9 @@ slow:
 	slow:                                                                              \
 		return 0;                                                                  \
 	}
-#define IOP__SEQ_PUSH_BULK(COPY)                                                           \
-	IOP__SEQ_PUSH_BULK_(COPY, "leal (%q[n],%q[k]), %k[x]\n\t", "addq %q[k], %[w]\n\t", \
-			    [k] "r"(IOP__SCAST(uint64_t, k)))
-#define IOP__SEQ_PUSH_BULK_C(COPY)                                                         \
-	IOP__SEQ_PUSH_BULK_(COPY, "leal %c[k](%q[n]), %k[x]\n\t", "addq $%c[k], %[w]\n\t", \
-			    [k] "i"(k))
+#define IOP__SEQ_PUSH_BULK(COPY) \
+	IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)))
+#define IOP__SEQ_PUSH_BULK_C(COPY) IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k))
 
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk_c_sse(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC)
@@ -744,14 +752,7 @@ __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct
 		/* k known: only the stores it needs (2: a; 3: a, e; 4: a, b;
 		 * 5-8: all four, c and e ending at k). */
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
-			     "movl 8(%[t]), %k[d]\n\t"
-			     "movq (%[t]), %[w]\n\t"
-			     "movzwl %w[w], %k[n]\n\t"
-			     "leal %c[k](%q[n]), %k[x]\n\t"
-			     "cmpl %k[d], %k[x]\n\t"
-			     "ja %l[slow]\n\t"
-			     "movq 16(%[t]), %[d]\n\t"
-			     "leaq (%[d],%[n],8), %[d]\n\t"
+			     IOP__SEQ_PUSH_HEAD(IOP__SEQ_KSUM_I)
 			     "movups %[a], (%[d])\n\t"
 			     ".if %c[k] == 3\n\t"
 			     "movups %[e], 8(%[d])\n\t"
@@ -762,9 +763,7 @@ __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct
 			     "movups %[c], %c[k]*8-32(%[d])\n\t"
 			     "movups %[e], %c[k]*8-16(%[d])\n\t"
 			     ".endif\n\t"
-			     "addq $%c[k], %[w]\n\t"
-			     "movq %[w], (%[t])\n\t"
-			     IOP__RSEQ_ABORT
+			     IOP__SEQ_PUSH_COMMIT(IOP__SEQ_KADD_I)
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [k] "i"(k),
 			       [a] "x"(r->a), [b] "x"(r->b), [c] "x"(r->c), [e] "x"(r->e)
@@ -773,23 +772,14 @@ __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct
 		return 1;
 	}
 	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
-		     "movl 8(%[t]), %k[d]\n\t"
-		     "movq (%[t]), %[w]\n\t"
-		     "movzwl %w[w], %k[n]\n\t"
-		     "leal (%q[n],%q[k]), %k[x]\n\t"
-		     "cmpl %k[d], %k[x]\n\t"
-		     "ja %l[slow]\n\t"
-		     "movq 16(%[t]), %[d]\n\t"
-		     "leaq (%[d],%[n],8), %[d]\n\t"
+		     IOP__SEQ_PUSH_HEAD(IOP__SEQ_KSUM_R)
 		     "cmpl $4, %k[k]\n\t"
 		     "jb 0f\n\t"
 		     "movups %[b], 16(%[d])\n\t"
 		     "movups %[c], -32(%[d],%q[k],8)\n\t"
 		     "0: movups %[a], (%[d])\n\t"
 		     "movups %[e], -16(%[d],%q[k],8)\n\t"
-		     "addq %q[k], %[w]\n\t"
-		     "movq %[w], (%[t])\n\t"
-		     IOP__RSEQ_ABORT
+		     IOP__SEQ_PUSH_COMMIT(IOP__SEQ_KADD_R)
 		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
 		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [k] "r"(IOP__SCAST(uint64_t, k)),
 		       [a] "x"(r->a), [b] "x"(r->b), [c] "x"(r->c), [e] "x"(r->e)

@@ -220,9 +220,10 @@ __attribute__((always_inline)) static inline int iop__owner_runs8(uintptr_t base
 }
 
 /*
- * SSE2 for 2 <= n <= 16, inline in the caller (iop_free_bulk): up to 8 the
- * four runs above; 9 to 16 the first eight and the last eight, as the
- * sequences' copy does (at 16 they do not overlap).
+ * SSE2 for 2 <= n <= 16 (IOP__OWNER_SHORT_MAX), inline in the caller
+ * (iop_free_bulk): up to 8 the four runs above; 9 to 16 the first eight
+ * and the last eight, as the sequences' copy does (at 16 they do not
+ * overlap).
  */
 __attribute__((always_inline)) static inline int iop__owner_sse2_runs(uintptr_t base, uintptr_t bad, uint32_t mul,
 								     uint32_t lim, void *const *objs, unsigned n,
@@ -410,8 +411,12 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(uintptr_t
 #define IOP__OWNER_SCALAR 0
 #define IOP__OWNER_SSE2 1
 #define IOP__OWNER_AVX2 2
-/* Arrays shorter than this take the scalar loop whatever the kernel. */
+/* Arrays shorter than this never reach a kernel (iop__owned_array_with:
+ * SSE2 runs, or the scalar loop). */
 #define IOP__OWNER_VECTOR_MIN 16u
+/* The longest array iop__owned_array() tests inline (iop__owner_sse2_runs)
+ * rather than with a call of the AVX2 kernel. */
+#define IOP__OWNER_SHORT_MAX 16u
 
 static inline unsigned iop__owner_kernel(void)
 {
@@ -493,16 +498,37 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 	return iop__owned_array_scalar(pool, map, chunk_mask, div_mul, div_shift, objs_per_chunk, objs, n);
 }
 
+#if defined(IOP__OWNER_X86)
+/*
+ * The first pointer, as the inline one-chunk tests start: 0 when the map
+ * does not give its granule to pool, else 1 with its chunk's base.
+ */
+__attribute__((always_inline)) static inline int iop__owner_first(const struct iop_pool *pool,
+								  struct iop_pool *const *map,
+								  const struct iop__pool_hot *h, const void *p0,
+								  uintptr_t *base)
+{
+	uintptr_t a0 = IOP__RCAST(uintptr_t, p0), g = a0 >> IOP__GRANULE_SHIFT;
+	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+		return 0;
+	*base = a0 & ~h->chunk_mask;
+	return 1;
+}
+
+/* The offset limit the stride's multiply is tested against. */
+#define IOP__OWNER_LIM(h) IOP__SCAST(uint32_t, (h)->objs_per_chunk << (h)->div_shift)
+#endif
+
 /*
  * Is every objs[0..n) an object of pool? 1 if so (and for n = 0), else 0.
  * h is the pool's struct iop__pool_hot, map iop__map. Inline: the first
- * pointer's map entry, then (x86-64) the SSE2 one-chunk test up to 16
- * pointers (at 16: 0.49-0.50 ns per object allocated and freed in bulk,
- * iopool-bench --cases bulk, against 0.52-0.54 with the call of the AVX2
- * kernel, and DPDK's 0.51) or without AVX2, a call of the AVX2 kernel
- * above;
- * iop__owned_array_with() only when that says no (several chunks, or a
- * bad pointer), for the exact answer.
+ * pointer's map entry, then (x86-64) the SSE2 one-chunk test up to
+ * IOP__OWNER_SHORT_MAX pointers or without AVX2, else a call of the AVX2
+ * kernel above (at 16 pointers the inline test took 0.49-0.50 ns per object
+ * allocated and freed in bulk, iopool-bench --cases bulk, against
+ * 0.52-0.54 with the call, and DPDK's 0.51); iop__owned_array_with() only
+ * when that says no (several chunks, or a bad pointer), for the exact
+ * answer.
  */
 static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool *const *map,
 				   const struct iop__pool_hot *h, void *const *objs, unsigned n)
@@ -511,14 +537,13 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 		return iop__owned_array_scalar(pool, map, h->chunk_mask, h->div_mul, h->div_shift, h->objs_per_chunk,
 					       objs, n);
 #if defined(IOP__OWNER_X86)
-	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
-	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+	uintptr_t base;
+	if (!iop__owner_first(pool, map, h, objs[0], &base))
 		return 0;
-	const uintptr_t base = a0 & ~h->chunk_mask, bad = h->owner_bad;
-	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
-	const uint32_t lim = IOP__SCAST(uint32_t, h->objs_per_chunk << h->div_shift);
+	const uintptr_t bad = h->owner_bad;
+	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul), lim = IOP__OWNER_LIM(h);
 	int ok;
-	if (n <= IOP__OWNER_VECTOR_MIN)
+	if (n <= IOP__OWNER_SHORT_MAX)
 		ok = iop__owner_sse2_short(base, bad, mul, lim, objs, n);
 	else if (iop__owner_kernel() == IOP__OWNER_AVX2)
 		ok = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
@@ -545,15 +570,13 @@ __attribute__((always_inline)) static inline int iop__owned_runs8(const struct i
 								 const struct iop__pool_hot *h, void *const *objs,
 								 unsigned n, struct iop__runs *r)
 {
-	uintptr_t a0 = IOP__RCAST(uintptr_t, objs[0]), g = a0 >> IOP__GRANULE_SHIFT;
-	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+	uintptr_t base;
+	if (!iop__owner_first(pool, map, h, objs[0], &base))
 		return 0;
-	const uintptr_t base = a0 & ~h->chunk_mask;
 	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
 	if (mul == 1)
 		return iop__owner_runs8(base, h->owner_bad, 1, 0, objs, n, r, 1);
-	return iop__owner_runs8(base, h->owner_bad, mul, IOP__SCAST(uint32_t, h->objs_per_chunk << h->div_shift), objs,
-				n, r, 0);
+	return iop__owner_runs8(base, h->owner_bad, mul, IOP__OWNER_LIM(h), objs, n, r, 0);
 }
 #endif
 
