@@ -93,6 +93,19 @@ static int lcore_register(char *why, size_t len)
 	return -1;
 }
 
+/* The pool both the matrix and --callgrind-loop use: pool_objs objects of
+ * obj_size bytes, a cache of 512 per lcore. NULL with a reason. */
+static struct rte_mempool *pool_make(unsigned pool_objs, size_t obj_size, char *why, size_t len)
+{
+	struct rte_mempool *mp = rte_mempool_create("mempool_perf", pool_objs, (unsigned)obj_size,
+						    RTE_MEMPOOL_CACHE_MAX_SIZE, 0, NULL, NULL, NULL, NULL,
+						    SOCKET_ID_ANY, 0);
+	if (mp == NULL)
+		snprintf(why, len, "rte_mempool_create(%u x %zu B, cache %u): %s", pool_objs, obj_size,
+			 RTE_MEMPOOL_CACHE_MAX_SIZE, rte_strerror(rte_errno));
+	return mp;
+}
+
 static void child_main(int in, int out, unsigned cores_max, unsigned pool_objs, size_t obj_size)
 {
 	struct mp_result res;
@@ -103,11 +116,8 @@ static void child_main(int in, int out, unsigned cores_max, unsigned pool_objs, 
 	bench_child_name = "dpdk";
 	memset(&res, 0, sizeof(res));
 	bench_eal_up();
-	mp = rte_mempool_create("mempool_perf", pool_objs, (unsigned)obj_size, RTE_MEMPOOL_CACHE_MAX_SIZE, 0,
-				NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
+	mp = pool_make(pool_objs, obj_size, res.why, sizeof(res.why));
 	if (mp == NULL) {
-		snprintf(res.why, sizeof(res.why), "rte_mempool_create(%u x %zu B, cache %u): %s", pool_objs,
-			 obj_size, RTE_MEMPOOL_CACHE_MAX_SIZE, rte_strerror(rte_errno));
 		write_all(out, &res, sizeof(res));
 		bench_eal_down();
 		_exit(1);
@@ -137,10 +147,8 @@ int mp_dpdk_count(unsigned cell, unsigned calls, unsigned pool_objs, size_t obj_
 
 	bench_child_name = "dpdk";
 	bench_eal_up();
-	mp = rte_mempool_create("mempool_perf", pool_objs, (unsigned)obj_size, RTE_MEMPOOL_CACHE_MAX_SIZE, 0,
-				NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
+	mp = pool_make(pool_objs, obj_size, why, len);
 	if (mp == NULL) {
-		snprintf(why, len, "rte_mempool_create: %s", rte_strerror(rte_errno));
 		bench_eal_down();
 		return -1;
 	}
