@@ -382,6 +382,8 @@ struct mp_run {
 	double seconds;
 	unsigned reps, ncores, cores[MP_CORES_MAX], pool_objs;
 	unsigned keep_mask;      /* bit i: mp_keeps[i] is run */
+	unsigned char only[MP_CELLS];   /* --cells: 1 where a cell is run */
+	int only_set;
 	unsigned cache;          /* iopool's params.cache_size; 0: default */
 	size_t obj_size;
 	int quick;
@@ -401,6 +403,8 @@ static void usage(FILE *f)
 	      "  --cores LIST     core counts to run, from 1,2 (default 1,2)\n"
 	      "  --size BYTES     object size (default 2048)\n"
 	      "  --keep LIST      only these n_keep, from 32,128,512 (default all)\n"
+	      "  --cells LIST     only these cells, each KEEP:GET:PUT:KIND (KIND var or const),\n"
+	      "                   e.g. 32:32:4:var,512:8:8:const\n"
 	      "  --cache N        iopool's params.cache_size (default 0: iopool's choice)\n"
 	      "  --quick          a smoke test\n"
 	      "  --lock-timing    time every mutex acquisition and hold (slows the depot)\n"
@@ -412,6 +416,31 @@ static void usage(FILE *f)
 	      "                   dpdk, KIND var or const\n"
 	      "  --help\n",
 	      f);
+}
+
+/* The index of cell "KEEP:GET:PUT:KIND" (KIND var or const), followed in
+ * spec by nothing or by ':' (*rest then points there); MP_CELLS when spec
+ * names no cell of the matrix, with a message. */
+static unsigned find_cell(const char *spec, const char **rest)
+{
+	unsigned keep, get, put;
+	char kind[8];
+	int used = 0;
+
+	if (sscanf(spec, "%u:%u:%u:%7[a-z]%n", &keep, &get, &put, kind, &used) != 4 ||
+	    (spec[used] != 0 && spec[used] != ':') || (strcmp(kind, "var") != 0 && strcmp(kind, "const") != 0)) {
+		fprintf(stderr, "iopool-mempool-perf: a cell is KEEP:GET:PUT:KIND (KIND var or const), not '%s'\n", spec);
+		return MP_CELLS;
+	}
+	*rest = spec + used;
+	for (unsigned i = 0; i < MP_CELLS; i++) {
+		struct mp_cell c;
+		mp_cell_get(i, &c);
+		if (c.keep == keep && c.get == get && c.put == put && c.is_const == (strcmp(kind, "const") == 0))
+			return i;
+	}
+	fprintf(stderr, "iopool-mempool-perf: no cell %u %u %u %s in the matrix\n", keep, get, put, kind);
+	return MP_CELLS;
 }
 
 static void parse_args(int argc, char **argv, struct mp_run *r)
@@ -489,6 +518,19 @@ static void parse_args(int argc, char **argv, struct mp_run *r)
 				r->keep_mask |= 1u << k;
 			}
 			if (r->keep_mask == 0)
+				goto bad;
+		} else if (strcmp(a, "--cells") == 0) {
+			char buf[512], *save = NULL;
+			const char *rest;
+			snprintf(buf, sizeof(buf), "%s", v);
+			for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+				unsigned ci = find_cell(t, &rest);
+				if (ci == MP_CELLS || *rest)
+					goto bad;
+				r->only[ci] = 1;
+				r->only_set = 1;
+			}
+			if (!r->only_set)
 				goto bad;
 		} else if (strcmp(a, "--cache") == 0) {
 			unsigned long n = strtoul(v, &end, 10);
@@ -582,7 +624,7 @@ static int cell_on(const struct mp_run *r, unsigned ci)
 	struct mp_cell c;
 
 	mp_cell_get(ci, &c);
-	return (r->keep_mask >> c.keep_idx) & 1;
+	return ((r->keep_mask >> c.keep_idx) & 1) && (!r->only_set || r->only[ci]);
 }
 
 static double cell_median(const struct mp_cellres *cr, unsigned a)
@@ -893,24 +935,22 @@ static unsigned pool_objs(void)
 static int callgrind_loop(const struct mp_run *r)
 {
 	char alloc[16];
-	unsigned keep, get, put, calls, cell = MP_CELLS;
-	char kind[8];
+	unsigned calls, cell;
+	const char *colon = strchr(r->cg_loop, ':'), *rest = NULL;
 	int used = 0;
 
-	if (sscanf(r->cg_loop, "%15[a-z]:%u:%u:%u:%7[a-z]:%u%n", alloc, &keep, &get, &put, kind, &calls, &used) != 6 ||
-	    r->cg_loop[used] != 0 || calls < 1 || (strcmp(kind, "var") != 0 && strcmp(kind, "const") != 0)) {
+	if (!colon || (size_t)(colon - r->cg_loop) >= sizeof(alloc)) {
 		fprintf(stderr, "iopool-mempool-perf: --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS, not '%s'\n",
 			r->cg_loop);
 		return 2;
 	}
-	for (unsigned i = 0; i < MP_CELLS; i++) {
-		struct mp_cell c;
-		mp_cell_get(i, &c);
-		if (c.keep == keep && c.get == get && c.put == put && c.is_const == (strcmp(kind, "const") == 0))
-			cell = i;
-	}
-	if (cell == MP_CELLS) {
-		fprintf(stderr, "iopool-mempool-perf: no cell %u %u %u %s in the matrix\n", keep, get, put, kind);
+	snprintf(alloc, sizeof(alloc), "%.*s", (int)(colon - r->cg_loop), r->cg_loop);
+	cell = find_cell(colon + 1, &rest);
+	if (cell == MP_CELLS)
+		return 2;
+	if (sscanf(rest, ":%u%n", &calls, &used) != 1 || rest[used] != 0 || calls < 1) {
+		fprintf(stderr, "iopool-mempool-perf: --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS, not '%s'\n",
+			r->cg_loop);
 		return 2;
 	}
 	char why[256] = "";
