@@ -248,6 +248,10 @@ TEST(free_bulk_with_one_bad_pointer_aborts_naming_it)
 		char a[32];
 		EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulky"),
 			     addr(cases[i].bad, a), cases[i].fault);
+		/* alone: a bulk of one takes iop_free()'s check inline */
+		struct bad_free one = { .pool = p, .bulk = &cases[i].bad, .nbulk = 1 };
+		EXPECT_DEATH(do_free_bulk, &one, SIGABRT, PREFIX("bulky"),
+			     addr(cases[i].bad, a), cases[i].fault);
 	}
 	/* the bad pointer first and last, too */
 	void *first[3] = { m, good[0], good[1] };

@@ -1107,6 +1107,16 @@ TEST(free_bulk_skips_null_entries)
 	void *nulls[3] = { NULL, NULL, NULL };
 	iop_free_bulk(p, nulls, 3);
 	CHECK_EQ(STATS(p).in_flight, 0);
+	/* A bulk of one NULL (inline, iop_free()'s path): the size a
+	 * constant, then a variable. */
+	iop_free_bulk(p, nulls, 1);
+	volatile unsigned one = 1;
+	iop_free_bulk(p, nulls, one);
+	st = STATS(p);
+	CHECK_EQ(st.in_flight, 0);
+	CHECK_EQ(st.alloc_fast + st.alloc_slow, 3);
+	CHECK_EQ(st.free_fast + st.free_slow, 3);
+	CHECK_CONSERVED(st);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
 	return TH_PASS;

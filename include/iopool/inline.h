@@ -894,6 +894,18 @@ IOPINLINE void(iop_free)(iop_pool_t *pool, void *obj)
 
 IOPINLINE IOP__BULK_INLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **objs, unsigned n)
 {
+	/* One object: the single pop, which has no copy to size. */
+	if (n == 1) {
+		void *p;
+		if (IOP__NULL_POOL(pool))
+			goto slow1;
+		IOP__SEQ_POP(IOP__HOT(pool), p, slow1);
+		IOP__UNPOISON(p, IOP__HOT(pool)->stride);
+		objs[0] = p;
+		return 1;
+	slow1:
+		return iop__alloc_bulk_slow(pool, objs, 1);
+	}
 	/* Each object moves the head by -1 and counts one allocation. */
 	if (!IOP__NULL_POOL(pool) && __builtin_expect(n != 0, 1) &&
 	    __builtin_expect(iop__seq_pop_bulk(IOP__HOT(pool), objs, n, IOP__SCAST(uint64_t, n) * 0xffffu), 1)) {
@@ -908,6 +920,18 @@ IOPINLINE IOP__BULK_INLINE unsigned(iop_alloc_bulk)(iop_pool_t *pool, void **obj
 
 IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *objs, unsigned n)
 {
+	/* One object: iop_free()'s check and push. A NULL entry, which a
+	 * bulk free skips, fails the check and goes to the bulk slow path. */
+	if (n == 1) {
+		void *p = objs[0];
+		if (!IOP__NULL_POOL(pool) && __builtin_expect(iop__owned(pool, p), 1)) {
+			IOP__POISON(p, IOP__HOT(pool)->stride);
+			if (__builtin_expect(iop__seq_push(IOP__HOT(pool), p), 1))
+				return;
+		}
+		iop__free_bulk_slow(pool, objs, 1);
+		return;
+	}
 #if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
 	/* Bursts of 2 to 8: the owner check's loads are the push's data. */
 	if (n - 2u <= 6u) {
