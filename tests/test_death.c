@@ -274,6 +274,46 @@ TEST(free_bulk_with_one_bad_pointer_aborts_naming_it)
 	return TH_PASS;
 }
 
+/*
+ * Arrays of 16 to 65 (with AVX2 and this power-of-two stride, the push
+ * checks them inside its copy: inline.h, iop__seq_push_bulk_own) with one
+ * bad pointer at each place where the copy's blocks start, end and overlap:
+ * the abort names it, so the push did not take it.
+ */
+TEST(free_bulk_of_16_to_65_with_one_bad_pointer_aborts_naming_it)
+{
+	enum { MAXK = 65 };
+	iop_pool_t *p = MKPOOL("bulkwide", 128, 0, 0, 0, 0);
+	iop_pool_t *q = MKPOOL("otherwide", 128, 0, 0, 0, 0);
+	void *good[MAXK], *arr[MAXK];
+	CHECK_EQ(iop_alloc_bulk(p, good, MAXK), MAXK);
+	void *foreign = iop_alloc(q);
+	REQUIRE(foreign);
+	static const unsigned sizes[] = { 16, 17, 31, 32, 33, 48, 63, 64, 65 };
+	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+		unsigned k = sizes[s];
+		const unsigned at[] = { 0, 1, 3, 4, 15, 16, 31, k / 2, k - 17, k - 5, k - 4, k - 1 };
+		for (size_t j = 0; j < sizeof at / sizeof *at; j++) {
+			if (at[j] >= k)
+				continue;
+			void *bad = j % 2 ? foreign : (char *)good[at[j]] + 64;
+			memcpy(arr, good, sizeof arr);
+			arr[at[j]] = bad;
+			struct bad_free b = { .pool = p, .bulk = arr, .nbulk = k };
+			char a[32];
+			EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulkwide"), addr(bad, a),
+				     j % 2 ? "belongs to pool 'otherwide'" : "interior pointer");
+		}
+	}
+	iop_free_bulk(p, good, MAXK);
+	iop_free(q, foreign);
+	CHECK_AUDIT(p);
+	CHECK_AUDIT(q);
+	CHECK_DESTROY(p);
+	CHECK_DESTROY(q);
+	return TH_PASS;
+}
+
 /* In the child, when the abort comes, report how many objects the pool still
  * counts in flight: a bulk free must abort before it frees any object. */
 static iop_pool_t *abort_pool;

@@ -789,6 +789,84 @@ __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct
 slow:
 	return 0;
 }
+
+/*
+ * Push k >= 16 objects of a power-of-two stride from in[0..k) with their
+ * owner check in the same pass (AVX2): IOP__SEQ_COPY_AVX's loads and
+ * stores, and each loaded register XORed with the chunk's base (%[ob],
+ * broadcast in ymm8) and ORed into ymm9. After the stores and before the
+ * commit, the OR must have no bit of %[obad] (owner.h's owner_bad: outside
+ * the chunk, or not at an object boundary); otherwise the sequence leaves
+ * through %l[slow] having committed nothing, and the caller checks again
+ * the slower way (several chunks) or takes the slow path (a bad pointer).
+ * One load of each pointer instead of two (the separate check's, then the
+ * copy's), and no call of the AVX2 kernel. The caller has checked the
+ * first pointer's map entry (iop__owner_first: base is its chunk's).
+ */
+#define IOP__SEQ_OWN8 "vpxor %%ymm8, %%ymm0, %%ymm0\n\t" "vpxor %%ymm8, %%ymm1, %%ymm1\n\t" "vpxor %%ymm8, %%ymm2, %%ymm2\n\t" "vpxor %%ymm8, %%ymm3, %%ymm3\n\t" "vpxor %%ymm8, %%ymm4, %%ymm4\n\t" "vpxor %%ymm8, %%ymm5, %%ymm5\n\t" "vpxor %%ymm8, %%ymm6, %%ymm6\n\t" "vpxor %%ymm8, %%ymm7, %%ymm7\n\t" "vpor %%ymm1, %%ymm0, %%ymm0\n\t" "vpor %%ymm3, %%ymm2, %%ymm2\n\t" "vpor %%ymm5, %%ymm4, %%ymm4\n\t" "vpor %%ymm7, %%ymm6, %%ymm6\n\t" "vpor %%ymm2, %%ymm0, %%ymm0\n\t" "vpor %%ymm6, %%ymm4, %%ymm4\n\t" "vpor %%ymm4, %%ymm0, %%ymm0\n\t" "vpor %%ymm0, %%ymm9, %%ymm9\n\t" 
+#define IOP__SEQ_OWN03 "vpxor %%ymm8, %%ymm0, %%ymm0\n\t" "vpxor %%ymm8, %%ymm1, %%ymm1\n\t" "vpxor %%ymm8, %%ymm2, %%ymm2\n\t" "vpxor %%ymm8, %%ymm3, %%ymm3\n\t" "vpor %%ymm1, %%ymm0, %%ymm0\n\t" "vpor %%ymm3, %%ymm2, %%ymm2\n\t" "vpor %%ymm2, %%ymm0, %%ymm0\n\t" "vpor %%ymm0, %%ymm9, %%ymm9\n\t" 
+#define IOP__SEQ_OWN47 "vpxor %%ymm8, %%ymm4, %%ymm4\n\t" "vpxor %%ymm8, %%ymm5, %%ymm5\n\t" "vpxor %%ymm8, %%ymm6, %%ymm6\n\t" "vpxor %%ymm8, %%ymm7, %%ymm7\n\t" "vpor %%ymm5, %%ymm4, %%ymm4\n\t" "vpor %%ymm7, %%ymm6, %%ymm6\n\t" "vpor %%ymm6, %%ymm4, %%ymm4\n\t" "vpor %%ymm4, %%ymm9, %%ymm9\n\t" 
+#define IOP__SEQ_COPY_AVX_OWN(S, D)                                          \
+	"vmovq %[ob], %%xmm8\n\t"                                            \
+	"vpbroadcastq %%xmm8, %%ymm8\n\t"                                    \
+	"vpxor %%ymm9, %%ymm9, %%ymm9\n\t"                                   \
+	"cmpl $32, %k[k]\n\t"                                                \
+	"jb 7f\n\t"                                                          \
+	"xorl %k[n], %k[n]\n\t"                                              \
+	"leal -32(%q[k]), %k[x]\n\t"                                         \
+	"5: " IOP__SEQ_COPY_AVX32(S, D, "n") IOP__SEQ_OWN8                   \
+	"addl $32, %k[n]\n\t"                                                \
+	"cmpl %k[x], %k[n]\n\t"                                              \
+	"jbe 5b\n\t"                                                         \
+	"cmpl %k[k], %k[n]\n\t"                                              \
+	"je 8f\n\t"                                                          \
+	IOP__SEQ_COPY_AVX32(S, D, "x") IOP__SEQ_OWN8                         \
+	"jmp 8f\n\t"                                                         \
+	"7: vmovups (%[" S "]), %%ymm0\n\t"                                  \
+	"vmovups 32(%[" S "]), %%ymm1\n\t"                                   \
+	"vmovups 64(%[" S "]), %%ymm2\n\t"                                   \
+	"vmovups 96(%[" S "]), %%ymm3\n\t"                                   \
+	"vmovups %%ymm0, (%[" D "])\n\t"                                     \
+	"vmovups %%ymm1, 32(%[" D "])\n\t"                                   \
+	"vmovups %%ymm2, 64(%[" D "])\n\t"                                   \
+	"vmovups %%ymm3, 96(%[" D "])\n\t"                                   \
+	IOP__SEQ_OWN03                                                       \
+	"cmpl $16, %k[k]\n\t"                                               \
+	"je 8f\n\t"                                                          \
+	"vmovups -128(%[" S "],%q[k],8), %%ymm4\n\t"                         \
+	"vmovups -96(%[" S "],%q[k],8), %%ymm5\n\t"                          \
+	"vmovups -64(%[" S "],%q[k],8), %%ymm6\n\t"                          \
+	"vmovups -32(%[" S "],%q[k],8), %%ymm7\n\t"                          \
+	"vmovups %%ymm4, -128(%[" D "],%q[k],8)\n\t"                         \
+	"vmovups %%ymm5, -96(%[" D "],%q[k],8)\n\t"                          \
+	"vmovups %%ymm6, -64(%[" D "],%q[k],8)\n\t"                          \
+	"vmovups %%ymm7, -32(%[" D "],%q[k],8)\n\t"                          \
+	IOP__SEQ_OWN47                                                       \
+	"8: vextracti128 $1, %%ymm9, %%xmm0\n\t"                             \
+	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
+	"vpshufd $0x4e, %%xmm9, %%xmm0\n\t"                                  \
+	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
+	"vmovq %%xmm9, %[x]\n\t"                                             \
+	"vzeroupper\n\t"                                                     \
+	"testq %[obad], %[x]\n\t"                                            \
+	"jnz %l[slow]\n\t"
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const struct iop__pool_hot *h, void *const *in,
+									  unsigned k, uintptr_t ob, uint64_t obad)
+{
+	uint64_t t, w, n, d, x;
+	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
+		     IOP__SEQ_PUSH_HEAD(IOP__SEQ_KSUM_R)
+		     IOP__SEQ_COPY_AVX_OWN("in", "d")
+		     IOP__SEQ_PUSH_COMMIT(IOP__SEQ_KADD_R)
+		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
+		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), [k] "r"(IOP__SCAST(uint64_t, k)),
+		       [ob] "r"(ob), [obad] "r"(obad)
+		     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9"
+		     : slow);
+	return 1;
+slow:
+	return 0;
+}
 #endif
 #else
 #define IOP__SEQ_POP(h, p, slow)         \
@@ -942,6 +1020,19 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 			return;
 		iop__free_bulk_slow(pool, objs, n);
 		return;
+	}
+#endif
+#if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
+	/* 16 and more of a power-of-two stride, with AVX2: the owner check
+	 * inside the push's copy (iop__seq_push_bulk_own). When it says no
+	 * (several chunks, a bad pointer, a full or closed slot), the way
+	 * below decides. */
+	if (!IOP__SEQ_CONST(n) && n >= 16 && IOP__HOT(pool)->div_mul == 1 && !IOP__NULL_POOL(pool) &&
+	    IOP__HAVE_AVX() && iop__owner_kernel() == IOP__OWNER_AVX2) {
+		uintptr_t base;
+		if (__builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
+		    __builtin_expect(iop__seq_push_bulk_own(IOP__HOT(pool), objs, n, base, IOP__HOT(pool)->owner_bad), 1))
+			return;
 	}
 #endif
 	if (!IOP__NULL_POOL(pool) && __builtin_expect(n != 0 && iop__owned_all(pool, objs, n), 1)) {

@@ -528,7 +528,9 @@ __attribute__((always_inline)) static inline int iop__owner_first(const struct i
  * allocated and freed in bulk, iopool-bench --cases bulk, against
  * 0.52-0.54 with the call, and DPDK's 0.51); iop__owned_array_with() only
  * when that says no (several chunks, or a bad pointer), for the exact
- * answer.
+ * answer. iop_free_bulk() of 16 and more with AVX2 and a power-of-two
+ * stride checks inside its push instead (inline.h, iop__seq_push_bulk_own)
+ * and asks this only when that says no.
  */
 static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool *const *map,
 				   const struct iop__pool_hot *h, void *const *objs, unsigned n)
