@@ -274,9 +274,22 @@ TEST(free_bulk_with_one_bad_pointer_aborts_naming_it)
 	return TH_PASS;
 }
 
+/* Bulk frees whose size is a literal: the push's copy laid out for it. */
+#define DO_FREE_BULK_K(K)                                      \
+	static void do_free_bulk_##K(void *arg)                \
+	{                                                      \
+		struct bad_free *b = arg;                      \
+		iop_free_bulk(b->pool, b->bulk, K);            \
+	}
+DO_FREE_BULK_K(16)
+DO_FREE_BULK_K(17)
+DO_FREE_BULK_K(40)
+DO_FREE_BULK_K(64)
+
 /*
- * Arrays of 16 to 65 (with AVX2 and this power-of-two stride, the push
- * checks them inside its copy: inline.h, iop__seq_push_bulk_own) with one
+ * Arrays of 16 to 65, the size a variable and a literal (with AVX2 and
+ * this power-of-two stride, the push checks them inside its copy: inline.h,
+ * iop__seq_push_bulk_own) with one
  * bad pointer at each place where the copy's blocks start, end and overlap:
  * the abort names it, so the push did not take it.
  */
@@ -303,7 +316,23 @@ TEST(free_bulk_of_16_to_65_with_one_bad_pointer_aborts_naming_it)
 			char a[32];
 			EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulkwide"), addr(bad, a),
 				     j % 2 ? "belongs to pool 'otherwide'" : "interior pointer");
+			/* the same size as a literal */
+			void (*lit)(void *) = k == 16 ? do_free_bulk_16 : k == 17 ? do_free_bulk_17 :
+					      k == 64 ? do_free_bulk_64 : NULL;
+			if (lit)
+				EXPECT_DEATH(lit, &b, SIGABRT, PREFIX("bulkwide"), addr(bad, a),
+					     j % 2 ? "belongs to pool 'otherwide'" : "interior pointer");
 		}
+	}
+	/* 40 as a literal: two groups of 16 and the last 16 ending at 40 */
+	static const unsigned at40[] = { 0, 15, 16, 23, 24, 31, 32, 39 };
+	for (size_t j = 0; j < sizeof at40 / sizeof *at40; j++) {
+		memcpy(arr, good, sizeof arr);
+		arr[at40[j]] = foreign;
+		struct bad_free b = { .pool = p, .bulk = arr, .nbulk = 40 };
+		char a[32];
+		EXPECT_DEATH(do_free_bulk_40, &b, SIGABRT, PREFIX("bulkwide"), addr(foreign, a),
+			     "belongs to pool 'otherwide'");
 	}
 	iop_free_bulk(p, good, MAXK);
 	iop_free(q, foreign);

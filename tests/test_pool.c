@@ -1077,7 +1077,15 @@ TEST(free_bulk_of_16_to_65_across_chunks_frees_every_object)
 		CHECK_GE(((uintptr_t)objs[N - 1] - (uintptr_t)objs[0]) / (2 * MiB), 2);
 		for (unsigned i = 0; i < N; i++)
 			arr[i] = objs[(i * STEP) % N];
-		for (unsigned i = 0; i < N; i += k)
+		/* k = 32 and 64 also as literals (the copy laid out for them) */
+		unsigned i = 0;
+		if (k == 32)
+			for (; i + 32 <= N; i += 32)
+				iop_free_bulk(p, arr + i, 32);
+		if (k == 64)
+			for (; i + 64 <= N; i += 64)
+				iop_free_bulk(p, arr + i, 64);
+		for (; i < N; i += k)
 			iop_free_bulk(p, arr + i, N - i < k ? N - i : k);
 		struct iop_pool_stats st = STATS(p);
 		CHECK_EQ(st.in_flight, 0);

@@ -806,10 +806,23 @@ slow:
 #define IOP__SEQ_OWN8 "vpxor %%ymm8, %%ymm0, %%ymm0\n\t" "vpxor %%ymm8, %%ymm1, %%ymm1\n\t" "vpxor %%ymm8, %%ymm2, %%ymm2\n\t" "vpxor %%ymm8, %%ymm3, %%ymm3\n\t" "vpxor %%ymm8, %%ymm4, %%ymm4\n\t" "vpxor %%ymm8, %%ymm5, %%ymm5\n\t" "vpxor %%ymm8, %%ymm6, %%ymm6\n\t" "vpxor %%ymm8, %%ymm7, %%ymm7\n\t" "vpor %%ymm1, %%ymm0, %%ymm0\n\t" "vpor %%ymm3, %%ymm2, %%ymm2\n\t" "vpor %%ymm5, %%ymm4, %%ymm4\n\t" "vpor %%ymm7, %%ymm6, %%ymm6\n\t" "vpor %%ymm2, %%ymm0, %%ymm0\n\t" "vpor %%ymm6, %%ymm4, %%ymm4\n\t" "vpor %%ymm4, %%ymm0, %%ymm0\n\t" "vpor %%ymm0, %%ymm9, %%ymm9\n\t" 
 #define IOP__SEQ_OWN03 "vpxor %%ymm8, %%ymm0, %%ymm0\n\t" "vpxor %%ymm8, %%ymm1, %%ymm1\n\t" "vpxor %%ymm8, %%ymm2, %%ymm2\n\t" "vpxor %%ymm8, %%ymm3, %%ymm3\n\t" "vpor %%ymm1, %%ymm0, %%ymm0\n\t" "vpor %%ymm3, %%ymm2, %%ymm2\n\t" "vpor %%ymm2, %%ymm0, %%ymm0\n\t" "vpor %%ymm0, %%ymm9, %%ymm9\n\t" 
 #define IOP__SEQ_OWN47 "vpxor %%ymm8, %%ymm4, %%ymm4\n\t" "vpxor %%ymm8, %%ymm5, %%ymm5\n\t" "vpxor %%ymm8, %%ymm6, %%ymm6\n\t" "vpxor %%ymm8, %%ymm7, %%ymm7\n\t" "vpor %%ymm5, %%ymm4, %%ymm4\n\t" "vpor %%ymm7, %%ymm6, %%ymm6\n\t" "vpor %%ymm6, %%ymm4, %%ymm4\n\t" "vpor %%ymm4, %%ymm9, %%ymm9\n\t" 
-#define IOP__SEQ_COPY_AVX_OWN(S, D)                                          \
+/* ymm8 = the base in every lane, ymm9 = 0; then, after the copy, the OR
+ * of ymm9's lanes tested against %[obad]. */
+#define IOP__SEQ_OWN_START                                                   \
 	"vmovq %[ob], %%xmm8\n\t"                                            \
 	"vpbroadcastq %%xmm8, %%ymm8\n\t"                                    \
-	"vpxor %%ymm9, %%ymm9, %%ymm9\n\t"                                   \
+	"vpxor %%ymm9, %%ymm9, %%ymm9\n\t"
+#define IOP__SEQ_OWN_TEST                                                    \
+	"vextracti128 $1, %%ymm9, %%xmm0\n\t"                                \
+	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
+	"vpshufd $0x4e, %%xmm9, %%xmm0\n\t"                                  \
+	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
+	"vmovq %%xmm9, %[x]\n\t"                                             \
+	"vzeroupper\n\t"                                                     \
+	"testq %[obad], %[x]\n\t"                                            \
+	"jnz %l[slow]\n\t"
+#define IOP__SEQ_COPY_AVX_OWN(S, D)                                          \
+	IOP__SEQ_OWN_START                                                   \
 	"cmpl $32, %k[k]\n\t"                                                \
 	"jb 7f\n\t"                                                          \
 	"xorl %k[n], %k[n]\n\t"                                              \
@@ -842,30 +855,49 @@ slow:
 	"vmovups %%ymm6, -64(%[" D "],%q[k],8)\n\t"                          \
 	"vmovups %%ymm7, -32(%[" D "],%q[k],8)\n\t"                          \
 	IOP__SEQ_OWN47                                                       \
-	"8: vextracti128 $1, %%ymm9, %%xmm0\n\t"                             \
-	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
-	"vpshufd $0x4e, %%xmm9, %%xmm0\n\t"                                  \
-	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
-	"vmovq %%xmm9, %[x]\n\t"                                             \
-	"vzeroupper\n\t"                                                     \
-	"testq %[obad], %[x]\n\t"                                            \
-	"jnz %l[slow]\n\t"
+	"8:\n\t" IOP__SEQ_OWN_TEST
+/* The same for a k the compiler knows (IOP__SEQ_COPYC_AVX's groups of 16,
+ * the last ending at k), k >= 16. */
+#define IOP__SEQ_COPYC_AVX_OWN(S, D)                                         \
+	IOP__SEQ_OWN_START                                                   \
+	".set .Liop_o, 0\n\t"                                                \
+	".rept %c[k]/16\n\t"                                                 \
+	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o") IOP__SEQ_OWN03                  \
+	".set .Liop_o, .Liop_o+128\n\t"                                      \
+	".endr\n\t"                                                          \
+	".if %c[k] %% 16\n\t"                                                \
+	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128") IOP__SEQ_OWN03              \
+	".endif\n\t"                                                         \
+	IOP__SEQ_OWN_TEST
+#define IOP__SEQ_PUSH_OWN_(COPY, KSUM, KADD, KARG)                                         \
+	{                                                                                  \
+		uint64_t t, w, n, d, x;                                                    \
+		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
+			     IOP__SEQ_PUSH_HEAD(KSUM)                                       \
+			     COPY("in", "d")                                                \
+			     IOP__SEQ_PUSH_COMMIT(KADD)                                     \
+			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
+			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), KARG, \
+			       [ob] "r"(ob), [obad] "r"(obad)                                \
+			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", \
+			       "xmm6", "xmm7", "xmm8", "xmm9"                                \
+			     : slow);                                                       \
+		return 1;                                                                  \
+	slow:                                                                              \
+		return 0;                                                                  \
+	}
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_own_v(const struct iop__pool_hot *h, void *const *in,
+									    unsigned k, uintptr_t ob, uint64_t obad)
+	IOP__SEQ_PUSH_OWN_(IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)))
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_own_c(const struct iop__pool_hot *h, void *const *in,
+									    unsigned k, uintptr_t ob, uint64_t obad)
+	IOP__SEQ_PUSH_OWN_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k))
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const struct iop__pool_hot *h, void *const *in,
 									  unsigned k, uintptr_t ob, uint64_t obad)
 {
-	uint64_t t, w, n, d, x;
-	__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM
-		     IOP__SEQ_PUSH_HEAD(IOP__SEQ_KSUM_R)
-		     IOP__SEQ_COPY_AVX_OWN("in", "d")
-		     IOP__SEQ_PUSH_COMMIT(IOP__SEQ_KADD_R)
-		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), [k] "r"(IOP__SCAST(uint64_t, k)),
-		       [ob] "r"(ob), [obad] "r"(obad)
-		     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9"
-		     : slow);
-	return 1;
-slow:
-	return 0;
+	if (IOP__SEQ_CONST(k))
+		return iop__seq_push_bulk_own_c(h, in, k, ob, obad);
+	return iop__seq_push_bulk_own_v(h, in, k, ob, obad);
 }
 #endif
 #else
@@ -1024,10 +1056,11 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 #endif
 #if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
 	/* 16 and more of a power-of-two stride, with AVX2: the owner check
-	 * inside the push's copy (iop__seq_push_bulk_own). When it says no
+	 * inside the push's copy (iop__seq_push_bulk_own; a constant count
+	 * up to IOP__SEQ_CONST_MAX gets the copy laid out for it). When it says no
 	 * (several chunks, a bad pointer, a full or closed slot), the way
 	 * below decides. */
-	if (!IOP__SEQ_CONST(n) && n >= 16 && IOP__HOT(pool)->div_mul == 1 && !IOP__NULL_POOL(pool) &&
+	if (n >= 16 && IOP__HOT(pool)->div_mul == 1 && !IOP__NULL_POOL(pool) &&
 	    IOP__HAVE_AVX() && iop__owner_kernel() == IOP__OWNER_AVX2) {
 		uintptr_t base;
 		if (__builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
