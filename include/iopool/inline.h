@@ -488,18 +488,21 @@ slow:
 	"vmovups %%ymm6, 192(%[" D "],%[" I "],8)\n\t"                       \
 	"vmovups %%ymm7, 224(%[" D "],%[" I "],8)\n\t"
 #define IOP__SEQ_COPY_AVX_CLOBBERS , "xmm4", "xmm5", "xmm6", "xmm7"
-#define IOP__SEQ_COPY_AVX(S, D)                                              \
+/* B32 follows each block of 32 (ymm0-ymm7 loaded), B16A the first 16 and
+ * B16B the last 16 of 17 to 31 (ymm0-ymm3, ymm4-ymm7): empty for the
+ * plain copy, the owner check's XOR/OR for iop__seq_push_bulk_own. */
+#define IOP__SEQ_COPY_AVX_(S, D, B32, B16A, B16B)                           \
 	"cmpl $32, %k[k]\n\t"                                                \
 	"jb 7f\n\t"                                                          \
 	"xorl %k[n], %k[n]\n\t"                                              \
 	"leal -32(%q[k]), %k[x]\n\t"                                         \
-	"5: " IOP__SEQ_COPY_AVX32(S, D, "n")                                 \
+	"5: " IOP__SEQ_COPY_AVX32(S, D, "n") B32                             \
 	"addl $32, %k[n]\n\t"                                                \
 	"cmpl %k[x], %k[n]\n\t"                                              \
 	"jbe 5b\n\t"                                                         \
 	"cmpl %k[k], %k[n]\n\t"                                              \
 	"je 8f\n\t"                                                          \
-	IOP__SEQ_COPY_AVX32(S, D, "x")                                       \
+	IOP__SEQ_COPY_AVX32(S, D, "x") B32                                   \
 	"jmp 8f\n\t"                                                         \
 	"7: vmovups (%[" S "]), %%ymm0\n\t"                                  \
 	"vmovups 32(%[" S "]), %%ymm1\n\t"                                   \
@@ -509,6 +512,7 @@ slow:
 	"vmovups %%ymm1, 32(%[" D "])\n\t"                                   \
 	"vmovups %%ymm2, 64(%[" D "])\n\t"                                   \
 	"vmovups %%ymm3, 96(%[" D "])\n\t"                                   \
+	B16A                                                                 \
 	"cmpl $16, %k[k]\n\t"                                               \
 	"je 8f\n\t"                                                          \
 	"vmovups -128(%[" S "],%q[k],8), %%ymm4\n\t"                         \
@@ -519,7 +523,9 @@ slow:
 	"vmovups %%ymm5, -96(%[" D "],%q[k],8)\n\t"                          \
 	"vmovups %%ymm6, -64(%[" D "],%q[k],8)\n\t"                          \
 	"vmovups %%ymm7, -32(%[" D "],%q[k],8)\n\t"                          \
-	"8: vzeroupper\n\t"
+	B16B                                                                 \
+	"8:\n\t"
+#define IOP__SEQ_COPY_AVX(S, D) IOP__SEQ_COPY_AVX_(S, D, "", "", "") "vzeroupper\n\t"
 
 /*
  * The copies for a k the compiler knows (bursts of a fixed size, the
@@ -663,8 +669,10 @@ slow:
 #define IOP__SEQ_KADD_I "addq $%c[k], %[w]\n\t"
 
 /* Push k >= 1 objects from in[0..k); 0 when they do not all fit or the
- * slot is closed. COPY and KARG as above. */
-#define IOP__SEQ_PUSH_BULK_(COPY, KSUM, KADD, KARG)                                        \
+ * slot is closed. COPY as above; the rest are the inputs COPY reads
+ * besides the sequence's: [k], and for the owner-checking copies [ob] and
+ * [obad]. */
+#define IOP__SEQ_PUSH_BULK_(COPY, KSUM, KADD, ...)                                         \
 	{                                                                                  \
 		uint64_t t, w, n, d, x;                                                    \
 		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
@@ -673,7 +681,7 @@ slow:
 			     IOP__SEQ_PUSH_COMMIT(KADD)                                     \
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
 			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
-			       KARG                                                         \
+			       __VA_ARGS__                                                  \
 			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
 		return 1;                                                                  \
@@ -823,39 +831,8 @@ slow:
 	"jnz %l[slow]\n\t"
 #define IOP__SEQ_COPY_AVX_OWN(S, D)                                          \
 	IOP__SEQ_OWN_START                                                   \
-	"cmpl $32, %k[k]\n\t"                                                \
-	"jb 7f\n\t"                                                          \
-	"xorl %k[n], %k[n]\n\t"                                              \
-	"leal -32(%q[k]), %k[x]\n\t"                                         \
-	"5: " IOP__SEQ_COPY_AVX32(S, D, "n") IOP__SEQ_OWN8                   \
-	"addl $32, %k[n]\n\t"                                                \
-	"cmpl %k[x], %k[n]\n\t"                                              \
-	"jbe 5b\n\t"                                                         \
-	"cmpl %k[k], %k[n]\n\t"                                              \
-	"je 8f\n\t"                                                          \
-	IOP__SEQ_COPY_AVX32(S, D, "x") IOP__SEQ_OWN8                         \
-	"jmp 8f\n\t"                                                         \
-	"7: vmovups (%[" S "]), %%ymm0\n\t"                                  \
-	"vmovups 32(%[" S "]), %%ymm1\n\t"                                   \
-	"vmovups 64(%[" S "]), %%ymm2\n\t"                                   \
-	"vmovups 96(%[" S "]), %%ymm3\n\t"                                   \
-	"vmovups %%ymm0, (%[" D "])\n\t"                                     \
-	"vmovups %%ymm1, 32(%[" D "])\n\t"                                   \
-	"vmovups %%ymm2, 64(%[" D "])\n\t"                                   \
-	"vmovups %%ymm3, 96(%[" D "])\n\t"                                   \
-	IOP__SEQ_OWN03                                                       \
-	"cmpl $16, %k[k]\n\t"                                               \
-	"je 8f\n\t"                                                          \
-	"vmovups -128(%[" S "],%q[k],8), %%ymm4\n\t"                         \
-	"vmovups -96(%[" S "],%q[k],8), %%ymm5\n\t"                          \
-	"vmovups -64(%[" S "],%q[k],8), %%ymm6\n\t"                          \
-	"vmovups -32(%[" S "],%q[k],8), %%ymm7\n\t"                          \
-	"vmovups %%ymm4, -128(%[" D "],%q[k],8)\n\t"                         \
-	"vmovups %%ymm5, -96(%[" D "],%q[k],8)\n\t"                          \
-	"vmovups %%ymm6, -64(%[" D "],%q[k],8)\n\t"                          \
-	"vmovups %%ymm7, -32(%[" D "],%q[k],8)\n\t"                          \
-	IOP__SEQ_OWN47                                                       \
-	"8:\n\t" IOP__SEQ_OWN_TEST
+	IOP__SEQ_COPY_AVX_(S, D, IOP__SEQ_OWN8, IOP__SEQ_OWN03, IOP__SEQ_OWN47) \
+	IOP__SEQ_OWN_TEST
 /* The same for a k the compiler knows (IOP__SEQ_COPYC_AVX's groups of 16,
  * the last ending at k), k >= 16. */
 #define IOP__SEQ_COPYC_AVX_OWN(S, D)                                         \
@@ -869,29 +846,16 @@ slow:
 	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128") IOP__SEQ_OWN03              \
 	".endif\n\t"                                                         \
 	IOP__SEQ_OWN_TEST
-#define IOP__SEQ_PUSH_OWN_(COPY, KSUM, KADD, KARG)                                         \
-	{                                                                                  \
-		uint64_t t, w, n, d, x;                                                    \
-		__asm__ __volatile__ goto(IOP__RSEQ_DESC IOP__RSEQ_ARM                     \
-			     IOP__SEQ_PUSH_HEAD(KSUM)                                       \
-			     COPY("in", "d")                                                \
-			     IOP__SEQ_PUSH_COMMIT(KADD)                                     \
-			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
-			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in), KARG, \
-			       [ob] "r"(ob), [obad] "r"(obad)                                \
-			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", \
-			       "xmm6", "xmm7", "xmm8", "xmm9"                                \
-			     : slow);                                                       \
-		return 1;                                                                  \
-	slow:                                                                              \
-		return 0;                                                                  \
-	}
+#define IOP__SEQ_COPY_AVX_OWN_CLOBBERS , "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9"
+#define IOP__SEQ_COPYC_AVX_OWN_CLOBBERS , "xmm8", "xmm9"
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own_v(const struct iop__pool_hot *h, void *const *in,
 									    unsigned k, uintptr_t ob, uint64_t obad)
-	IOP__SEQ_PUSH_OWN_(IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)))
+	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
+			    [ob] "r"(ob), [obad] "r"(obad))
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own_c(const struct iop__pool_hot *h, void *const *in,
 									    unsigned k, uintptr_t ob, uint64_t obad)
-	IOP__SEQ_PUSH_OWN_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k))
+	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), [ob] "r"(ob),
+			    [obad] "r"(obad))
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const struct iop__pool_hot *h, void *const *in,
 									  unsigned k, uintptr_t ob, uint64_t obad)
 {
