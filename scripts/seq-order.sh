@@ -13,7 +13,8 @@
 #     movslq %fs:0x4(%OFF),%T       (cpu_id)
 #     shl $0x6,%T ; add %BASE,%T    (the slot)
 # and the first access through %T must be the cap, 0x8(%T); the head word,
-# (%T), comes after it. Why: src/ccache.c's drain stores head, then cap;
+# (%T) (written 0x0(%T) when T is %rbp or %r13, which need a
+# displacement), comes after it. Why: src/ccache.c's drain stores head, then cap;
 # a sequence that started after the drain's fence is safe only if it sees
 # the cap first (the comment above the sequences in inline.h). Fails when a
 # sequence reads the head first, or when fewer than N sequences (default 1
@@ -54,7 +55,7 @@ for f in "$@"; do
 			n++
 			if (index(line, "0x8(" t ")") > 0) {
 				if (!seen) { seen = 1 }
-			} else if (line ~ ("[ ,]\\(" t "\\)")) {
+			} else if (line ~ ("[ ,](0x0)?\\(" t "\\)")) {
 				if (!seen) { fail("reads the head, (" t "), before the cap, 0x8(" t ")"); state = 0; next }
 				checked++; state = 0; next
 			}
