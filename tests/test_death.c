@@ -287,16 +287,16 @@ DO_FREE_BULK_K(40)
 DO_FREE_BULK_K(64)
 
 /*
- * Arrays of 16 to 65, the size a variable and a literal (with AVX2 and
- * this power-of-two stride, the push checks them inside its copy: inline.h,
- * iop__seq_push_bulk_own) with one
+ * Arrays of 16 to 65, the size a variable and a literal (with AVX2, the
+ * push checks them inside its copy: inline.h, iop__seq_push_bulk_own) with
+ * one
  * bad pointer at each place where the copy's blocks start, end and overlap:
  * the abort names it, so the push did not take it.
  */
-TEST(free_bulk_of_16_to_65_with_one_bad_pointer_aborts_naming_it)
+static void bad_bulks_of_16_to_65(size_t obj)
 {
 	enum { MAXK = 65 };
-	iop_pool_t *p = MKPOOL("bulkwide", 128, 0, 0, 0, 0);
+	iop_pool_t *p = MKPOOL("bulkwide", obj, 0, 0, 0, 0);
 	iop_pool_t *q = MKPOOL("otherwide", 128, 0, 0, 0, 0);
 	void *good[MAXK], *arr[MAXK];
 	CHECK_EQ(iop_alloc_bulk(p, good, MAXK), MAXK);
@@ -340,6 +340,13 @@ TEST(free_bulk_of_16_to_65_with_one_bad_pointer_aborts_naming_it)
 	CHECK_AUDIT(q);
 	CHECK_DESTROY(p);
 	CHECK_DESTROY(q);
+}
+
+TEST(free_bulk_of_16_to_65_with_one_bad_pointer_aborts_naming_it)
+{
+	/* a power-of-two stride, and 96 (the offset's multiply) */
+	bad_bulks_of_16_to_65(128);
+	bad_bulks_of_16_to_65(96);
 	return TH_PASS;
 }
 

@@ -1034,71 +1034,82 @@ TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
  */
 TEST(bulk_of_every_constant_size_gets_back_what_it_freed)
 {
-	iop_pool_t *p = MKPOOL("bulkconst", 64, 0, 80, 0, 0);
 	pin_here();
-	bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
-	void *a[RT_MAXK], *b[RT_MAXK];
-	unsigned fast = 0;
-	for (unsigned round = 0; round < 3; round++) {
+	/* a power-of-two stride and another, as above */
+	static const size_t objsz[] = { 64, 96 };
+	for (size_t s = 0; s < sizeof objsz / sizeof *objsz; s++) {
+		iop_pool_t *p = MKPOOL("bulkconst", objsz[s], 0, 80, 0, 0);
+		bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
+		void *a[RT_MAXK], *b[RT_MAXK];
+		unsigned fast = 0;
+		for (unsigned round = 0; round < 3; round++) {
 #define RT(k) fast += bulk_roundtrip(p, per_cpu, a, b, k);
 #define RT8(k) RT(k + 1) RT(k + 2) RT(k + 3) RT(k + 4) RT(k + 5) RT(k + 6) RT(k + 7) RT(k + 8)
-		RT8(0) RT8(8) RT8(16) RT8(24) RT8(32) RT8(40) RT8(48) RT8(56) RT(65)
+			RT8(0) RT8(8) RT8(16) RT8(24) RT8(32) RT8(40) RT8(48) RT8(56) RT(65)
 #undef RT8
 #undef RT
+		}
+		CHECK_GE(fast, 3 * 65);
+		struct iop_pool_stats st = STATS(p);
+		CHECK_CONSERVED(st);
+		CHECK_AUDIT(p);
+		CHECK_DESTROY(p);
 	}
-	CHECK_GE(fast, 3 * 65);
-	struct iop_pool_stats st = STATS(p);
-	CHECK_CONSERVED(st);
-	CHECK_AUDIT(p);
-	CHECK_DESTROY(p);
 	return TH_PASS;
 }
 
 /*
- * Bulk frees of 16 to 65 objects whose arrays mix chunks: with AVX2 and a
- * power-of-two stride the owner check runs inside the push's copy
- * (inline.h, iop__seq_push_bulk_own), which accepts only the first
- * pointer's chunk; an array that leaves it must still be freed whole, by
- * the check that knows several chunks. 32 KiB objects, 64 to a chunk: the
- * arrays take every 37th object of the pool's 260 sorted by address, so
- * that neighbours in an array are chunks apart. Every object is freed once:
- * the counts balance, the audit agrees, and the next allocation of all 260
- * gives 260 distinct objects of the pool.
+ * Bulk frees of 16 to 65 objects whose arrays mix chunks: with AVX2 the
+ * owner check runs inside the push's copy (inline.h,
+ * iop__seq_push_bulk_own), which accepts only the first pointer's chunk;
+ * an array that leaves it must still be freed whole, by the check that
+ * knows several chunks. Objects of 32 KiB (a power of two, 64 to a chunk)
+ * and 24 KiB (85): the arrays take every 37th of the pool's 260 objects
+ * sorted by address, so that neighbours in an array are chunks apart.
+ * Every object is freed once: the counts balance, the audit agrees, and
+ * the next allocation of all 260 gives 260 distinct objects of the pool.
  */
-TEST(free_bulk_of_16_to_65_across_chunks_frees_every_object)
+enum { ACROSS_N = 260, ACROSS_STEP = 37 };
+static void free_bulk_across(size_t obj)
 {
-	enum { OBJ = 32 * 1024, N = 260, STEP = 37 };
-	iop_pool_t *p = MKPOOL("bulkacross", OBJ, 0, 80, 0, IOP_F_NO_THP);
-	pin_here();
-	static void *objs[N], *arr[N];
+	iop_pool_t *p = MKPOOL("bulkacross", obj, 0, 80, 0, IOP_F_NO_THP);
+	static void *objs[ACROSS_N], *arr[ACROSS_N];
+	const unsigned n = ACROSS_N;
 	for (unsigned k = 16; k <= 65; k++) {
-		CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
-		qsort(objs, N, sizeof *objs, cmp_ptr);
-		CHECK_GE(((uintptr_t)objs[N - 1] - (uintptr_t)objs[0]) / (2 * MiB), 2);
-		for (unsigned i = 0; i < N; i++)
-			arr[i] = objs[(i * STEP) % N];
+		CHECK_EQ(iop_alloc_bulk(p, objs, n), n);
+		qsort(objs, n, sizeof *objs, cmp_ptr);
+		CHECK_GE(((uintptr_t)objs[n - 1] - (uintptr_t)objs[0]) / (2 * MiB), 2);
+		for (unsigned i = 0; i < n; i++)
+			arr[i] = objs[(i * ACROSS_STEP) % n];
 		/* k = 32 and 64 also as literals (the copy laid out for them) */
 		unsigned i = 0;
 		if (k == 32)
-			for (; i + 32 <= N; i += 32)
+			for (; i + 32 <= n; i += 32)
 				iop_free_bulk(p, arr + i, 32);
 		if (k == 64)
-			for (; i + 64 <= N; i += 64)
+			for (; i + 64 <= n; i += 64)
 				iop_free_bulk(p, arr + i, 64);
-		for (; i < N; i += k)
-			iop_free_bulk(p, arr + i, N - i < k ? N - i : k);
+		for (; i < n; i += k)
+			iop_free_bulk(p, arr + i, n - i < k ? n - i : k);
 		struct iop_pool_stats st = STATS(p);
 		CHECK_EQ(st.in_flight, 0);
 		CHECK_CONSERVED(st);
 	}
-	CHECK_EQ(iop_alloc_bulk(p, objs, N), N);
-	for (unsigned i = 0; i < N; i++)
+	CHECK_EQ(iop_alloc_bulk(p, objs, n), n);
+	for (unsigned i = 0; i < n; i++)
 		CHECK_PTR_EQ(iop_pool_of(objs[i]), p);
 	memcpy(arr, objs, sizeof objs);
-	check_disjoint(arr, N, OBJ);
-	iop_free_bulk(p, objs, N);
+	check_disjoint(arr, n, obj);
+	iop_free_bulk(p, objs, n);
 	CHECK_AUDIT(p);
 	CHECK_DESTROY(p);
+}
+
+TEST(free_bulk_of_16_to_65_across_chunks_frees_every_object)
+{
+	pin_here();
+	free_bulk_across(32 * 1024);
+	free_bulk_across(24 * 1024);
 	return TH_PASS;
 }
 

@@ -799,69 +799,128 @@ slow:
 }
 
 /*
- * Push k >= 16 objects of a power-of-two stride from in[0..k) with their
- * owner check in the same pass (AVX2): IOP__SEQ_COPY_AVX's loads and
- * stores, and each loaded register XORed with the chunk's base (%[ob],
- * broadcast in ymm8) and ORed into ymm9. After the stores and before the
- * commit, the OR must have no bit of %[obad] (owner.h's owner_bad: outside
- * the chunk, or not at an object boundary); otherwise the sequence leaves
- * through %l[slow] having committed nothing, and the caller checks again
- * the slower way (several chunks) or takes the slow path (a bad pointer).
- * One load of each pointer instead of two (the separate check's, then the
- * copy's), and no call of the AVX2 kernel. The caller has checked the
- * first pointer's map entry (iop__owner_first: base is its chunk's).
+ * Push k >= 16 objects from in[0..k) with their owner check in the same
+ * pass (AVX2): IOP__SEQ_COPY_AVX's loads and stores (or, for a k the
+ * compiler knows, IOP__SEQ_COPYC_AVX's), and each loaded register XORed
+ * with the chunk's base (%[ob], broadcast in ymm8) and ORed into ymm9. For
+ * a stride that is not a power of two, the low 32 bits of each XOR (the
+ * offset in the chunk) are also multiplied by the odd part's inverse
+ * (%[omul], in ymm11) and their maximum kept in ymm10, as owner.h's AVX2
+ * kernel does. After the stores and before the commit, the OR must have no
+ * bit of %[obad] (owner.h's owner_bad: outside the chunk, or not at an
+ * object boundary) and the maximum must be under %[olim]; otherwise the
+ * sequence leaves through %l[slow] having committed nothing, and the
+ * caller checks again the slower way (several chunks) or takes the slow
+ * path (a bad pointer). One load of each pointer instead of two (the
+ * separate check's, then the copy's), and no call of the AVX2 kernel. The
+ * caller has checked the first pointer's map entry (iop__owner_first: base
+ * is its chunk's).
  */
-#define IOP__SEQ_OWN8 "vpxor %%ymm8, %%ymm0, %%ymm0\n\t" "vpxor %%ymm8, %%ymm1, %%ymm1\n\t" "vpxor %%ymm8, %%ymm2, %%ymm2\n\t" "vpxor %%ymm8, %%ymm3, %%ymm3\n\t" "vpxor %%ymm8, %%ymm4, %%ymm4\n\t" "vpxor %%ymm8, %%ymm5, %%ymm5\n\t" "vpxor %%ymm8, %%ymm6, %%ymm6\n\t" "vpxor %%ymm8, %%ymm7, %%ymm7\n\t" "vpor %%ymm1, %%ymm0, %%ymm0\n\t" "vpor %%ymm3, %%ymm2, %%ymm2\n\t" "vpor %%ymm5, %%ymm4, %%ymm4\n\t" "vpor %%ymm7, %%ymm6, %%ymm6\n\t" "vpor %%ymm2, %%ymm0, %%ymm0\n\t" "vpor %%ymm6, %%ymm4, %%ymm4\n\t" "vpor %%ymm4, %%ymm0, %%ymm0\n\t" "vpor %%ymm0, %%ymm9, %%ymm9\n\t" 
-#define IOP__SEQ_OWN03 "vpxor %%ymm8, %%ymm0, %%ymm0\n\t" "vpxor %%ymm8, %%ymm1, %%ymm1\n\t" "vpxor %%ymm8, %%ymm2, %%ymm2\n\t" "vpxor %%ymm8, %%ymm3, %%ymm3\n\t" "vpor %%ymm1, %%ymm0, %%ymm0\n\t" "vpor %%ymm3, %%ymm2, %%ymm2\n\t" "vpor %%ymm2, %%ymm0, %%ymm0\n\t" "vpor %%ymm0, %%ymm9, %%ymm9\n\t" 
-#define IOP__SEQ_OWN47 "vpxor %%ymm8, %%ymm4, %%ymm4\n\t" "vpxor %%ymm8, %%ymm5, %%ymm5\n\t" "vpxor %%ymm8, %%ymm6, %%ymm6\n\t" "vpxor %%ymm8, %%ymm7, %%ymm7\n\t" "vpor %%ymm5, %%ymm4, %%ymm4\n\t" "vpor %%ymm7, %%ymm6, %%ymm6\n\t" "vpor %%ymm6, %%ymm4, %%ymm4\n\t" "vpor %%ymm4, %%ymm9, %%ymm9\n\t" 
-/* ymm8 = the base in every lane, ymm9 = 0; then, after the copy, the OR
- * of ymm9's lanes tested against %[obad]. */
-#define IOP__SEQ_OWN_START                                                   \
+#define IOP__OWN_X(r) "vpxor %%ymm8, %%ymm" #r ", %%ymm" #r "\n\t"
+#define IOP__OWN_OR(a, b) "vpor %%ymm" #b ", %%ymm" #a ", %%ymm" #a "\n\t"
+/* The multiply of two registers' offsets (their 8 low halves, in some
+ * order: the maximum does not care), or nothing for a power of two. */
+#define IOP__OWN_MUL(a, b)                                                    \
+	"vshufps $0x88, %%ymm" #b ", %%ymm" #a ", %%ymm12\n\t"                 \
+	"vpmulld %%ymm11, %%ymm12, %%ymm12\n\t"                                \
+	"vpmaxud %%ymm12, %%ymm10, %%ymm10\n\t"
+#define IOP__OWN_POW2(a, b)
+/* Four loaded registers a..d: XOR, multiply (M), OR into ymm9. */
+#define IOP__OWN4(M, a, b, c, d)                                              \
+	IOP__OWN_X(a) IOP__OWN_X(b) IOP__OWN_X(c) IOP__OWN_X(d) M(a, b) M(c, d) \
+	IOP__OWN_OR(a, b) IOP__OWN_OR(c, d) IOP__OWN_OR(a, c) IOP__OWN_OR(9, a)
+#define IOP__OWN8(M) IOP__OWN4(M, 0, 1, 2, 3) IOP__OWN4(M, 4, 5, 6, 7)
+#define IOP__OWN03(M) IOP__OWN4(M, 0, 1, 2, 3)
+#define IOP__OWN47(M) IOP__OWN4(M, 4, 5, 6, 7)
+/* ymm8 = the base in every lane, ymm9 = 0 (and ymm10 = 0, ymm11 = the
+ * multiplier in every 32-bit lane); then, after the copy, the OR of ymm9's
+ * lanes tested against %[obad] (and the maximum of ymm10's against
+ * %[olim]). */
+#define IOP__OWN_START_POW2                                                  \
 	"vmovq %[ob], %%xmm8\n\t"                                            \
 	"vpbroadcastq %%xmm8, %%ymm8\n\t"                                    \
 	"vpxor %%ymm9, %%ymm9, %%ymm9\n\t"
-#define IOP__SEQ_OWN_TEST                                                    \
+#define IOP__OWN_START_MUL                                                   \
+	IOP__OWN_START_POW2                                                  \
+	"vpxor %%ymm10, %%ymm10, %%ymm10\n\t"                                \
+	"vmovd %k[omul], %%xmm11\n\t"                                        \
+	"vpbroadcastd %%xmm11, %%ymm11\n\t"
+#define IOP__OWN_OR9                                                         \
 	"vextracti128 $1, %%ymm9, %%xmm0\n\t"                                \
 	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
 	"vpshufd $0x4e, %%xmm9, %%xmm0\n\t"                                  \
 	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
-	"vmovq %%xmm9, %[x]\n\t"                                             \
+	"vmovq %%xmm9, %[x]\n\t"
+#define IOP__OWN_TEST_POW2                                                   \
+	IOP__OWN_OR9                                                         \
 	"vzeroupper\n\t"                                                     \
 	"testq %[obad], %[x]\n\t"                                            \
 	"jnz %l[slow]\n\t"
-#define IOP__SEQ_COPY_AVX_OWN(S, D)                                          \
-	IOP__SEQ_OWN_START                                                   \
-	IOP__SEQ_COPY_AVX_(S, D, IOP__SEQ_OWN8, IOP__SEQ_OWN03, IOP__SEQ_OWN47) \
-	IOP__SEQ_OWN_TEST
-/* The same for a k the compiler knows (IOP__SEQ_COPYC_AVX's groups of 16,
- * the last ending at k), k >= 16. */
-#define IOP__SEQ_COPYC_AVX_OWN(S, D)                                         \
-	IOP__SEQ_OWN_START                                                   \
+#define IOP__OWN_TEST_MUL                                                    \
+	IOP__OWN_OR9                                                         \
+	"vextracti128 $1, %%ymm10, %%xmm0\n\t"                               \
+	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
+	"vpshufd $0x4e, %%xmm10, %%xmm0\n\t"                                 \
+	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
+	"vpshufd $0xb1, %%xmm10, %%xmm0\n\t"                                 \
+	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
+	"vmovd %%xmm10, %k[n]\n\t"                                           \
+	"vzeroupper\n\t"                                                     \
+	"testq %[obad], %[x]\n\t"                                            \
+	"jnz %l[slow]\n\t"                                                   \
+	"cmpl %k[olim], %k[n]\n\t"                                           \
+	"jae %l[slow]\n\t"
+#define IOP__SEQ_COPY_AVX_OWN_(S, D, M, START, TEST)                         \
+	START IOP__SEQ_COPY_AVX_(S, D, IOP__OWN8(M), IOP__OWN03(M), IOP__OWN47(M)) TEST
+/* For a k the compiler knows: IOP__SEQ_COPYC_AVX's groups of 16, the last
+ * ending at k; k >= 16. */
+#define IOP__SEQ_COPYC_AVX_OWN_(S, D, M, START, TEST)                        \
+	START                                                                \
 	".set .Liop_o, 0\n\t"                                                \
 	".rept %c[k]/16\n\t"                                                 \
-	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o") IOP__SEQ_OWN03                  \
+	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o") IOP__OWN03(M)                   \
 	".set .Liop_o, .Liop_o+128\n\t"                                      \
 	".endr\n\t"                                                          \
 	".if %c[k] %% 16\n\t"                                                \
-	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128") IOP__SEQ_OWN03              \
+	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128") IOP__OWN03(M)               \
 	".endif\n\t"                                                         \
-	IOP__SEQ_OWN_TEST
+	TEST
+#define IOP__SEQ_COPY_AVX_OWN(S, D) IOP__SEQ_COPY_AVX_OWN_(S, D, IOP__OWN_POW2, IOP__OWN_START_POW2, IOP__OWN_TEST_POW2)
+#define IOP__SEQ_COPYC_AVX_OWN(S, D) IOP__SEQ_COPYC_AVX_OWN_(S, D, IOP__OWN_POW2, IOP__OWN_START_POW2, IOP__OWN_TEST_POW2)
+#define IOP__SEQ_COPY_AVX_OWNM(S, D) IOP__SEQ_COPY_AVX_OWN_(S, D, IOP__OWN_MUL, IOP__OWN_START_MUL, IOP__OWN_TEST_MUL)
+#define IOP__SEQ_COPYC_AVX_OWNM(S, D) IOP__SEQ_COPYC_AVX_OWN_(S, D, IOP__OWN_MUL, IOP__OWN_START_MUL, IOP__OWN_TEST_MUL)
 #define IOP__SEQ_COPY_AVX_OWN_CLOBBERS , "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9"
 #define IOP__SEQ_COPYC_AVX_OWN_CLOBBERS , "xmm8", "xmm9"
+#define IOP__SEQ_COPY_AVX_OWNM_CLOBBERS IOP__SEQ_COPY_AVX_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
+#define IOP__SEQ_COPYC_AVX_OWNM_CLOBBERS IOP__SEQ_COPYC_AVX_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
+#define IOP__OWN_ARGS [ob] "r"(ob), [obad] "r"(obad)
+#define IOP__OWNM_ARGS IOP__OWN_ARGS, [omul] "r"(omul), [olim] "r"(olim)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own_v(const struct iop__pool_hot *h, void *const *in,
 									    unsigned k, uintptr_t ob, uint64_t obad)
 	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
-			    [ob] "r"(ob), [obad] "r"(obad))
+			    IOP__OWN_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own_c(const struct iop__pool_hot *h, void *const *in,
 									    unsigned k, uintptr_t ob, uint64_t obad)
-	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), [ob] "r"(ob),
-			    [obad] "r"(obad))
+	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWN_ARGS)
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_ownm_v(const struct iop__pool_hot *h, void *const *in,
+									     unsigned k, uintptr_t ob, uint64_t obad,
+									     uint32_t omul, uint32_t olim)
+	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWNM, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
+			    IOP__OWNM_ARGS)
+__attribute__((always_inline)) static inline int iop__seq_push_bulk_ownm_c(const struct iop__pool_hot *h, void *const *in,
+									     unsigned k, uintptr_t ob, uint64_t obad,
+									     uint32_t omul, uint32_t olim)
+	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWNM, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWNM_ARGS)
+/* 16 <= k; h's stride a power of two (div_mul 1) or not. */
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const struct iop__pool_hot *h, void *const *in,
-									  unsigned k, uintptr_t ob, uint64_t obad)
+									  unsigned k, uintptr_t ob)
 {
-	if (IOP__SEQ_CONST(k))
-		return iop__seq_push_bulk_own_c(h, in, k, ob, obad);
-	return iop__seq_push_bulk_own_v(h, in, k, ob, obad);
+	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
+	if (mul == 1)
+		return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_own_c(h, in, k, ob, h->owner_bad)
+					 : iop__seq_push_bulk_own_v(h, in, k, ob, h->owner_bad);
+	return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_ownm_c(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h))
+				 : iop__seq_push_bulk_ownm_v(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h));
 }
 #endif
 #else
@@ -1019,16 +1078,15 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 	}
 #endif
 #if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
-	/* 16 and more of a power-of-two stride, with AVX2: the owner check
-	 * inside the push's copy (iop__seq_push_bulk_own; a constant count
-	 * up to IOP__SEQ_CONST_MAX gets the copy laid out for it). When it says no
-	 * (several chunks, a bad pointer, a full or closed slot), the way
-	 * below decides. */
-	if (n >= 16 && IOP__HOT(pool)->div_mul == 1 && !IOP__NULL_POOL(pool) &&
-	    IOP__HAVE_AVX() && iop__owner_kernel() == IOP__OWNER_AVX2) {
+	/* 16 and more, with AVX2: the owner check inside the push's copy
+	 * (iop__seq_push_bulk_own; a constant count up to
+	 * IOP__SEQ_CONST_MAX gets the copy laid out for it). When it says
+	 * no (several chunks, a bad pointer, a full or closed slot), the
+	 * way below decides. */
+	if (n >= 16 && !IOP__NULL_POOL(pool) && IOP__HAVE_AVX() && iop__owner_kernel() == IOP__OWNER_AVX2) {
 		uintptr_t base;
 		if (__builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
-		    __builtin_expect(iop__seq_push_bulk_own(IOP__HOT(pool), objs, n, base, IOP__HOT(pool)->owner_bad), 1))
+		    __builtin_expect(iop__seq_push_bulk_own(IOP__HOT(pool), objs, n, base), 1))
 			return;
 	}
 #endif
