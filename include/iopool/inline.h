@@ -593,16 +593,18 @@ slow:
 	"vmovups %%ymm2, " O "+64(%[" D "])\n\t"                             \
 	"vmovups %%ymm3, " O "+96(%[" D "])\n\t"
 /* k >= 16 (the callers test). */
-#define IOP__SEQ_COPYC_AVX(S, D)                                             \
+/* B follows each group (ymm0-ymm3 loaded): empty for the plain copy, the
+ * owner check's XOR/OR for iop__seq_push_bulk_own. */
+#define IOP__SEQ_COPYC_AVX_(S, D, B)                                         \
 	".set .Liop_o, 0\n\t"                                                \
 	".rept %c[k]/16\n\t"                                                 \
-	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o")                                 \
+	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o") B                               \
 	".set .Liop_o, .Liop_o+128\n\t"                                      \
 	".endr\n\t"                                                          \
 	".if %c[k] %% 16\n\t"                                                \
-	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128")                             \
-	".endif\n\t"                                                         \
-	"vzeroupper\n\t"
+	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128") B                           \
+	".endif\n\t"
+#define IOP__SEQ_COPYC_AVX(S, D) IOP__SEQ_COPYC_AVX_(S, D, "") "vzeroupper\n\t"
 
 /* Pop k >= 1 objects into out[0..k) (the slot's top k, in order); the
  * head moves by dw (-k, plus k << 16 when they count as allocations).
@@ -875,16 +877,7 @@ slow:
 /* For a k the compiler knows: IOP__SEQ_COPYC_AVX's groups of 16, the last
  * ending at k; k >= 16. */
 #define IOP__SEQ_COPYC_AVX_OWN_(S, D, M, START, TEST)                        \
-	START                                                                \
-	".set .Liop_o, 0\n\t"                                                \
-	".rept %c[k]/16\n\t"                                                 \
-	IOP__SEQ_COPYC_AVX4(S, D, ".Liop_o") IOP__OWN03(M)                   \
-	".set .Liop_o, .Liop_o+128\n\t"                                      \
-	".endr\n\t"                                                          \
-	".if %c[k] %% 16\n\t"                                                \
-	IOP__SEQ_COPYC_AVX4(S, D, "%c[k]*8-128") IOP__OWN03(M)               \
-	".endif\n\t"                                                         \
-	TEST
+	START IOP__SEQ_COPYC_AVX_(S, D, IOP__OWN03(M)) TEST
 #define IOP__SEQ_COPY_AVX_OWN(S, D) IOP__SEQ_COPY_AVX_OWN_(S, D, IOP__OWN_POW2, IOP__OWN_START_POW2, IOP__OWN_TEST_POW2)
 #define IOP__SEQ_COPYC_AVX_OWN(S, D) IOP__SEQ_COPYC_AVX_OWN_(S, D, IOP__OWN_POW2, IOP__OWN_START_POW2, IOP__OWN_TEST_POW2)
 #define IOP__SEQ_COPY_AVX_OWNM(S, D) IOP__SEQ_COPY_AVX_OWN_(S, D, IOP__OWN_MUL, IOP__OWN_START_MUL, IOP__OWN_TEST_MUL)
@@ -1077,13 +1070,14 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 		return;
 	}
 #endif
-#if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
-	/* 16 and more, with AVX2: the owner check inside the push's copy
+#if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN && !defined(IOP__NO_AVX)
+	/* 16 and more, with AVX2 (which implies AVX; IOP__NO_AVX, the
+	 * tests' SSE2 build, leaves this out): the owner check inside the push's copy
 	 * (iop__seq_push_bulk_own; a constant count up to
 	 * IOP__SEQ_CONST_MAX gets the copy laid out for it). When it says
 	 * no (several chunks, a bad pointer, a full or closed slot), the
 	 * way below decides. */
-	if (n >= 16 && !IOP__NULL_POOL(pool) && IOP__HAVE_AVX() && iop__owner_kernel() == IOP__OWNER_AVX2) {
+	if (n >= 16 && !IOP__NULL_POOL(pool) && iop__owner_kernel() == IOP__OWNER_AVX2) {
 		uintptr_t base;
 		if (__builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
 		    __builtin_expect(iop__seq_push_bulk_own(IOP__HOT(pool), objs, n, base), 1))
