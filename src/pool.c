@@ -177,10 +177,13 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	pool->hot.stride = stride;
 	pool->chunk_size = chunk;
 	pool->hot.chunk_mask = chunk - 1;
-	pool->hot.objs_per_chunk = chunk / stride;
-	pool->hot.div_shift = (uint32_t)__builtin_ctzll(stride);
+	pool->hot.objs_per_chunk = (uint32_t)(chunk / stride);
+	pool->hot.div_shift = (uint8_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->hot.owner_bad = ~pool->hot.chunk_mask | (((uint64_t)1 << pool->hot.div_shift) - 1);
+	/* iop__owned(): a power-of-two stride fills its chunk. */
+	pool->hot.free_bad = pool->hot.div_mul == 1 ? ~(((uint64_t)IOP_MAP_ENTRIES << IOP_GRANULE_SHIFT) - 1) | (stride - 1)
+						    : UINT64_MAX;
 	pool->flags = p.flags;
 	pool->checked = (p.flags & IOP_F_CHECKED) || IOP_DEBUG >= 2 || _iop_opt_uint(IOP_OPT_CHECKED);
 	pool->refcount = (p.flags & IOP_F_REFCOUNT) != 0;

@@ -101,6 +101,37 @@ TEST(free_of_static_pointer_aborts_not_from_any_pool)
 	return TH_PASS;
 }
 
+/*
+ * An object's address with a bit at or above the top of the user range
+ * set (non-canonical, or the kernel's half): iop__owned()'s first test
+ * refuses it before the map is indexed, which it would overrun. Through
+ * iop_free() and a bulk free of one.
+ */
+TEST(free_of_an_address_above_the_user_range_aborts_not_from_any_pool)
+{
+	iop_pool_t *p = MKPOOL("highaddr", 2048, 0, 0, 0, 0);
+	void *o = iop_alloc(p);
+	REQUIRE(o);
+#if defined(__aarch64__)
+	static const unsigned bits[] = { 48, 52, 56, 63 };
+#else
+	static const unsigned bits[] = { 47, 48, 56, 63 };
+#endif
+	for (size_t i = 0; i < sizeof bits / sizeof *bits; i++) {
+		void *bad = (void *)((uintptr_t)o | ((uintptr_t)1 << bits[i]));
+		void *one[1] = { bad };
+		struct bad_free b = { .pool = p, .ptr = bad, .bulk = one, .nbulk = 1 };
+		char a[32];
+		if (!EXPECT_DEATH(do_free, &b, SIGABRT, PREFIX("highaddr"), addr(bad, a), "not from any pool") ||
+		    !EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("highaddr"), addr(bad, a), "not from any pool"))
+			printf("  (bit %u)\n", bits[i]);
+	}
+	iop_free(p, o);
+	CHECK_AUDIT(p);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
 TEST(free_of_another_pools_object_aborts_naming_both_pools)
 {
 	iop_pool_t *p = MKPOOL("mine", 64, 0, 0, 0, 0);

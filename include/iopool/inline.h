@@ -53,7 +53,7 @@ extern "C" {
 #endif
 
 /* The layout of the inline ABI; the library's symbol versions carry it. */
-#define IOP__INLINE_ABI 3
+#define IOP__INLINE_ABI 4
 
 /* One per (CPU, pool): 64 bytes, one cache line. */
 struct iop__cslot {
@@ -74,13 +74,17 @@ struct iop__pool_hot {
 	int64_t rseq_off;       /* glibc's __rseq_offset, copied */
 	uintptr_t chunk_mask;   /* chunk size - 1 */
 	uint64_t div_mul;       /* inverse of the stride's odd part mod 2^64 */
-	uint64_t objs_per_chunk;
 	uint64_t stride;        /* bytes between objects */
-	uint32_t div_shift;     /* trailing zero bits of the stride */
+	uint64_t free_bad;      /* a power-of-two stride: the address bits
+	                           above the map's range and stride - 1, the
+	                           bits no object's address has set; any other
+	                           stride: all ones (iop__owned) */
+	uint32_t objs_per_chunk;
+	uint8_t div_shift;      /* trailing zero bits of the stride */
 	uint8_t put_slow;       /* iop_buf_put() always takes the library path:
 	                           not IOP_F_REFCOUNT, a release hook, checked */
 	uint8_t heap;           /* one of the heap's size classes */
-	uint16_t unused_;
+	uint8_t unused_;
 	uint64_t owner_bad;     /* ~chunk_mask | (2^div_shift - 1): the bits
 	                           an object's address never differs from its
 	                           chunk's base in (owner.h) */
@@ -187,20 +191,22 @@ static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
 
 /*
  * The same answer as iop__obj_index(pool, p) < objs_per_chunk. A
- * power-of-two stride (div_mul 1) fills its chunk, and a chunk is
- * naturally aligned, so there the division is a test of the low bits:
- * the multiply and the rotate by a register made a free of one object
- * 20-25% slower (bench/mempool_perf.c, puts of 1; docs/BENCHMARKS.md).
+ * power-of-two stride fills its chunk, and chunks are naturally aligned:
+ * there an address is an object of the pool when its granule names the
+ * pool and it has none of free_bad's bits, the low ones (an object
+ * boundary) or the high ones (which also keeps the map index in range).
+ * One test and the map load, without the division's multiply and rotate
+ * by a register or the index's range test: in DPDK's matrix a free of one
+ * object ran 40-60% faster (docs/BENCHMARKS.md). Other strides, and any
+ * address that fails the test, take the division.
  */
 static inline int iop__owned(const iop_pool_t *pool, const void *p)
 {
 	const struct iop__pool_hot *h = IOP__HOT(pool);
-	uintptr_t g = IOP__RCAST(uintptr_t, p) >> IOP__GRANULE_SHIFT;
-	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || IOP__LD(&iop__map[g]) != pool)
-		return 0;
-	if (h->div_mul == 1)
-		return (IOP__RCAST(uintptr_t, p) & (h->stride - 1)) == 0;
-	return iop__obj_number(pool, p) < h->objs_per_chunk;
+	uintptr_t a = IOP__RCAST(uintptr_t, p);
+	if (__builtin_expect((a & h->free_bad) == 0, 1))
+		return IOP__LD(&iop__map[a >> IOP__GRANULE_SHIFT]) == pool;
+	return iop__obj_index(pool, p) < h->objs_per_chunk;
 }
 
 /*
