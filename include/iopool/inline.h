@@ -936,6 +936,92 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 	return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_ownm_c(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h))
 				 : iop__seq_push_bulk_ownm_v(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h));
 }
+
+/*
+ * The same for 4 <= k <= 8: in[0..3] and in[k-4..k-1] as two 32-byte runs
+ * (overlapping under 8: the OR and the maximum do not mind a pointer seen
+ * twice), stored, then XORed with the chunk's base (and, for a stride that
+ * is not a power of two, their offsets multiplied) and tested before the
+ * commit. Against the SSE2 runs (iop__owner_runs8, then
+ * iop__seq_push_runs): two loads instead of four, no copies between
+ * registers, one pass.
+ */
+/* Two runs for a k in a register; for a k the compiler knows (%c[k]), one
+ * run at 4. The loaded registers' XOR and OR end in ymm0. */
+#define IOP__SEQ_COPY_AVX8_OWN_(S, D, M, START, TEST)                        \
+	START                                                                \
+	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
+	"vmovdqu -32(%[" S "],%q[k],8), %%ymm1\n\t"                          \
+	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
+	"vmovdqu %%ymm1, -32(%[" D "],%q[k],8)\n\t"                          \
+	IOP__OWN_X(0) IOP__OWN_X(1) M(0, 1) IOP__OWN_OR(0, 1) TEST
+#define IOP__SEQ_COPYC_AVX8_OWN_(S, D, M, START, TEST)                       \
+	START                                                                \
+	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
+	".if %c[k] > 4\n\t"                                                  \
+	"vmovdqu %c[k]*8-32(%[" S "]), %%ymm1\n\t"                           \
+	"vmovdqu %%ymm1, %c[k]*8-32(%[" D "])\n\t"                           \
+	".endif\n\t"                                                         \
+	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
+	IOP__OWN_X(0)                                                        \
+	".if %c[k] > 4\n\t"                                                  \
+	IOP__OWN_X(1) M(0, 1) IOP__OWN_OR(0, 1)                              \
+	".else\n\t"                                                          \
+	M(0, 0)                                                              \
+	".endif\n\t" TEST
+/* A power of two: the base in ymm8; the OR tested against %[obad] in
+ * every lane. Another stride: IOP__OWN_START_MUL and IOP__OWN_TEST_MUL,
+ * with the OR moved to ymm9. */
+#define IOP__OWN8_START_POW2                                                 \
+	"vmovq %[ob], %%xmm8\n\t"                                            \
+	"vpbroadcastq %%xmm8, %%ymm8\n\t"
+#define IOP__OWN8_TEST_POW2                                                  \
+	"vmovq %[obad], %%xmm9\n\t"                                          \
+	"vpbroadcastq %%xmm9, %%ymm9\n\t"                                    \
+	"vptest %%ymm9, %%ymm0\n\t"                                          \
+	"vzeroupper\n\t"                                                     \
+	"jnz %l[slow]\n\t"
+#define IOP__OWN8_TEST_MUL IOP__OWN_OR(9, 0) IOP__OWN_TEST_MUL
+#define IOP__SEQ_COPY_AVX8_OWN(S, D) \
+	IOP__SEQ_COPY_AVX8_OWN_(S, D, IOP__OWN_POW2, IOP__OWN8_START_POW2, IOP__OWN8_TEST_POW2)
+#define IOP__SEQ_COPY_AVX8_OWNM(S, D) \
+	IOP__SEQ_COPY_AVX8_OWN_(S, D, IOP__OWN_MUL, IOP__OWN_START_MUL, IOP__OWN8_TEST_MUL)
+#define IOP__SEQ_COPYC_AVX8_OWN(S, D) \
+	IOP__SEQ_COPYC_AVX8_OWN_(S, D, IOP__OWN_POW2, IOP__OWN8_START_POW2, IOP__OWN8_TEST_POW2)
+#define IOP__SEQ_COPYC_AVX8_OWNM(S, D) \
+	IOP__SEQ_COPYC_AVX8_OWN_(S, D, IOP__OWN_MUL, IOP__OWN_START_MUL, IOP__OWN8_TEST_MUL)
+#define IOP__SEQ_COPY_AVX8_OWN_CLOBBERS , "xmm8", "xmm9"
+#define IOP__SEQ_COPY_AVX8_OWNM_CLOBBERS IOP__SEQ_COPY_AVX8_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
+#define IOP__SEQ_COPYC_AVX8_OWN_CLOBBERS IOP__SEQ_COPY_AVX8_OWN_CLOBBERS
+#define IOP__SEQ_COPYC_AVX8_OWNM_CLOBBERS IOP__SEQ_COPY_AVX8_OWNM_CLOBBERS
+#define IOP__SEQ_PUSH8_OWN_R(COPY, ARGS) \
+	IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)), ARGS)
+#define IOP__SEQ_PUSH8_OWN_I(COPY, ARGS) IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), ARGS)
+__attribute__((always_inline)) static inline int iop__seq_push8_own_p(const struct iop__pool_hot *h, void *const *in,
+								     unsigned k, uintptr_t ob, uint64_t obad)
+	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWN, IOP__OWN_ARGS)
+__attribute__((always_inline)) static inline int iop__seq_push8_own_m(const struct iop__pool_hot *h, void *const *in,
+								     unsigned k, uintptr_t ob, uint64_t obad,
+								     uint32_t omul, uint32_t olim)
+	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWNM, IOP__OWNM_ARGS)
+__attribute__((always_inline)) static inline int iop__seq_push8_own_pc(const struct iop__pool_hot *h, void *const *in,
+								      unsigned k, uintptr_t ob, uint64_t obad)
+	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWN, IOP__OWN_ARGS)
+__attribute__((always_inline)) static inline int iop__seq_push8_own_mc(const struct iop__pool_hot *h, void *const *in,
+								      unsigned k, uintptr_t ob, uint64_t obad,
+								      uint32_t omul, uint32_t olim)
+	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWNM, IOP__OWNM_ARGS)
+/* 4 <= k <= 8. */
+__attribute__((always_inline)) static inline int iop__seq_push8_own(const struct iop__pool_hot *h, void *const *in,
+								   unsigned k, uintptr_t ob)
+{
+	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
+	if (mul == 1)
+		return IOP__SEQ_CONST(k) ? iop__seq_push8_own_pc(h, in, k, ob, h->owner_bad)
+					 : iop__seq_push8_own_p(h, in, k, ob, h->owner_bad);
+	return IOP__SEQ_CONST(k) ? iop__seq_push8_own_mc(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h))
+				 : iop__seq_push8_own_m(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h));
+}
 #endif
 #else
 #define IOP__SEQ_POP(h, p, slow)         \
@@ -1080,6 +1166,20 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 		iop__free_bulk_slow(pool, objs, 1);
 		return;
 	}
+#if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN && !defined(IOP__NO_AVX)
+	/* Bursts of 4 to 8 with AVX2: the owner check inside the push, in two
+	 * 32-byte runs (iop__seq_push8_own). When it says no (several chunks,
+	 * a bad pointer, a full or closed slot), the slow path decides. */
+	if (n - 4u <= 4u && iop__owner_kernel() == IOP__OWNER_AVX2) {
+		uintptr_t base;
+		if (!IOP__NULL_POOL(pool) &&
+		    __builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
+		    __builtin_expect(iop__seq_push8_own(IOP__HOT(pool), objs, n, base), 1))
+			return;
+		iop__free_bulk_slow(pool, objs, n);
+		return;
+	}
+#endif
 #if IOP__SEQ && defined(IOP__OWNER_X86) && !IOP__LIB_ASAN
 	/* Bursts of 2 to 8: the owner check's loads are the push's data. */
 	if (n - 2u <= 6u) {
