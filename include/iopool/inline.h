@@ -969,15 +969,14 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 	".else\n\t"                                                          \
 	M(0, 0)                                                              \
 	".endif\n\t" TEST
-/* A power of two: the base in ymm8; the OR tested against %[obad] in
- * every lane. Another stride: IOP__OWN_START_MUL and IOP__OWN_TEST_MUL,
+/* A power of two: the base in ymm8; the OR tested against %[obad] (in
+ * memory: broadcast from there) in every lane. Another stride: IOP__OWN_START_MUL and IOP__OWN_TEST_MUL,
  * with the OR moved to ymm9. */
 #define IOP__OWN8_START_POW2                                                 \
 	"vmovq %[ob], %%xmm8\n\t"                                            \
 	"vpbroadcastq %%xmm8, %%ymm8\n\t"
 #define IOP__OWN8_TEST_POW2                                                  \
-	"vmovq %[obad], %%xmm9\n\t"                                          \
-	"vpbroadcastq %%xmm9, %%ymm9\n\t"                                    \
+	"vpbroadcastq %[obad], %%ymm9\n\t"                                   \
 	"vptest %%ymm9, %%ymm0\n\t"                                          \
 	"vzeroupper\n\t"                                                     \
 	"jnz %l[slow]\n\t"
@@ -997,16 +996,17 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 #define IOP__SEQ_PUSH8_OWN_R(COPY, ARGS) \
 	IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)), ARGS)
 #define IOP__SEQ_PUSH8_OWN_I(COPY, ARGS) IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), ARGS)
+#define IOP__OWN8_ARGS [ob] "r"(ob), [obad] "m"(h->owner_bad)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_p(const struct iop__pool_hot *h, void *const *in,
-								     unsigned k, uintptr_t ob, uint64_t obad)
-	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWN, IOP__OWN_ARGS)
+								     unsigned k, uintptr_t ob)
+	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWN, IOP__OWN8_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_m(const struct iop__pool_hot *h, void *const *in,
 								     unsigned k, uintptr_t ob, uint64_t obad,
 								     uint32_t omul, uint32_t olim)
 	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWNM, IOP__OWNM_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_pc(const struct iop__pool_hot *h, void *const *in,
-								      unsigned k, uintptr_t ob, uint64_t obad)
-	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWN, IOP__OWN_ARGS)
+								      unsigned k, uintptr_t ob)
+	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWN, IOP__OWN8_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_mc(const struct iop__pool_hot *h, void *const *in,
 								      unsigned k, uintptr_t ob, uint64_t obad,
 								      uint32_t omul, uint32_t olim)
@@ -1017,8 +1017,7 @@ __attribute__((always_inline)) static inline int iop__seq_push8_own(const struct
 {
 	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
 	if (mul == 1)
-		return IOP__SEQ_CONST(k) ? iop__seq_push8_own_pc(h, in, k, ob, h->owner_bad)
-					 : iop__seq_push8_own_p(h, in, k, ob, h->owner_bad);
+		return IOP__SEQ_CONST(k) ? iop__seq_push8_own_pc(h, in, k, ob) : iop__seq_push8_own_p(h, in, k, ob);
 	return IOP__SEQ_CONST(k) ? iop__seq_push8_own_mc(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h))
 				 : iop__seq_push8_own_m(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h));
 }
