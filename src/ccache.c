@@ -166,10 +166,14 @@ int _iop_cpu_pool_init(struct iop_pool *pool, uint32_t cache_size, uint64_t limi
 	memset(s, 0, bytes);
 	pool->cpu_mem = s;
 	pool->hot.cpu = s + 2;
+	/* The sequences read the rseq area's offset as 32 bits (inline.h);
+	 * glibc's is a static TLS offset, which always fits. */
+	int off_fits = 1;
 #if IOP__LIB_RSEQ
-	pool->hot.rseq_off = (int64_t)__rseq_offset;
+	off_fits = __rseq_offset >= INT32_MIN && __rseq_offset <= INT32_MAX;
+	pool->hot.rseq_off = off_fits ? (int32_t)__rseq_offset : 0;
 #endif
-	pool->cpu_mode = _iop_cache_mode == IOP_CACHE_CPU && !pool->checked;
+	pool->cpu_mode = off_fits && _iop_cache_mode == IOP_CACHE_CPU && !pool->checked;
 	pthread_mutex_init(&pool->cpu_lock, NULL);
 	return 0;
 }

@@ -177,7 +177,7 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	pool->hot.stride = stride;
 	pool->chunk_size = chunk;
 	pool->hot.chunk_mask = chunk - 1;
-	pool->hot.objs_per_chunk = (uint32_t)(chunk / stride);
+	pool->hot.objs_per_chunk = chunk / stride;
 	pool->hot.div_shift = (uint8_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->hot.owner_bad = ~pool->hot.chunk_mask | (((uint64_t)1 << pool->hot.div_shift) - 1);

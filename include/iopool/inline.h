@@ -71,15 +71,16 @@ struct iop__cslot {
 /* The first bytes of every pool: what the inline code reads. */
 struct iop__pool_hot {
 	struct iop__cslot *cpu; /* slot 0; slots -2 and -1 are never open */
-	int64_t rseq_off;       /* glibc's __rseq_offset, copied */
 	uintptr_t chunk_mask;   /* chunk size - 1 */
 	uint64_t div_mul;       /* inverse of the stride's odd part mod 2^64 */
+	uint64_t objs_per_chunk;
 	uint64_t stride;        /* bytes between objects */
 	uint64_t free_bad;      /* a power-of-two stride: the address bits
 	                           above the map's range and stride - 1, the
 	                           bits no object's address has set; any other
 	                           stride: all ones (iop__owned) */
-	uint32_t objs_per_chunk;
+	int32_t rseq_off;       /* glibc's __rseq_offset, copied (a static
+	                           TLS offset: 32 bits, read sign-extended) */
 	uint8_t div_shift;      /* trailing zero bits of the stride */
 	uint8_t put_slow;       /* iop_buf_put() always takes the library path:
 	                           not IOP_F_REFCOUNT, a release hook, checked */
@@ -382,7 +383,7 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
 					  "movq %[w], (%[t])\n\t" IOP__RSEQ_ABORT  \
 					  : [t] "=&r"(t_), [w] "=&r"(w_), [n] "=&r"(n_), \
 					    [p] "=&r"(p)                             \
-					  : [off] "r"((h)->rseq_off), [base] "r"((h)->cpu) \
+					  : [off] "r"(IOP__SCAST(int64_t, (h)->rseq_off)), [base] "r"((h)->cpu) \
 					  : "cc"                                     \
 					  : slow);                                   \
 	} while (0)
@@ -412,7 +413,7 @@ static inline int iop__seq_push(const struct iop__pool_hot *h, void *obj)
 		     "movq %[w], (%[t])\n\t"
 		     IOP__RSEQ_ABORT
 		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [a] "=&r"(a)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [obj] "r"(obj)
+		     : [off] "r"(IOP__SCAST(int64_t, h->rseq_off)), [base] "r"(h->cpu), [obj] "r"(obj)
 		     : "cc", "memory"
 		     : slow);
 	return 1;
@@ -652,7 +653,7 @@ slow:
 			     "movq %[w], (%[t])\n\t"                                        \
 			     IOP__RSEQ_ABORT                                                \
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [s] "=&r"(s), [x] "=&r"(x) \
-			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [out] "r"(out),  \
+			     : [off] "r"(IOP__SCAST(int64_t, h->rseq_off)), [base] "r"(h->cpu), [out] "r"(out),  \
 			       KARG, DWARG                                                  \
 			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
@@ -703,7 +704,7 @@ slow:
 			     COPY("in", "d")                                                \
 			     IOP__SEQ_PUSH_COMMIT(KADD)                                     \
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x) \
-			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [in] "r"(in),    \
+			     : [off] "r"(IOP__SCAST(int64_t, h->rseq_off)), [base] "r"(h->cpu), [in] "r"(in),    \
 			       __VA_ARGS__                                                  \
 			     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3" COPY##_CLOBBERS \
 			     : slow);                                                       \
@@ -796,7 +797,7 @@ __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct
 			     ".endif\n\t"
 			     IOP__SEQ_PUSH_COMMIT(IOP__SEQ_KADD_I)
 			     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
-			     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [k] "i"(k),
+			     : [off] "r"(IOP__SCAST(int64_t, h->rseq_off)), [base] "r"(h->cpu), [k] "i"(k),
 			       [a] "x"(r->a), [b] "x"(r->b), [c] "x"(r->c), [e] "x"(r->e)
 			     : "cc", "memory"
 			     : slow);
@@ -812,7 +813,7 @@ __attribute__((always_inline)) static inline int iop__seq_push_runs(const struct
 		     "movups %[e], -16(%[d],%q[k],8)\n\t"
 		     IOP__SEQ_PUSH_COMMIT(IOP__SEQ_KADD_R)
 		     : [t] "=&r"(t), [w] "=&r"(w), [n] "=&r"(n), [d] "=&r"(d), [x] "=&r"(x)
-		     : [off] "r"(h->rseq_off), [base] "r"(h->cpu), [k] "r"(IOP__SCAST(uint64_t, k)),
+		     : [off] "r"(IOP__SCAST(int64_t, h->rseq_off)), [base] "r"(h->cpu), [k] "r"(IOP__SCAST(uint64_t, k)),
 		       [a] "x"(r->a), [b] "x"(r->b), [c] "x"(r->c), [e] "x"(r->e)
 		     : "cc", "memory"
 		     : slow);
@@ -856,9 +857,9 @@ slow:
 #define IOP__OWN03(M) IOP__OWN4(M, 0, 1, 2, 3)
 #define IOP__OWN47(M) IOP__OWN4(M, 4, 5, 6, 7)
 /* ymm8 = the base in every lane, ymm9 = 0 (and ymm10 = 0, ymm11 = the
- * multiplier in every 32-bit lane); then, after the copy, the OR of ymm9's
- * lanes tested against %[obad] (and the maximum of ymm10's against
- * %[olim]). */
+ * multiplier in every 32-bit lane); then, after the copy, ymm9 tested
+ * against %[obad] (in memory: broadcast from there) in every lane (and
+ * the maximum of ymm10's lanes against %[olim]). */
 #define IOP__OWN_START_POW2                                                  \
 	"vmovq %[ob], %%xmm8\n\t"                                            \
 	"vpbroadcastq %%xmm8, %%ymm8\n\t"                                    \
@@ -868,19 +869,13 @@ slow:
 	"vpxor %%ymm10, %%ymm10, %%ymm10\n\t"                                \
 	"vmovd %k[omul], %%xmm11\n\t"                                        \
 	"vpbroadcastd %%xmm11, %%ymm11\n\t"
-#define IOP__OWN_OR9                                                         \
-	"vextracti128 $1, %%ymm9, %%xmm0\n\t"                                \
-	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
-	"vpshufd $0x4e, %%xmm9, %%xmm0\n\t"                                  \
-	"vpor %%xmm0, %%xmm9, %%xmm9\n\t"                                    \
-	"vmovq %%xmm9, %[x]\n\t"
-#define IOP__OWN_TEST_POW2                                                   \
-	IOP__OWN_OR9                                                         \
+#define IOP__OWN_TEST_OR9                                                    \
+	"vpbroadcastq %[obad], %%ymm0\n\t"                                   \
+	"vptest %%ymm0, %%ymm9\n\t"                                          \
 	"vzeroupper\n\t"                                                     \
-	"testq %[obad], %[x]\n\t"                                            \
 	"jnz %l[slow]\n\t"
+#define IOP__OWN_TEST_POW2 IOP__OWN_TEST_OR9
 #define IOP__OWN_TEST_MUL                                                    \
-	IOP__OWN_OR9                                                         \
 	"vextracti128 $1, %%ymm10, %%xmm0\n\t"                               \
 	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
 	"vpshufd $0x4e, %%xmm10, %%xmm0\n\t"                                 \
@@ -888,9 +883,7 @@ slow:
 	"vpshufd $0xb1, %%xmm10, %%xmm0\n\t"                                 \
 	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
 	"vmovd %%xmm10, %k[n]\n\t"                                           \
-	"vzeroupper\n\t"                                                     \
-	"testq %[obad], %[x]\n\t"                                            \
-	"jnz %l[slow]\n\t"                                                   \
+	IOP__OWN_TEST_OR9                                                    \
 	"cmpl %k[olim], %k[n]\n\t"                                           \
 	"jae %l[slow]\n\t"
 #define IOP__SEQ_COPY_AVX_OWN_(S, D, M, START, TEST)                         \
@@ -907,22 +900,22 @@ slow:
 #define IOP__SEQ_COPYC_AVX_OWN_CLOBBERS , "xmm8", "xmm9"
 #define IOP__SEQ_COPY_AVX_OWNM_CLOBBERS IOP__SEQ_COPY_AVX_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
 #define IOP__SEQ_COPYC_AVX_OWNM_CLOBBERS IOP__SEQ_COPYC_AVX_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
-#define IOP__OWN_ARGS [ob] "r"(ob), [obad] "r"(obad)
+#define IOP__OWN_ARGS [ob] "r"(ob), [obad] "m"(h->owner_bad)
 #define IOP__OWNM_ARGS IOP__OWN_ARGS, [omul] "r"(omul), [olim] "r"(olim)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own_v(const struct iop__pool_hot *h, void *const *in,
-									    unsigned k, uintptr_t ob, uint64_t obad)
+									    unsigned k, uintptr_t ob)
 	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
 			    IOP__OWN_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_own_c(const struct iop__pool_hot *h, void *const *in,
-									    unsigned k, uintptr_t ob, uint64_t obad)
+									    unsigned k, uintptr_t ob)
 	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWN_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_ownm_v(const struct iop__pool_hot *h, void *const *in,
-									     unsigned k, uintptr_t ob, uint64_t obad,
+									     unsigned k, uintptr_t ob,
 									     uint32_t omul, uint32_t olim)
 	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWNM, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
 			    IOP__OWNM_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_ownm_c(const struct iop__pool_hot *h, void *const *in,
-									     unsigned k, uintptr_t ob, uint64_t obad,
+									     unsigned k, uintptr_t ob,
 									     uint32_t omul, uint32_t olim)
 	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWNM, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWNM_ARGS)
 /* 16 <= k; h's stride a power of two (div_mul 1) or not. */
@@ -931,10 +924,10 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 {
 	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
 	if (mul == 1)
-		return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_own_c(h, in, k, ob, h->owner_bad)
-					 : iop__seq_push_bulk_own_v(h, in, k, ob, h->owner_bad);
-	return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_ownm_c(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h))
-				 : iop__seq_push_bulk_ownm_v(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h));
+		return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_own_c(h, in, k, ob)
+					 : iop__seq_push_bulk_own_v(h, in, k, ob);
+	return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_ownm_c(h, in, k, ob, mul, IOP__OWNER_LIM(h))
+				 : iop__seq_push_bulk_ownm_v(h, in, k, ob, mul, IOP__OWNER_LIM(h));
 }
 
 /*
@@ -996,19 +989,18 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 #define IOP__SEQ_PUSH8_OWN_R(COPY, ARGS) \
 	IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)), ARGS)
 #define IOP__SEQ_PUSH8_OWN_I(COPY, ARGS) IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), ARGS)
-#define IOP__OWN8_ARGS [ob] "r"(ob), [obad] "m"(h->owner_bad)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_p(const struct iop__pool_hot *h, void *const *in,
 								     unsigned k, uintptr_t ob)
-	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWN, IOP__OWN8_ARGS)
+	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWN, IOP__OWN_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_m(const struct iop__pool_hot *h, void *const *in,
-								     unsigned k, uintptr_t ob, uint64_t obad,
+								     unsigned k, uintptr_t ob,
 								     uint32_t omul, uint32_t olim)
 	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWNM, IOP__OWNM_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_pc(const struct iop__pool_hot *h, void *const *in,
 								      unsigned k, uintptr_t ob)
-	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWN, IOP__OWN8_ARGS)
+	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWN, IOP__OWN_ARGS)
 __attribute__((always_inline)) static inline int iop__seq_push8_own_mc(const struct iop__pool_hot *h, void *const *in,
-								      unsigned k, uintptr_t ob, uint64_t obad,
+								      unsigned k, uintptr_t ob,
 								      uint32_t omul, uint32_t olim)
 	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWNM, IOP__OWNM_ARGS)
 /* 4 <= k <= 8. */
@@ -1018,8 +1010,8 @@ __attribute__((always_inline)) static inline int iop__seq_push8_own(const struct
 	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
 	if (mul == 1)
 		return IOP__SEQ_CONST(k) ? iop__seq_push8_own_pc(h, in, k, ob) : iop__seq_push8_own_p(h, in, k, ob);
-	return IOP__SEQ_CONST(k) ? iop__seq_push8_own_mc(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h))
-				 : iop__seq_push8_own_m(h, in, k, ob, h->owner_bad, mul, IOP__OWNER_LIM(h));
+	return IOP__SEQ_CONST(k) ? iop__seq_push8_own_mc(h, in, k, ob, mul, IOP__OWNER_LIM(h))
+				 : iop__seq_push8_own_m(h, in, k, ob, mul, IOP__OWNER_LIM(h));
 }
 #endif
 #else
