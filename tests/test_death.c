@@ -321,6 +321,56 @@ DO_FREE_BULK_K(40)
 DO_FREE_BULK_K(64)
 
 /*
+ * The bad bulk frees below: a pool `name` of objects of obj bytes whose
+ * first 65 are held in good[], and one object of a pool `other`.
+ */
+struct bad_bulk {
+	iop_pool_t *p, *q;
+	void *good[65], *arr[65], *foreign;
+	char prefix[64], other[64];
+	size_t obj;
+};
+
+static void bad_bulk_open(struct bad_bulk *f, const char *name, const char *other, size_t obj)
+{
+	memset(f, 0, sizeof *f);
+	f->obj = obj;
+	snprintf(f->prefix, sizeof f->prefix, "iopool: pool '%s': ", name);
+	snprintf(f->other, sizeof f->other, "belongs to pool '%s'", other);
+	f->p = MKPOOL(name, obj, 0, 0, 0, 0);
+	f->q = MKPOOL(other, 128, 0, 0, 0, 0);
+	CHECK_EQ(iop_alloc_bulk(f->p, f->good, 65), 65);
+	f->foreign = iop_alloc(f->q);
+	REQUIRE(f->foreign);
+}
+
+/* good[0..k) with good[at] replaced by the foreign object (foreign) or
+ * by an interior pointer (good[at] + 64), freed by fn: 1 when that
+ * aborts naming it. */
+static int bad_bulk_dies(struct bad_bulk *f, void (*fn)(void *), unsigned k, unsigned at, int foreign)
+{
+	void *bad = foreign ? f->foreign : (char *)f->good[at] + 64;
+	memcpy(f->arr, f->good, sizeof f->arr);
+	f->arr[at] = bad;
+	struct bad_free b = { .pool = f->p, .bulk = f->arr, .nbulk = k };
+	char a[32];
+	if (EXPECT_DEATH(fn, &b, SIGABRT, f->prefix, addr(bad, a), foreign ? f->other : "interior pointer"))
+		return 1;
+	printf("  (stride of %zu, %u objects, bad at %u)\n", f->obj, k, at);
+	return 0;
+}
+
+static void bad_bulk_close(struct bad_bulk *f)
+{
+	iop_free_bulk(f->p, f->good, 65);
+	iop_free(f->q, f->foreign);
+	CHECK_AUDIT(f->p);
+	CHECK_AUDIT(f->q);
+	CHECK_DESTROY(f->p);
+	CHECK_DESTROY(f->q);
+}
+
+/*
  * Arrays of 2 to 15, the size a variable and a literal (4, 5, 8), with one
  * bad pointer at every place: the SSE2 runs (2 to 8), the two 32-byte runs
  * checked inside the push (4 to 8, with AVX2: inline.h,
@@ -329,36 +379,18 @@ DO_FREE_BULK_K(64)
  */
 static void bad_bulks_of_2_to_15(size_t obj)
 {
-	enum { MAXK = 15 };
-	iop_pool_t *p = MKPOOL("bulkshort", obj, 0, 0, 0, 0);
-	iop_pool_t *q = MKPOOL("othershort", 128, 0, 0, 0, 0);
-	void *good[MAXK], *arr[MAXK];
-	CHECK_EQ(iop_alloc_bulk(p, good, MAXK), MAXK);
-	void *foreign = iop_alloc(q);
-	REQUIRE(foreign);
-	for (unsigned k = 2; k <= MAXK; k++) {
+	struct bad_bulk f;
+	bad_bulk_open(&f, "bulkshort", "othershort", obj);
+	for (unsigned k = 2; k <= 15; k++) {
+		void (*lit)(void *) = k == 4 ? do_free_bulk_4 : k == 5 ? do_free_bulk_5 : k == 8 ? do_free_bulk_8 : NULL;
 		for (unsigned at = 0; at < k; at++) {
-			int interior = (at + k) % 2 == 0;
-			void *bad = interior ? (char *)good[at] + 64 : foreign;
-			const char *fault = interior ? "interior pointer" : "belongs to pool 'othershort'";
-			memcpy(arr, good, sizeof arr);
-			arr[at] = bad;
-			struct bad_free b = { .pool = p, .bulk = arr, .nbulk = k };
-			char a[32];
-			if (!EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulkshort"), addr(bad, a), fault))
-				printf("  (stride of %zu, %u objects, bad at %u)\n", obj, k, at);
-			void (*lit)(void *) = k == 4 ? do_free_bulk_4 : k == 5 ? do_free_bulk_5 :
-					      k == 8 ? do_free_bulk_8 : NULL;
-			if (lit && !EXPECT_DEATH(lit, &b, SIGABRT, PREFIX("bulkshort"), addr(bad, a), fault))
-				printf("  (stride of %zu, literal %u objects, bad at %u)\n", obj, k, at);
+			int foreign = (at + k) % 2;
+			bad_bulk_dies(&f, do_free_bulk, k, at, foreign);
+			if (lit)
+				bad_bulk_dies(&f, lit, k, at, foreign);
 		}
 	}
-	iop_free_bulk(p, good, MAXK);
-	iop_free(q, foreign);
-	CHECK_AUDIT(p);
-	CHECK_AUDIT(q);
-	CHECK_DESTROY(p);
-	CHECK_DESTROY(q);
+	bad_bulk_close(&f);
 }
 
 TEST(free_bulk_of_2_to_15_with_one_bad_pointer_anywhere_aborts_naming_it)
@@ -373,57 +405,33 @@ TEST(free_bulk_of_2_to_15_with_one_bad_pointer_anywhere_aborts_naming_it)
 /*
  * Arrays of 16 to 65, the size a variable and a literal (with AVX2, the
  * push checks them inside its copy: inline.h, iop__seq_push_bulk_own) with
- * one
- * bad pointer at each place where the copy's blocks start, end and overlap:
- * the abort names it, so the push did not take it.
+ * one bad pointer at each place where the copy's blocks start, end and
+ * overlap: the abort names it, so the push did not take it.
  */
 static void bad_bulks_of_16_to_65(size_t obj)
 {
-	enum { MAXK = 65 };
-	iop_pool_t *p = MKPOOL("bulkwide", obj, 0, 0, 0, 0);
-	iop_pool_t *q = MKPOOL("otherwide", 128, 0, 0, 0, 0);
-	void *good[MAXK], *arr[MAXK];
-	CHECK_EQ(iop_alloc_bulk(p, good, MAXK), MAXK);
-	void *foreign = iop_alloc(q);
-	REQUIRE(foreign);
+	struct bad_bulk f;
+	bad_bulk_open(&f, "bulkwide", "otherwide", obj);
 	static const unsigned sizes[] = { 16, 17, 31, 32, 33, 48, 63, 64, 65 };
 	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
 		unsigned k = sizes[s];
+		/* the same size as a literal */
+		void (*lit)(void *) = k == 16 ? do_free_bulk_16 : k == 17 ? do_free_bulk_17 :
+				      k == 64 ? do_free_bulk_64 : NULL;
 		const unsigned at[] = { 0, 1, 3, 4, 15, 16, 31, k / 2, k - 17, k - 5, k - 4, k - 1 };
 		for (size_t j = 0; j < sizeof at / sizeof *at; j++) {
 			if (at[j] >= k)
 				continue;
-			void *bad = j % 2 ? foreign : (char *)good[at[j]] + 64;
-			memcpy(arr, good, sizeof arr);
-			arr[at[j]] = bad;
-			struct bad_free b = { .pool = p, .bulk = arr, .nbulk = k };
-			char a[32];
-			EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("bulkwide"), addr(bad, a),
-				     j % 2 ? "belongs to pool 'otherwide'" : "interior pointer");
-			/* the same size as a literal */
-			void (*lit)(void *) = k == 16 ? do_free_bulk_16 : k == 17 ? do_free_bulk_17 :
-					      k == 64 ? do_free_bulk_64 : NULL;
+			bad_bulk_dies(&f, do_free_bulk, k, at[j], j % 2);
 			if (lit)
-				EXPECT_DEATH(lit, &b, SIGABRT, PREFIX("bulkwide"), addr(bad, a),
-					     j % 2 ? "belongs to pool 'otherwide'" : "interior pointer");
+				bad_bulk_dies(&f, lit, k, at[j], j % 2);
 		}
 	}
 	/* 40 as a literal: two groups of 16 and the last 16 ending at 40 */
 	static const unsigned at40[] = { 0, 15, 16, 23, 24, 31, 32, 39 };
-	for (size_t j = 0; j < sizeof at40 / sizeof *at40; j++) {
-		memcpy(arr, good, sizeof arr);
-		arr[at40[j]] = foreign;
-		struct bad_free b = { .pool = p, .bulk = arr, .nbulk = 40 };
-		char a[32];
-		EXPECT_DEATH(do_free_bulk_40, &b, SIGABRT, PREFIX("bulkwide"), addr(foreign, a),
-			     "belongs to pool 'otherwide'");
-	}
-	iop_free_bulk(p, good, MAXK);
-	iop_free(q, foreign);
-	CHECK_AUDIT(p);
-	CHECK_AUDIT(q);
-	CHECK_DESTROY(p);
-	CHECK_DESTROY(q);
+	for (size_t j = 0; j < sizeof at40 / sizeof *at40; j++)
+		bad_bulk_dies(&f, do_free_bulk_40, 40, at40[j], 1);
+	bad_bulk_close(&f);
 }
 
 TEST(free_bulk_of_16_to_65_with_one_bad_pointer_aborts_naming_it)
