@@ -197,7 +197,7 @@ static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
  * pool and it has none of free_bad's bits, the low ones (an object
  * boundary) or the high ones (which also keeps the map index in range).
  * One test and the map load, without the division's multiply and rotate
- * by a register or the index's range test: 7 instructions, not 14; in
+ * by a register or the index's range test: 8 instructions, not 14; in
  * DPDK's matrix, cells that put back one object at a time after larger
  * gets ran 18-25% faster (docs/BENCHMARKS.md). Other strides, and any
  * address that fails the test, take the division (3 instructions more
@@ -1082,7 +1082,7 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 
 /*
  * Budget (gcc 12, Release, x86-64): a pop is the sequence's 16
- * instructions; a free is the owner check (iop__owned: 7 for a
+ * instructions; a free is the owner check (iop__owned: 8 for a
  * power-of-two stride, one test and the map load; 17 for another, with the
  * division as a multiply and a rotate) and the push's 15. No lock, no
  * atomic read-modify-write, no call, no system call. The caller guarantees
