@@ -199,9 +199,9 @@ static inline uint64_t iop__obj_index(const iop_pool_t *pool, const void *p)
  * One test and the map load, without the division's multiply and rotate
  * by a register or the index's range test: 8 instructions, not 14; in
  * DPDK's matrix, cells that put back one object at a time after larger
- * gets ran 18-25% faster (docs/BENCHMARKS.md). Other strides, and any
- * address that fails the test, take the division (3 instructions more
- * than before: the test).
+ * gets ran 17-41% faster (docs/BENCHMARKS.md). Other strides, and any
+ * address that fails the test, take the division after the test (an
+ * alloc+free pair: 56 instructions, was 52).
  */
 static inline int iop__owned(const iop_pool_t *pool, const void *p)
 {
@@ -869,12 +869,11 @@ slow:
 	"vpxor %%ymm10, %%ymm10, %%ymm10\n\t"                                \
 	"vmovd %k[omul], %%xmm11\n\t"                                        \
 	"vpbroadcastd %%xmm11, %%ymm11\n\t"
-#define IOP__OWN_TEST_OR9                                                    \
+#define IOP__OWN_TEST_POW2                                                   \
 	"vpbroadcastq %[obad], %%ymm0\n\t"                                   \
 	"vptest %%ymm0, %%ymm9\n\t"                                          \
 	"vzeroupper\n\t"                                                     \
 	"jnz %l[slow]\n\t"
-#define IOP__OWN_TEST_POW2 IOP__OWN_TEST_OR9
 #define IOP__OWN_TEST_MUL                                                    \
 	"vextracti128 $1, %%ymm10, %%xmm0\n\t"                               \
 	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
@@ -883,7 +882,7 @@ slow:
 	"vpshufd $0xb1, %%xmm10, %%xmm0\n\t"                                 \
 	"vpmaxud %%xmm0, %%xmm10, %%xmm10\n\t"                               \
 	"vmovd %%xmm10, %k[n]\n\t"                                           \
-	IOP__OWN_TEST_OR9                                                    \
+	IOP__OWN_TEST_POW2                                                   \
 	"cmpl %k[olim], %k[n]\n\t"                                           \
 	"jae %l[slow]\n\t"
 #define IOP__SEQ_COPY_AVX_OWN_(S, D, M, START, TEST)                         \
@@ -902,45 +901,52 @@ slow:
 #define IOP__SEQ_COPYC_AVX_OWNM_CLOBBERS IOP__SEQ_COPYC_AVX_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
 #define IOP__OWN_ARGS [ob] "r"(ob), [obad] "m"(h->owner_bad)
 #define IOP__OWNM_ARGS IOP__OWN_ARGS, [omul] "r"(omul), [olim] "r"(olim)
-__attribute__((always_inline)) static inline int iop__seq_push_bulk_own_v(const struct iop__pool_hot *h, void *const *in,
-									    unsigned k, uintptr_t ob)
-	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
-			    IOP__OWN_ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push_bulk_own_c(const struct iop__pool_hot *h, void *const *in,
-									    unsigned k, uintptr_t ob)
-	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWN_ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push_bulk_ownm_v(const struct iop__pool_hot *h, void *const *in,
-									     unsigned k, uintptr_t ob,
-									     uint32_t omul, uint32_t olim)
-	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPY_AVX_OWNM, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)),
-			    IOP__OWNM_ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push_bulk_ownm_c(const struct iop__pool_hot *h, void *const *in,
-									     unsigned k, uintptr_t ob,
-									     uint32_t omul, uint32_t olim)
-	IOP__SEQ_PUSH_BULK_(IOP__SEQ_COPYC_AVX_OWNM, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWNM_ARGS)
-/* 16 <= k; h's stride a power of two (div_mul 1) or not. */
-__attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const struct iop__pool_hot *h, void *const *in,
-									  unsigned k, uintptr_t ob)
-{
-	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
-	if (mul == 1)
-		return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_own_c(h, in, k, ob)
-					 : iop__seq_push_bulk_own_v(h, in, k, ob);
-	return IOP__SEQ_CONST(k) ? iop__seq_push_bulk_ownm_c(h, in, k, ob, mul, IOP__OWNER_LIM(h))
-				 : iop__seq_push_bulk_ownm_v(h, in, k, ob, mul, IOP__OWNER_LIM(h));
-}
+/*
+ * A family of owner-checking pushes: NAME_p, NAME_pc (a power-of-two
+ * stride; k in a register, or known), NAME_m, NAME_mc (another stride,
+ * with the multiply), from the copies COPY, COPYC, COPYM and COPYMC; and
+ * NAME, which picks one for the pool's stride and k.
+ */
+#define IOP__SEQ_PUSH_OWN_FAMILY(NAME, COPY, COPYC, COPYM, COPYMC)                                  \
+	__attribute__((always_inline)) static inline int NAME##_p(const struct iop__pool_hot *h,     \
+								  void *const *in, unsigned k, uintptr_t ob) \
+		IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R,                          \
+				    [k] "r"(IOP__SCAST(uint64_t, k)), IOP__OWN_ARGS)                 \
+	__attribute__((always_inline)) static inline int NAME##_pc(const struct iop__pool_hot *h,    \
+								   void *const *in, unsigned k, uintptr_t ob) \
+		IOP__SEQ_PUSH_BULK_(COPYC, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWN_ARGS)  \
+	__attribute__((always_inline)) static inline int NAME##_m(const struct iop__pool_hot *h,     \
+								  void *const *in, unsigned k, uintptr_t ob, \
+								  uint32_t omul, uint32_t olim)             \
+		IOP__SEQ_PUSH_BULK_(COPYM, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R,                         \
+				    [k] "r"(IOP__SCAST(uint64_t, k)), IOP__OWNM_ARGS)                \
+	__attribute__((always_inline)) static inline int NAME##_mc(const struct iop__pool_hot *h,    \
+								   void *const *in, unsigned k, uintptr_t ob, \
+								   uint32_t omul, uint32_t olim)            \
+		IOP__SEQ_PUSH_BULK_(COPYMC, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWNM_ARGS) \
+	__attribute__((always_inline)) static inline int NAME(const struct iop__pool_hot *h,         \
+							      void *const *in, unsigned k, uintptr_t ob)     \
+	{                                                                                            \
+		const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);                               \
+		if (mul == 1)                                                                        \
+			return IOP__SEQ_CONST(k) ? NAME##_pc(h, in, k, ob) : NAME##_p(h, in, k, ob);     \
+		return IOP__SEQ_CONST(k) ? NAME##_mc(h, in, k, ob, mul, IOP__OWNER_LIM(h))           \
+					 : NAME##_m(h, in, k, ob, mul, IOP__OWNER_LIM(h));            \
+	}
+/* 16 <= k. */
+IOP__SEQ_PUSH_OWN_FAMILY(iop__seq_push_bulk_own, IOP__SEQ_COPY_AVX_OWN, IOP__SEQ_COPYC_AVX_OWN, IOP__SEQ_COPY_AVX_OWNM,
+			 IOP__SEQ_COPYC_AVX_OWNM)
 
 /*
  * The same for 4 <= k <= 8: in[0..3] and in[k-4..k-1] as two 32-byte runs
  * (overlapping under 8: the OR and the maximum do not mind a pointer seen
- * twice), stored, then XORed with the chunk's base (and, for a stride that
- * is not a power of two, their offsets multiplied) and tested before the
- * commit. Against the SSE2 runs (iop__owner_runs8, then
- * iop__seq_push_runs): two loads instead of four, no copies between
- * registers, one pass.
+ * twice; a k the compiler knows takes one run at 4), stored, then XORed
+ * with the chunk's base (and, for a stride that is not a power of two,
+ * their offsets multiplied) and tested before the commit. Against the
+ * SSE2 runs (iop__owner_runs8, then iop__seq_push_runs): two loads
+ * instead of four, no copies between registers, one pass. The XOR and OR
+ * end in ymm0.
  */
-/* Two runs for a k in a register; for a k the compiler knows (%c[k]), one
- * run at 4. The loaded registers' XOR and OR end in ymm0. */
 #define IOP__SEQ_COPY_AVX8_OWN_(S, D, M, START, TEST)                        \
 	START                                                                \
 	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
@@ -962,8 +968,8 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 	".else\n\t"                                                          \
 	M(0, 0)                                                              \
 	".endif\n\t" TEST
-/* A power of two: the base in ymm8; the OR tested against %[obad] (in
- * memory: broadcast from there) in every lane. Another stride: IOP__OWN_START_MUL and IOP__OWN_TEST_MUL,
+/* A power of two: the base in ymm8, ymm0 tested against %[obad]
+ * broadcast. Another stride: IOP__OWN_START_MUL and IOP__OWN_TEST_MUL,
  * with the OR moved to ymm9. */
 #define IOP__OWN8_START_POW2                                                 \
 	"vmovq %[ob], %%xmm8\n\t"                                            \
@@ -986,33 +992,9 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_own(const st
 #define IOP__SEQ_COPY_AVX8_OWNM_CLOBBERS IOP__SEQ_COPY_AVX8_OWN_CLOBBERS, "xmm10", "xmm11", "xmm12"
 #define IOP__SEQ_COPYC_AVX8_OWN_CLOBBERS IOP__SEQ_COPY_AVX8_OWN_CLOBBERS
 #define IOP__SEQ_COPYC_AVX8_OWNM_CLOBBERS IOP__SEQ_COPY_AVX8_OWNM_CLOBBERS
-#define IOP__SEQ_PUSH8_OWN_R(COPY, ARGS) \
-	IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_R, IOP__SEQ_KADD_R, [k] "r"(IOP__SCAST(uint64_t, k)), ARGS)
-#define IOP__SEQ_PUSH8_OWN_I(COPY, ARGS) IOP__SEQ_PUSH_BULK_(COPY, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push8_own_p(const struct iop__pool_hot *h, void *const *in,
-								     unsigned k, uintptr_t ob)
-	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWN, IOP__OWN_ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push8_own_m(const struct iop__pool_hot *h, void *const *in,
-								     unsigned k, uintptr_t ob,
-								     uint32_t omul, uint32_t olim)
-	IOP__SEQ_PUSH8_OWN_R(IOP__SEQ_COPY_AVX8_OWNM, IOP__OWNM_ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push8_own_pc(const struct iop__pool_hot *h, void *const *in,
-								      unsigned k, uintptr_t ob)
-	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWN, IOP__OWN_ARGS)
-__attribute__((always_inline)) static inline int iop__seq_push8_own_mc(const struct iop__pool_hot *h, void *const *in,
-								      unsigned k, uintptr_t ob,
-								      uint32_t omul, uint32_t olim)
-	IOP__SEQ_PUSH8_OWN_I(IOP__SEQ_COPYC_AVX8_OWNM, IOP__OWNM_ARGS)
 /* 4 <= k <= 8. */
-__attribute__((always_inline)) static inline int iop__seq_push8_own(const struct iop__pool_hot *h, void *const *in,
-								   unsigned k, uintptr_t ob)
-{
-	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
-	if (mul == 1)
-		return IOP__SEQ_CONST(k) ? iop__seq_push8_own_pc(h, in, k, ob) : iop__seq_push8_own_p(h, in, k, ob);
-	return IOP__SEQ_CONST(k) ? iop__seq_push8_own_mc(h, in, k, ob, mul, IOP__OWNER_LIM(h))
-				 : iop__seq_push8_own_m(h, in, k, ob, mul, IOP__OWNER_LIM(h));
-}
+IOP__SEQ_PUSH_OWN_FAMILY(iop__seq_push8_own, IOP__SEQ_COPY_AVX8_OWN, IOP__SEQ_COPYC_AVX8_OWN, IOP__SEQ_COPY_AVX8_OWNM,
+			 IOP__SEQ_COPYC_AVX8_OWNM)
 #endif
 #else
 #define IOP__SEQ_POP(h, p, slow)         \
@@ -1083,8 +1065,8 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 /*
  * Budget (gcc 12, Release, x86-64): a pop is the sequence's 16
  * instructions; a free is the owner check (iop__owned: 8 for a
- * power-of-two stride, one test and the map load; 17 for another, with the
- * division as a multiply and a rotate) and the push's 15. No lock, no
+ * power-of-two stride, one test and the map load; 18 for another, the test
+ * and then the division as a multiply and a rotate) and the push's 15. No lock, no
  * atomic read-modify-write, no call, no system call. The caller guarantees
  * that `pool` is live.
  */
