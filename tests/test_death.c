@@ -150,6 +150,42 @@ TEST(free_of_another_pools_object_aborts_naming_both_pools)
 	return TH_PASS;
 }
 
+/*
+ * A bulk free whose every pointer is an object of another pool, all from
+ * one chunk of it: the inline tests of a power-of-two stride compare the
+ * others with the first pointer, so only the map's answer for the first
+ * one stands between this and a push of another pool's objects. At each
+ * size the inline paths take (one, a run of 4 to 8, 16 and more) and at a
+ * power-of-two stride and one that is not.
+ */
+TEST(bulk_free_of_another_pools_objects_aborts_naming_both_pools)
+{
+	static const size_t sizes[] = { 64, 96, 2048 };
+	static const unsigned counts[] = { 1, 2, 4, 5, 8, 9, 16, 17, 32, 64 };
+	for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+		iop_pool_t *p = MKPOOL("mine", sizes[s], 0, 0, 0, 0);
+		iop_pool_t *q = MKPOOL("theirs", sizes[s], 0, 0, 0, 0);
+		void *keep = iop_alloc(p); /* p has a chunk of its own */
+		void *objs[64];
+		REQUIRE(keep);
+		REQUIRE(iop_alloc_bulk(q, objs, 64) == 64);
+		for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
+			struct bad_free b = { .pool = p, .bulk = objs, .nbulk = counts[c] };
+			char a[32];
+			if (!EXPECT_DEATH(do_free_bulk, &b, SIGABRT, PREFIX("mine"), addr(objs[0], a),
+					  "belongs to pool 'theirs'"))
+				printf("  (size %zu, n %u)\n", sizes[s], counts[c]);
+		}
+		iop_free_bulk(q, objs, 64);
+		iop_free(p, keep);
+		CHECK_AUDIT(p);
+		CHECK_AUDIT(q);
+		CHECK_DESTROY(p);
+		CHECK_DESTROY(q);
+	}
+	return TH_PASS;
+}
+
 /* The address map forgets a destroyed pool: a stale pointer into it is
  * from no pool, even when handed to a live pool of the same size. */
 TEST(free_of_a_destroyed_pools_object_aborts_not_from_any_pool)

@@ -837,8 +837,9 @@ slow:
  * caller checks again the slower way (several chunks) or takes the slow
  * path (a bad pointer). One load of each pointer instead of two (the
  * separate check's, then the copy's), and no call of the AVX2 kernel. The
- * caller has checked the first pointer's map entry (iop__owner_first: base
- * is its chunk's).
+ * caller has checked the first pointer's map entry (iop__owner_first:
+ * base is the first pointer itself for a power-of-two stride, its chunk's
+ * base for another).
  */
 #define IOP__OWN_X(r) "vpxor %%ymm8, %%ymm" #r ", %%ymm" #r "\n\t"
 #define IOP__OWN_OR(a, b) "vpor %%ymm" #b ", %%ymm" #a ", %%ymm" #a "\n\t"
@@ -905,7 +906,9 @@ slow:
  * A family of owner-checking pushes: NAME_p, NAME_pc (a power-of-two
  * stride; k in a register, or known), NAME_m, NAME_mc (another stride,
  * with the multiply), from the copies COPY, COPYC, COPYM and COPYMC; and
- * NAME, which picks one for the pool's stride and k.
+ * NAME, which checks in[0] (iop__owner_first: for a power-of-two stride,
+ * in[0] itself is what the others are XORed with) and picks one for the
+ * pool's stride and k; 0 when in[0] is not the pool's, or the push says no.
  */
 #define IOP__SEQ_PUSH_OWN_FAMILY(NAME, COPY, COPYC, COPYM, COPYMC)                                  \
 	__attribute__((always_inline)) static inline int NAME##_p(const struct iop__pool_hot *h,     \
@@ -924,12 +927,16 @@ slow:
 								   void *const *in, unsigned k, uintptr_t ob, \
 								   uint32_t omul, uint32_t olim)            \
 		IOP__SEQ_PUSH_BULK_(COPYMC, IOP__SEQ_KSUM_I, IOP__SEQ_KADD_I, [k] "i"(k), IOP__OWNM_ARGS) \
-	__attribute__((always_inline)) static inline int NAME(const struct iop__pool_hot *h,         \
-							      void *const *in, unsigned k, uintptr_t ob)     \
+	__attribute__((always_inline)) static inline int NAME(const iop_pool_t *pool, const struct iop__pool_hot *h, \
+							      void *const *in, unsigned k)                   \
 	{                                                                                            \
-		const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);                               \
-		if (mul == 1)                                                                        \
+		uintptr_t ob;                                                                        \
+		const int first = iop__owner_first(pool, iop__map, h, in[0], &ob);                   \
+		if (__builtin_expect(first == IOP__FIRST_P2, 1))                                     \
 			return IOP__SEQ_CONST(k) ? NAME##_pc(h, in, k, ob) : NAME##_p(h, in, k, ob);     \
+		if (!first)                                                                          \
+			return 0;                                                                    \
+		const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);                               \
 		return IOP__SEQ_CONST(k) ? NAME##_mc(h, in, k, ob, mul, IOP__OWNER_LIM(h))           \
 					 : NAME##_m(h, in, k, ob, mul, IOP__OWNER_LIM(h));            \
 	}
@@ -1144,10 +1151,7 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 	 * 32-byte runs (iop__seq_push8_own). When it says no (several chunks,
 	 * a bad pointer, a full or closed slot), the slow path decides. */
 	if (n - 4u <= 4u && iop__owner_kernel() == IOP__OWNER_AVX2) {
-		uintptr_t base;
-		if (!IOP__NULL_POOL(pool) &&
-		    __builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
-		    __builtin_expect(iop__seq_push8_own(IOP__HOT(pool), objs, n, base), 1))
+		if (!IOP__NULL_POOL(pool) && __builtin_expect(iop__seq_push8_own(pool, IOP__HOT(pool), objs, n), 1))
 			return;
 		iop__free_bulk_slow(pool, objs, n);
 		return;
@@ -1173,9 +1177,7 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 	 * no (several chunks, a bad pointer, a full or closed slot), the
 	 * way below decides. */
 	if (n >= 16 && !IOP__NULL_POOL(pool) && iop__owner_kernel() == IOP__OWNER_AVX2) {
-		uintptr_t base;
-		if (__builtin_expect(iop__owner_first(pool, iop__map, IOP__HOT(pool), objs[0], &base), 1) &&
-		    __builtin_expect(iop__seq_push_bulk_own(IOP__HOT(pool), objs, n, base), 1))
+		if (__builtin_expect(iop__seq_push_bulk_own(pool, IOP__HOT(pool), objs, n), 1))
 			return;
 	}
 #endif

@@ -500,19 +500,35 @@ __attribute__((noinline, unused)) static int iop__owned_array_with(unsigned kern
 
 #if defined(IOP__OWNER_X86)
 /*
- * The first pointer, as the inline one-chunk tests start: 0 when the map
- * does not give its granule to pool, else 1 with its chunk's base.
+ * The first pointer, as the inline one-chunk tests start. A power-of-two
+ * stride: iop__owned()'s test (none of free_bad's bits, then the map);
+ * passing it, p0 is an object at an object boundary, so XORing the others
+ * with p0 rather than with its chunk's base leaves the same bits of
+ * owner_bad (the high ones: another chunk; the low ones: not at a
+ * boundary), and *base is p0 itself: IOP__FIRST_P2, without the index's
+ * range test, the base's mask or a test of the stride. Any other stride
+ * has every bit of free_bad (only a NULL passes, and the map refuses
+ * it): the map, then *base = p0's chunk base, IOP__FIRST_MUL. 0 when p0
+ * is not an object of pool (a power-of-two stride that fails the test,
+ * a granule the map does not give to pool).
  */
+#define IOP__FIRST_P2 1
+#define IOP__FIRST_MUL 2
 __attribute__((always_inline)) static inline int iop__owner_first(const struct iop_pool *pool,
 								  struct iop_pool *const *map,
 								  const struct iop__pool_hot *h, const void *p0,
 								  uintptr_t *base)
 {
 	uintptr_t a0 = IOP__RCAST(uintptr_t, p0), g = a0 >> IOP__GRANULE_SHIFT;
-	if (__builtin_expect(g >= IOP__MAP_ENTRIES, 0) || __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
+	if (__builtin_expect((a0 & h->free_bad) == 0, 1)) {
+		*base = a0;
+		return __atomic_load_n(&map[g], __ATOMIC_RELAXED) == pool ? IOP__FIRST_P2 : 0;
+	}
+	if (IOP__SCAST(uint32_t, h->div_mul) == 1 || g >= IOP__MAP_ENTRIES ||
+	    __atomic_load_n(&map[g], __ATOMIC_RELAXED) != pool)
 		return 0;
 	*base = a0 & ~h->chunk_mask;
-	return 1;
+	return IOP__FIRST_MUL;
 }
 
 /* The offset limit the stride's multiply is tested against. */
@@ -540,19 +556,27 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 					       objs, n);
 #if defined(IOP__OWNER_X86)
 	uintptr_t base;
-	if (!iop__owner_first(pool, map, h, objs[0], &base))
+	const int first = iop__owner_first(pool, map, h, objs[0], &base);
+	if (!first)
 		return 0;
 	const uintptr_t bad = h->owner_bad;
-	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul), lim = IOP__OWNER_LIM(h);
 	int ok;
-	if (n <= IOP__OWNER_SHORT_MAX)
-		ok = iop__owner_sse2_short(base, bad, mul, lim, objs, n);
-	else if (iop__owner_kernel() == IOP__OWNER_AVX2)
-		ok = mul == 1 ? iop__owner_avx2_pow2(base, bad, mul, lim, objs, n)
-			      : iop__owner_avx2(base, bad, mul, lim, objs, n);
-	else
-		ok = mul == 1 ? iop__owner_sse2(base, bad, mul, lim, objs, n, 1)
-			      : iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
+	if (__builtin_expect(first == IOP__FIRST_P2, 1)) {
+		if (n <= IOP__OWNER_SHORT_MAX)
+			ok = iop__owner_sse2_runs(base, bad, 1, 0, objs, n, 1);
+		else if (iop__owner_kernel() == IOP__OWNER_AVX2)
+			ok = iop__owner_avx2_pow2(base, bad, 1, 0, objs, n);
+		else
+			ok = iop__owner_sse2(base, bad, 1, 0, objs, n, 1);
+	} else {
+		const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul), lim = IOP__OWNER_LIM(h);
+		if (n <= IOP__OWNER_SHORT_MAX)
+			ok = iop__owner_sse2_runs(base, bad, mul, lim, objs, n, 0);
+		else if (iop__owner_kernel() == IOP__OWNER_AVX2)
+			ok = iop__owner_avx2(base, bad, mul, lim, objs, n);
+		else
+			ok = iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
+	}
 	if (__builtin_expect(ok, 1))
 		return 1;
 #endif
@@ -573,12 +597,12 @@ __attribute__((always_inline)) static inline int iop__owned_runs8(const struct i
 								 unsigned n, struct iop__runs *r)
 {
 	uintptr_t base;
-	if (!iop__owner_first(pool, map, h, objs[0], &base))
-		return 0;
-	const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul);
-	if (mul == 1)
+	const int first = iop__owner_first(pool, map, h, objs[0], &base);
+	if (__builtin_expect(first == IOP__FIRST_P2, 1))
 		return iop__owner_runs8(base, h->owner_bad, 1, 0, objs, n, r, 1);
-	return iop__owner_runs8(base, h->owner_bad, mul, IOP__OWNER_LIM(h), objs, n, r, 0);
+	if (!first)
+		return 0;
+	return iop__owner_runs8(base, h->owner_bad, IOP__SCAST(uint32_t, h->div_mul), IOP__OWNER_LIM(h), objs, n, r, 0);
 }
 #endif
 
