@@ -310,6 +310,16 @@ static inline void iop__prof_add(int64_t *c, int64_t v)
 
 #if IOP__SEQ
 /*
+ * The restartable sequences' asm strings are longer than the 4095
+ * characters C99 requires a compiler to take, which clang's -Wpedantic
+ * reports for C (g++, gcc and clang++ do not); every compiler this header
+ * supports takes them.
+ */
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Woverlength-strings"
+#endif
+/*
  * The restartable sequences. Each one:
  *   6: arm      store the address of its descriptor (3:) in the thread's
  *               rseq area (rseq_cs, at offset 8);
@@ -1036,6 +1046,9 @@ static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const 
 	(void)k;
 	return 0;
 }
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#endif
 #endif /* IOP__SEQ */
 
 #if !defined(IOP_NO_INLINE) || defined(IOP__EMIT_INLINE)
