@@ -560,6 +560,32 @@ slow:
 #define IOP__SEQ_COPY_AVX(S, D) IOP__SEQ_COPY_AVX_(S, D, "", "", "") "vzeroupper\n\t"
 
 /*
+ * 4 <= k <= 8 with AVX (the caller tests): in[0..3] and in[k-4..k-1] as
+ * two 32-byte runs, overlapping under 8; a k the compiler knows takes one
+ * run at 4. The owner-checking pushes of 4 to 8 (iop__seq_push8_own) load
+ * the same two runs, so a burst freed soon after it was got reads each
+ * run from the store that wrote it: the SSE2 copy's four 16-byte stores
+ * cannot be forwarded to a 32-byte load, which then waits for them to
+ * reach the cache.
+ */
+#define IOP__SEQ_COPY_AVX8_CLOBBERS
+#define IOP__SEQ_COPYC_AVX8_CLOBBERS
+#define IOP__SEQ_COPY_AVX8(S, D)                                             \
+	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
+	"vmovdqu -32(%[" S "],%q[k],8), %%ymm1\n\t"                          \
+	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
+	"vmovdqu %%ymm1, -32(%[" D "],%q[k],8)\n\t"                          \
+	"vzeroupper\n\t"
+#define IOP__SEQ_COPYC_AVX8(S, D)                                            \
+	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
+	".if %c[k] > 4\n\t"                                                  \
+	"vmovdqu %c[k]*8-32(%[" S "]), %%ymm1\n\t"                           \
+	"vmovdqu %%ymm1, %c[k]*8-32(%[" D "])\n\t"                           \
+	".endif\n\t"                                                         \
+	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
+	"vzeroupper\n\t"
+
+/*
  * The copies for a k the compiler knows (bursts of a fixed size, the
  * usual case in a driver: __builtin_constant_p, up to IOP__SEQ_CONST_MAX),
  * with k as the "i" operand %c[k]: the assembler picks the moves, so there
@@ -730,6 +756,8 @@ __attribute__((always_inline)) static inline int iop__seq_pop_bulk_c_sse(const s
 	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC)
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk_c_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC_AVX)
+__attribute__((always_inline)) static inline int iop__seq_pop_bulk8_c_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+	IOP__SEQ_POP_BULK_C(IOP__SEQ_COPYC_AVX8)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_c_sse(const struct iop__pool_hot *h, void *const *in, unsigned k)
 	IOP__SEQ_PUSH_BULK_C(IOP__SEQ_COPYC)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_c_avx(const struct iop__pool_hot *h, void *const *in, unsigned k)
@@ -739,14 +767,17 @@ __attribute__((always_inline)) static inline int iop__seq_pop_bulk_sse(const str
 	IOP__SEQ_POP_BULK(IOP__SEQ_COPY)
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 	IOP__SEQ_POP_BULK(IOP__SEQ_COPY_AVX)
+__attribute__((always_inline)) static inline int iop__seq_pop_bulk8_avx(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
+	IOP__SEQ_POP_BULK(IOP__SEQ_COPY_AVX8)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_sse(const struct iop__pool_hot *h, void *const *in, unsigned k)
 	IOP__SEQ_PUSH_BULK(IOP__SEQ_COPY)
 __attribute__((always_inline)) static inline int iop__seq_push_bulk_avx(const struct iop__pool_hot *h, void *const *in, unsigned k)
 	IOP__SEQ_PUSH_BULK(IOP__SEQ_COPY_AVX)
 
-/* AVX from 16 pointers up, where the CPU has it (or the caller is built
- * for it). IOP__NO_AVX (internal) leaves it out: tests run the SSE2 copies
- * so on a CPU with AVX (tests/CMakeLists.txt, test_pool_sse). */
+/* AVX from 16 pointers up, and for the pops of 4 to 8 (IOP__SEQ_COPY_AVX8:
+ * the runs the pushes of 4 to 8 load), where the CPU has it (or the caller
+ * is built for it). IOP__NO_AVX (internal) leaves it out: tests run the
+ * SSE2 copies so on a CPU with AVX (tests/CMakeLists.txt, test_pool_sse). */
 #if defined(IOP__NO_AVX)
 #define IOP__HAVE_AVX() 0
 #elif defined(__AVX__)
@@ -760,10 +791,14 @@ __attribute__((always_inline)) static inline int iop__seq_pop_bulk(const struct 
 	if (IOP__SEQ_CONST(k)) {
 		if (k >= 16 && IOP__HAVE_AVX())
 			return iop__seq_pop_bulk_c_avx(h, out, k, dw);
+		if (k - 4u <= 4u && IOP__HAVE_AVX())
+			return iop__seq_pop_bulk8_c_avx(h, out, k, dw);
 		return iop__seq_pop_bulk_c_sse(h, out, k, dw);
 	}
 	if (k >= 16 && IOP__HAVE_AVX())
 		return iop__seq_pop_bulk_avx(h, out, k, dw);
+	if (k - 4u <= 4u && IOP__HAVE_AVX())
+		return iop__seq_pop_bulk8_avx(h, out, k, dw);
 	return iop__seq_pop_bulk_sse(h, out, k, dw);
 }
 
