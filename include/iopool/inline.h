@@ -570,20 +570,22 @@ slow:
  */
 #define IOP__SEQ_COPY_AVX8_CLOBBERS
 #define IOP__SEQ_COPYC_AVX8_CLOBBERS
-#define IOP__SEQ_COPY_AVX8(S, D)                                             \
+/* The moves alone (ymm0 = in[0..3], ymm1 = in[k-4..k-1], the latter only
+ * over 4 for a known k), shared with the owner-checking pushes. */
+#define IOP__SEQ_MOVE_AVX8(S, D)                                             \
 	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
 	"vmovdqu -32(%[" S "],%q[k],8), %%ymm1\n\t"                          \
 	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
-	"vmovdqu %%ymm1, -32(%[" D "],%q[k],8)\n\t"                          \
-	"vzeroupper\n\t"
-#define IOP__SEQ_COPYC_AVX8(S, D)                                            \
+	"vmovdqu %%ymm1, -32(%[" D "],%q[k],8)\n\t"
+#define IOP__SEQ_MOVEC_AVX8(S, D)                                            \
 	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
 	".if %c[k] > 4\n\t"                                                  \
 	"vmovdqu %c[k]*8-32(%[" S "]), %%ymm1\n\t"                           \
 	"vmovdqu %%ymm1, %c[k]*8-32(%[" D "])\n\t"                           \
 	".endif\n\t"                                                         \
-	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
-	"vzeroupper\n\t"
+	"vmovdqu %%ymm0, (%[" D "])\n\t"
+#define IOP__SEQ_COPY_AVX8(S, D) IOP__SEQ_MOVE_AVX8(S, D) "vzeroupper\n\t"
+#define IOP__SEQ_COPYC_AVX8(S, D) IOP__SEQ_MOVEC_AVX8(S, D) "vzeroupper\n\t"
 
 /*
  * The copies for a k the compiler knows (bursts of a fixed size, the
@@ -1000,20 +1002,10 @@ IOP__SEQ_PUSH_OWN_FAMILY(iop__seq_push_bulk_own, IOP__SEQ_COPY_AVX_OWN, IOP__SEQ
  * end in ymm0.
  */
 #define IOP__SEQ_COPY_AVX8_OWN_(S, D, M, START, TEST)                        \
-	START                                                                \
-	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
-	"vmovdqu -32(%[" S "],%q[k],8), %%ymm1\n\t"                          \
-	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
-	"vmovdqu %%ymm1, -32(%[" D "],%q[k],8)\n\t"                          \
+	START IOP__SEQ_MOVE_AVX8(S, D)                                       \
 	IOP__OWN_X(0) IOP__OWN_X(1) M(0, 1) IOP__OWN_OR(0, 1) TEST
 #define IOP__SEQ_COPYC_AVX8_OWN_(S, D, M, START, TEST)                       \
-	START                                                                \
-	"vmovdqu (%[" S "]), %%ymm0\n\t"                                     \
-	".if %c[k] > 4\n\t"                                                  \
-	"vmovdqu %c[k]*8-32(%[" S "]), %%ymm1\n\t"                           \
-	"vmovdqu %%ymm1, %c[k]*8-32(%[" D "])\n\t"                           \
-	".endif\n\t"                                                         \
-	"vmovdqu %%ymm0, (%[" D "])\n\t"                                     \
+	START IOP__SEQ_MOVEC_AVX8(S, D)                                      \
 	IOP__OWN_X(0)                                                        \
 	".if %c[k] > 4\n\t"                                                  \
 	IOP__OWN_X(1) M(0, 1) IOP__OWN_OR(0, 1)                              \
