@@ -412,8 +412,8 @@ static void usage(FILE *f)
 	      "  --markdown PATH  the tables as markdown too\n"
 	      "  --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS\n"
 	      "                   only call one cell's loop CALLS times, one round of 65536 objects\n"
-	      "                   each, on this thread (for bench/mp_callgrind.sh); ALLOC iopool or\n"
-	      "                   dpdk, KIND var or const\n"
+	      "                   each, on this thread (for bench/mp_callgrind.sh); ALLOC iopool,\n"
+	      "                   bounded (limited to DPDK's pool size) or dpdk, KIND var or const\n"
 	      "  --help\n",
 	      f);
 }
@@ -961,8 +961,10 @@ static int callgrind_loop(const struct mp_run *r)
 		}
 		return 0;
 	}
-	if (strcmp(alloc, "iopool") != 0) {
-		fprintf(stderr, "iopool-mempool-perf: --callgrind-loop: ALLOC is iopool or dpdk, not '%s'\n", alloc);
+	int bounded = strcmp(alloc, "bounded") == 0;
+	if (strcmp(alloc, "iopool") != 0 && !bounded) {
+		fprintf(stderr, "iopool-mempool-perf: --callgrind-loop: ALLOC is iopool, bounded or dpdk, not '%s'\n",
+			alloc);
 		return 2;
 	}
 	static void *table[MP_KEEP_MAX];
@@ -972,6 +974,8 @@ static int callgrind_loop(const struct mp_run *r)
 	p.obj_size = r->obj_size;
 	p.cache_size = r->cache;
 	p.name = "mempool_perf";
+	if (bounded)
+		p.limit = pool_objs();
 	iop_pool_t *pool = iop_pool_create(&p);
 	if (pool == NULL)
 		die("iop_pool_create: %s", strerror(errno));

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Instructions per object got and put back, in cells of DPDK's
-# mempool_perf matrix, for iopool and DPDK, counted by callgrind in the
+# mempool_perf matrix, for iopool, the bounded iopool (limited to DPDK's
+# pool size, as in the matrix) and DPDK, counted by callgrind in the
 # benchmark's own loops (bench/mempool_perf.h), compiled as the benchmark
 # is.
 #
@@ -34,7 +35,7 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # ir ALLOC CELL CALLS: the instructions callgrind counted inside the loop.
 ir() {
-	case $1 in iopool) fn='iop_loop_*' ;; *) fn='dpdk_loop_*' ;; esac
+	case $1 in iopool | bounded) fn='iop_loop_*' ;; *) fn='dpdk_loop_*' ;; esac
 	out="$tmp/cg.out"
 	if ! valgrind --tool=callgrind --collect-atstart=no --toggle-collect="$fn" --callgrind-out-file="$out" \
 		"$bin" --callgrind-loop "$1:$2:$3" >"$tmp/log" 2>&1; then
@@ -51,11 +52,16 @@ per_object() {
 	awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b - a) / 65536 }'
 }
 
-printf '%-16s %10s %10s %16s\n' "cell" "iopool" "dpdk" "iopool/dpdk"
+# ratio A B: A / B as "1.23x", or "-" when either is missing.
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "-" }'
+}
+
+printf '%-16s %10s %10s %10s %12s %14s\n' "cell" "iopool" "bounded" "dpdk" "iopool/dpdk" "bounded/iopool"
 for cell in "$@"; do
 	i=$(per_object iopool "$cell") || i=-
+	b=$(per_object bounded "$cell") || b=-
 	d=$(per_object dpdk "$cell") || d="n/a"
-	r=$(awk -v i="$i" -v d="$d" 'BEGIN { if (d + 0 > 0 && i + 0 > 0) printf "%.2fx", i / d; else print "-" }')
-	printf '%-16s %10s %10s %16s\n' "$cell" "$i" "$d" "$r"
+	printf '%-16s %10s %10s %10s %12s %14s\n' "$cell" "$i" "$b" "$d" "$(ratio "$i" "$d")" "$(ratio "$b" "$i")"
 done
 echo "(instructions per object got and put back, in the benchmark's loop; callgrind)"
