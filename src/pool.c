@@ -41,6 +41,18 @@ static uint64_t inverse_odd(uint64_t m)
 	return inv;
 }
 
+/* What the inline bursts may use on this CPU (inline.h, IOP__SIMD_*). */
+static uint8_t cpu_simd(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	return (uint8_t)((__builtin_cpu_supports("avx") ? IOP__SIMD_AVX : 0) |
+			 (__builtin_cpu_supports("avx2") ? IOP__SIMD_AVX2 : 0));
+#else
+	return 0;
+#endif
+}
+
 static void pool_free_memory(struct iop_pool *pool)
 {
 	_iop_depot_free_all(pool);
@@ -181,6 +193,7 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	pool->hot.div_shift = (uint8_t)__builtin_ctzll(stride);
 	pool->hot.div_mul = inverse_odd(stride >> pool->hot.div_shift);
 	pool->hot.owner_bad = ~pool->hot.chunk_mask | (((uint64_t)1 << pool->hot.div_shift) - 1);
+	pool->hot.simd = cpu_simd();
 	/* iop__owned(): a power-of-two stride fills its chunk. */
 	pool->hot.free_bad = pool->hot.div_mul == 1 ? ~(((uint64_t)IOP_MAP_ENTRIES << IOP_GRANULE_SHIFT) - 1) | (stride - 1)
 						    : UINT64_MAX;

@@ -993,7 +993,32 @@ static inline __attribute__((always_inline)) unsigned bulk_roundtrip(iop_pool_t 
 	return fast;
 }
 
-TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
+/*
+ * The inline bursts ask the pool's simd byte (inline.h, IOP__SIMD_*), not
+ * __builtin_cpu_supports(), whether they may use AVX and AVX2; 0 is what a
+ * library from before the byte left in its zeroed struct, and must keep
+ * them to SSE2. The tests below run with the byte as the library set it
+ * and cleared.
+ */
+static void clear_simd(iop_pool_t *p)
+{
+	IOP__RCAST(struct iop__pool_hot *, p)->simd = 0;
+}
+
+TEST(pool_simd_byte_says_what_the_cpu_runs)
+{
+	unsigned want = 0;
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	want = (__builtin_cpu_supports("avx") ? IOP__SIMD_AVX : 0) | (__builtin_cpu_supports("avx2") ? IOP__SIMD_AVX2 : 0);
+#endif
+	iop_pool_t *p = MKPOOL("simd", 64, 0, 0, 0, 0);
+	CHECK_EQ(IOP__HOT(p)->simd, want);
+	CHECK_DESTROY(p);
+	return TH_PASS;
+}
+
+static void every_size_to_three_slots(bool clear)
 {
 	enum { CAP = 32, MAXK = 3 * CAP + 9 };
 	_Static_assert((int)MAXK <= (int)RT_MAXK, "bulk_roundtrip's arrays");
@@ -1004,6 +1029,8 @@ TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
 	static const size_t objsz[] = { 64, 96 };
 	for (size_t s = 0; s < sizeof objsz / sizeof *objsz; s++) {
 		iop_pool_t *p = MKPOOL("bulkorder", objsz[s], 0, CAP, 0, 0);
+		if (clear)
+			clear_simd(p);
 		uint64_t stride = STATS(p).obj_stride;
 		CHECK_EQ((stride & (stride - 1)) == 0, s == 0);
 		bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
@@ -1018,6 +1045,17 @@ TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
 		CHECK_AUDIT(p);
 		CHECK_DESTROY(p);
 	}
+}
+
+TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
+{
+	every_size_to_three_slots(false);
+	return TH_PASS;
+}
+
+TEST(bulk_of_every_size_gets_back_what_it_freed_with_the_simd_byte_cleared)
+{
+	every_size_to_three_slots(true);
 	return TH_PASS;
 }
 
@@ -1032,13 +1070,15 @@ TEST(bulk_of_every_size_to_three_slots_gets_back_what_it_freed)
  * order. Every size fits the slot (cache 80), so every call must stay on
  * the fast path (per CPU; a thread's magazines, without rseq).
  */
-TEST(bulk_of_every_constant_size_gets_back_what_it_freed)
+static void every_constant_size(bool clear)
 {
 	pin_here();
 	/* a power-of-two stride and another, as above */
 	static const size_t objsz[] = { 64, 96 };
 	for (size_t s = 0; s < sizeof objsz / sizeof *objsz; s++) {
 		iop_pool_t *p = MKPOOL("bulkconst", objsz[s], 0, 80, 0, 0);
+		if (clear)
+			clear_simd(p);
 		bool per_cpu = STATS(p).cache_mode == IOP_CACHE_MODE_CPU;
 		void *a[RT_MAXK], *b[RT_MAXK];
 		unsigned fast = 0;
@@ -1055,6 +1095,17 @@ TEST(bulk_of_every_constant_size_gets_back_what_it_freed)
 		CHECK_AUDIT(p);
 		CHECK_DESTROY(p);
 	}
+}
+
+TEST(bulk_of_every_constant_size_gets_back_what_it_freed)
+{
+	every_constant_size(false);
+	return TH_PASS;
+}
+
+TEST(bulk_of_every_constant_size_gets_back_what_it_freed_with_the_simd_byte_cleared)
+{
+	every_constant_size(true);
 	return TH_PASS;
 }
 

@@ -85,11 +85,23 @@ struct iop__pool_hot {
 	uint8_t put_slow;       /* iop_buf_put() always takes the library path:
 	                           not IOP_F_REFCOUNT, a release hook, checked */
 	uint8_t heap;           /* one of the heap's size classes */
-	uint8_t unused_;
+	uint8_t simd;           /* IOP__SIMD_*: what the CPU runs, as the
+	                           library found it at creation; 0 (what a
+	                           library before this field left in the
+	                           zeroed struct) keeps to SSE2 */
 	uint64_t owner_bad;     /* ~chunk_mask | (2^div_shift - 1): the bits
 	                           an object's address never differs from its
 	                           chunk's base in (owner.h) */
 };
+
+/* The bits of iop__pool_hot.simd. The inline bursts test the pool's byte,
+ * on the line they read anyway, rather than __builtin_cpu_supports(): its
+ * load of the address of libgcc's __cpu_model is loop-invariant, so a
+ * caller's loop kept it in a register or on the stack, and its own
+ * variables moved to the stack instead (bench/mempool_perf.c's loops:
+ * docs/BENCHMARKS.md, issue 12, ninth session). */
+#define IOP__SIMD_AVX 1u  /* AVX, with the OS saving the ymm registers */
+#define IOP__SIMD_AVX2 2u /* AVX2 as well */
 
 #define IOP__GRANULE_SHIFT 21
 #if defined(__aarch64__)
@@ -494,8 +506,8 @@ slow:
 
 /*
  * The same with 32-byte AVX moves, for k >= 16 (the callers test), on CPUs
- * that have AVX (the caller asks __builtin_cpu_supports, a load and a test
- * per call, as owner.h does): 32 pointers a loop in ymm0-ymm7, the last
+ * that have AVX (the caller tests the pool's simd byte, IOP__HAVE_AVX(h),
+ * as owner.h does): 32 pointers a loop in ymm0-ymm7, the last
  * partial block as one run of 32 that ends at k (overlapping the one
  * before); 16 pointers as one run, 17 to 31 as two, the first 16 and the
  * last 16.
@@ -781,25 +793,25 @@ __attribute__((always_inline)) static inline int iop__seq_push_bulk_avx(const st
  * is built for it). IOP__NO_AVX (internal) leaves it out: tests run the
  * SSE2 copies so on a CPU with AVX (tests/CMakeLists.txt, test_pool_sse). */
 #if defined(IOP__NO_AVX)
-#define IOP__HAVE_AVX() 0
+#define IOP__HAVE_AVX(h) 0
 #elif defined(__AVX__)
-#define IOP__HAVE_AVX() 1
+#define IOP__HAVE_AVX(h) 1
 #else
-#define IOP__HAVE_AVX() __builtin_cpu_supports("avx")
+#define IOP__HAVE_AVX(h) ((h)->simd & IOP__SIMD_AVX)
 #endif
 
 __attribute__((always_inline)) static inline int iop__seq_pop_bulk(const struct iop__pool_hot *h, void **out, unsigned k, uint64_t dw)
 {
 	if (IOP__SEQ_CONST(k)) {
-		if (k >= 16 && IOP__HAVE_AVX())
+		if (k >= 16 && IOP__HAVE_AVX(h))
 			return iop__seq_pop_bulk_c_avx(h, out, k, dw);
-		if (k - 4u <= 4u && IOP__HAVE_AVX())
+		if (k - 4u <= 4u && IOP__HAVE_AVX(h))
 			return iop__seq_pop_bulk8_c_avx(h, out, k, dw);
 		return iop__seq_pop_bulk_c_sse(h, out, k, dw);
 	}
-	if (k >= 16 && IOP__HAVE_AVX())
+	if (k >= 16 && IOP__HAVE_AVX(h))
 		return iop__seq_pop_bulk_avx(h, out, k, dw);
-	if (k - 4u <= 4u && IOP__HAVE_AVX())
+	if (k - 4u <= 4u && IOP__HAVE_AVX(h))
 		return iop__seq_pop_bulk8_avx(h, out, k, dw);
 	return iop__seq_pop_bulk_sse(h, out, k, dw);
 }
@@ -807,11 +819,11 @@ __attribute__((always_inline)) static inline int iop__seq_pop_bulk(const struct 
 __attribute__((always_inline)) static inline int iop__seq_push_bulk(const struct iop__pool_hot *h, void *const *in, unsigned k)
 {
 	if (IOP__SEQ_CONST(k)) {
-		if (k >= 16 && IOP__HAVE_AVX())
+		if (k >= 16 && IOP__HAVE_AVX(h))
 			return iop__seq_push_bulk_c_avx(h, in, k);
 		return iop__seq_push_bulk_c_sse(h, in, k);
 	}
-	if (k >= 16 && IOP__HAVE_AVX())
+	if (k >= 16 && IOP__HAVE_AVX(h))
 		return iop__seq_push_bulk_avx(h, in, k);
 	return iop__seq_push_bulk_sse(h, in, k);
 }
@@ -1190,8 +1202,8 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 	/* Bursts of 4 to 8 with AVX2: the owner check inside the push, in two
 	 * 32-byte runs (iop__seq_push8_own). When it says no (several chunks,
 	 * a bad pointer, a full or closed slot), the slow path decides. */
-	if (n - 4u <= 4u && iop__owner_kernel() == IOP__OWNER_AVX2) {
-		if (!IOP__NULL_POOL(pool) && __builtin_expect(iop__seq_push8_own(pool, IOP__HOT(pool), objs, n), 1))
+	if (n - 4u <= 4u && !IOP__NULL_POOL(pool) && iop__owner_kernel(IOP__HOT(pool)) == IOP__OWNER_AVX2) {
+		if (__builtin_expect(iop__seq_push8_own(pool, IOP__HOT(pool), objs, n), 1))
 			return;
 		iop__free_bulk_slow(pool, objs, n);
 		return;
@@ -1216,7 +1228,7 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 	 * IOP__SEQ_CONST_MAX gets the copy laid out for it). When it says
 	 * no (several chunks, a bad pointer, a full or closed slot), the
 	 * way below decides. */
-	if (n >= 16 && !IOP__NULL_POOL(pool) && iop__owner_kernel() == IOP__OWNER_AVX2) {
+	if (n >= 16 && !IOP__NULL_POOL(pool) && iop__owner_kernel(IOP__HOT(pool)) == IOP__OWNER_AVX2) {
 		if (__builtin_expect(iop__seq_push_bulk_own(pool, IOP__HOT(pool), objs, n), 1))
 			return;
 	}

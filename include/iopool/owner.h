@@ -418,13 +418,18 @@ __attribute__((target("avx2"))) static inline int iop__owner_avx2_pow2(uintptr_t
  * rather than with a call of the AVX2 kernel. */
 #define IOP__OWNER_SHORT_MAX 16u
 
-static inline unsigned iop__owner_kernel(void)
+/* Which kernel tests an array of pool h: AVX2 where the caller is built for
+ * it or the pool's simd byte says the CPU has it (the library set the byte
+ * from __builtin_cpu_supports(): inline.h, IOP__SIMD_AVX2). */
+static inline unsigned iop__owner_kernel(const struct iop__pool_hot *h)
 {
 #if defined(IOP__OWNER_X86) && defined(__AVX2__)
+	(void)h;
 	return IOP__OWNER_AVX2;
 #elif defined(IOP__OWNER_X86)
-	return __builtin_cpu_supports("avx2") ? IOP__OWNER_AVX2 : IOP__OWNER_SSE2;
+	return (h->simd & IOP__SIMD_AVX2) ? IOP__OWNER_AVX2 : IOP__OWNER_SSE2;
 #else
+	(void)h;
 	return IOP__OWNER_SCALAR;
 #endif
 }
@@ -564,7 +569,7 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 	if (__builtin_expect(first == IOP__FIRST_P2, 1)) {
 		if (n <= IOP__OWNER_SHORT_MAX)
 			ok = iop__owner_sse2_runs(base, bad, 1, 0, objs, n, 1);
-		else if (iop__owner_kernel() == IOP__OWNER_AVX2)
+		else if (iop__owner_kernel(h) == IOP__OWNER_AVX2)
 			ok = iop__owner_avx2_pow2(base, bad, 1, 0, objs, n);
 		else
 			ok = iop__owner_sse2(base, bad, 1, 0, objs, n, 1);
@@ -572,7 +577,7 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 		const uint32_t mul = IOP__SCAST(uint32_t, h->div_mul), lim = IOP__OWNER_LIM(h);
 		if (n <= IOP__OWNER_SHORT_MAX)
 			ok = iop__owner_sse2_runs(base, bad, mul, lim, objs, n, 0);
-		else if (iop__owner_kernel() == IOP__OWNER_AVX2)
+		else if (iop__owner_kernel(h) == IOP__OWNER_AVX2)
 			ok = iop__owner_avx2(base, bad, mul, lim, objs, n);
 		else
 			ok = iop__owner_sse2(base, bad, mul, lim, objs, n, 0);
@@ -580,7 +585,7 @@ static inline int iop__owned_array(const struct iop_pool *pool, struct iop_pool 
 	if (__builtin_expect(ok, 1))
 		return 1;
 #endif
-	return iop__owned_array_with(iop__owner_kernel(), pool, map, h->chunk_mask, h->div_mul, h->div_shift,
+	return iop__owned_array_with(iop__owner_kernel(h), pool, map, h->chunk_mask, h->div_mul, h->div_shift,
 				     h->objs_per_chunk, objs, n);
 }
 
