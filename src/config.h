@@ -59,6 +59,9 @@
 
 /* Default alignment: what malloc gives on 64-bit Linux. */
 #define IOP_ALIGN_DEFAULT 16
+/* The cache line the pool's layout is cut to (pool.c: the pool starts on
+ * one, so that its hot struct fills exactly one). */
+#define IOP_CACHELINE 64u
 
 /*
  * Automatic magazine size: about this many bytes per magazine, the unit the

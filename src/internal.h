@@ -375,7 +375,8 @@ struct iop_pool {
 _Static_assert(IOP__GRANULE_SHIFT == IOP_GRANULE_SHIFT && IOP__MAP_ENTRIES == IOP_MAP_ENTRIES,
 	       "the inline owner check and the library agree on the map");
 _Static_assert(offsetof(struct iop_pool, hot) == 0, "the inline code reads the pool's first bytes");
-_Static_assert(sizeof(struct iop__pool_hot) <= 64, "the owner check reads one cache line of the pool");
+_Static_assert(sizeof(struct iop__pool_hot) <= IOP_CACHELINE,
+	       "the inline paths read one cache line of the pool (pool.c aligns the pool to it)");
 
 /* ---- errors ------------------------------------------------------------- */
 

@@ -179,11 +179,16 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 		errno = -err;
 		return NULL;
 	}
-	struct iop_pool *pool = calloc(1, sizeof(*pool));
+	/* On a cache line of its own: the inline paths read the whole hot
+	 * struct (64 bytes) on every call, which calloc's 16-byte alignment
+	 * spread over two lines in three pools of four. */
+	size_t bytes = (sizeof(struct iop_pool) + IOP_CACHELINE - 1) & ~(size_t)(IOP_CACHELINE - 1);
+	struct iop_pool *pool = aligned_alloc(IOP_CACHELINE, bytes);
 	if (!pool) {
 		errno = ENOMEM;
 		return NULL;
 	}
+	memset(pool, 0, bytes);
 	pool->obj_size = p.obj_size;
 	pool->align = p.align;
 	pool->hot.stride = stride;

@@ -1018,6 +1018,31 @@ TEST(pool_simd_byte_says_what_the_cpu_runs)
 	return TH_PASS;
 }
 
+/* The inline paths read the whole hot struct on every call: each pool
+ * starts on a cache line, so that it is one line and not two (calloc's
+ * 16-byte alignment split it in three pools of four). Pools of several
+ * kinds, and a heap class's, between mallocs of odd sizes. */
+TEST(every_pool_starts_on_a_cache_line)
+{
+	iop_pool_t *pools[12];
+	void *gaps[12];
+	for (unsigned i = 0; i < 12; i++) {
+		gaps[i] = malloc(16 * (i + 1));
+		CHECK(gaps[i] != NULL);
+		pools[i] = MKPOOL("aligned", 64 + 32 * i, 0, i % 3 ? 8 * i : 0, 0, i % 2 ? IOP_F_REFCOUNT : 0);
+		CHECK_EQ((uintptr_t)pools[i] % 64, 0);
+	}
+	void *h = iop_heap_alloc(100);
+	CHECK(h != NULL);
+	CHECK_EQ((uintptr_t)iop_pool_of(h) % 64, 0);
+	iop_heap_free(h);
+	for (unsigned i = 0; i < 12; i++) {
+		CHECK_DESTROY(pools[i]);
+		free(gaps[i]);
+	}
+	return TH_PASS;
+}
+
 static void every_size_to_three_slots(bool clear)
 {
 	enum { CAP = 32, MAXK = 3 * CAP + 9 };
