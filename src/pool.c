@@ -181,7 +181,7 @@ struct iop_pool *_iop_pool_make(const struct iop_pool_params *params, bool heap_
 	}
 	/* On a cache line of its own: the inline paths read the whole hot
 	 * struct (64 bytes) on every call, which calloc's 16-byte alignment
-	 * spread over two lines in three pools of four. */
+	 * spread over two lines unless malloc returned a multiple of 64. */
 	size_t bytes = (sizeof(struct iop_pool) + IOP_CACHELINE - 1) & ~(size_t)(IOP_CACHELINE - 1);
 	struct iop_pool *pool = aligned_alloc(IOP_CACHELINE, bytes);
 	if (!pool) {

@@ -1020,8 +1020,9 @@ TEST(pool_simd_byte_says_what_the_cpu_runs)
 
 /* The inline paths read the whole hot struct on every call: each pool
  * starts on a cache line, so that it is one line and not two (calloc's
- * 16-byte alignment split it in three pools of four). Pools of several
- * kinds, and a heap class's, between mallocs of odd sizes. */
+ * 16-byte alignment split it unless malloc returned a multiple of 64).
+ * Pools of several kinds, and a heap class's, between mallocs of odd
+ * sizes. */
 TEST(every_pool_starts_on_a_cache_line)
 {
 	iop_pool_t *pools[12];
