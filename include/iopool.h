@@ -767,7 +767,17 @@ struct iop_pool_stats {
  * smaller than IOP_POOL_STATS_SIZE_V1, or -EDEADLK from the pool's unmap
  * hook inside its destroy (see "What a hook may call").
  */
+#if defined(__cplusplus) && defined(__GNUC__)
+/* In C++ the function hides the struct's implicit constructor, which
+ * g++ -Wshadow reports in the user's build; C's `struct stat` and stat()
+ * do the same, and the name is the API, so the warning is off here. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#endif
 IOP_API int iop_pool_stats(iop_pool_t *pool, struct iop_pool_stats *out);
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 /** Output formats for iop_pool_stats_print(). */
 #define IOP_FMT_TEXT 0

@@ -7,7 +7,7 @@
 #
 #   build.sh COMPILER STD SOURCE INCLUDE_DIR LIBRARY OUT_DIR
 #
-# C sources get -Wall -Wextra -pedantic -Werror; C++ sources also
+# C sources get -Wall -Wextra -pedantic -Wshadow -Werror; C++ sources also
 # -Wold-style-cast, and with clang++ -Wzero-as-null-pointer-constant (which
 # g++ applies to its own NULL, so only clang++ can hold a header to it).
 # Each is built twice: as it is, and with -DIOP_PROFILE.
@@ -20,7 +20,7 @@ if ! command -v "$cc" >/dev/null 2>&1; then
 	echo "$cc is not installed (scripts/deps.sh test installs g++ and clang): skipped"
 	exit 77
 fi
-flags="-std=$std -Wall -Wextra -pedantic -Werror"
+flags="-std=$std -Wall -Wextra -pedantic -Wshadow -Werror"
 case $src in
 *.cpp)
 	flags="$flags -Wold-style-cast"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A C user of iopool.h: built by tests/consumers/build.sh at -std=c99 and
- * -std=c11 with -Wall -Wextra -pedantic -Werror, against the inline fast
+ * -std=c11 with -Wall -Wextra -pedantic -Wshadow -Werror, against the inline fast
  * paths (iop_alloc, iop_free, the bulk calls, refcounted buffers, the
  * heap) and both ways of initialising parameters. It runs too: every call
  * is checked.

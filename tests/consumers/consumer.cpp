@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // A C++ user of iopool.h: built by tests/consumers/build.sh with g++ and
-// clang++ at C++11, 17 and 20 under -Wall -Wextra -pedantic
+// clang++ at C++11, 17 and 20 under -Wall -Wextra -pedantic -Wshadow
 // -Wold-style-cast -Werror (clang++ also -Wzero-as-null-pointer-constant),
 // so that a C++ project with -Werror can include the header and call its
 // inline fast paths. It runs too: every call is checked.
