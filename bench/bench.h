@@ -139,8 +139,8 @@ void bench_eal_up(void);
 void bench_eal_down(void);
 /* Under valgrind (no rseq): CPU 0 in this thread's rseq area, so that
  * pools made after it use the per-CPU sequences a real run takes
- * (common.c says why that is sound for one thread). */
-void bench_rseq_stand_in(void);
+ * (rseq_stand_in.h says why that is sound for one thread). */
+#include "rseq_stand_in.h"
 
 /* The callgrind loops must stay one function under their own name, which
  * --toggle-collect matches: not inlined, and not cloned into a renamed copy

@@ -5,10 +5,6 @@
  */
 #include "bench.h"
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
-#include <sys/rseq.h>
-#endif
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,23 +237,4 @@ void emit_case_na(enum bench_case c, const char *reason)
 {
 	for (unsigned pi = 0; pi < bench_cases[c].nparams; pi++)
 		emit_na(c, bench_cases[c].params[pi], "%s", reason);
-}
-
-/*
- * valgrind does not implement rseq, so glibc's registration fails under it
- * and cpu_id reads -2: the library would serve every call through the
- * per-thread fallback, and callgrind would count that path instead of the
- * per-CPU sequences a real run takes. A one-thread measurement stands in
- * for the kernel: it writes CPU 0 into the thread's rseq area before the
- * first pool is made (the library then picks the per-CPU mode, and
- * membarrier works under valgrind). Nothing can preempt a sequence here
- * that another thread could race with: there is no other thread.
- */
-void bench_rseq_stand_in(void)
-{
-#if defined(__x86_64__) && defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
-	int32_t *cpu_id = (int32_t *)(void *)((char *)__builtin_thread_pointer() + __rseq_offset + 4);
-	if (*cpu_id < 0)
-		*cpu_id = 0;
-#endif
 }

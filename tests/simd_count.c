@@ -12,15 +12,13 @@
  * run the SSE2 paths, which take more instructions; if they ignored the
  * byte, both runs would count the same.
  */
+#include "rseq_stand_in.h" /* bench/ */
+
 #include <iopool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
-#include <sys/rseq.h>
-#endif
 
 #define OBJ_SIZE 2048
 #define COUNT_MAX 64
@@ -40,18 +38,6 @@ __attribute__((noinline, noclone)) void cg_simd_loop(iop_pool_t *pool, void **ob
 	}
 }
 
-/* valgrind has no rseq, and the library would serve every call through
- * its per-thread fallback: as bench_rseq_stand_in() (bench/common.c) does,
- * write CPU 0 into this one thread's rseq area before the first pool. */
-static void rseq_stand_in(void)
-{
-#if defined(__x86_64__) && defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 35)
-	int32_t *cpu_id = (int32_t *)(void *)((char *)__builtin_thread_pointer() + __rseq_offset + 4);
-	if (*cpu_id < 0)
-		*cpu_id = 0;
-#endif
-}
-
 int main(int argc, char **argv)
 {
 	if (argc != 4 || (strcmp(argv[1], "set") != 0 && strcmp(argv[1], "cleared") != 0)) {
@@ -65,7 +51,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "simd_count: COUNT is 1 to %d\n", COUNT_MAX);
 		return 2;
 	}
-	rseq_stand_in();
+	/* valgrind has no rseq: CPU 0 in this thread's rseq area, or every
+	 * call would take the per-thread fallback (bench/rseq_stand_in.h). */
+	bench_rseq_stand_in();
 	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
 	p.name = "simd_count";
 	p.obj_size = OBJ_SIZE;
