@@ -530,6 +530,50 @@ TEST(tool_reports_and_cleans_the_segment_a_killed_child_leaves)
 	return TH_PASS;
 }
 
+/* A writer killed in the middle of an update leaves seq odd for good: the
+ * tool waits SEQ_WAIT_NS, then reads the segment as it is, torn, and
+ * still names it (the header is written once, at set-up). Killing the
+ * child while it writes is a race; the test makes seq odd itself after a
+ * clean kill, as such a death leaves it. */
+TEST(tool_reads_the_segment_of_a_child_killed_mid_update)
+{
+	struct child c = spawn(doomed_child);
+	free(child_ready(&c));
+	int pid = (int)c.pid;
+	char *out, text[128], path[64];
+
+	free(json_after_two_updates(c.pid));
+	int st = child_end(&c, true);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	REQUIRE(segment_exists(c.pid));
+	snprintf(path, sizeof(path), "%s%s%d", IOP_SHM_DIR, IOP_SHM_PREFIX, pid);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	struct iop_shm_header *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	REQUIRE(h != MAP_FAILED);
+	CHECK_EQ(h->seq % 2, 0);
+	h->seq++;
+	munmap(h, sizeof(*h));
+
+	CHECK_EQ(tool(&out, "--once %d", pid), 1);
+	CHECK_STR_HAS(out, "STALE: the process is gone");
+	CHECK_STR_HAS(out, "viz-dead");
+	free(out);
+	CHECK_EQ(tool(&out, "--json %d", pid), 1);
+	CHECK_STR_HAS(json_text(out, "status", text, sizeof(text)), "stale");
+	char *obj = json_object(out, "viz-dead");
+	CHECK_EQ(json_num(obj, "in_flight"), 7);
+	free(obj);
+	free(out);
+	CHECK_EQ(tool(&out, "--clean %d", pid), 0);
+	snprintf(text, sizeof(text), "removed %s (pid %d, vizdoomed, the process is gone)", path, pid);
+	CHECK_STR_HAS(out, text);
+	free(out);
+	CHECK(!segment_exists(c.pid));
+	return TH_PASS;
+}
+
 /* ---- a zombie, a hung publisher, a stopped one ------------------------------ */
 
 /* The state letter of pid in /proc/<pid>/stat (Z: zombie, T: stopped). */

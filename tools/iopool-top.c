@@ -125,8 +125,13 @@ static int seq_copy(const unsigned char *map, size_t size, unsigned char *out)
 			if (__atomic_load_n(&h->seq, __ATOMIC_RELAXED) == s1)
 				return 0;
 		}
-		if (clock_ns(CLOCK_MONOTONIC) > give_up)
+		if (clock_ns(CLOCK_MONOTONIC) > give_up) {
+			/* The writer stopped in the middle (it died): the copy
+			 * as it is, torn, so that the header, written once at
+			 * set-up, still says whose segment this is. */
+			iop_shm_load_words(out, map, size & ~(size_t)7);
 			return -1;
+		}
 		if (tries > 16)
 			usleep(100);
 	}
