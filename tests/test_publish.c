@@ -483,6 +483,23 @@ static void doomed_child(FILE *report, int cmd)
 	child_wait_and_exit(cmd);
 }
 
+/* The gone doomed_child's segment, as --once and --json show it: its pool
+ * with its last numbers (7 in flight), marked stale, exit status 1. */
+static void check_doomed_child_shown_stale(int pid)
+{
+	char *out, text[128];
+	CHECK_EQ(tool(&out, "--once %d", pid), 1);
+	CHECK_STR_HAS(out, "STALE: the process is gone");
+	CHECK_STR_HAS(out, "viz-dead");
+	free(out);
+	CHECK_EQ(tool(&out, "--json %d", pid), 1);
+	CHECK_STR_HAS(json_text(out, "status", text, sizeof(text)), "stale");
+	char *obj = json_object(out, "viz-dead");
+	CHECK_EQ(json_num(obj, "in_flight"), 7);
+	free(obj);
+	free(out);
+}
+
 TEST(tool_reports_and_cleans_the_segment_a_killed_child_leaves)
 {
 	struct child c = spawn(doomed_child);
@@ -503,16 +520,7 @@ TEST(tool_reports_and_cleans_the_segment_a_killed_child_leaves)
 	free(out);
 
 	/* the last numbers, marked stale, and exit status 1 */
-	CHECK_EQ(tool(&out, "--once %d", pid), 1);
-	CHECK_STR_HAS(out, "STALE: the process is gone");
-	CHECK_STR_HAS(out, "viz-dead");
-	free(out);
-	CHECK_EQ(tool(&out, "--json %d", pid), 1);
-	CHECK_STR_HAS(json_text(out, "status", text, sizeof(text)), "stale");
-	char *obj = json_object(out, "viz-dead");
-	CHECK_EQ(json_num(obj, "in_flight"), 7);
-	free(obj);
-	free(out);
+	check_doomed_child_shown_stale(pid);
 	/* a name finds only live processes */
 	CHECK_EQ(tool(&out, "--once vizdoomed"), 1);
 	CHECK_STR_HAS(out, "no live process named 'vizdoomed'");
@@ -556,16 +564,7 @@ TEST(tool_reads_the_segment_of_a_child_killed_mid_update)
 	h->seq++;
 	munmap(h, sizeof(*h));
 
-	CHECK_EQ(tool(&out, "--once %d", pid), 1);
-	CHECK_STR_HAS(out, "STALE: the process is gone");
-	CHECK_STR_HAS(out, "viz-dead");
-	free(out);
-	CHECK_EQ(tool(&out, "--json %d", pid), 1);
-	CHECK_STR_HAS(json_text(out, "status", text, sizeof(text)), "stale");
-	char *obj = json_object(out, "viz-dead");
-	CHECK_EQ(json_num(obj, "in_flight"), 7);
-	free(obj);
-	free(out);
+	check_doomed_child_shown_stale(pid);
 	CHECK_EQ(tool(&out, "--clean %d", pid), 0);
 	snprintf(text, sizeof(text), "removed %s (pid %d, vizdoomed, the process is gone)", path, pid);
 	CHECK_STR_HAS(out, text);
