@@ -35,7 +35,9 @@
  *   objects      2 KiB (--size)
  *   order        per repetition, per core count, per cell: the three
  *                allocators one after the other, the first rotating, so
- *                drift hits all alike; a cell is the median over --reps
+ *                drift hits all alike; a cell's rate is the median over
+ *                --reps, and a ratio the median of the repetitions' own
+ *                ratios (cell_ratio): each pairs two runs made moments apart
  *   also         per iopool cell: depot exchanges, slow allocs and frees
  *                (iop_pool_stats deltas), and iopool's mutex acquisitions
  *                and the contended ones (pthread_mutex_lock is wrapped at
@@ -640,6 +642,25 @@ static double cell_median(const struct mp_cellres *cr, unsigned a)
 	return cr->n[a] && !cr->why[a][0] ? median(cr->rate[a], cr->n[a]) : NAN;
 }
 
+/*
+ * Allocator a's rate over b's in one cell: the median of the per-repetition
+ * ratios. Repetition i ran a and b one right after the other (the order
+ * rotating), so a burst of host noise that slows one repetition slows both
+ * sides of its ratio; the ratio of the two medians can take a's median from
+ * one repetition and b's from another. NAN when either failed or has no run.
+ */
+static double cell_ratio(const struct mp_cellres *cr, unsigned a, unsigned b)
+{
+	double q[MAX_REPS];
+	unsigned n = cr->n[a] < cr->n[b] ? cr->n[a] : cr->n[b];
+
+	if (n == 0 || cr->why[a][0] || cr->why[b][0])
+		return NAN;
+	for (unsigned i = 0; i < n; i++)
+		q[i] = cr->rate[a][i] / cr->rate[b][i];
+	return median(q, n);
+}
+
 static void cell_name(const struct mp_cell *c, char *buf, size_t len)
 {
 	snprintf(buf, len, "%u %u %u %s", c->keep, c->get, c->put, c->is_const ? "const" : "var");
@@ -651,13 +672,13 @@ struct gm {
 	unsigned n, leads;
 };
 
-static void gm_add(struct gm *g, double num, double den, double lead_at)
+static void gm_add(struct gm *g, double ratio, double lead_at)
 {
-	if (!(num > 0) || !(den > 0))
+	if (!(ratio > 0))
 		return;
-	g->log_sum += log(num / den);
+	g->log_sum += log(ratio);
 	g->n++;
-	if (num / den >= lead_at)
+	if (ratio >= lead_at)
 		g->leads++;
 }
 
@@ -679,9 +700,11 @@ static void report_cores(FILE *f, const struct mp_run *r, unsigned k, int md)
 	const char *sep = md ? " | " : "  ";
 	char cn[48], v[MP_ALLOCS][24], q[2][16], dep[16], slow[16], lk[24];
 
-	fprintf(f, md ? "\n#### %u core%s: objects got per second (millions), median of %u\n\n"
-		      : "\n%u core%s: objects got per second (millions), median of %u\n",
-		r->cores[k], r->cores[k] > 1 ? "s" : "", r->reps);
+	fprintf(f, md ? "\n#### %u core%s: objects got per second (millions), median of %u; each ratio the median of "
+			"the %u repetitions' ratios\n\n"
+		      : "\n%u core%s: objects got per second (millions), median of %u; each ratio the median of the %u "
+			"repetitions' ratios\n",
+		r->cores[k], r->cores[k] > 1 ? "s" : "", r->reps, r->reps);
 	if (md)
 		fprintf(f, "| n_keep get put sizes | dpdk | iopool | bounded | iopool/dpdk | bounded/iopool | "
 			   "depot mags per kobj | slow-path objects per kobj | locks (contended) per kobj |\n"
@@ -708,8 +731,8 @@ static void report_cores(FILE *f, const struct mp_run *r, unsigned k, int md)
 			else
 				fmt(v[a], sizeof(v[a]), m[a] / 1e6, "%.1f");
 		}
-		fmt(q[0], sizeof(q[0]), m[A_IOPOOL] / m[A_DPDK], "%.2fx");
-		fmt(q[1], sizeof(q[1]), m[A_BOUNDED] / m[A_IOPOOL], "%.2fx");
+		fmt(q[0], sizeof(q[0]), cell_ratio(cr, A_IOPOOL, A_DPDK), "%.2fx");
+		fmt(q[1], sizeof(q[1]), cell_ratio(cr, A_BOUNDED, A_IOPOOL), "%.2fx");
 		double ko = d->objs ? (double)d->objs / 1000 : NAN;
 		fmt(dep, sizeof(dep), (double)(d->depot_get + d->depot_put) / ko, "%.2f");
 		fmt(slow, sizeof(slow), (double)(d->alloc_slow + d->free_slow) / ko, "%.2f");
@@ -762,9 +785,9 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 					in = c.keep == mp_keeps[s - 6];
 				if (!in || !cell_on(r, ci))
 					continue;
-				gm_add(&id, cell_median(cr, A_IOPOOL), cell_median(cr, A_DPDK), 1.0);
-				gm_add(&bd, cell_median(cr, A_BOUNDED), cell_median(cr, A_DPDK), 1.0);
-				gm_add(&bi, cell_median(cr, A_BOUNDED), cell_median(cr, A_IOPOOL), 0.9);
+				gm_add(&id, cell_ratio(cr, A_IOPOOL, A_DPDK), 1.0);
+				gm_add(&bd, cell_ratio(cr, A_BOUNDED, A_DPDK), 1.0);
+				gm_add(&bi, cell_ratio(cr, A_BOUNDED, A_IOPOOL), 0.9);
 			}
 			if (id.n == 0 && bd.n == 0 && bi.n == 0)
 				continue;
@@ -819,7 +842,7 @@ static void report_summary(FILE *f, const struct mp_run *r, int md)
 		char v[16];
 		for (unsigned ci = 0; ci < MP_CELLS; ci++)
 			if (cell_on(r, ci))
-				gm_add(&g, cell_median(&r->res[k2][ci], a) / 2, cell_median(&r->res[k1][ci], a), 1.0);
+				gm_add(&g, cell_median(&r->res[k2][ci], a) / 2 / cell_median(&r->res[k1][ci], a), 1.0);
 		fmt(v, sizeof(v), gm_val(&g), "%.2fx");
 		fprintf(f, " %s %s%s", alloc_names[a], v, a + 1 < MP_ALLOCS ? "," : "\n");
 	}
@@ -908,7 +931,18 @@ static int write_json(const struct mp_run *r)
 				}
 				fputc('}', f);
 			}
-			fputc('}', f);
+			/* The ratios the tables print (cell_ratio). */
+			static const unsigned num[] = { A_IOPOOL, A_BOUNDED, A_BOUNDED }, den[] = { A_DPDK, A_DPDK, A_IOPOOL };
+			fprintf(f, ", \"ratios\": {");
+			for (unsigned q = 0; q < 3; q++) {
+				double v = cell_ratio(cr, num[q], den[q]);
+				fprintf(f, "%s\"%s/%s\": ", q ? ", " : "", alloc_names[num[q]], alloc_names[den[q]]);
+				if (isnan(v))
+					fprintf(f, "null");
+				else
+					fprintf(f, "%.4f", v);
+			}
+			fprintf(f, "}}");
 			first = 0;
 		}
 	}
