@@ -35,25 +35,13 @@ if [ ! -x "$bench" ]; then
 	exit 2
 fi
 
+. "$(dirname "$0")/cg_ir.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # total_ir MODE FUNCTION N: the Ir callgrind counted inside FUNCTION.
 total_ir() {
-	out="$tmp/callgrind.$2.$3"
-	if ! env ${CG_PRELOAD:+LD_PRELOAD="$CG_PRELOAD"} valgrind --tool=callgrind --collect-atstart=no \
-		--toggle-collect="$2" --callgrind-out-file="$out" \
-		"$bench" "$1" "$3" >"$tmp/log" 2>&1; then
-		return 1
-	fi
-	# "totals:" (or "summary:" in older callgrinds) holds the event totals.
-	ir=$(sed -n 's/^totals: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
-	[ -n "$ir" ] || ir=$(sed -n 's/^summary: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
-	if [ -z "$ir" ] || [ "$ir" -eq 0 ]; then
-		echo "no instructions counted in $2 (was it inlined or renamed?)" >"$tmp/log"
-		return 1
-	fi
-	echo "$ir"
+	cg_ir "$2" "$tmp/callgrind.$2.$3" "$tmp/log" "$bench" "$1" "$3"
 }
 
 # report NAME MODE FUNCTION [WHAT]

@@ -30,20 +30,18 @@ if [ $# -eq 0 ]; then
 		512:1:1:const 512:4:4:const 512:8:8:const 512:32:32:const \
 		32:4:4:var 32:8:4:var 32:32:4:var 32:32:1:var 32:4:32:var 32:32:32:var
 fi
+. "$(dirname "$0")/cg_ir.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # ir ALLOC CELL CALLS: the instructions callgrind counted inside the loop.
 ir() {
 	case $1 in iopool | bounded) fn='iop_loop_*' ;; *) fn='dpdk_loop_*' ;; esac
-	out="$tmp/cg.out"
-	if ! valgrind --tool=callgrind --collect-atstart=no --toggle-collect="$fn" --callgrind-out-file="$out" \
-		"$bin" --callgrind-loop "$1:$2:$3" >"$tmp/log" 2>&1; then
+	if ! cg_ir "$fn" "$tmp/cg.out" "$tmp/log" "$bin" --callgrind-loop "$1:$2:$3"; then
 		echo "mp_callgrind.sh: $1 $2 failed:" >&2
 		tail -n 5 "$tmp/log" >&2
 		return 1
 	fi
-	sed -n 's/^totals: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1
 }
 
 per_object() {

@@ -20,18 +20,16 @@ if ! command -v valgrind >/dev/null 2>&1; then
 	echo "owner_callgrind.sh: valgrind is not installed (apt-get install valgrind)" >&2
 	exit 77
 fi
+. "$(dirname "$0")/cg_ir.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # ir FORM N STRIDE LAYOUT ITERS: the Ir counted inside cg_owner_loop.
 ir() {
-	out="$tmp/cg.out"
-	valgrind --tool=callgrind --collect-atstart=no --toggle-collect=cg_owner_loop \
-		--callgrind-out-file="$out" "$bench" --callgrind "$@" >"$tmp/log" 2>&1 || {
+	cg_ir cg_owner_loop "$tmp/cg.out" "$tmp/log" "$bench" --callgrind "$@" || {
 		cat "$tmp/log" >&2
 		return 1
 	}
-	sed -n 's/^totals: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1
 }
 
 forms="owned_all scalar sse2 avx2 owned_array"

@@ -29,25 +29,17 @@ if ! command -v valgrind >/dev/null 2>&1; then
 	echo "valgrind is not installed (apt-get install valgrind): skipped"
 	exit 77
 fi
+. "$(dirname "$0")/../bench/cg_ir.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # ir MODE COUNT N: instructions counted inside cg_simd_loop.
 ir() {
-	out=$tmp/cg.$1.$2.$3
-	if ! valgrind --tool=callgrind --collect-atstart=no --toggle-collect=cg_simd_loop \
-		--callgrind-out-file="$out" "$bin" "$1" "$2" "$3" >"$tmp/log" 2>&1; then
+	if ! cg_ir cg_simd_loop "$tmp/cg.$1.$2.$3" "$tmp/log" "$bin" "$1" "$2" "$3"; then
 		cat "$tmp/log" >&2
 		echo "simd_callgrind.sh: $bin $1 $2 $3 failed under callgrind" >&2
 		exit 1
 	fi
-	n=$(sed -n 's/^totals: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
-	[ -n "$n" ] || n=$(sed -n 's/^summary: *\([0-9][0-9]*\).*/\1/p' "$out" | head -n 1)
-	if [ -z "$n" ] || [ "$n" -eq 0 ]; then
-		echo "simd_callgrind.sh: nothing counted in cg_simd_loop (inlined or renamed?)" >&2
-		exit 1
-	fi
-	echo "$n"
 }
 
 # What the library found, as the program prints it: "simd byte B, cache mode M".
