@@ -934,7 +934,7 @@ static int write_json(const struct mp_run *r)
 			/* The ratios the tables print (cell_ratio). */
 			static const unsigned num[] = { A_IOPOOL, A_BOUNDED, A_BOUNDED }, den[] = { A_DPDK, A_DPDK, A_IOPOOL };
 			fprintf(f, ", \"ratios\": {");
-			for (unsigned q = 0; q < 3; q++) {
+			for (unsigned q = 0; q < sizeof(num) / sizeof(num[0]); q++) {
 				double v = cell_ratio(cr, num[q], den[q]);
 				fprintf(f, "%s\"%s/%s\": ", q ? ", " : "", alloc_names[num[q]], alloc_names[den[q]]);
 				if (isnan(v))
