@@ -1015,10 +1015,11 @@ static int cpuinfo_has(const char *flag)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof line, f)) {
-		if (strncmp(line, "flags", 5) != 0)
+		char *colon = strchr(line, ':');
+		if (strncmp(line, "flags", 5) != 0 || colon == NULL)
 			continue;
 		has = 0;
-		for (char *t = strtok(strchr(line, ':') + 1, " \n"); t; t = strtok(NULL, " \n"))
+		for (char *t = strtok(colon + 1, " \n"); t; t = strtok(NULL, " \n"))
 			has |= strcmp(t, flag) == 0;
 		break;
 	}
