@@ -38,6 +38,12 @@
  *                drift hits all alike; a cell's rate is the median over
  *                --reps, and a ratio the median of the repetitions' own
  *                ratios (cell_ratio): each pairs two runs made moments apart
+ *   processes    each repetition in a fresh process of its own (both
+ *                iopool pools, the workers and DPDK's EAL child created
+ *                anew), which sends its rates back; so a median is also
+ *                over what one process keeps for its whole life and the
+ *                next does not (docs/BENCHMARKS.md, twelfth session);
+ *                --one-process runs them all in this one
  *   also         per iopool cell: depot exchanges, slow allocs and frees
  *                (iop_pool_stats deltas), and iopool's mutex acquisitions
  *                and the contended ones (pthread_mutex_lock is wrapped at
@@ -58,6 +64,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <iopool.h>
 
@@ -403,6 +412,8 @@ struct mp_run {
 	struct machine machine;
 	struct mp_cellres res[MP_CORES_MAX][MP_CELLS];   /* by index in cores[] */
 	unsigned failures;
+	int one_process;         /* --one-process: every repetition in this one */
+	long rep_pid[MAX_REPS];  /* the process each repetition ran in */
 };
 
 static void usage(FILE *f)
@@ -418,6 +429,8 @@ static void usage(FILE *f)
 	      "  --cache N        iopool's params.cache_size (default 0: iopool's choice)\n"
 	      "  --quick          a smoke test\n"
 	      "  --lock-timing    time every mutex acquisition and hold (slows the depot)\n"
+	      "  --one-process    every repetition in this process (default: a fresh\n"
+	      "                   process, pools and DPDK child for each)\n"
 	      "  --json PATH      results as JSON (default " DEFAULT_JSON ")\n"
 	      "  --markdown PATH  the tables as markdown too\n"
 	      "  --callgrind-loop ALLOC:KEEP:GET:PUT:KIND:CALLS\n"
@@ -477,6 +490,9 @@ static void parse_args(int argc, char **argv, struct mp_run *r)
 			continue;
 		} else if (strcmp(a, "--lock-timing") == 0) {
 			lock_timing = 1;
+			continue;
+		} else if (strcmp(a, "--one-process") == 0) {
+			r->one_process = 1;
 			continue;
 		}
 		if (v == NULL) {
@@ -854,9 +870,10 @@ static void report(FILE *f, const struct mp_run *r, int md)
 	fprintf(f, "%s%s, %ld CPUs, %s; %s; DPDK %s\n", md ? "Machine: " : "machine: ", r->machine.cpu,
 		r->machine.cores, r->machine.kernel, r->machine.compiler,
 		mp_dpdk_version[0] ? mp_dpdk_version : "not built in");
-	fprintf(f, "%s%zu B objects, %.3f s per cell and allocator, %u repetition%s, pool %u objects (DPDK: "
+	fprintf(f, "%s%zu B objects, %.3f s per cell and allocator, %u repetition%s (%s), pool %u objects (DPDK: "
 		   "cache 512; bounded iopool: limit %u); iopool cache_size %u%s\n",
-		md ? "\n" : "", r->obj_size, r->seconds, r->reps, r->reps > 1 ? "s" : "", r->pool_objs,
+		md ? "\n" : "", r->obj_size, r->seconds, r->reps, r->reps > 1 ? "s" : "",
+		r->one_process ? "all in one process" : "each in a fresh process, pools and DPDK child", r->pool_objs,
 		r->pool_objs, r->cache, r->cache ? "" : " (its default)");
 	for (unsigned a = 0; a < MP_ALLOCS; a++)
 		if (r->alloc_why[a][0])
@@ -886,9 +903,15 @@ static int write_json(const struct mp_run *r)
 	json_machine(f, &r->machine);
 	fprintf(f, ",\n  \"config\": {\"seconds\": %g, \"reps\": %u, \"quick\": %s, \"object_size\": %zu, "
 		   "\"pool_objs\": %u, \"dpdk_cache\": 512, \"bounded_limit\": %u, \"iopool_cache_size\": %u, "
-		   "\"unit\": \"objects/s\"},\n"
-		   "  \"allocators\": {",
-		r->seconds, r->reps, r->quick ? "true" : "false", r->obj_size, r->pool_objs, r->pool_objs, r->cache);
+		   "\"unit\": \"objects/s\", \"one_process\": %s},\n",
+		r->seconds, r->reps, r->quick ? "true" : "false", r->obj_size, r->pool_objs, r->pool_objs, r->cache,
+		r->one_process ? "true" : "false");
+	/* The process each repetition ran in, and this one: with a fresh
+	 * process per repetition they all differ. */
+	fprintf(f, "  \"pid\": %ld, \"rep_pids\": [", (long)getpid());
+	for (unsigned rep = 0; rep < r->reps; rep++)
+		fprintf(f, "%s%ld", rep ? ", " : "", r->rep_pid[rep]);
+	fprintf(f, "],\n  \"allocators\": {");
 	for (unsigned a = 0; a < MP_ALLOCS; a++) {
 		fprintf(f, "%s\"%s\": ", a ? ", " : "", alloc_names[a]);
 		json_str(f, r->alloc_why[a][0] ? r->alloc_why[a] : "ok");
@@ -1032,14 +1055,109 @@ static int callgrind_loop(const struct mp_run *r)
 	return 0;
 }
 
+/*
+ * Repetitions [from, to) of the matrix, appended to r->res: DPDK's child,
+ * both iopool pools and the workers started here and stopped at the end.
+ * Called in a fresh process per repetition (the default), or once for all
+ * of them (--one-process).
+ */
+static void run_reps(struct mp_run *r, unsigned from, unsigned to, unsigned cores_max)
+{
+	struct mp_dpdk *dpdk = NULL;
+	struct mp_runner *run;
+	iop_pool_t *pools[MP_ALLOCS] = { NULL };
+	char why[256];
+
+	for (unsigned rep = from; rep < to; rep++)
+		r->rep_pid[rep] = (long)getpid();
+	/* DPDK first: its child is forked before this process starts a thread. */
+	if (!r->alloc_why[A_DPDK][0]) {
+		dpdk = mp_dpdk_open(cores_max, r->pool_objs, r->obj_size, why, sizeof(why));
+		if (dpdk == NULL)
+			snprintf(r->alloc_why[A_DPDK], sizeof(r->alloc_why[A_DPDK]), "%s", why);
+	}
+
+	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
+	p.obj_size = r->obj_size;
+	p.cache_size = r->cache;
+	p.name = "mempool_perf";
+	pools[A_IOPOOL] = iop_pool_create(&p);
+	p.name = "mempool_perf_bounded";
+	p.limit = r->pool_objs;
+	pools[A_BOUNDED] = iop_pool_create(&p);
+	if (pools[A_IOPOOL] == NULL || pools[A_BOUNDED] == NULL)
+		die("iop_pool_create: %s", strerror(errno));
+	run = mp_runner_start(cores_max, NULL, why, sizeof(why));
+	if (run == NULL)
+		die("%s", why);
+
+	/* Warm-up, not kept: every allocator maps and caches what the
+	 * largest cell needs. */
+	unsigned last = MP_CORES_MAX - 1;
+	for (unsigned k = 0; k < r->ncores; k++)
+		if (r->cores[k] == cores_max)
+			last = k;
+	for (unsigned a = 0; a < MP_ALLOCS; a++)
+		run_one(r, a, last, MP_VAR_CELLS - 1, dpdk, run, pools, 0);
+
+	for (unsigned rep = from; rep < to; rep++) {
+		for (unsigned k = 0; k < r->ncores; k++) {
+			fprintf(stderr, "\rrep %u/%u, %u core%s ...   ", rep + 1, r->reps, r->cores[k],
+				r->cores[k] > 1 ? "s" : "");
+			for (unsigned ci = 0; ci < MP_CELLS; ci++)
+				for (unsigned j = 0; j < MP_ALLOCS && cell_on(r, ci); j++)
+					run_one(r, (ci + rep + j) % MP_ALLOCS, k, ci, dpdk, run, pools, 1);
+		}
+	}
+	mp_runner_stop(run);
+	if (dpdk != NULL)
+		mp_dpdk_close(dpdk);
+	iop_pool_destroy(pools[A_IOPOOL]);
+	iop_pool_destroy(pools[A_BOUNDED]);
+}
+
+/*
+ * Repetition `rep` in a child process of its own, which starts from a copy
+ * of *r, adds its repetition and sends the whole of *r back. A process
+ * keeps, for its whole life, whatever makes one allocator's runs slower
+ * in it (docs/BENCHMARKS.md: one pool, or DPDK's child, slow in every cell
+ * of a group through one run, and not in the next run); with a process per
+ * repetition, the median of the paired ratios is over that too.
+ */
+static void run_rep_forked(struct mp_run *r, unsigned rep, unsigned cores_max)
+{
+	/* Shared with the child, which copies *r into it when done: no pipe
+	 * that DPDK's child (forked by ours) would inherit and hold open. */
+	struct mp_run *got = mmap(NULL, sizeof(*got), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t pid;
+	int status;
+
+	if (got == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		run_reps(r, rep, rep + 1, cores_max);
+		memcpy(got, r, sizeof(*r));
+		_exit(0);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			die("waitpid: %s", strerror(errno));
+	if (WIFSIGNALED(status))
+		die("repetition %u: its process died of signal %d", rep + 1, WTERMSIG(status));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("repetition %u: its process exited with status %d", rep + 1, WEXITSTATUS(status));
+	memcpy(r, got, sizeof(*r));
+	munmap(got, sizeof(*got));
+}
+
 int main(int argc, char **argv)
 {
 	struct mp_run *r = calloc(1, sizeof(*r));
-	struct mp_dpdk *dpdk;
-	struct mp_runner *run;
-	iop_pool_t *pools[MP_ALLOCS] = { NULL };
 	unsigned cores_max = 0;
-	char why[256];
 
 	if (r == NULL)
 		die("out of memory");
@@ -1067,49 +1185,13 @@ int main(int argc, char **argv)
 	read_loadavg(r->machine.load_start, sizeof(r->machine.load_start));
 	r->pool_objs = pool_objs();
 
-	/* DPDK first: its child is forked before this process starts a thread. */
-	dpdk = mp_dpdk_open(cores_max, r->pool_objs, r->obj_size, why, sizeof(why));
-	if (dpdk == NULL)
-		snprintf(r->alloc_why[A_DPDK], sizeof(r->alloc_why[A_DPDK]), "%s", why);
-
-	struct iop_pool_params p = IOP_POOL_PARAMS_INIT;
-	p.obj_size = r->obj_size;
-	p.cache_size = r->cache;
-	p.name = "mempool_perf";
-	pools[A_IOPOOL] = iop_pool_create(&p);
-	p.name = "mempool_perf_bounded";
-	p.limit = r->pool_objs;
-	pools[A_BOUNDED] = iop_pool_create(&p);
-	if (pools[A_IOPOOL] == NULL || pools[A_BOUNDED] == NULL)
-		die("iop_pool_create: %s", strerror(errno));
-	run = mp_runner_start(cores_max, NULL, why, sizeof(why));
-	if (run == NULL)
-		die("%s", why);
-
-	/* Warm-up, not kept: every allocator maps and caches what the
-	 * largest cell needs. */
-	unsigned last = MP_CORES_MAX - 1;
-	for (unsigned k = 0; k < r->ncores; k++)
-		if (r->cores[k] == cores_max)
-			last = k;
-	for (unsigned a = 0; a < MP_ALLOCS; a++)
-		run_one(r, a, last, MP_VAR_CELLS - 1, dpdk, run, pools, 0);
-
-	for (unsigned rep = 0; rep < r->reps; rep++) {
-		for (unsigned k = 0; k < r->ncores; k++) {
-			fprintf(stderr, "\rrep %u/%u, %u core%s ...   ", rep + 1, r->reps, r->cores[k],
-				r->cores[k] > 1 ? "s" : "");
-			for (unsigned ci = 0; ci < MP_CELLS; ci++)
-				for (unsigned j = 0; j < MP_ALLOCS && cell_on(r, ci); j++)
-					run_one(r, (ci + rep + j) % MP_ALLOCS, k, ci, dpdk, run, pools, 1);
-		}
+	if (r->one_process) {
+		run_reps(r, 0, r->reps, cores_max);
+	} else {
+		for (unsigned rep = 0; rep < r->reps; rep++)
+			run_rep_forked(r, rep, cores_max);
 	}
 	fprintf(stderr, "\r%40s\r", "");
-	mp_runner_stop(run);
-	if (dpdk != NULL)
-		mp_dpdk_close(dpdk);
-	iop_pool_destroy(pools[A_IOPOOL]);
-	iop_pool_destroy(pools[A_BOUNDED]);
 	read_loadavg(r->machine.load_end, sizeof(r->machine.load_end));
 
 	report(stdout, r, 0);
