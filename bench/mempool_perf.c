@@ -1148,7 +1148,7 @@ static void run_rep_forked(struct mp_run *r, unsigned rep, unsigned cores_max)
 			die("waitpid: %s", strerror(errno));
 	if (WIFSIGNALED(status))
 		die("repetition %u: its process died of signal %d", rep + 1, WTERMSIG(status));
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (WEXITSTATUS(status) != 0)
 		die("repetition %u: its process exited with status %d", rep + 1, WEXITSTATUS(status));
 	memcpy(r, got, sizeof(*r));
 	munmap(got, sizeof(*got));
