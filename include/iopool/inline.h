@@ -1213,8 +1213,8 @@ IOPINLINE IOP__BULK_INLINE void(iop_free_bulk)(iop_pool_t *pool, void *const *ob
 	 * a bad pointer, a full or closed slot), the slow path decides. A
 	 * count of 4 in a register takes the sequence for a literal 4: one
 	 * run, not the same 32 bytes loaded, stored and checked twice. In
-	 * DPDK's loop on an AMD EPYC (Zen 4), the cells that get or put 4 at
-	 * a time ran 9-16% faster and 8:8 3% faster (bench/inline_ab.sh,
+	 * DPDK's loop on an AMD EPYC (Zen 4), the cells that put back 4 at
+	 * a time ran 5-14% faster and 8:8 3% faster (bench/inline_ab.sh,
 	 * four code layouts in one process); callgrind, per object: 32:32:4
 	 * 16.50 -> 15.78 instructions, 32:4:4 24.88 -> 23.66, 8:8 13.00 ->
 	 * 13.63 (the test of 4). A test of k inside the sequence gained less
