@@ -50,32 +50,8 @@ static inline uint64_t ab_now(void)
 __asm__(".text\n\t.skip " AB_STR(AB_PAD) ", 0x90\n\t");
 #endif
 
-/* As bench/mempool_perf.c's iop_get/iop_put: inlined, one object by the
- * single calls. */
-static inline __attribute__((always_inline)) int ab_get(iop_pool_t *pool, void **objs, unsigned n)
-{
-	if (n == 1) {
-		void *p = iop_alloc(pool);
-		if (__builtin_expect(p == NULL, 0))
-			return -1;
-		objs[0] = p;
-		return 0;
-	}
-	unsigned got = iop_alloc_bulk(pool, objs, n);
-	if (__builtin_expect(got == n, 1))
-		return 0;
-	if (got)
-		iop_free_bulk(pool, objs, got);
-	return -1;
-}
-
-static inline __attribute__((always_inline)) void ab_put(iop_pool_t *pool, void **objs, unsigned n)
-{
-	if (n == 1)
-		iop_free(pool, objs[0]);
-	else
-		iop_free_bulk(pool, objs, n);
-}
+/* The matrix's own get and put (iop_get, iop_put). */
+#include "iop_getput.h"
 
 uint64_t AB_LOOP(iop_pool_t *pool, void **table, unsigned keep, unsigned get, unsigned put, unsigned rounds);
 uint64_t AB_LOOP(iop_pool_t *pool, void **table, unsigned keep, unsigned get, unsigned put, unsigned rounds)
@@ -83,11 +59,11 @@ uint64_t AB_LOOP(iop_pool_t *pool, void **table, unsigned keep, unsigned get, un
 	uint64_t t0 = ab_now();
 	for (unsigned r = 0; r < rounds; r++) {
 		for (unsigned i = 0; i < keep; i += get)
-			if (__builtin_expect(ab_get(pool, &table[i], get) != 0, 0))
+			if (__builtin_expect(iop_get(pool, &table[i], get) != 0, 0))
 				return 0;
 		__asm__ volatile("" : : "r"(table) : "memory");
 		for (unsigned i = 0; i < keep; i += put)
-			ab_put(pool, &table[i], put);
+			iop_put(pool, &table[i], put);
 	}
 	return ab_now() - t0;
 }
