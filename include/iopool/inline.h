@@ -574,7 +574,8 @@ slow:
 /*
  * 4 <= k <= 8 with AVX (the caller tests): in[0..3] and in[k-4..k-1] as
  * two 32-byte runs, overlapping under 8; a k the compiler knows takes one
- * run at 4 (and the callers send a 4 in a register there). The owner-checking pushes of 4 to 8 (iop__seq_push8_own) load
+ * run at 4 (and the callers send a 4 in a register there). The
+ * owner-checking pushes of 4 to 8 (iop__seq_push8_own) load
  * the same two runs, so a burst freed soon after it was got reads each
  * run from the store that wrote it: the SSE2 copy's four 16-byte stores
  * cannot be forwarded to a 32-byte load, which then waits for them to
