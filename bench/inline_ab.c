@@ -26,17 +26,11 @@
 #define _GNU_SOURCE
 #include <iopool.h>
 #include <stdint.h>
-#include <time.h>
+
+#include "bench.h" /* now_ns(), escape() */
 
 typedef uint64_t (*ab_loop_fn)(iop_pool_t *pool, void **table, unsigned keep, unsigned get, unsigned put,
 			       unsigned rounds);
-
-static inline uint64_t ab_now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 #ifdef AB_LOOP
 #ifndef AB_PAD
@@ -56,16 +50,16 @@ __asm__(".text\n\t.skip " AB_STR(AB_PAD) ", 0x90\n\t");
 uint64_t AB_LOOP(iop_pool_t *pool, void **table, unsigned keep, unsigned get, unsigned put, unsigned rounds);
 uint64_t AB_LOOP(iop_pool_t *pool, void **table, unsigned keep, unsigned get, unsigned put, unsigned rounds)
 {
-	uint64_t t0 = ab_now();
+	uint64_t t0 = now_ns();
 	for (unsigned r = 0; r < rounds; r++) {
 		for (unsigned i = 0; i < keep; i += get)
 			if (__builtin_expect(iop_get(pool, &table[i], get) != 0, 0))
 				return 0;
-		__asm__ volatile("" : : "r"(table) : "memory");
+		escape(table);
 		for (unsigned i = 0; i < keep; i += put)
 			iop_put(pool, &table[i], put);
 	}
-	return ab_now() - t0;
+	return now_ns() - t0;
 }
 
 #else /* the driver */

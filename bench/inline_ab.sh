@@ -75,6 +75,8 @@ fi
 status=0
 flags="-O3 -DNDEBUG -std=c11 -fno-toplevel-reorder -I$build/include"
 echo "inline-ab: old = ${old}, new = ${new:-the working tree}; $(uname -m), $("$cc" --version | head -n 1)"
+# shellcheck disable=SC2086
+"$cc" $flags -I"$root/include" -c "$root/bench/inline_ab.c" -o "$out/main.o"
 for pad in $pads; do
 	bin=$out/ab-$pad
 	# shellcheck disable=SC2086
@@ -82,9 +84,7 @@ for pad in $pads; do
 	# shellcheck disable=SC2086
 	"$cc" $flags -DAB_LOOP=ab_loop_new -DAB_PAD="$pad" -I"$out/new/include" -c "$root/bench/inline_ab.c" -o "$bin-new.o"
 	# shellcheck disable=SC2086
-	"$cc" $flags -I"$root/include" -c "$root/bench/inline_ab.c" -o "$bin-main.o"
-	# shellcheck disable=SC2086
-	"$cc" -o "$bin" "$bin-main.o" "$bin-old.o" "$bin-new.o" "$lib" $libs -lm
+	"$cc" -o "$bin" "$out/main.o" "$bin-old.o" "$bin-new.o" "$lib" $libs -lm
 	echo
 	echo "layout: loops moved by $pad bytes"
 	"$bin" "$@" >"$bin.txt" || status=1
